@@ -1,0 +1,102 @@
+# sluice build. `make` builds build/sluice and build/sluice-run (and kernels/cuda/*.cu for
+# sm_90 when nvcc is present; CUDA=0 forces CPU-only). `make test` sets up what is missing,
+# builds and runs every test; `make san` runs the suite under ASan + UBSan; `make run` starts
+# on the default model. Objects and dependency files go under $(BUILD).
+
+CC      ?= gcc
+BUILD   ?= build
+OPT     ?= -O2
+ARCH    ?= -march=native
+CFLAGS  ?=
+CFLAGS  += -std=gnu11 $(OPT) $(ARCH) -g -Wall -Wextra -fopenmp -I. -MMD -MP \
+           -DTEST_DATA_DIR='"$(CURDIR)/tests/data"' \
+           -DTEST_MODEL_PATH='"$(CURDIR)/models/SmolLM2-135M-Instruct.Q4_1.gguf"'
+LDLIBS  += -fopenmp -lpcre2-8 -lmicrohttpd -lcjson -lpthread -lm
+
+MODEL   ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
+
+# ---- sources
+LIB_SRC    := $(wildcard common/*.c config/*.c kernels/cpu/*.c scheduler/*.c engine/*.c)
+SERVER_SRC := $(filter-out server/cli_run.c,$(wildcard server/*.c))
+TEST_SRC   := $(wildcard tests/unit/test_*.c)
+
+LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o)
+SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o)
+LIB        := $(BUILD)/libsluice.a
+TESTS      := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+BINS       := $(BUILD)/sluice $(BUILD)/sluice-run
+
+# ---- CUDA: compiled for sm_90 when nvcc exists; linked by the GPU backend once it lands
+NVCC    := $(shell command -v nvcc 2>/dev/null)
+CUDA    ?= $(if $(NVCC),1,0)
+CU_SRC  := $(wildcard kernels/cuda/*.cu)
+CU_OBJ  := $(CU_SRC:%.cu=$(BUILD)/%.o)
+NVFLAGS ?= -O3 -arch=sm_90 -std=c++17 -I. -Xcompiler -Wall,-Wextra
+ifeq ($(CUDA),1)
+CUDA_LIB := $(if $(CU_OBJ),$(BUILD)/libsluice_cuda.a)
+endif
+
+.PHONY: all setup test unit san run bench clean golden
+all: $(BINS) $(TESTS) $(CUDA_LIB)
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+$(BUILD)/libsluice_cuda.a: $(CU_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/sluice: $(SERVER_OBJ) $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/sluice-run: $(BUILD)/server/cli_run.o $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# ---- set-up (Debian packages, Python test venv, default model); quick when all is there
+setup:
+	@bash scripts/setup.sh
+
+# ---- tests: every unit binary, then the API tests; the last line is "N passed, N failed"
+test: setup
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) bash scripts/run-tests.sh
+
+unit: all
+	@BUILD=$(BUILD) SKIP_API=1 bash scripts/run-tests.sh
+
+# The same suite under AddressSanitizer + UndefinedBehaviorSanitizer, in its own build dir.
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+san: setup
+	@$(MAKE) --no-print-directory all BUILD=build-san OPT=-O1 CUDA=0 \
+	    CFLAGS="$(SAN_FLAGS)" LDLIBS="$(SAN_FLAGS) -fopenmp -lpcre2-8 -lmicrohttpd -lcjson -lpthread -lm"
+	@BUILD=build-san SANITIZED=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 bash scripts/run-tests.sh
+
+run: setup
+	@$(MAKE) --no-print-directory $(BINS)
+	$(BUILD)/sluice-run --model $(MODEL) --chat --prompt "What is the capital of France?" --max-tokens 64
+
+bench: setup
+	@$(MAKE) --no-print-directory all
+	bash bench/run.sh
+
+golden:
+	bash scripts/make-golden.sh
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

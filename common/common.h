@@ -1,0 +1,62 @@
+// common.h: checks, logging, allocation and time helpers shared by every module.
+//
+// Two kinds of failure (DESIGN.md §7):
+//  - a bug or a broken environment: CHECK / DIE log file, line and cause, then exit(1);
+//  - anything a client or a file can cause: the function returns SL_ERR and writes a one-line
+//    message into the caller's `char *err` buffer (ERR_MAX bytes) with seterr().
+#pragma once
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SL_OK 0
+#define SL_ERR (-1)
+#define ERR_MAX 512
+
+#define CHECK(cond, ...)                                                              \
+    do {                                                                              \
+        if (!(cond)) die_at(__FILE__, __LINE__, "check failed: " #cond " " __VA_ARGS__); \
+    } while (0)
+#define DIE(...) die_at(__FILE__, __LINE__, __VA_ARGS__)
+
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+__attribute__((noreturn, format(printf, 3, 4))) void die_at(const char *file, int line,
+                                                            const char *fmt, ...);
+
+// Writes a formatted one-line message into err (which may be NULL) and returns SL_ERR,
+// so a failing path reads `return seterr(err, "bad magic %08x", m);`.
+__attribute__((format(printf, 2, 3))) int seterr(char *err, const char *fmt, ...);
+
+// ---- logging (stderr, one line each, with a monotonic timestamp)
+typedef enum { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 } LogLevel;
+extern LogLevel log_level;
+__attribute__((format(printf, 2, 3))) void log_msg(LogLevel lvl, const char *fmt, ...);
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+
+// ---- allocation: abort on out-of-memory, so callers never check (redis' zmalloc rule)
+void *xmalloc(size_t n);
+void *xcalloc(size_t count, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+// 64-byte aligned, for SIMD rows and weight slabs; free with free().
+void *xmalloc_aligned(size_t n);
+
+// ---- time
+double time_now_s(void); // monotonic seconds
+double time_ms_since(double t0_s);
+
+// ---- files
+// Reads a whole file into a NUL-terminated buffer; NULL with err set when it cannot.
+char *file_read_all(const char *path, size_t *len_out, char *err);
+
+// Peak resident set size of this process in bytes (VmHWM), 0 when unknown.
+size_t mem_peak_rss(void);

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every unit test binary under $BUILD/tests, then the API tests (pytest, tests/api) unless
+# SKIP_API=1 or the daemon binary is missing. Each unit binary prints "N passed, N failed";
+# this script adds them up and ends with one such line for the whole suite.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+total_pass=0; total_fail=0; broken=()
+
+for t in "$BUILD"/tests/test_*; do
+    [ -x "$t" ] || continue
+    name=$(basename "$t")
+    echo "== $name"
+    out=$("$t" 2>&1); rc=$?
+    printf '%s\n' "$out" | grep -E '^(FAIL|  FAIL|SKIP)|passed, [0-9]+ failed' || true
+    line=$(printf '%s\n' "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed' | tail -n1)
+    if [ -z "$line" ]; then
+        printf '%s\n' "$out" | tail -n 30
+        broken+=("$name (rc $rc, no summary)"); total_fail=$((total_fail + 1)); continue
+    fi
+    p=$(echo "$line" | cut -d' ' -f1); f=$(echo "$line" | cut -d' ' -f3)
+    total_pass=$((total_pass + p)); total_fail=$((total_fail + f))
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        printf '%s\n' "$out" | tail -n 30
+        broken+=("$name (rc $rc)"); total_fail=$((total_fail + 1))
+    fi
+done
+
+if [ "${SKIP_API:-0}" != 1 ] && [ -d tests/api ] && ls tests/api/test_*.py >/dev/null 2>&1; then
+    echo "== tests/api (pytest)"
+    out=$(SLUICE_BIN="$BUILD/sluice" .venv/bin/python -m pytest -q tests/api 2>&1); rc=$?
+    printf '%s\n' "$out" | tail -n 40
+    p=$(printf '%s\n' "$out" | grep -oE '[0-9]+ passed' | tail -n1 | cut -d' ' -f1)
+    f=$(printf '%s\n' "$out" | grep -oE '[0-9]+ (failed|error)' | awk '{s+=$1} END {print s+0}')
+    total_pass=$((total_pass + ${p:-0})); total_fail=$((total_fail + ${f:-0}))
+    if [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then broken+=("pytest (rc $rc)"); total_fail=$((total_fail + 1)); fi
+fi
+
+for b in "${broken[@]}"; do echo "broken: $b"; done
+echo "${total_pass} passed, ${total_fail} failed"
+[ "$total_fail" -eq 0 ]

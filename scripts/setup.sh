@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what sluice needs on a fresh Debian 12 machine, skipping whatever is already there:
+# Debian packages for the build, a Python venv (.venv) with the test-only PyPI packages, and
+# the default model. Safe to run again; quick when nothing is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEB_PKGS=(gcc make pkg-config libmicrohttpd-dev libcjson-dev libpcre2-dev python3-venv python3-pip unzip curl wrk)
+PY_PKGS=(pytest==8.3.3 openai==1.54.4 jinja2==3.1.4 requests==2.32.3)
+
+missing=()
+for p in "${DEB_PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Test-only Python packages live in .venv so the system Python stays untouched.
+stamp=.venv/.sluice-$(printf '%s\n' "${PY_PKGS[@]}" | md5sum | cut -c1-12)
+if [ ! -f "$stamp" ]; then
+    echo "setup: creating .venv with ${PY_PKGS[*]}"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check "${PY_PKGS[@]}"
+    touch "$stamp"
+fi
+
+bash scripts/fetch-model.sh
