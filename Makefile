@@ -19,11 +19,13 @@ MODEL   ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
 LIB_SRC    := $(wildcard common/*.c config/*.c kernels/cpu/*.c scheduler/*.c engine/*.c)
 SERVER_SRC := $(filter-out server/cli_run.c,$(wildcard server/*.c))
 TEST_SRC   := $(wildcard tests/unit/test_*.c)
+TOOL_SRC   := $(wildcard tests/tools/*.c)
 
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o)
 SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o)
 LIB        := $(BUILD)/libsluice.a
 TESTS      := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+TOOLS      := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 BINS       := $(BUILD)/sluice $(BUILD)/sluice-run
 
 # ---- CUDA: compiled for sm_90 when nvcc exists; linked by the GPU backend once it lands
@@ -37,7 +39,7 @@ CUDA_LIB := $(if $(CU_OBJ),$(BUILD)/libsluice_cuda.a)
 endif
 
 .PHONY: all setup test unit san run bench clean golden
-all: $(BINS) $(TESTS) $(CUDA_LIB)
+all: $(BINS) $(TESTS) $(TOOLS) $(CUDA_LIB)
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
@@ -62,6 +64,11 @@ $(BUILD)/sluice-run: $(BUILD)/server/cli_run.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# Small drivers the Python tests call (e.g. the template renderer against jinja2).
+$(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every unit test binary under $BUILD/tests, then the API tests (pytest, tests/api) unless
-# SKIP_API=1 or the daemon binary is missing. Each unit binary prints "N passed, N failed";
+# Runs every unit test binary under $BUILD/tests, then the Python tests (pytest over tests/)
+# unless SKIP_API=1. Each unit binary prints "N passed, N failed";
 # this script adds them up and ends with one such line for the whole suite.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,9 +26,11 @@ for t in "$BUILD"/tests/test_*; do
     fi
 done
 
-if [ "${SKIP_API:-0}" != 1 ] && [ -d tests/api ] && ls tests/api/test_*.py >/dev/null 2>&1; then
-    echo "== tests/api (pytest)"
-    out=$(SLUICE_BIN="$BUILD/sluice" .venv/bin/python -m pytest -q tests/api 2>&1); rc=$?
+# Python tests: tests/api (HTTP against a daemon) and any other tests/*/test_*.py (differential
+# tests that drive the C code through $BUILD/tools/*).
+if [ "${SKIP_API:-0}" != 1 ] && ls tests/*/test_*.py >/dev/null 2>&1; then
+    echo "== python tests (pytest)"
+    out=$(SLUICE_BUILD="$BUILD" .venv/bin/python -m pytest -q -p no:cacheprovider tests 2>&1); rc=$?
     printf '%s\n' "$out" | tail -n 40
     p=$(printf '%s\n' "$out" | grep -oE '[0-9]+ passed' | tail -n1 | cut -d' ' -f1)
     f=$(printf '%s\n' "$out" | grep -oE '[0-9]+ (failed|error)' | awk '{s+=$1} END {print s+0}')

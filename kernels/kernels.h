@@ -1,0 +1,81 @@
+// kernels.h: the op interface every backend implements (DESIGN.md §3). The model forward
+// (engine/model_llama.c) is written once against these calls. Today each k_<op>() runs its
+// CPU implementation in kernels/cpu/<op>.c (OpenMP across cores, SIMD inside); the CUDA twins
+// in kernels/cuda/<op>.cu join behind the same calls with the GPU backend.
+//
+// Shapes are row-major, the last dimension contiguous; [n_tokens, dim] means n_tokens rows.
+// No op allocates: scratch comes from k_init().
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/quant.h"
+
+// A weight matrix in its stored (possibly quantized) format: rows output features, each of
+// cols input features, rows * qtype_row_size(type, cols) bytes. For a GGUF tensor, cols = ne[0]
+// and rows = ne[1].
+typedef struct {
+    QType type;
+    int64_t rows, cols;
+    const void *data;
+} QMatrix;
+
+// One layer's slice of the paged KV cache: num_blocks blocks of block_size token slots; slot s
+// (= block * block_size + offset) holds n_kv_heads * head_dim values of K and of V.
+typedef enum { KV_F32 = 0, KV_F16 = 1 } KVType;
+typedef struct {
+    void *k, *v;      // [num_blocks * block_size, n_kv_heads, head_dim] each, of dtype
+    int num_blocks, block_size, n_kv_heads, head_dim;
+    KVType dtype;
+} KVLayer;
+
+// The flattened step (DESIGN.md §4), built by the runner. Sequence s owns query rows
+// [query_start[s], query_start[s+1]); a row at position p attends to cache positions 0..p of
+// its sequence, read through block_tables[s * max_blocks_per_seq + p / block_size].
+typedef struct {
+    int n_tokens, n_seqs;
+    const int *token_ids;     // [n_tokens]
+    const int *positions;     // [n_tokens]
+    const int *slot_mapping;  // [n_tokens] where each row's K and V are written
+    const int *query_start;   // [n_seqs + 1]
+    const int *context_lens;  // [n_seqs] cached + new tokens of each sequence after this step
+    const int *block_tables;  // [n_seqs * max_blocks_per_seq]
+    int max_blocks_per_seq;
+    const int *logits_rows;   // [n_sample] rows whose logits the sampler needs
+    int n_sample;
+} Batch;
+
+typedef enum { ROPE_NORMAL = 0, ROPE_NEOX = 1 } RopeLayout; // adjacent pairs / split halves
+
+// Sets the thread count and allocates the ops' scratch for up to max_tokens rows of at most
+// max_cols input features. Call once before any op (again to resize, never in the step loop).
+void k_init(int n_threads, int max_tokens, int max_cols);
+int k_threads(void);
+
+// out[t, :] = table row ids[t], dequantized.                 out: [n_tokens, table->cols]
+void k_embed(float *out, const QMatrix *table, const int *ids, int n_tokens);
+
+// out = x · Wᵀ.                 x: [n_tokens, w->cols]  out: [n_tokens, w->rows]
+void k_matmul(float *out, const float *x, const QMatrix *w, int n_tokens);
+
+// out[t] = x[t] / sqrt(mean(x[t]²) + eps) * w.          x, out: [n_tokens, dim]  w: [dim]
+void k_rmsnorm(float *out, const float *x, const float *w, int n_tokens, int dim, float eps);
+// residual += delta, then out = rmsnorm(residual) * w (the pre-norm block's join).
+void k_add_rmsnorm(float *out, float *residual, const float *delta, const float *w, int n_tokens,
+                   int dim, float eps);
+
+// Rotates q [n_tokens, n_heads, head_dim] and k [n_tokens, n_kv_heads, head_dim] in place at
+// b->positions (first rope_dim dims of each head), then writes k and v into cache at
+// b->slot_mapping.
+void k_rope_kv_write(float *q, float *k, const float *v, const Batch *b, const KVLayer *cache,
+                     int n_heads, int rope_dim, float freq_base, RopeLayout layout);
+
+// Paged causal attention with GQA (query head h reads KV head h / (n_heads / n_kv_heads)).
+// q, out: [n_tokens, n_heads, head_dim].
+void k_attention(float *out, const float *q, const KVLayer *cache, const Batch *b, int n_heads,
+                 float scale);
+
+// out[i] = silu(gate[i]) * up[i] over n_tokens rows of dim.
+void k_silu_mul(float *out, const float *gate, const float *up, int n_tokens, int dim);
