@@ -21,6 +21,17 @@ void die_at(const char *file, int line, const char *fmt, ...) {
     exit(1);
 }
 
+void die_check_at(const char *file, int line, const char *cond, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "sluice: fatal: %s:%d: check failed: %s", file, line, cond);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    fflush(stderr);
+    exit(1);
+}
+
 int seterr(char *err, const char *fmt, ...) {
     if (err) {
         va_list ap;

@@ -15,9 +15,10 @@
 #define SL_ERR (-1)
 #define ERR_MAX 512
 
+// The condition text goes in as an argument, never into the format (it may contain '%').
 #define CHECK(cond, ...)                                                              \
     do {                                                                              \
-        if (!(cond)) die_at(__FILE__, __LINE__, "check failed: " #cond " " __VA_ARGS__); \
+        if (!(cond)) die_check_at(__FILE__, __LINE__, #cond, " " __VA_ARGS__);       \
     } while (0)
 #define DIE(...) die_at(__FILE__, __LINE__, __VA_ARGS__)
 
@@ -27,6 +28,10 @@
 
 __attribute__((noreturn, format(printf, 3, 4))) void die_at(const char *file, int line,
                                                             const char *fmt, ...);
+
+__attribute__((noreturn, format(printf, 4, 5))) void die_check_at(const char *file, int line,
+                                                                  const char *cond,
+                                                                  const char *fmt, ...);
 
 // Writes a formatted one-line message into err (which may be NULL) and returns SL_ERR,
 // so a failing path reads `return seterr(err, "bad magic %08x", m);`.

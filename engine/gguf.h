@@ -4,6 +4,13 @@
 // it is used: a truncated, corrupt or hostile file makes gguf_open() return SL_ERR with a
 // one-line message naming the problem, never a crash or a read out of bounds.
 // Strings point into the mapping and are NOT NUL-terminated (GGUFStr has the length).
+//
+// What a file must satisfy (beyond being well-formed): version 2 or 3; no duplicate metadata
+// keys or tensor names; no arrays of arrays; general.alignment, when present, an integer that
+// is a nonzero power of two; each tensor 1-4 dimensions, every ne >= 1, the element count within
+// int64, ne[0] a multiple of its type's block size, a type id quant.h knows (known is not the
+// same as dequantizable: the model loader decides which types it accepts), its data offset a
+// multiple of the alignment and its bytes inside the file. Tensors may be in any order.
 #pragma once
 
 #include <stdbool.h>
@@ -76,10 +83,12 @@ typedef struct {
     void *map;                 // mmap base when opened from a path (NULL for gguf_parse)
 } GGUF;
 
-// Opens and fully validates a file. On failure returns SL_ERR, fills err (ERR_MAX bytes) with
-// "<path>: <problem>", and leaves *g zeroed (gguf_close on it is a no-op).
+// Opens (mmap, read-only, MAP_PRIVATE) and fully validates a file. On failure returns SL_ERR,
+// fills err (ERR_MAX bytes) with "<path>: <problem> (<detail>)", frees whatever it allocated
+// and leaves *g zeroed (gguf_close on it is a no-op).
 int gguf_open(GGUF *g, const char *path, char *err);
-// The same over a buffer the caller keeps alive (tests build crafted files in memory).
+// The same over a buffer the caller keeps alive (tests build crafted files in memory); messages
+// name the file "<buffer>".
 int gguf_parse(GGUF *g, const void *buf, size_t size, char *err);
 void gguf_close(GGUF *g);
 

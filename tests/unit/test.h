@@ -6,6 +6,7 @@
 #pragma once
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -20,13 +21,25 @@ static const char *test_name_;
         test_case_failed_ = 1;                                                    \
     } while (0)
 
+__attribute__((format(printf, 5, 6))) static inline void test_fail_cond_(
+    const char *file, int line, const char *what, const char *cond, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "  FAIL %s (%s:%d): %s %s ", test_name_, file, line, what, cond);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    test_case_failed_ = 1;
+}
+
+// The condition text is printed as an argument, never pasted into the format ('%' in it).
 #define EXPECT(cond, ...)                                                          \
     do {                                                                           \
-        if (!(cond)) TEST_FAIL_("expected " #cond "  " __VA_ARGS__);               \
+        if (!(cond)) { test_fail_cond_(__FILE__, __LINE__, "expected", #cond, " " __VA_ARGS__); } \
     } while (0)
 #define ASSERT(cond, ...)                                                          \
     do {                                                                           \
-        if (!(cond)) { TEST_FAIL_("assertion " #cond "  " __VA_ARGS__); return; }  \
+        if (!(cond)) { test_fail_cond_(__FILE__, __LINE__, "assertion", #cond, " " __VA_ARGS__); return; } \
     } while (0)
 #define EXPECT_EQ_INT(a, b)                                                        \
     do {                                                                           \
