@@ -7,11 +7,11 @@ CC      ?= gcc
 BUILD   ?= build
 OPT     ?= -O2
 ARCH    ?= -march=native
-CFLAGS  ?=
-CFLAGS  += -std=gnu11 $(OPT) $(ARCH) -g -Wall -Wextra -fopenmp -I. -MMD -MP \
+XCFLAGS ?=
+CFLAGS  := -std=gnu11 $(OPT) $(ARCH) -g -Wall -Wextra -fopenmp -I. -MMD -MP $(XCFLAGS) \
            -DTEST_DATA_DIR='"$(CURDIR)/tests/data"' \
            -DTEST_MODEL_PATH='"$(CURDIR)/models/SmolLM2-135M-Instruct.Q4_1.gguf"'
-LDLIBS  += -fopenmp -lpcre2-8 -lmicrohttpd -lcjson -lpthread -lm
+LDLIBS  := $(XCFLAGS) -fopenmp -lpcre2-8 -lmicrohttpd -lcjson -lpthread -lm
 
 MODEL   ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
 
@@ -20,12 +20,14 @@ LIB_SRC    := $(wildcard common/*.c config/*.c kernels/cpu/*.c scheduler/*.c eng
 SERVER_SRC := $(filter-out server/cli_run.c,$(wildcard server/*.c))
 TEST_SRC   := $(wildcard tests/unit/test_*.c)
 TOOL_SRC   := $(wildcard tests/tools/*.c)
+BENCH_SRC  := $(wildcard bench/*.c)
 
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o)
 SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o)
 LIB        := $(BUILD)/libsluice.a
 TESTS      := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOLS      := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
+BENCHES    := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 BINS       := $(BUILD)/sluice $(BUILD)/sluice-run
 
 # ---- CUDA: compiled for sm_90 when nvcc exists; linked by the GPU backend once it lands
@@ -39,7 +41,7 @@ CUDA_LIB := $(if $(CU_OBJ),$(BUILD)/libsluice_cuda.a)
 endif
 
 .PHONY: all setup test unit san run bench clean golden
-all: $(BINS) $(TESTS) $(TOOLS) $(CUDA_LIB)
+all: $(BINS) $(TESTS) $(TOOLS) $(BENCHES) $(CUDA_LIB)
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
@@ -72,6 +74,11 @@ $(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
+# Benchmarks (bench/*.c), built with everything so they stay warning-free; run by `make bench`.
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
 # ---- set-up (Debian packages, Python test venv, default model); quick when all is there
 setup:
 	@bash scripts/setup.sh
@@ -87,8 +94,7 @@ unit: all
 # The same suite under AddressSanitizer + UndefinedBehaviorSanitizer, in its own build dir.
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 san: setup
-	@$(MAKE) --no-print-directory all BUILD=build-san OPT=-O1 CUDA=0 \
-	    CFLAGS="$(SAN_FLAGS)" LDLIBS="$(SAN_FLAGS) -fopenmp -lpcre2-8 -lmicrohttpd -lcjson -lpthread -lm"
+	@$(MAKE) --no-print-directory all BUILD=build-san OPT=-O1 CUDA=0 XCFLAGS="$(SAN_FLAGS)"
 	@BUILD=build-san SANITIZED=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 bash scripts/run-tests.sh
 
