@@ -79,6 +79,11 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
+# GPU tests and microbenchmarks (tests/gpu, bench/gpu): their rules live beside the kernels.
+ifeq ($(CUDA),1)
+-include kernels/cuda/cuda.mk
+endif
+
 # ---- set-up (Debian packages, Python test venv, default model); quick when all is there
 setup:
 	@bash scripts/setup.sh
