@@ -17,7 +17,7 @@ MODEL   ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
 
 # ---- sources
 LIB_SRC    := $(wildcard common/*.c config/*.c kernels/cpu/*.c scheduler/*.c engine/*.c)
-SERVER_SRC := $(filter-out server/cli_run.c,$(wildcard server/*.c))
+SERVER_SRC := $(filter-out server/cli_run.c server/main.c,$(wildcard server/*.c))
 TEST_SRC   := $(wildcard tests/unit/test_*.c)
 TOOL_SRC   := $(wildcard tests/tools/*.c)
 BENCH_SRC  := $(wildcard bench/*.c)
@@ -25,6 +25,7 @@ BENCH_SRC  := $(wildcard bench/*.c)
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o)
 SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o)
 LIB        := $(BUILD)/libsluice.a
+SERVER_LIB := $(BUILD)/libsluice_server.a
 TESTS      := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOLS      := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 BENCHES    := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
@@ -47,6 +48,10 @@ $(LIB): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+$(SERVER_LIB): $(SERVER_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
@@ -59,13 +64,13 @@ $(BUILD)/libsluice_cuda.a: $(CU_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/sluice: $(SERVER_OBJ) $(LIB)
+$(BUILD)/sluice: $(BUILD)/server/main.o $(SERVER_LIB) $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/sluice-run: $(BUILD)/server/cli_run.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIB)
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(SERVER_LIB) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
