@@ -4,7 +4,11 @@
 // in kernels/cuda/<op>.cu join behind the same calls with the GPU backend.
 //
 // Shapes are row-major, the last dimension contiguous; [n_tokens, dim] means n_tokens rows.
-// No op allocates: scratch comes from k_init().
+// No op allocates: scratch comes from k_init(). Ops are called from one thread at a time (the
+// engine thread) and spread their work over k_threads() themselves; outputs never alias
+// inputs except where a comment says so. Results are deterministic and batch-invariant: a
+// row's output is bitwise the same whatever other rows share the call and whatever the
+// thread count.
 #pragma once
 
 #include <stdbool.h>
@@ -50,14 +54,22 @@ typedef struct {
 typedef enum { ROPE_NORMAL = 0, ROPE_NEOX = 1 } RopeLayout; // adjacent pairs / split halves
 
 // Sets the thread count and allocates the ops' scratch for up to max_tokens rows of at most
-// max_cols input features. Call once before any op (again to resize, never in the step loop).
+// max_cols input features (the widest matmul input; also >= n_heads * head_dim, which
+// attention's per-thread buffers need). Call once before any op (again to resize, never in
+// the step loop); ops abort if called with more rows or columns than it was sized for.
 void k_init(int n_threads, int max_tokens, int max_cols);
 int k_threads(void);
+void k_free(void); // releases the scratch (tests, shutdown); k_init may be called again after
 
 // out[t, :] = table row ids[t], dequantized.                 out: [n_tokens, table->cols]
 void k_embed(float *out, const QMatrix *table, const int *ids, int n_tokens);
 
 // out = x · Wᵀ.                 x: [n_tokens, w->cols]  out: [n_tokens, w->rows]
+// Q4_0/Q4_1/Q8_0 weights compute on the stored blocks against x quantized per call to 8 bits
+// in blocks of 32 (like ggml's Q8 activations: |error| per element <= amax(block) / 254);
+// F32/F16 in float; other dequantizable types a row at a time. Every output element is
+// computed in an order fixed by its own inputs: bitwise the same whatever else is in the batch
+// and whatever the thread count.
 void k_matmul(float *out, const float *x, const QMatrix *w, int n_tokens);
 
 // out[t] = x[t] / sqrt(mean(x[t]²) + eps) * w.          x, out: [n_tokens, dim]  w: [dim]
@@ -68,14 +80,18 @@ void k_add_rmsnorm(float *out, float *residual, const float *delta, const float 
 
 // Rotates q [n_tokens, n_heads, head_dim] and k [n_tokens, n_kv_heads, head_dim] in place at
 // b->positions (first rope_dim dims of each head), then writes k and v into cache at
-// b->slot_mapping.
+// b->slot_mapping (converted to the cache's dtype). A slot < 0 marks a padding row: rotated,
+// not cached. Pair i turns by pos · freq_base^(−2i / rope_dim).
 void k_rope_kv_write(float *q, float *k, const float *v, const Batch *b, const KVLayer *cache,
                      int n_heads, int rope_dim, float freq_base, RopeLayout layout);
 
 // Paged causal attention with GQA (query head h reads KV head h / (n_heads / n_kv_heads)).
-// q, out: [n_tokens, n_heads, head_dim].
+// q, out: [n_tokens, n_heads, head_dim]. Row t of sequence s at position p = positions[t]
+// attends to cache positions 0..p of s (so every row of this step must already be written).
+// Scores are scaled by `scale` (usually 1/sqrt(head_dim)); softmax in f32. KV_F16 halves the
+// cache bandwidth and is the faster choice on CPU too (see kernels/cpu/attention.c).
 void k_attention(float *out, const float *q, const KVLayer *cache, const Batch *b, int n_heads,
                  float scale);
 
-// out[i] = silu(gate[i]) * up[i] over n_tokens rows of dim.
+// out[i] = silu(gate[i]) * up[i] over n_tokens rows of dim (out may be gate or up).
 void k_silu_mul(float *out, const float *gate, const float *up, int n_tokens, int dim);

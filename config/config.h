@@ -1,0 +1,89 @@
+// config.h: the daemon's settings (the Config struct), their defaults, and how they are set.
+//
+// Precedence, lowest first: built-in defaults, SLUICE_* environment variables, command-line
+// flags. Flag names follow vLLM's where one exists (DESIGN.md §8). Every setting is one row of
+// a flag table (Flag), so parsing, the environment, validation messages and --help come from
+// one place; a program with flags of its own (sluice-run) appends rows to the same table.
+//
+// A bad flag or value is a user error: the parser returns SL_ERR with a one-line message that
+// names the flag (the programs print it and exit with status 2).
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/common.h"
+
+#define CONFIG_HELP 1 // config_parse(): --help was given and printed; exit 0
+
+typedef struct {
+    char *model;                // --model: path to a GGUF file (owned)
+    int threads;                // --threads: compute threads; 0 = one per online core
+    int max_model_len;          // --max-model-len: context limit; 0 = the model's own
+    int max_num_batched_tokens; // --max-num-batched-tokens: tokens one forward step may carry
+    int max_num_seqs;           // --max-num-seqs: sequences one step may carry
+    int block_size;             // --block-size: tokens per KV-cache block
+    size_t kv_cache_memory;     // --kv-cache-memory: bytes of the KV-cache slab; 0 = automatic
+    bool enable_prefix_caching; // --enable-prefix-caching: reuse cached KV blocks of shared prefixes
+    LogLevel log_level;         // --log-level
+    uint64_t seed;              // --seed: sampler seed for requests that give none
+} Config;
+
+// ---- flag tables
+
+typedef enum {
+    FLAG_INT,    // int, within [min, max]
+    FLAG_U64,    // uint64_t
+    FLAG_FLOAT,  // float, within [min, max]
+    FLAG_SIZE,   // size_t bytes: "1073741824", "512M", "1.5GiB", "2G" (K/M/G/T are powers of 1024)
+    FLAG_STR,    // char * (owned: the old value is freed on assignment)
+    FLAG_BOOL,   // bool: "--flag" sets true; the environment takes 1/0/true/false/yes/no
+    FLAG_LOGLEVEL, // LogLevel: debug, info, warning (or warn), error
+} FlagKind;
+
+typedef struct {
+    const char *name;  // "--max-model-len"
+    const char *env;   // "SLUICE_MAX_MODEL_LEN", or NULL when there is none
+    FlagKind kind;
+    void *dst;         // the field this flag sets
+    double min, max;   // FLAG_INT / FLAG_FLOAT bounds
+    const char *help;  // one line
+    char def[40];      // the default, as shown by --help (filled by flag_set_default)
+} Flag;
+
+// Records the current value of f->dst as the default --help shows; call when building a table.
+void flag_set_default(Flag *f);
+// Sets the flag from text; SL_ERR with "<name>: <problem>" when the value is malformed.
+int flag_set(Flag *f, const char *value, const char *source, char *err);
+
+// Applies every SLUICE_* variable that is set.
+int flags_apply_env(Flag *flags, int n, char *err);
+// Parses argv[1..argc) as "--name value", "--name=value" or, for booleans, "--name".
+// Returns SL_OK, CONFIG_HELP when -h/--help is among them, or SL_ERR naming the bad argument.
+int flags_parse_args(Flag *flags, int n, int argc, char **argv, char *err);
+// Prints usage, then one line per flag: name, value hint, help, default and env variable.
+void flags_print_help(FILE *f, const char *usage, const Flag *flags, int n);
+
+// ---- Config
+
+void config_defaults(Config *c);
+void config_free(Config *c);
+// Fills out[0..) with the Config's flag rows bound to c (defaults recorded); returns the count.
+#define CONFIG_MAX_FLAGS 16
+int config_flags(Config *c, Flag *out);
+// Cross-field checks beyond each flag's own range (e.g. block size a power of two).
+int config_validate(const Config *c, char *err);
+// The whole sequence: defaults must already be in c (config_defaults), then environment, then
+// argv, then validation. extra (may be NULL) are the program's own flags, parsed alongside.
+// On --help prints the help to stdout and returns CONFIG_HELP.
+int config_parse(Config *c, Flag *extra, int n_extra, int argc, char **argv, const char *usage,
+                 char *err);
+// One log line with every setting, at info level.
+void config_log(const Config *c);
+// The thread count to use: --threads, or when 0 the CPUs this process may run on.
+int config_threads(const Config *c);
+
+// "1.50 GiB" style formatting of a byte count into buf (returns buf).
+const char *fmt_bytes(size_t bytes, char *buf, size_t cap);

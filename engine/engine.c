@@ -1,0 +1,573 @@
+// engine.c: submit and abort (callers' threads), the engine thread (inbox, step, stop checks,
+// finishing requests, stats), create and destroy. The structures and the ownership rules are in
+// engine_impl.h; the outbox and the consumer's calls in engine_request.c.
+#define _GNU_SOURCE // sched_getaffinity, CPU_COUNT
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "config/config.h" // fmt_bytes
+#include "engine/engine_impl.h"
+
+// ----------------------------------------------------------------------------
+// defaults
+
+void engine_config_defaults(EngineConfig *c) {
+    *c = (EngineConfig){.max_num_batched_tokens = 512, .max_num_seqs = 64, .block_size = 16,
+                        .enable_prefix_caching = true, .max_model_len = 0, .kv_cache_memory = 0,
+                        .threads = 0, .kv_dtype = KV_F16, .seed = 0};
+}
+
+void engine_params_defaults(EngineParams *p) {
+    *p = (EngineParams){.sampling = sampling_params_default(), .n = 1, .skip_special_tokens = true};
+}
+
+// ----------------------------------------------------------------------------
+// waking consumers
+
+// Marks r for notification at the end of the step; the list holds a reference.
+static void engine_touch(Engine *e, EngineRequest *r) {
+    if (r->touched) return;
+    CHECK(e->n_touched < e->cfg.max_num_seqs + 1);
+    r->touched = true;
+    atomic_fetch_add(&r->refs, 1);
+    e->touched[e->n_touched++] = r;
+}
+
+static void engine_notify_touched(Engine *e) {
+    for (int i = 0; i < e->n_touched; i++) {
+        EngineRequest *r = e->touched[i];
+        r->touched = false;
+        pthread_mutex_lock(&r->mu);
+        pthread_cond_broadcast(&r->cv);
+        if (r->notify) r->notify(r->notify_ctx);
+        pthread_mutex_unlock(&r->mu);
+        engine_request_unref(r);
+    }
+    e->n_touched = 0;
+}
+
+// ----------------------------------------------------------------------------
+// submit (caller's thread)
+
+static int submit_validate(const Engine *e, const int32_t *prompt, int n_prompt, const EngineParams *p,
+                           char *err) {
+    const EngineInfo *in = &e->info;
+    if (n_prompt < 1 || !prompt) return seterr(err, "the prompt is empty");
+    for (int i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= in->vocab)
+            return seterr(err, "prompt token %d at position %d is outside the vocabulary (0..%d)", prompt[i], i,
+                          in->vocab - 1);
+    if (p->n < 1 || p->n > in->max_num_seqs)
+        return seterr(err, "Invalid 'n': must be between 1 and %d (--max-num-seqs), got %d", in->max_num_seqs, p->n);
+    if (p->max_tokens < 0)
+        return seterr(err, "Invalid 'max_tokens': must be >= 1 (0: no limit), got %d", p->max_tokens);
+    if (p->min_tokens < 0) return seterr(err, "Invalid 'min_tokens': must be >= 0, got %d", p->min_tokens);
+    if (p->max_tokens > 0 && p->min_tokens > p->max_tokens)
+        return seterr(err, "Invalid 'min_tokens': must be <= max_tokens (%d), got %d", p->max_tokens, p->min_tokens);
+    if (sampling_params_validate(&p->sampling, in->vocab, err) != SL_OK) return SL_ERR;
+    int len = in->max_model_len;
+    if (n_prompt >= len) {
+        seterr(err, "This model's maximum context length is %d tokens. However, your request has %d input "
+               "tokens, which leaves no room for output. Please reduce the length of the input.", len, n_prompt);
+        return ENGINE_ERR_CONTEXT;
+    }
+    if (p->max_tokens > 0 && (long)n_prompt + p->max_tokens > len) {
+        seterr(err, "This model's maximum context length is %d tokens. However, you requested %ld tokens (%d in "
+               "the input, %d in the completion). Please reduce the length of the input or completion.", len,
+               (long)n_prompt + p->max_tokens, n_prompt, p->max_tokens);
+        return ENGINE_ERR_CONTEXT;
+    }
+    return SL_OK;
+}
+
+int engine_submit(Engine *e, const int32_t *prompt, int n_prompt, const EngineParams *p, EngineNotifyFn notify,
+                  void *notify_ctx, EngineRequest **out, char *err) {
+    *out = NULL;
+    int rc = submit_validate(e, prompt, n_prompt, p, err);
+    if (rc != SL_OK) return rc;
+    EngineRequest *r = xcalloc(1, sizeof(EngineRequest));
+    if (stop_spec_init(&r->stop, p->stop, p->n_stop, p->stop_token_ids, p->n_stop_token_ids, e->info.vocab,
+                       p->min_tokens, p->ignore_eos, p->include_stop_str_in_output, err) != SL_OK) {
+        free(r);
+        return SL_ERR;
+    }
+    r->engine = e;
+    atomic_init(&r->refs, 2); // the caller's and the engine's
+    r->n = p->n;
+    r->n_prompt = n_prompt;
+    r->want_logprobs = p->sampling.logprobs >= 0;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    r->notify = notify;
+    r->notify_ctx = notify_ctx;
+    r->out.t_arrival = time_now_s();
+
+    SamplingParams sp = p->sampling;
+    if (sp.n_logit_bias > 0) { // the params point at the request's own copies from now on
+        r->bias_ids = xmalloc((size_t)sp.n_logit_bias * sizeof(int32_t));
+        r->bias_vals = xmalloc((size_t)sp.n_logit_bias * sizeof(float));
+        memcpy(r->bias_ids, sp.logit_bias_ids, (size_t)sp.n_logit_bias * sizeof(int32_t));
+        memcpy(r->bias_vals, sp.logit_bias_vals, (size_t)sp.n_logit_bias * sizeof(float));
+        sp.logit_bias_ids = r->bias_ids;
+        sp.logit_bias_vals = r->bias_vals;
+    }
+
+    pthread_mutex_lock(&e->inbox_mu);
+    r->id = ++e->next_id;
+    pthread_mutex_unlock(&e->inbox_mu);
+    // Without a seed: the engine's --seed (if any) mixed with the request id, so the run is
+    // reproducible; else the sampler draws a fresh one per sample.
+    if (!sp.has_seed && e->cfg.seed != 0) {
+        sp.seed = engine_mix64(e->cfg.seed ^ engine_mix64((uint64_t)r->id));
+        sp.has_seed = true;
+    }
+
+    SeqParams sq = {.priority = p->priority, .max_tokens = p->max_tokens, .n = p->n};
+    seq_init(&r->seq, r->id, prompt, n_prompt, &sq, e->info.max_model_len, e->info.block_size);
+    int max_output = r->seq.max_tokens_total - n_prompt;
+    r->samples = xcalloc((size_t)r->n, sizeof(Sample));
+    r->pending = xcalloc((size_t)r->n, sizeof(ChoiceBuf));
+    r->taken = xcalloc((size_t)r->n, sizeof(ChoiceBuf));
+    r->state = xcalloc((size_t)r->n, sizeof(ChoiceState));
+    r->view = xcalloc((size_t)r->n, sizeof(EngineChoice));
+    for (int i = 0; i < r->n; i++) {
+        Sample *s = &r->samples[i];
+        s->params = sp;
+        if (sp.has_seed) s->params.seed = sp.seed + (uint64_t)i;
+        sampler_state_init(&s->sampler, &s->params, e->info.vocab, prompt, n_prompt, max_output);
+        detok_init(&s->detok, p->skip_special_tokens);
+        stop_text_init(&s->text, &r->stop, (size_t)e->detok_cap);
+        s->stop_token = -1;
+        s->stop_str = -1;
+        engine_outbox_init(&r->pending[i], max_output, r->want_logprobs);
+        engine_outbox_init(&r->taken[i], max_output, r->want_logprobs);
+        r->state[i] = (ChoiceState){.stop_token = -1, .stop_str = -1};
+    }
+    r->out.prompt_tokens = n_prompt;
+
+    pthread_mutex_lock(&e->inbox_mu);
+    if (e->stopping) {
+        pthread_mutex_unlock(&e->inbox_mu);
+        engine_request_destroy(r);
+        seterr(err, "the server is shutting down");
+        return ENGINE_ERR_STOPPED;
+    }
+    if (e->inbox_tail) e->inbox_tail->inbox_next = r;
+    else e->inbox_head = r;
+    e->inbox_tail = r;
+    e->n_inbox++;
+    pthread_cond_signal(&e->inbox_cv);
+    pthread_mutex_unlock(&e->inbox_mu);
+    *out = r;
+    return SL_OK;
+}
+
+void engine_abort(Engine *e, int64_t id) {
+    pthread_mutex_lock(&e->inbox_mu);
+    if (!e->stopping) { // a stopping engine aborts everything itself
+        if (e->n_aborts == e->cap_aborts) {
+            e->cap_aborts = e->cap_aborts ? 2 * e->cap_aborts : 16;
+            e->aborts = xrealloc(e->aborts, (size_t)e->cap_aborts * sizeof(int64_t));
+        }
+        e->aborts[e->n_aborts++] = id;
+        pthread_cond_signal(&e->inbox_cv);
+    }
+    pthread_mutex_unlock(&e->inbox_mu);
+}
+
+// ----------------------------------------------------------------------------
+// engine thread: finishing samples and requests
+
+static EngineFinish finish_of(SeqFinishReason why) {
+    switch (why) {
+    case SEQ_FINISH_STOP: return ENGINE_FINISH_STOP;
+    case SEQ_FINISH_LENGTH: return ENGINE_FINISH_LENGTH;
+    case SEQ_FINISH_ABORT: return ENGINE_FINISH_ABORT;
+    case SEQ_FINISH_NONE: break;
+    }
+    DIE("sequence finished without a reason");
+}
+
+static void engine_finish_request(Engine *e, EngineRequest *r) {
+    int completion = 0, preemptions = r->seq.num_preemptions;
+    for (int i = 0; i < r->n; i++) completion += r->samples[i].num_out;
+    for (int i = 0; i < r->n - 1; i++) preemptions += r->seq.children[i].num_preemptions;
+    pthread_mutex_lock(&r->mu);
+    r->finished = true;
+    r->has_new = true;
+    r->out.completion_tokens = completion;
+    r->out.cached_tokens = MAX(r->seq.num_cached_tokens, 0);
+    r->out.num_preemptions = preemptions;
+    r->out.t_scheduled = r->t_scheduled;
+    r->out.t_first_token = r->t_first_token;
+    r->out.t_finished = time_now_s();
+    r->out.finish_step = atomic_load(&e->steps_begun);
+    pthread_mutex_unlock(&r->mu);
+
+    engine_map_del(&e->map, r->id);
+    if (r->active_prev) r->active_prev->active_next = r->active_next;
+    else e->active_head = r->active_next;
+    if (r->active_next) r->active_next->active_prev = r->active_prev;
+    engine_request_free_state(r); // the sequences and samplers; the outbox stays for the consumer
+    engine_request_unref(r);      // the engine's reference (the notify list may still hold one)
+}
+
+// Ends sample si: flushes its held text into the outbox and records why it ended.
+static void engine_finish_sample(Engine *e, EngineRequest *r, int si, EngineFinish why) {
+    Sample *s = &r->samples[si];
+    CHECK(!s->finished);
+    s->finished = true;
+    int n = 0;
+    if (s->stop_kind != STOP_STRING) n = detok_flush(&s->detok, e->detok_buf, e->detok_cap);
+    size_t n_final;
+    stop_text_push(&s->text, &r->stop, e->detok_buf, (size_t)n, false, true, &n_final);
+    pthread_mutex_lock(&r->mu);
+    engine_outbox_push_text(r, si, s->text.buf, n_final);
+    r->state[si].finish = why;
+    r->state[si].stop_token = s->stop_kind == STOP_TOKEN ? s->stop_token : -1;
+    r->state[si].stop_str = s->stop_kind == STOP_STRING ? s->stop_str : -1;
+    r->has_new = true;
+    pthread_mutex_unlock(&r->mu);
+    stop_text_consume(&s->text, n_final);
+    e->st.requests_finished[why]++;
+    engine_touch(e, r);
+    if (++r->n_finished == r->n) engine_finish_request(e, r);
+}
+
+// Aborts a request now (engine thread): frees its blocks, ends its unfinished samples.
+static void engine_abort_now(Engine *e, int64_t id) {
+    EngineRequest *r = engine_map_get(&e->map, id);
+    if (!r) return; // finished already, or never existed
+    sched_abort(&e->sched, id);
+    for (int i = 0; i < r->n && r->samples; i++)
+        if (!r->samples[i].finished) engine_finish_sample(e, r, i, ENGINE_FINISH_ABORT);
+    engine_notify_touched(e);
+}
+
+// ----------------------------------------------------------------------------
+// engine thread: one step
+
+// Samples row j of entry en from logits `row`, runs the stop checks and fills the outbox.
+static void engine_sample_one(Engine *e, EngineRequest *r, const SchedEntry *en, int j, float *row) {
+    const int vocab = e->info.vocab;
+    int si = en->num_samples > 1 ? j : en->seq->sample_index;
+    Sample *s = &r->samples[si];
+    float *logits = row;
+    if (j < en->num_samples - 1) { // the sampler works in place: keep the row for the next sample
+        memcpy(e->row_copy, row, (size_t)vocab * sizeof(float));
+        logits = e->row_copy;
+    }
+    stop_mask_logits(&r->stop, e->eog_ids, e->n_eog, logits, s->num_out);
+    SampleLogprobs lp;
+    int32_t tok = sampler_sample(&s->params, &s->sampler, logits, vocab, &e->scratch, r->want_logprobs ? &lp : NULL);
+    sampler_state_accept(&s->sampler, tok);
+    s->num_out++;
+
+    // stop token, then the text it adds (none for a stop token unless asked), then stop strings
+    StopKind kind = stop_check_token(&r->stop, e->tok, tok, s->num_out);
+    int n = 0;
+    if (kind == STOP_NONE || r->stop.include_stop_str)
+        n = detok_feed(&s->detok, e->tok, tok, e->detok_buf, e->detok_cap);
+    bool check = kind == STOP_NONE && s->num_out >= r->stop.min_tokens;
+    size_t n_final;
+    int m = stop_text_push(&s->text, &r->stop, e->detok_buf, (size_t)n, check, false, &n_final);
+    if (m >= 0) {
+        kind = STOP_STRING;
+        s->stop_str = m;
+    }
+    if (kind == STOP_TOKEN) s->stop_token = tok;
+    s->stop_kind = kind;
+    int row_idx = en->sample_row + j;
+    e->sampled[row_idx] = tok;
+    e->stop_flags[row_idx] = kind != STOP_NONE;
+
+    double now = time_now_s();
+    if (r->t_first_token == 0) r->t_first_token = now;
+    pthread_mutex_lock(&r->mu);
+    engine_outbox_push_token(r, si, tok, r->want_logprobs ? &lp : NULL);
+    engine_outbox_push_text(r, si, s->text.buf, n_final);
+    if (r->out.t_first_token == 0) r->out.t_first_token = now;
+    pthread_mutex_unlock(&r->mu);
+    stop_text_consume(&s->text, n_final);
+    engine_touch(e, r);
+}
+
+static void engine_step(Engine *e) {
+    SchedOutput *out = &e->out;
+    atomic_fetch_add(&e->steps_begun, 1);
+    double t0 = time_now_s();
+    sched_schedule(&e->sched, out);
+    double t1 = time_now_s();
+    runner_step(&e->runner, out);
+    double t2 = time_now_s();
+
+    for (int i = 0; i < out->num_entries; i++) {
+        const SchedEntry *en = &out->entries[i];
+        EngineRequest *r = engine_map_get(&e->map, en->seq->id);
+        CHECK(r, "sequence %lld has no request", (long long)en->seq->id);
+        if (r->t_scheduled == 0) {
+            r->t_scheduled = t0;
+            pthread_mutex_lock(&r->mu);
+            r->out.t_scheduled = t0;
+            pthread_mutex_unlock(&r->mu);
+        }
+        if (en->num_samples == 0) continue;
+        if (!r->prompt_counted) {
+            r->prompt_counted = true;
+            e->st.prompt_tokens += (uint64_t)r->n_prompt;
+        }
+        float *row = runner_logits_row(&e->runner, i);
+        for (int j = 0; j < en->num_samples; j++) engine_sample_one(e, r, en, j, row);
+    }
+    double t3 = time_now_s();
+
+    sched_update(&e->sched, out, e->sampled, e->stop_flags);
+    for (int i = 0; i < out->num_finished; i++) {
+        Sequence *seq = out->finished[i];
+        EngineRequest *r = engine_map_get(&e->map, seq->id);
+        CHECK(r);
+        engine_finish_sample(e, r, seq->sample_index, finish_of(seq->finish_reason));
+    }
+    double t4 = time_now_s();
+    engine_notify_touched(e);
+
+    e->st.step_tokens += (uint64_t)out->num_tokens;
+    e->st.generation_tokens += (uint64_t)out->num_sample_rows;
+    e->st.time_schedule += (t1 - t0) + (t4 - t3);
+    e->st.time_forward += t2 - t1;
+    double t5 = time_now_s();
+    e->st.time_sample += (t3 - t2) + (t5 - t4);
+    if (out->num_decode_tokens == out->num_tokens) {
+        e->st.num_decode_steps++;
+        e->st.time_decode_steps += t5 - t0;
+    }
+}
+
+static void engine_publish_stats(Engine *e) {
+    const BlockPool *p = &e->sched.pool;
+    EngineStats *s = &e->st;
+    s->num_running = e->sched.num_running;
+    s->num_waiting = e->sched.num_waiting;
+    s->num_blocks = p->num_blocks;
+    s->num_free_blocks = blockpool_num_available(p);
+    s->kv_usage = blockpool_usage(p);
+    s->prefix_cache_queries = p->query_tokens;
+    s->prefix_cache_hits = p->hit_tokens;
+    s->num_preemptions = e->sched.num_preemptions;
+    pthread_mutex_lock(&e->inbox_mu);
+    e->st_pub = *s;
+    e->n_inbox -= e->n_taken;
+    e->n_taken = 0;
+    pthread_mutex_unlock(&e->inbox_mu);
+}
+
+void engine_stats(Engine *e, EngineStats *out) {
+    pthread_mutex_lock(&e->inbox_mu);
+    *out = e->st_pub;
+    out->num_waiting += e->n_inbox;
+    pthread_mutex_unlock(&e->inbox_mu);
+    out->num_steps = atomic_load(&e->steps_begun);
+}
+
+// Moves new requests into the scheduler and applies aborts. Blocks while there is nothing to do.
+// Returns false when the engine is stopping.
+static bool engine_take_inbox(Engine *e) {
+    pthread_mutex_lock(&e->inbox_mu);
+    while (!e->stopping && !e->inbox_head && e->n_aborts == 0 && !sched_has_work(&e->sched))
+        pthread_cond_wait(&e->inbox_cv, &e->inbox_mu);
+    if (e->stopping) {
+        pthread_mutex_unlock(&e->inbox_mu);
+        return false;
+    }
+    EngineRequest *head = e->inbox_head;
+    e->inbox_head = e->inbox_tail = NULL;
+    e->n_taken = e->n_inbox;
+    int64_t *aborts = e->aborts;
+    int n_aborts = e->n_aborts, cap = e->cap_aborts;
+    e->aborts = e->aborts_eng;
+    e->cap_aborts = e->cap_aborts_eng;
+    e->n_aborts = 0;
+    e->aborts_eng = aborts;
+    e->cap_aborts_eng = cap;
+    pthread_mutex_unlock(&e->inbox_mu);
+
+    for (EngineRequest *r = head, *next; r; r = next) {
+        next = r->inbox_next;
+        r->inbox_next = NULL;
+        char err[ERR_MAX];
+        int rc = sched_add(&e->sched, &r->seq, err);
+        CHECK(rc == SL_OK, "engine_submit let through a request the scheduler rejects: %s", err);
+        engine_map_put(&e->map, r);
+        r->active_next = e->active_head;
+        if (e->active_head) e->active_head->active_prev = r;
+        e->active_head = r;
+    }
+    for (int i = 0; i < n_aborts; i++) engine_abort_now(e, aborts[i]);
+    return true;
+}
+
+static void *engine_main(void *arg) {
+    Engine *e = arg;
+    while (engine_take_inbox(e)) {
+        if (sched_has_work(&e->sched)) engine_step(e);
+        engine_publish_stats(e);
+    }
+    return NULL;
+}
+
+// ----------------------------------------------------------------------------
+// create / destroy
+
+static int cpu_count(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) return MAX(CPU_COUNT(&set), 1);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+static void engine_free(Engine *e) {
+    if (e->kernels_ready) k_free();
+    sched_free(&e->sched);
+    runner_free(&e->runner);
+    model_free(&e->model);
+    if (e->tok) tok_free(e->tok);
+    sampler_scratch_free(&e->scratch);
+    free(e->row_copy);
+    free(e->eog_ids);
+    free(e->detok_buf);
+    free(e->sampled);
+    free(e->stop_flags);
+    free(e->touched);
+    free(e->map.keys);
+    free(e->map.vals);
+    free(e->aborts);
+    free(e->aborts_eng);
+    pthread_mutex_destroy(&e->inbox_mu);
+    pthread_cond_destroy(&e->inbox_cv);
+    free(e);
+}
+
+int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path, char *err) {
+    *out = NULL;
+    Engine *e = xcalloc(1, sizeof(Engine));
+    pthread_mutex_init(&e->inbox_mu, NULL);
+    pthread_cond_init(&e->inbox_cv, NULL);
+    e->cfg = *cfg;
+    EngineConfig *c = &e->cfg;
+    if (c->max_num_seqs < 1 || c->max_num_batched_tokens < 1 || c->block_size < 1 || c->max_model_len < 0) {
+        seterr(err, "engine: max_num_seqs, max_num_batched_tokens and block_size must be >= 1");
+        goto fail;
+    }
+    if (model_load(&e->model, model_path, c->max_num_batched_tokens, err) != SL_OK) goto fail;
+    if (tok_load(&e->tok, &e->model.gguf, err) != SL_OK) goto fail;
+    const ModelConfig *mc = &e->model.cfg;
+    if (tok_vocab_size(e->tok) > mc->vocab) {
+        seterr(err, "%s: the tokenizer has %d tokens, the model %d", model_path, tok_vocab_size(e->tok), mc->vocab);
+        goto fail;
+    }
+    if (c->max_model_len == 0) c->max_model_len = mc->context_len;
+    if (c->max_model_len > mc->context_len) {
+        seterr(err, "--max-model-len %d exceeds the model's context length %d", c->max_model_len, mc->context_len);
+        goto fail;
+    }
+    if (c->threads <= 0) c->threads = cpu_count();
+    k_init(c->threads, c->max_num_batched_tokens, model_max_cols(&e->model));
+    e->kernels_ready = true;
+
+    RunnerConfig rc = {.block_size = c->block_size, .max_num_seqs = c->max_num_seqs,
+                       .max_num_batched_tokens = c->max_num_batched_tokens, .max_model_len = c->max_model_len,
+                       .kv_cache_memory = c->kv_cache_memory, .kv_dtype = c->kv_dtype};
+    if (runner_init(&e->runner, &e->model, &rc, err) != SL_OK) goto fail;
+    long kv_tokens = (long)runner_num_blocks(&e->runner) * c->block_size;
+    if (kv_tokens < c->max_model_len) { // fail fast with the numbers that would fit
+        char have[32], need[32];
+        size_t need_bytes = (size_t)((c->max_model_len + c->block_size - 1) / c->block_size) * e->runner.block_bytes;
+        seterr(err, "the KV cache (%s) holds %ld tokens, fewer than max_model_len %d: use --max-model-len %ld or "
+               "less, or --kv-cache-memory %s or more", fmt_bytes(e->runner.kv.bytes, have, sizeof have), kv_tokens,
+               c->max_model_len, kv_tokens, fmt_bytes(need_bytes, need, sizeof need));
+        goto fail;
+    }
+    SchedConfig sc = {.max_num_batched_tokens = c->max_num_batched_tokens, .max_num_seqs = c->max_num_seqs,
+                      .block_size = c->block_size, .num_blocks = runner_num_blocks(&e->runner),
+                      .enable_prefix_caching = c->enable_prefix_caching, .max_model_len = c->max_model_len};
+    if (sched_init(&e->sched, &sc, err) != SL_OK) goto fail;
+
+    EngineInfo *in = &e->info;
+    snprintf(in->arch, sizeof in->arch, "%s", mc->arch);
+    in->vocab = mc->vocab;
+    in->context_len = mc->context_len;
+    in->max_model_len = c->max_model_len;
+    in->max_num_seqs = c->max_num_seqs;
+    in->max_num_batched_tokens = c->max_num_batched_tokens;
+    in->block_size = c->block_size;
+    in->num_blocks = runner_num_blocks(&e->runner);
+    in->kv_cache_bytes = e->runner.kv.bytes;
+    in->threads = c->threads;
+
+    sampler_scratch_init(&e->scratch, mc->vocab);
+    e->row_copy = xmalloc_aligned((size_t)mc->vocab * sizeof(float));
+    e->eog_ids = xmalloc((size_t)mc->vocab * sizeof(int32_t));
+    for (int id = 0; id < tok_vocab_size(e->tok); id++)
+        if (tok_is_eog(e->tok, id)) e->eog_ids[e->n_eog++] = id;
+    e->detok_cap = detok_out_cap(e->tok);
+    e->detok_buf = xmalloc((size_t)e->detok_cap);
+    e->sampled = xcalloc((size_t)c->max_num_seqs, sizeof(int32_t));
+    e->stop_flags = xcalloc((size_t)c->max_num_seqs, sizeof(bool));
+    e->touched = xcalloc((size_t)c->max_num_seqs + 1, sizeof(EngineRequest *));
+
+    log_info("engine: %s, max_model_len %d, max_num_seqs %d, max_num_batched_tokens %d, block size %d, "
+             "prefix caching %s, %d threads", mc->arch, c->max_model_len, c->max_num_seqs,
+             c->max_num_batched_tokens, c->block_size, c->enable_prefix_caching ? "on" : "off", c->threads);
+    runner_log_plan(&e->runner, c->max_model_len);
+    engine_publish_stats(e);
+
+    if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
+        seterr(err, "engine: cannot start the engine thread");
+        goto fail;
+    }
+    e->thread_started = true;
+    *out = e;
+    return SL_OK;
+fail:
+    engine_free(e);
+    return SL_ERR;
+}
+
+void engine_destroy(Engine *e) {
+    if (!e) return;
+    pthread_mutex_lock(&e->inbox_mu);
+    e->stopping = true;
+    pthread_cond_broadcast(&e->inbox_cv);
+    pthread_mutex_unlock(&e->inbox_mu);
+    if (e->thread_started) pthread_join(e->thread, NULL);
+
+    // The engine thread is gone: this thread plays its part. Requests still in the inbox are
+    // admitted first so that every unfinished request ends the same way, with an abort.
+    for (EngineRequest *r = e->inbox_head, *next; r; r = next) {
+        next = r->inbox_next;
+        char err[ERR_MAX];
+        CHECK(sched_add(&e->sched, &r->seq, err) == SL_OK, "%s", err);
+        engine_map_put(&e->map, r);
+        r->active_next = e->active_head;
+        if (e->active_head) e->active_head->active_prev = r;
+        e->active_head = r;
+    }
+    e->inbox_head = e->inbox_tail = NULL;
+    while (e->active_head) engine_abort_now(e, e->active_head->id);
+    engine_free(e);
+}
+
+const EngineInfo *engine_info(const Engine *e) { return &e->info; }
+const Tokenizer *engine_tokenizer(const Engine *e) { return e->tok; }

@@ -1,0 +1,190 @@
+// engine.h: the engine the HTTP server serves requests through (DESIGN.md §1).
+//
+// One engine thread owns the model, the KV cache, the scheduler and every sequence. Other threads
+// talk to it through two kinds of shared structure only:
+//   - the inbox (new requests and aborts), behind the engine's mutex: engine_submit() and
+//     engine_abort() return at once;
+//   - each request's outbox (its new tokens, text, logprobs and finish state), behind the
+//     request's own mutex: the engine appends after every step, the caller drains it with
+//     engine_request_take(), woken by the notify callback or engine_request_wait().
+//
+// The engine thread loop: take new requests and aborts from the inbox (an abort frees the
+// request's KV blocks before the next step is planned) -> sched_schedule -> runner (Batch, KV
+// copies, model_forward) -> sampler -> stop checks -> sched_update -> detokenized text deltas into
+// the outboxes -> notify. It sleeps on a condition variable while there is no work.
+//
+// A request is reference counted: one reference for the engine until the request finishes, one
+// for the caller until engine_request_release(). Outputs stay readable after the request ends
+// and after engine_destroy(); releasing an unfinished request aborts it.
+//
+// The kernels' thread pool and scratch are process-wide (k_init): one engine at a time.
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/sampler.h"
+#include "engine/tokenizer.h"
+#include "kernels/kernels.h"
+
+// ----------------------------------------------------------------------------
+// configuration (flags follow vLLM's names; config/ maps them onto this struct)
+
+typedef struct {
+    int max_num_batched_tokens; // --max-num-batched-tokens: tokens one step carries (512)
+    int max_num_seqs;           // --max-num-seqs: sequences running at once (64)
+    int block_size;             // --block-size: tokens per KV block (16)
+    bool enable_prefix_caching; // --enable-prefix-caching (on)
+    int max_model_len;          // --max-model-len: prompt + output tokens; 0 = the model's context
+    size_t kv_cache_memory;     // --kv-cache-memory: bytes of KV cache; 0 = min(2 GiB, RAM / 4)
+    int threads;                // --threads: compute threads; 0 = one per online core
+    KVType kv_dtype;            // KV-cache element type (KV_F16: half the memory, faster on CPU)
+    uint64_t seed;              // --seed: the base of per-request seeds when a request has none;
+                                // 0 = a fresh random seed per request (OpenAI's behaviour)
+} EngineConfig;
+
+void engine_config_defaults(EngineConfig *c);
+
+typedef struct Engine Engine;
+typedef struct EngineRequest EngineRequest;
+
+// Loads the model and its tokenizer, sizes the KV cache, logs the memory plan and starts the
+// engine thread. SL_ERR + err for a bad file or configuration (e.g. the KV cache cannot hold one
+// max_model_len sequence: the message suggests a smaller --max-model-len).
+int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path, char *err);
+// Stops the engine thread; every unfinished request ends with ENGINE_FINISH_ABORT. Requests the
+// caller still holds stay readable until released.
+void engine_destroy(Engine *e);
+
+typedef struct {
+    char arch[32];              // "llama"
+    int vocab;
+    int context_len;            // the model's own limit
+    int max_model_len;          // what the engine enforces
+    int max_num_seqs, max_num_batched_tokens, block_size;
+    int num_blocks;             // KV blocks in the pool
+    size_t kv_cache_bytes;
+    int threads;
+} EngineInfo;
+
+const EngineInfo *engine_info(const Engine *e);
+// The model's tokenizer (read-only: safe to use from any thread while the engine lives).
+const Tokenizer *engine_tokenizer(const Engine *e);
+
+// ----------------------------------------------------------------------------
+// requests
+
+typedef struct {
+    SamplingParams sampling;    // sampler.h: temperature, top-k/p, min-p, penalties, logit bias
+                                // (copied at submit), seed, logprobs. With n > 1 and a seed,
+                                // sample i uses seed + i (vLLM's rule).
+    int max_tokens;             // output tokens at most, per sample; 0 = up to max_model_len
+    int min_tokens;             // no EOS / stop token / stop string before this many
+    int n;                      // parallel samples of the prompt (OpenAI n), 1..max_num_seqs
+    int priority;               // lower runs first; FCFS within a priority
+    bool ignore_eos;            // keep going through end-of-generation tokens
+    const int32_t *stop_token_ids; // (n_stop_token_ids), copied at submit
+    int n_stop_token_ids;
+    const char *const *stop;    // (n_stop) stop strings, copied at submit
+    int n_stop;
+    bool include_stop_str_in_output;
+    bool skip_special_tokens;   // leave control tokens out of the text (default true)
+} EngineParams;
+
+void engine_params_defaults(EngineParams *p);
+
+// engine_submit errors besides SL_ERR (an invalid parameter, named in err):
+#define ENGINE_ERR_CONTEXT (-2) // the prompt (+ max_tokens) does not fit max_model_len
+#define ENGINE_ERR_STOPPED (-3) // the engine is shutting down
+
+// Called by the engine thread, with the request's mutex held, whenever the request has new
+// output (at most once per step). It must only wake the consumer (resume a connection, write an
+// eventfd, signal a condition variable): never block, never call back into this API, and never
+// take a lock that a thread may hold while it calls engine_request_take / _wait / _release on
+// this request (lock order: the request's mutex, then the callback's). Holding the mutex is what
+// makes engine_request_release a clean cut: once it returns, notify is never called again.
+typedef void (*EngineNotifyFn)(void *ctx);
+
+// Validates the request and queues it. On SL_OK *out holds the caller's reference. Errors are
+// one-line OpenAI-style messages; nothing is queued. notify may be NULL (use engine_request_wait).
+int engine_submit(Engine *e, const int32_t *prompt, int n_prompt, const EngineParams *p, EngineNotifyFn notify,
+                  void *notify_ctx, EngineRequest **out, char *err);
+int64_t engine_request_id(const EngineRequest *r);
+// Aborts request `id` if it is still running or waiting: its blocks are freed before the next
+// step, and it finishes with ENGINE_FINISH_ABORT. Unknown or finished ids are ignored.
+void engine_abort(Engine *e, int64_t id);
+// Drops the caller's reference (aborting the request if it has not finished). r is gone after.
+void engine_request_release(EngineRequest *r);
+
+typedef enum {
+    ENGINE_FINISH_NONE = 0,
+    ENGINE_FINISH_STOP = 1,   // EOS, a stop token or a stop string
+    ENGINE_FINISH_LENGTH = 2, // max_tokens, or max_model_len
+    ENGINE_FINISH_ABORT = 3,  // engine_abort / release / shutdown
+} EngineFinish;
+
+const char *engine_finish_name(EngineFinish f); // "", "stop", "length", "abort"
+
+// One choice (sample) of a request: what is new since the last take, and its state.
+typedef struct {
+    int index;                       // the OpenAI choices index (0..n-1)
+    const int32_t *tokens;           // (n_tokens) new token ids
+    int n_tokens;
+    const SampleLogprobs *logprobs;  // (n_tokens) when sampling.logprobs >= 0, else NULL
+    const char *text;                // (text_len) new text, whole UTF-8 characters, NUL-terminated
+    size_t text_len;
+    EngineFinish finish;             // set in the take that finishes the choice and every later one
+    int32_t stop_token;              // the stop_token_ids entry that ended it, else -1
+    int stop_str;                    // index of the stop string that ended it, else -1
+    int num_tokens;                  // output tokens so far
+} EngineChoice;
+
+typedef struct {
+    EngineChoice *choices;           // (n_choices)
+    int n_choices;
+    bool finished;                   // every choice has finished: nothing more will come
+    int prompt_tokens;
+    int completion_tokens;           // all choices together
+    int cached_tokens;               // prompt tokens served from the prefix cache
+    int num_preemptions;
+    double t_arrival;                // time_now_s() at submit
+    double t_scheduled;              // first step that ran it (queue time = this - t_arrival); 0 before
+    double t_first_token;            // 0 before
+    double t_finished;               // 0 before
+    uint64_t finish_step;            // EngineStats.num_steps when it finished: an abort issued while
+                                     // num_steps was s lands at s, or s + 1 if a step was starting
+} EngineOutput;
+
+// Moves everything produced since the last take into *out (pointers valid until the next take or
+// the release). Returns true when something is new: tokens, text or a finish.
+bool engine_request_take(EngineRequest *r, EngineOutput *out);
+// Blocks until there is something new to take or the request has finished, at most timeout_s
+// seconds (< 0: no limit). Returns true when there is something to take.
+bool engine_request_wait(EngineRequest *r, double timeout_s);
+
+// ----------------------------------------------------------------------------
+// stats for /metrics (vLLM's names under sluice:)
+
+typedef struct {
+    int num_running;                 // sequences in the running set
+    int num_waiting;                 // sequences waiting (including preempted) and not yet admitted
+    int num_blocks;
+    int num_free_blocks;             // free or idle in the prefix cache
+    double kv_usage;                 // fraction of blocks held by sequences
+    uint64_t prefix_cache_queries;   // prompt tokens looked up
+    uint64_t prefix_cache_hits;      // of which served from the cache
+    uint64_t num_preemptions;
+    uint64_t prompt_tokens;          // prompts whose prefill completed
+    uint64_t generation_tokens;      // sampled tokens
+    uint64_t requests_finished[4];   // by EngineFinish (STOP, LENGTH, ABORT)
+    uint64_t num_steps;              // steps begun (the one running included)
+    uint64_t step_tokens;            // tokens computed over all steps
+    double time_schedule;            // seconds in sched_schedule + sched_update
+    double time_forward;             // seconds in the runner (copies, Batch, model_forward)
+    double time_sample;              // seconds sampling, stop checks, detokenizing, outboxes
+    uint64_t num_decode_steps;       // steps with decode tokens only (no prefill chunk)
+    double time_decode_steps;        // their seconds, all parts together
+} EngineStats;
+
+void engine_stats(Engine *e, EngineStats *out);

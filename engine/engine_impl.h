@@ -1,0 +1,161 @@
+// engine_impl.h: the engine's private structures, shared by engine.c (submit, the engine thread,
+// create / destroy) and engine_request.c (the id map, each request's outbox and the consumer's
+// calls). Nothing outside engine/ includes this.
+//
+// Ownership. A request is allocated by engine_submit on the caller's thread with everything its
+// life needs (the Sequence and its children with arrays for the longest they can grow, sampler
+// states, stop strings, detokenizers, outbox buffers), so the step loop itself allocates nothing
+// but the growth of outbox text and logprob buffers (doubling, so it stops once a request's
+// largest delta fits). From the inbox on, the engine thread alone touches the scheduler, the
+// sequences and the per-sample state; the outbox is the only part both sides see, under r->mu.
+#pragma once
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "engine/engine.h"
+#include "engine/model.h"
+#include "engine/runner.h"
+#include "engine/stop.h"
+#include "scheduler/scheduler.h"
+
+// One half of a choice's outbox: the engine fills `pending`, a take swaps it with `taken`.
+typedef struct {
+    int32_t *tokens;           // (cap_tokens)
+    int n_tokens, cap_tokens;
+    SampleLogprobs *logprobs;  // (cap_logprobs) when the request wants logprobs
+    int cap_logprobs;
+    char *text;                // (text_cap) NUL-terminated
+    size_t text_len, text_cap;
+} ChoiceBuf;
+
+// A choice's state as the consumer sees it (under r->mu).
+typedef struct {
+    EngineFinish finish;
+    int32_t stop_token;
+    int stop_str;
+    int num_tokens;
+} ChoiceState;
+
+// Engine-thread state of one sample.
+typedef struct {
+    SamplingParams params;     // the request's, with this sample's seed
+    SamplerState sampler;
+    Detok detok;
+    StopText text;             // generated text not yet in the outbox (stop-string hold-back)
+    int num_out;
+    StopKind stop_kind;
+    int32_t stop_token;
+    int stop_str;
+    bool finished;
+} Sample;
+
+struct EngineRequest {
+    Engine *engine;
+    int64_t id;
+    atomic_int refs;
+    int n, n_prompt;
+    bool want_logprobs;
+    int32_t *bias_ids;         // owned copies of the logit bias the params point at
+    float *bias_vals;
+    StopSpec stop;
+
+    // ---- engine thread only
+    Sequence seq;              // the parent; children inside
+    Sample *samples;           // (n)
+    int n_finished;
+    bool prompt_counted;
+    double t_scheduled, t_first_token;
+    EngineRequest *inbox_next;
+    EngineRequest *active_prev, *active_next;
+    bool touched;              // in this step's notify list
+
+    // ---- shared with the consumer, under mu
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    ChoiceBuf *pending, *taken; // (n) each
+    ChoiceState *state;         // (n)
+    EngineChoice *view;         // (n) what a take hands out
+    EngineOutput out;           // usage and times
+    bool has_new, finished;
+    EngineNotifyFn notify;
+    void *notify_ctx;
+};
+
+// id -> request, for aborts and for finding a sequence's request (open addressing, linear
+// probing, backward-shift deletion). Engine thread only.
+typedef struct {
+    int64_t *keys; // 0 = empty (ids start at 1)
+    EngineRequest **vals;
+    uint32_t cap, n;
+} ReqMap;
+
+struct Engine {
+    EngineConfig cfg;
+    EngineInfo info;
+    Model model;
+    Tokenizer *tok;
+    Runner runner;
+    Scheduler sched;
+    SchedOutput out;
+    SamplerScratch scratch;
+    float *row_copy;           // (vocab) a logits row for all but the last of n samples
+    int32_t *eog_ids;          // every end-of-generation token of the tokenizer
+    int n_eog;
+    char *detok_buf;           // (detok_cap)
+    int detok_cap;
+    int32_t *sampled;          // (max_num_seqs) this step's tokens, by sample row
+    bool *stop_flags;          // (max_num_seqs)
+    EngineRequest **touched;   // (max_num_seqs + 1) requests to notify after this step
+    int n_touched;
+    ReqMap map;
+    EngineRequest *active_head;
+    int64_t *aborts_eng;       // the engine's half of the abort list
+    int cap_aborts_eng;
+
+    // ---- inbox, under inbox_mu
+    pthread_mutex_t inbox_mu;
+    pthread_cond_t inbox_cv;
+    EngineRequest *inbox_head, *inbox_tail;
+    int n_inbox;               // submitted and not yet in the published stats
+    int n_taken;               // of which the engine has taken this many (published next)
+    int64_t *aborts;
+    int n_aborts, cap_aborts;
+    bool stopping;
+    int64_t next_id;
+
+    pthread_t thread;
+    bool thread_started;
+    bool kernels_ready;        // k_init was called (k_free on the way out)
+
+    atomic_uint_fast64_t steps_begun;
+
+    // ---- stats: the engine thread's running totals, published under inbox_mu after every loop
+    // iteration, so that a request counts as waiting in the inbox until the published scheduler
+    // numbers include it
+    EngineStats st;
+    EngineStats st_pub;
+};
+
+static inline uint64_t engine_mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+// ---- the id map (engine thread only)
+void engine_map_put(ReqMap *m, EngineRequest *r);
+EngineRequest *engine_map_get(const ReqMap *m, int64_t id); // NULL when absent
+void engine_map_del(ReqMap *m, int64_t id);
+
+// ---- requests and their outboxes (engine_request.c)
+void engine_outbox_init(ChoiceBuf *b, int max_output, bool logprobs);
+// Frees what only the engine thread uses (sequences, samplers, stop texts) once r has finished.
+void engine_request_free_state(EngineRequest *r);
+void engine_request_destroy(EngineRequest *r); // everything; the last reference is gone
+void engine_request_unref(EngineRequest *r);
+// Under r->mu: append to choice si's pending half.
+void engine_outbox_push_token(EngineRequest *r, int si, int32_t tok, const SampleLogprobs *lp);
+void engine_outbox_push_text(EngineRequest *r, int si, const char *text, size_t n);

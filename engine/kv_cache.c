@@ -1,0 +1,173 @@
+// kv_cache.c: see kv_cache.h.
+#include "engine/kv_cache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/common.h"
+#include "config/config.h" // fmt_bytes
+
+static size_t kv_elem_bytes(KVType t) { return t == KV_F16 ? 2 : 4; }
+
+size_t kv_cache_block_bytes(int n_layers, int n_kv_heads, int head_dim, int block_size, KVType dtype) {
+    // K and V, every layer
+    return (size_t)2 * n_layers * block_size * n_kv_heads * head_dim * kv_elem_bytes(dtype);
+}
+
+int kv_cache_init(KVCache *kv, int n_layers, int n_kv_heads, int head_dim, int block_size,
+                  KVType dtype, size_t mem_bytes, char *err) {
+    memset(kv, 0, sizeof *kv);
+    CHECK(n_layers > 0 && n_kv_heads > 0 && head_dim > 0 && block_size > 0);
+    size_t per_block = kv_cache_block_bytes(n_layers, n_kv_heads, head_dim, block_size, dtype);
+    size_t num_blocks = mem_bytes / per_block;
+    if (num_blocks < 1) {
+        char a[32], b[32];
+        return seterr(err, "--kv-cache-memory: %s holds no KV block (one block of %d tokens takes %s)",
+                      fmt_bytes(mem_bytes, a, sizeof a), block_size, fmt_bytes(per_block, b, sizeof b));
+    }
+    if (num_blocks > (1u << 30) / (size_t)block_size) num_blocks = (1u << 30) / (size_t)block_size; // slots fit an int
+    kv->n_layers = n_layers;
+    kv->num_blocks = (int)num_blocks;
+    kv->block_size = block_size;
+    kv->n_kv_heads = n_kv_heads;
+    kv->head_dim = head_dim;
+    kv->dtype = dtype;
+    kv->bytes = num_blocks * per_block;
+    // Large aligned allocations come from fresh anonymous pages: nothing is resident until a
+    // slot is written, so a generous --kv-cache-memory costs address space, not RAM.
+    kv->slab = xmalloc_aligned(kv->bytes);
+    size_t half = kv->bytes / n_layers / 2; // one layer's K (or V)
+    kv->layers = xcalloc(n_layers, sizeof(KVLayer));
+    for (int l = 0; l < n_layers; l++) {
+        KVLayer *L = &kv->layers[l];
+        L->k = (char *)kv->slab + (size_t)(2 * l) * half;
+        L->v = (char *)kv->slab + (size_t)(2 * l + 1) * half;
+        L->num_blocks = kv->num_blocks;
+        L->block_size = block_size;
+        L->n_kv_heads = n_kv_heads;
+        L->head_dim = head_dim;
+        L->dtype = dtype;
+    }
+    kv->free_ids = xmalloc(sizeof(int) * num_blocks);
+    // pushed in reverse so that the first allocations get ids 0, 1, 2, ...
+    for (int i = 0; i < kv->num_blocks; i++) kv->free_ids[i] = kv->num_blocks - 1 - i;
+    kv->n_free = kv->num_blocks;
+    return SL_OK;
+}
+
+void kv_cache_free(KVCache *kv) {
+    free(kv->slab);
+    free(kv->layers);
+    free(kv->free_ids);
+    memset(kv, 0, sizeof *kv);
+}
+
+int kv_cache_block_alloc(KVCache *kv) {
+    if (kv->n_free == 0) return -1;
+    return kv->free_ids[--kv->n_free];
+}
+
+void kv_cache_block_release(KVCache *kv, int id) {
+    CHECK(id >= 0 && id < kv->num_blocks && kv->n_free < kv->num_blocks, "block %d", id);
+    kv->free_ids[kv->n_free++] = id;
+}
+
+// ----------------------------------------------------------------------------
+// one sequence
+
+int kv_seq_reserve(KVSeq *s, KVCache *kv, int n_positions, char *err) {
+    int need = (n_positions + kv->block_size - 1) / kv->block_size;
+    if (need > s->cap) {
+        s->cap = MAX(need, 2 * s->cap);
+        s->blocks = xrealloc(s->blocks, sizeof(int) * s->cap);
+    }
+    while (s->n_blocks < need) {
+        int id = kv_cache_block_alloc(kv);
+        if (id < 0)
+            return seterr(err, "KV cache full: %d tokens need %d blocks of %d, %d in the cache",
+                          n_positions, need, kv->block_size, kv->num_blocks);
+        s->blocks[s->n_blocks++] = id;
+    }
+    return SL_OK;
+}
+
+void kv_seq_release(KVSeq *s, KVCache *kv) {
+    for (int i = s->n_blocks - 1; i >= 0; i--) kv_cache_block_release(kv, s->blocks[i]);
+    free(s->blocks);
+    memset(s, 0, sizeof *s);
+}
+
+// ----------------------------------------------------------------------------
+// batch building
+
+void batch_buf_init(BatchBuf *bb, int max_tokens, int max_seqs, int max_blocks_per_seq) {
+    memset(bb, 0, sizeof *bb);
+    CHECK(max_tokens > 0 && max_seqs > 0 && max_blocks_per_seq > 0);
+    bb->max_tokens = max_tokens;
+    bb->max_seqs = max_seqs;
+    bb->max_blocks_per_seq = max_blocks_per_seq;
+    bb->token_ids = xcalloc(max_tokens, sizeof(int));
+    bb->positions = xcalloc(max_tokens, sizeof(int));
+    bb->slot_mapping = xcalloc(max_tokens, sizeof(int));
+    bb->logits_rows = xcalloc(max_tokens, sizeof(int));
+    bb->query_start = xcalloc(max_seqs + 1, sizeof(int));
+    bb->context_lens = xcalloc(max_seqs, sizeof(int));
+    bb->block_tables = xcalloc((size_t)max_seqs * max_blocks_per_seq, sizeof(int));
+    batch_buf_clear(bb);
+}
+
+void batch_buf_free(BatchBuf *bb) {
+    free(bb->token_ids);
+    free(bb->positions);
+    free(bb->slot_mapping);
+    free(bb->logits_rows);
+    free(bb->query_start);
+    free(bb->context_lens);
+    free(bb->block_tables);
+    memset(bb, 0, sizeof *bb);
+}
+
+void batch_buf_clear(BatchBuf *bb) {
+    bb->b = (Batch){
+        .n_tokens = 0,
+        .n_seqs = 0,
+        .token_ids = bb->token_ids,
+        .positions = bb->positions,
+        .slot_mapping = bb->slot_mapping,
+        .query_start = bb->query_start,
+        .context_lens = bb->context_lens,
+        .block_tables = bb->block_tables,
+        .max_blocks_per_seq = bb->max_blocks_per_seq,
+        .logits_rows = bb->logits_rows,
+        .n_sample = 0,
+    };
+    bb->query_start[0] = 0;
+}
+
+int batch_buf_add(BatchBuf *bb, const KVSeq *s, int block_size, int pos0, const int *tokens, int n,
+                  int n_logits) {
+    Batch *b = &bb->b;
+    CHECK(n > 0 && n_logits >= 0 && n_logits <= n);
+    CHECK(b->n_tokens + n <= bb->max_tokens, "%d + %d rows > %d", b->n_tokens, n, bb->max_tokens);
+    CHECK(b->n_seqs < bb->max_seqs);
+    int ctx = pos0 + n;
+    int n_blocks = (ctx + block_size - 1) / block_size;
+    CHECK(n_blocks <= s->n_blocks && n_blocks <= bb->max_blocks_per_seq, "%d positions, %d blocks held",
+          ctx, s->n_blocks);
+    int row0 = b->n_tokens, seq = b->n_seqs;
+    for (int i = 0; i < n; i++) {
+        int p = pos0 + i;
+        bb->token_ids[row0 + i] = tokens[i];
+        bb->positions[row0 + i] = p;
+        bb->slot_mapping[row0 + i] = s->blocks[p / block_size] * block_size + p % block_size;
+    }
+    for (int i = n - n_logits; i < n; i++) bb->logits_rows[b->n_sample++] = row0 + i;
+    int *table = bb->block_tables + (size_t)seq * bb->max_blocks_per_seq;
+    memcpy(table, s->blocks, sizeof(int) * n_blocks);
+    for (int i = n_blocks; i < bb->max_blocks_per_seq; i++) table[i] = -1;
+    bb->context_lens[seq] = ctx;
+    b->n_tokens += n;
+    b->n_seqs++;
+    bb->query_start[b->n_seqs] = b->n_tokens;
+    return row0;
+}

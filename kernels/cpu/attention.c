@@ -1,0 +1,316 @@
+// attention.c: paged causal attention over a varlen batch, with GQA.
+//
+// Query row t of sequence s at position p reads K and V of positions 0..p of s through its
+// block table (the rows of this step were written there by k_rope_kv_write). One task is one
+// (row, KV head) pair: the G = n_heads / n_kv_heads query heads that share the KV head walk the
+// context together, so each K and V row is read once for all of them. The softmax is online
+// (running max and sum, rescaled per chunk) in f32.
+//
+// Chunks are 16 positions aligned to position 0, and every step inside a chunk runs in a
+// fixed order, so a row's output depends only on its query, its context and its position:
+// never on the other rows in the batch or on how the tasks are split across threads.
+//
+// KV dtype: both are supported; KV_F16 is the one to use. A decode row streams its context
+// from memory, and F16 halves that: with 30 layers of a 4096-token context (SmolLM2 shapes,
+// 1 thread) 0.26 ms a layer against 0.49 for F32. In a 512-token prefill the context sits in
+// cache and the conversion costs a little: 5.6 ms a layer against 5.3.
+#include <omp.h>
+
+#include "kernels/cpu/cpu.h"
+
+#define ATT_CHUNK 16
+#define ATT_MAX_GROUP 64
+#define ATT_PREFETCH_MAX_ROWS 4 // a sequence with at most this many query rows is decoding
+
+// The sequence that owns query row t: the last s with query_start[s] <= t.
+static int seq_of_row(const Batch *b, int t) {
+    int lo = 0, hi = b->n_seqs - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (b->query_start[mid] <= t) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+static inline const void *kv_row(const KVLayer *c, const void *base, int slot, int g) {
+    size_t off = ((size_t)slot * c->n_kv_heads + g) * c->head_dim;
+    return c->dtype == KV_F32 ? (const void *)((const float *)base + off)
+                              : (const void *)((const uint16_t *)base + off);
+}
+
+// K and V rows of positions c0 .. c0+n-1 of KV head g, through the block table (one division
+// per chunk: the slot arithmetic otherwise costs as much as the dot products).
+static inline void chunk_rows(const KVLayer *c, const int *bt, int c0, int n, int g, const void **kp,
+                              const void **vp) {
+    int bs = c->block_size, bi = c0 / bs, off = c0 - bi * bs;
+    for (int j = 0; j < n; j++) {
+        int slot = bt[bi] * bs + off;
+        kp[j] = kv_row(c, c->k, slot, g);
+        vp[j] = kv_row(c, c->v, slot, g);
+        if (++off == bs) off = 0, bi++;
+    }
+}
+
+#if defined(KCPU_AVX512)
+static inline __attribute__((always_inline)) __m512 kv_load16(const KVType dt, const void *row, int d) {
+    if (dt == KV_F16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + d)));
+    return _mm512_loadu_ps((const float *)row + d);
+}
+
+// Lane j = sum of the 16 lanes of v[j]: a transposing reduction tree, cheaper than 16
+// separate horizontal sums.
+static inline __m512 hsum16x16(__m512 v[16]) {
+    __m512 a[8], u[4];
+    for (int i = 0; i < 8; i++)
+        a[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+    for (int i = 0; i < 4; i++) {
+        __m512d x = _mm512_castps_pd(a[2 * i]), y = _mm512_castps_pd(a[2 * i + 1]);
+        u[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+    }
+    // u[i], 128-bit lane L, element e: the part of v[4i + e] in lane L. Sum the lanes.
+    __m512 w01 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88), _mm512_shuffle_f32x4(u[0], u[1], 0xdd));
+    __m512 w23 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x88), _mm512_shuffle_f32x4(u[2], u[3], 0xdd));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(w01, w23, 0x88), _mm512_shuffle_f32x4(w01, w23, 0xdd));
+}
+
+// Scores of one query head against the chunk's keys: lane j = q·k_j (0 past n). NV = head_dim
+// / 16 when known at compile time (q then lives in registers and each key's dot runs as two
+// independent chains), 0 for any multiple of 16.
+static inline __attribute__((always_inline)) __m512 qk16(const KVType dt, const int NV, const float *qh, int hd,
+                                                         const void *const *kp, int n) {
+    __m512 part[ATT_CHUNK];
+    if (NV) {
+        __m512 qv[8];
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; v++) qv[v] = _mm512_loadu_ps(qh + 16 * v);
+#pragma GCC unroll 16
+        for (int j = 0; j < ATT_CHUNK; j++) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+            if (j < n) {
+#pragma GCC unroll 8
+                for (int v = 0; v < NV; v += 2) {
+                    a0 = _mm512_fmadd_ps(qv[v], kv_load16(dt, kp[j], 16 * v), a0);
+                    if (v + 1 < NV) a1 = _mm512_fmadd_ps(qv[v + 1], kv_load16(dt, kp[j], 16 * v + 16), a1);
+                }
+            }
+            part[j] = _mm512_add_ps(a0, a1);
+        }
+    } else {
+        for (int j = 0; j < ATT_CHUNK; j++) {
+            __m512 a = _mm512_setzero_ps();
+            if (j < n)
+                for (int d = 0; d < hd; d += 16) a = _mm512_fmadd_ps(_mm512_loadu_ps(qh + d), kv_load16(dt, kp[j], d), a);
+            part[j] = a;
+        }
+    }
+    return hsum16x16(part);
+}
+
+// acc[h] = acc[h] · corr[h] + Σ_j p[h][j] · v_j for HG heads at once, NV vectors each, all in
+// registers: each V row is loaded (and converted) once for the HG heads, and the HG · NV
+// accumulators are independent chains.
+static inline __attribute__((always_inline)) void pv_group(const KVType dt, const int NV, const int HG, float *acc,
+                                                           int hd, const float *pr, const float *corr,
+                                                           const void *const *vp, int n) {
+    __m512 a[4][8];
+#pragma GCC unroll 4
+    for (int h = 0; h < HG; h++)
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; v++)
+            a[h][v] = _mm512_mul_ps(_mm512_loadu_ps(acc + (size_t)h * hd + 16 * v), _mm512_set1_ps(corr[h]));
+    for (int j = 0; j < n; j++) {
+        __m512 vv[8];
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; v++) vv[v] = kv_load16(dt, vp[j], 16 * v);
+#pragma GCC unroll 4
+        for (int h = 0; h < HG; h++) {
+            __m512 pj = _mm512_set1_ps(pr[h * ATT_CHUNK + j]);
+#pragma GCC unroll 8
+            for (int v = 0; v < NV; v++) a[h][v] = _mm512_fmadd_ps(pj, vv[v], a[h][v]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int h = 0; h < HG; h++)
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; v++) _mm512_storeu_ps(acc + (size_t)h * hd + 16 * v, a[h][v]);
+}
+
+// The same for one head of any head_dim that is a multiple of 16, 64 floats at a time.
+static inline __attribute__((always_inline)) void pv_head(const KVType dt, float *ah, int hd, const float *ph,
+                                                          float corr, const void *const *vp, int n) {
+    __m512 cv = _mm512_set1_ps(corr);
+    int d = 0;
+    for (; d + 64 <= hd; d += 64) {
+        __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(ah + d), cv), a1 = _mm512_mul_ps(_mm512_loadu_ps(ah + d + 16), cv);
+        __m512 a2 = _mm512_mul_ps(_mm512_loadu_ps(ah + d + 32), cv), a3 = _mm512_mul_ps(_mm512_loadu_ps(ah + d + 48), cv);
+        for (int j = 0; j < n; j++) {
+            __m512 pj = _mm512_set1_ps(ph[j]);
+            a0 = _mm512_fmadd_ps(pj, kv_load16(dt, vp[j], d), a0);
+            a1 = _mm512_fmadd_ps(pj, kv_load16(dt, vp[j], d + 16), a1);
+            a2 = _mm512_fmadd_ps(pj, kv_load16(dt, vp[j], d + 32), a2);
+            a3 = _mm512_fmadd_ps(pj, kv_load16(dt, vp[j], d + 48), a3);
+        }
+        _mm512_storeu_ps(ah + d, a0), _mm512_storeu_ps(ah + d + 16, a1);
+        _mm512_storeu_ps(ah + d + 32, a2), _mm512_storeu_ps(ah + d + 48, a3);
+    }
+    for (; d < hd; d += 16) {
+        __m512 a = _mm512_mul_ps(_mm512_loadu_ps(ah + d), cv);
+        for (int j = 0; j < n; j++) a = _mm512_fmadd_ps(_mm512_set1_ps(ph[j]), kv_load16(dt, vp[j], d), a);
+        _mm512_storeu_ps(ah + d, a);
+    }
+}
+
+// One task: query heads [h0, h0 + G) of row t, which share KV head g. Per chunk: the scores and
+// softmax update of every head first (independent of each other, so they overlap), then the
+// weighted V sums.
+static inline __attribute__((always_inline)) void att_task_avx512(const KVType dt, const int NV, float *out,
+                                                                  const float *q, const KVLayer *c, const Batch *b,
+                                                                  int t, int h0, int G, int n_heads, float scale,
+                                                                  float *buf) {
+    const int hd = c->head_dim, g = h0 / (n_heads / c->n_kv_heads);
+    const int s = seq_of_row(b, t), n_ctx = b->positions[t] + 1;
+    const int *bt = b->block_tables + (size_t)s * b->max_blocks_per_seq;
+    const bool prefetch = b->query_start[s + 1] - b->query_start[s] <= ATT_PREFETCH_MAX_ROWS;
+    float *acc = buf, *pr = buf + (size_t)G * hd; // [G][hd] accumulators, [G][16] probabilities
+    float m[ATT_MAX_GROUP], l[ATT_MAX_GROUP], corr[ATT_MAX_GROUP];
+    const float *qg = q + ((size_t)t * n_heads + h0) * hd;
+    for (int h = 0; h < G; h++) m[h] = -INFINITY, l[h] = 0.0f;
+    memset(acc, 0, (size_t)G * hd * sizeof(float));
+    const int row_bytes = hd * (dt == KV_F16 ? 2 : 4);
+    const void *kp[ATT_CHUNK], *vp[ATT_CHUNK], *kn[ATT_CHUNK], *vn[ATT_CHUNK];
+    chunk_rows(c, bt, 0, MIN(ATT_CHUNK, n_ctx), g, kn, vn);
+    for (int c0 = 0; c0 < n_ctx; c0 += ATT_CHUNK) {
+        int n = MIN(ATT_CHUNK, n_ctx - c0);
+        memcpy(kp, kn, sizeof(kp)), memcpy(vp, vn, sizeof(vp));
+        // The rows of the next chunk are scattered over the cache blocks: for a decode row,
+        // whose context comes from memory, fetch them while this chunk computes. (The rows of a
+        // prefill chunk find their context in cache, where prefetching only costs.)
+        int n_next = MIN(ATT_CHUNK, n_ctx - c0 - ATT_CHUNK);
+        if (n_next > 0) chunk_rows(c, bt, c0 + ATT_CHUNK, n_next, g, kn, vn);
+        if (n_next > 0 && prefetch) {
+            for (int j = 0; j < n_next; j++)
+                for (int o = 0; o < row_bytes; o += 64) {
+                    _mm_prefetch((const char *)kn[j] + o, _MM_HINT_T0);
+                    _mm_prefetch((const char *)vn[j] + o, _MM_HINT_T0);
+                }
+        }
+        __mmask16 valid = (__mmask16)((1u << n) - 1);
+        for (int h = 0; h < G; h++) {
+            __m512 sc = _mm512_mul_ps(qk16(dt, NV, qg + (size_t)h * hd, hd, kp, n), _mm512_set1_ps(scale));
+            float mnew = kcpu_maxf(m[h], _mm512_mask_reduce_max_ps(valid, sc));
+            corr[h] = kcpu_expf(m[h] - mnew);
+            __m512 p = _mm512_maskz_mov_ps(valid, kcpu_exp512(_mm512_sub_ps(sc, _mm512_set1_ps(mnew))));
+            l[h] = l[h] * corr[h] + kcpu_hsum512(p);
+            m[h] = mnew;
+            _mm512_storeu_ps(pr + h * ATT_CHUNK, p);
+        }
+        int h = 0;
+        if (NV == 4)
+            for (; h + 4 <= G; h += 4) pv_group(dt, 4, 4, acc + (size_t)h * hd, hd, pr + h * ATT_CHUNK, corr + h, vp, n);
+        if (NV == 4 || NV == 8)
+            for (; h + 2 <= G; h += 2) pv_group(dt, NV, 2, acc + (size_t)h * hd, hd, pr + h * ATT_CHUNK, corr + h, vp, n);
+        if (NV)
+            for (; h < G; h++) pv_group(dt, NV, 1, acc + (size_t)h * hd, hd, pr + h * ATT_CHUNK, corr + h, vp, n);
+        for (; h < G; h++) pv_head(dt, acc + (size_t)h * hd, hd, pr + h * ATT_CHUNK, corr[h], vp, n);
+    }
+    float *og = out + ((size_t)t * n_heads + h0) * hd;
+    for (int h = 0; h < G; h++) {
+        __m512 inv = _mm512_set1_ps(1.0f / l[h]);
+        for (int d = 0; d < hd; d += 16)
+            _mm512_storeu_ps(og + (size_t)h * hd + d, _mm512_mul_ps(_mm512_loadu_ps(acc + (size_t)h * hd + d), inv));
+    }
+}
+#endif
+
+// The portable path (also any head_dim that is not a multiple of 16): the same chunked online
+// softmax, one element at a time.
+static inline float kv_get(const KVLayer *c, const void *row, int d) {
+    return c->dtype == KV_F32 ? ((const float *)row)[d] : kcpu_h2f(((const uint16_t *)row)[d]);
+}
+
+static void att_task_scalar(float *out, const float *q, const KVLayer *c, const Batch *b, int t, int h0, int G,
+                            int n_heads, float scale, float *buf) {
+    const int hd = c->head_dim, g = h0 / (n_heads / c->n_kv_heads);
+    const int s = seq_of_row(b, t), n_ctx = b->positions[t] + 1;
+    const int *bt = b->block_tables + (size_t)s * b->max_blocks_per_seq;
+    float *acc = buf, *pr = buf + (size_t)G * hd;
+    float m[ATT_MAX_GROUP], l[ATT_MAX_GROUP];
+    const float *qg = q + ((size_t)t * n_heads + h0) * hd;
+    for (int h = 0; h < G; h++) m[h] = -INFINITY, l[h] = 0.0f;
+    memset(acc, 0, (size_t)G * hd * sizeof(float));
+    for (int c0 = 0; c0 < n_ctx; c0 += ATT_CHUNK) {
+        int n = MIN(ATT_CHUNK, n_ctx - c0);
+        const void *kp[ATT_CHUNK], *vp[ATT_CHUNK];
+        chunk_rows(c, bt, c0, n, g, kp, vp);
+        for (int h = 0; h < G; h++) {
+            const float *qh = qg + (size_t)h * hd;
+            float *ph = pr + h * ATT_CHUNK, mx = -INFINITY;
+            for (int j = 0; j < n; j++) {
+                float dot = 0.0f;
+                for (int d = 0; d < hd; d++) dot += qh[d] * kv_get(c, kp[j], d);
+                ph[j] = dot * scale;
+                mx = kcpu_maxf(mx, ph[j]);
+            }
+            float mnew = kcpu_maxf(m[h], mx), corr = kcpu_expf(m[h] - mnew), sum = 0.0f;
+            for (int j = 0; j < n; j++) {
+                ph[j] = kcpu_expf(ph[j] - mnew);
+                sum += ph[j];
+            }
+            l[h] = l[h] * corr + sum;
+            m[h] = mnew;
+            for (int d = 0; d < hd; d++) acc[(size_t)h * hd + d] *= corr;
+        }
+        for (int j = 0; j < n; j++)
+            for (int h = 0; h < G; h++)
+                for (int d = 0; d < hd; d++) acc[(size_t)h * hd + d] += pr[h * ATT_CHUNK + j] * kv_get(c, vp[j], d);
+    }
+    float *og = out + ((size_t)t * n_heads + h0) * hd;
+    for (int h = 0; h < G; h++)
+        for (int d = 0; d < hd; d++) og[(size_t)h * hd + d] = acc[(size_t)h * hd + d] / l[h];
+}
+
+void k_attention(float *out, const float *q, const KVLayer *cache, const Batch *b, int n_heads, float scale) {
+    const int nkv = cache->n_kv_heads, hd = cache->head_dim;
+    bool groups_ok = nkv > 0 && n_heads % nkv == 0 && n_heads / nkv <= ATT_MAX_GROUP;
+    CHECK(groups_ok, "%d heads, %d KV heads", n_heads, nkv);
+    CHECK((size_t)(n_heads / nkv) * (hd + ATT_CHUNK) <= kcpu.thread_buf_floats,
+          "k_init(max_cols) too small for %d heads of %d", n_heads, hd);
+    for (int t = 0; t < b->n_tokens; t++)
+        CHECK(b->positions[t] >= 0 && b->positions[t] < b->max_blocks_per_seq * cache->block_size,
+              "row %d at position %d", t, b->positions[t]);
+    // A task is a row's query heads that share one KV head, so each K and V row is read and
+    // converted once for all of them. (Splitting a decode row's group into single heads balances
+    // 3 tasks over 2 threads better, but measured slower: the K/V traffic triples.) The task
+    // functions also take any sub-range of a group: every head's arithmetic is the same.
+    int nth = k_threads(), per_task = n_heads / nkv;
+    int tasks = b->n_tokens * (n_heads / per_task);
+#pragma omp parallel num_threads(nth) if (tasks > 1)
+    {
+        int tid = omp_get_thread_num(), lo, hi;
+        kcpu_split(tasks, tid, omp_get_num_threads(), &lo, &hi);
+        float *buf = kcpu_thread_buf(tid);
+        for (int task = lo; task < hi; task++) {
+            int t = task / (n_heads / per_task), h0 = task % (n_heads / per_task) * per_task;
+#if defined(KCPU_AVX512)
+            bool f16 = cache->dtype == KV_F16;
+            if (hd == 64) {
+                if (f16) att_task_avx512(KV_F16, 4, out, q, cache, b, t, h0, per_task, n_heads, scale, buf);
+                else att_task_avx512(KV_F32, 4, out, q, cache, b, t, h0, per_task, n_heads, scale, buf);
+                continue;
+            }
+            if (hd == 128) {
+                if (f16) att_task_avx512(KV_F16, 8, out, q, cache, b, t, h0, per_task, n_heads, scale, buf);
+                else att_task_avx512(KV_F32, 8, out, q, cache, b, t, h0, per_task, n_heads, scale, buf);
+                continue;
+            }
+            if (hd % 16 == 0) {
+                if (f16) att_task_avx512(KV_F16, 0, out, q, cache, b, t, h0, per_task, n_heads, scale, buf);
+                else att_task_avx512(KV_F32, 0, out, q, cache, b, t, h0, per_task, n_heads, scale, buf);
+                continue;
+            }
+#endif
+            att_task_scalar(out, q, cache, b, t, h0, per_task, n_heads, scale, buf);
+        }
+    }
+}

@@ -1,0 +1,179 @@
+// cpu.h: what the CPU ops share and nothing outside kernels/cpu/ sees: the scratch k_init()
+// allocates, the thread split, and the small SIMD helpers (horizontal sums, a vector exp) that
+// several ops use.
+//
+// SIMD paths are chosen at compile time (-march=native): KCPU_AVX512 needs AVX-512 F/BW/VL and
+// VNNI, KCPU_AVX2 needs AVX2 + FMA + F16C (with AVX-VNNI when present); anything else compiles
+// the portable scalar code. Every path computes each output element in an order that depends
+// only on that element's inputs (never on the batch or the thread split), so results are
+// batch-invariant and deterministic; across paths they agree up to float summation order.
+#pragma once
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "common/common.h"
+#include "kernels/kernels.h"
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
+#define KCPU_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define KCPU_AVX2 1
+#endif
+#if defined(KCPU_AVX512) || defined(KCPU_AVX2)
+#include <immintrin.h>
+#endif
+
+#define KCPU_QK 32 // elements per quantization block (Q4_0, Q4_1, Q8_0 and the activation format)
+
+// ---- scratch, sized by k_init
+typedef struct {
+    int n_threads, max_tokens, max_cols;
+    int max_pairs;      // ceil(max_cols / 32 / 2): activation rows are stored in pairs of blocks
+    int16_t *xq;        // [max_tokens, max_pairs * 64] activation rows quantized to 16 bits
+    float *xd;          // [max_tokens, max_pairs * 2] their block scales
+    float *xs;          // [max_tokens, max_pairs * 4] per pair 0 s0 0 s1, s = d * sum(q) (matmul_q.c)
+    float *thread_buf;  // [n_threads, thread_buf_floats] private to each thread
+    size_t thread_buf_floats;
+} KCpu;
+
+extern KCpu kcpu;
+
+// Aborts unless k_init ran and sized the scratch for n_tokens rows of cols features.
+void kcpu_check_fits(int n_tokens, int cols);
+static inline float *kcpu_thread_buf(int tid) {
+    return kcpu.thread_buf + (size_t)tid * kcpu.thread_buf_floats;
+}
+// The contiguous share [*lo, *hi) of n items that thread tid of nth takes (static schedule).
+static inline void kcpu_split(int n, int tid, int nth, int *lo, int *hi) {
+    int per = n / nth, extra = n % nth;
+    *lo = tid * per + MIN(tid, extra);
+    *hi = *lo + per + (tid < extra);
+}
+
+// ---- fp16 (hardware conversion where there is one)
+static inline float kcpu_h2f(uint16_t h) {
+#if defined(KCPU_AVX512) || defined(KCPU_AVX2)
+    return _cvtsh_ss(h);
+#else
+    return fp16_to_f32(h);
+#endif
+}
+static inline uint16_t kcpu_f2h(float f) {
+#if defined(KCPU_AVX512) || defined(KCPU_AVX2)
+    return (uint16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+#else
+    return f32_to_fp16(f);
+#endif
+}
+static inline uint16_t kcpu_load_u16(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+// fmaxf/fminf are library calls (NaN rules); these compile to one instruction.
+static inline float kcpu_maxf(float a, float b) {
+    return a > b ? a : b;
+}
+static inline float kcpu_minf(float a, float b) {
+    return a < b ? a : b;
+}
+
+// ---- exp: a Cephes-style polynomial, the same on every path (the SIMD versions evaluate the
+// identical formula lane by lane), max relative error ~2 ulp over the range softmax and SiLU use.
+#define KCPU_EXP_HI 88.0f
+#define KCPU_EXP_LO (-87.3365447504019f)
+static inline float kcpu_expf(float x) {
+    x = kcpu_minf(kcpu_maxf(x, KCPU_EXP_LO), KCPU_EXP_HI);
+    float n = nearbyintf(x * 1.44269504088896341f);
+    float r = fmaf(n, -0.693359375f, x);
+    r = fmaf(n, 2.12194440e-4f, r);
+    float p = 1.9875691500e-4f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    p = fmaf(p, r * r, r);
+    p += 1.0f;
+    int32_t e = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &e, 4);
+    return p * scale;
+}
+
+#if defined(KCPU_AVX512)
+static inline __m512 kcpu_exp512(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(KCPU_EXP_LO)), _mm512_set1_ps(KCPU_EXP_HI));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), x);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r);
+    p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+// Lane sum in a fixed order (halves folded: 16 -> 8 -> 4 -> 2 -> 1).
+static inline float kcpu_hsum512(__m512 v) {
+    __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    b = _mm_add_ss(b, _mm_movehdup_ps(b));
+    return _mm_cvtss_f32(b);
+}
+// Sixteen kcpu_hsum512 at once, each lane sum formed by exactly the same additions (16 -> 8 ->
+// 4 -> 2 -> 1 by halves), so mixing this with single sums stays bitwise consistent. Lane
+// 4i + j of the result is the sum of v[4j + i].
+static inline __m512 kcpu_hsum512x16(const __m512 v[16]) {
+    __m512 a[8], b[4], c[2];
+    for (int i = 0; i < 8; i++) // v[i] + v[i+8] of each vector, two vectors per register
+        a[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
+                             _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xee));
+    for (int i = 0; i < 4; i++) // + 4 apart: 128-bit lane L of b[i] now belongs to v[4i + L]
+        b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x88),
+                             _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xdd));
+    for (int i = 0; i < 2; i++) { // + 2 apart
+        __m512d x = _mm512_castps_pd(b[2 * i]), y = _mm512_castps_pd(b[2 * i + 1]);
+        c[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+    }
+    return _mm512_add_ps(_mm512_shuffle_ps(c[0], c[1], 0x88), _mm512_shuffle_ps(c[0], c[1], 0xdd)); // + 1 apart
+}
+#endif
+
+#if defined(KCPU_AVX2)
+static inline __m256 kcpu_exp256(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(KCPU_EXP_LO)), _mm256_set1_ps(KCPU_EXP_HI));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693359375f), x);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
+    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+static inline float kcpu_hsum256(__m256 a) {
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    b = _mm_add_ss(b, _mm_movehdup_ps(b));
+    return _mm_cvtss_f32(b);
+}
+#endif
+
+// Sum of squares / dot product of n floats in a fixed order for the compiled path.
+float kcpu_dot_f32(const float *a, const float *b, int n);
