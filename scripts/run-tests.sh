@@ -5,6 +5,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
+# Tests are not timed; passive OpenMP waits keep them quick when the cores are shared (spinning
+# barriers slow a loaded 2-core machine by 10x or more).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 total_pass=0; total_fail=0; broken=()
 
 for t in "$BUILD"/tests/test_*; do
