@@ -14,3 +14,4 @@ bash scripts/fetch-model.sh
 "$VENV/bin/python" scripts/make-quant-data.py
 "$VENV/bin/python" scripts/make-golden-tokens.py
 "$VENV/bin/python" scripts/make-golden-forward.py
+"$VENV/bin/python" scripts/make-golden-exact.py
