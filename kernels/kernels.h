@@ -65,8 +65,9 @@ void k_free(void); // releases the scratch (tests, shutdown); k_init may be call
 void k_embed(float *out, const QMatrix *table, const int *ids, int n_tokens);
 
 // out = x · Wᵀ.                 x: [n_tokens, w->cols]  out: [n_tokens, w->rows]
-// Q4_0/Q4_1/Q8_0 weights compute on the stored blocks against x quantized per call to 8 bits
-// in blocks of 32 (like ggml's Q8 activations: |error| per element <= amax(block) / 254);
+// Q4_0/Q4_1/Q8_0 weights compute on the stored blocks against x quantized per call to 16 bits
+// in blocks of 32 (|error| per element <= amax(block) / 65534, up to float rounding of the
+// scale: 258 times finer than ggml's 8-bit activations, whose error flips near-tie tokens);
 // F32/F16 in float; other dequantizable types a row at a time. Every output element is
 // computed in an order fixed by its own inputs: bitwise the same whatever else is in the batch
 // and whatever the thread count.
