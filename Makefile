@@ -1,7 +1,7 @@
 # sluice build. `make` builds build/sluice and build/sluice-run (and kernels/cuda/*.cu for
 # sm_90 when nvcc is present; CUDA=0 forces CPU-only). `make test` sets up what is missing,
 # builds and runs every test; `make san` runs the suite under ASan + UBSan; `make run` starts
-# on the default model. Objects and dependency files go under $(BUILD).
+# the server on the default model at 127.0.0.1:8000. Objects and dependency files go under $(BUILD).
 
 CC      ?= gcc
 BUILD   ?= build
@@ -110,7 +110,7 @@ san: setup
 
 run: setup
 	@$(MAKE) --no-print-directory $(BINS)
-	$(BUILD)/sluice-run --model $(MODEL) --chat --prompt "What is the capital of France?" --max-tokens 64
+	$(BUILD)/sluice --model $(MODEL)
 
 bench: setup
 	@$(MAKE) --no-print-directory all

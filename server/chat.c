@@ -1,0 +1,133 @@
+// chat.c: chat messages -> prompt text (see chat.h).
+#define _GNU_SOURCE // memmem
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "engine/gguf.h"
+#include "server/chat.h"
+#include "server/respond.h"
+
+static char *token_text(const Tokenizer *tok, int id) {
+    if (id < 0) return NULL;
+    size_t n;
+    const char *p = tok_piece(tok, id, &n);
+    return xstrndup(p, n);
+}
+
+int chat_init(ChatRenderer *c, const char *model_path, const Tokenizer *tok, const char *template_path, char *err) {
+    memset(c, 0, sizeof *c);
+    c->bos = token_text(tok, tok_bos(tok));
+    c->eos = token_text(tok, tok_eos(tok));
+    char *src = NULL;
+    size_t len = 0;
+    if (template_path) {
+        src = file_read_all(template_path, &len, err);
+        if (!src) return SL_ERR;
+        if (tmpl_parse(&c->tmpl, src, len, err) != SL_OK) {
+            char msg[ERR_MAX];
+            snprintf(msg, sizeof msg, "%s", err);
+            free(src);
+            return seterr(err, "--chat-template %s: %s", template_path, msg);
+        }
+        c->source = "--chat-template";
+        free(src);
+        return SL_OK;
+    }
+    GGUF g;
+    GGUFStr s;
+    if (gguf_open(&g, model_path, err) != SL_OK) return SL_ERR;
+    if (gguf_get_str(&g, "tokenizer.chat_template", &s)) src = gguf_str_dup(s);
+    gguf_close(&g);
+    c->source = "built-in ChatML";
+    if (!src) {
+        log_warn("%s has no tokenizer.chat_template: chat prompts use ChatML", model_path);
+        return SL_OK;
+    }
+    char perr[ERR_MAX];
+    if (tmpl_parse(&c->tmpl, src, strlen(src), perr) != SL_OK)
+        log_warn("the model's chat template does not parse (%s): chat prompts use ChatML", perr);
+    else
+        c->source = "the model's tokenizer.chat_template";
+    free(src);
+    log_info("chat template: %s", c->source);
+    return SL_OK;
+}
+
+void chat_free(ChatRenderer *c) {
+    tmpl_free(c->tmpl);
+    free(c->bos);
+    free(c->eos);
+    memset(c, 0, sizeof *c);
+}
+
+// ChatML, the format of the default model: <|im_start|>role\ncontent<|im_end|>\n ...
+static void render_chatml(const OaiRequest *r, SBuf *b) {
+    for (int i = 0; i < r->n_messages; i++) {
+        const OaiMessage *m = &r->messages[i];
+        sbuf_printf(b, "<|im_start|>%s\n", m->role);
+        if (m->content) sbuf_put(b, m->content, m->content_len);
+        if (!(r->continue_final_message && i == r->n_messages - 1)) sbuf_puts(b, "<|im_end|>\n");
+    }
+    if (r->add_generation_prompt) sbuf_puts(b, "<|im_start|>assistant\n");
+}
+
+static cJSON *parse_json(const char *s) { return s ? cJSON_Parse(s) : NULL; }
+
+static cJSON *messages_json(const OaiRequest *r) {
+    cJSON *arr = cJSON_CreateArray();
+    for (int i = 0; i < r->n_messages; i++) {
+        const OaiMessage *m = &r->messages[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "role", m->role);
+        if (m->content) cJSON_AddStringToObject(o, "content", m->content);
+        else cJSON_AddNullToObject(o, "content");
+        if (m->name) cJSON_AddStringToObject(o, "name", m->name);
+        if (m->tool_call_id) cJSON_AddStringToObject(o, "tool_call_id", m->tool_call_id);
+        cJSON *calls = parse_json(m->tool_calls_json);
+        if (calls) cJSON_AddItemToObject(o, "tool_calls", calls);
+        cJSON_AddItemToArray(arr, o);
+    }
+    return arr;
+}
+
+int chat_render(const ChatRenderer *c, const OaiRequest *r, char **out, size_t *len, ApiError *e) {
+    *out = NULL;
+    *len = 0;
+    if (!c->tmpl) {
+        SBuf b = {0};
+        render_chatml(r, &b);
+        *out = b.data ? b.data : xstrdup("");
+        *len = b.len;
+        return SL_OK;
+    }
+    cJSON *msgs = messages_json(r), *tools = parse_json(r->tools_json), *kw = parse_json(r->chat_template_kwargs_json);
+    cJSON *vars = tmpl_context_build(msgs, tools, NULL, r->add_generation_prompt, c->bos, c->eos, kw);
+    cJSON_Delete(msgs);
+    cJSON_Delete(tools);
+    cJSON_Delete(kw);
+    char err[ERR_MAX];
+    char *text = NULL;
+    size_t n = 0;
+    int rc = tmpl_render(c->tmpl, vars, NULL, &text, &n, err);
+    cJSON_Delete(vars);
+    if (rc != SL_OK)
+        return api_error(e, 400, NULL, rc == TMPL_ERR_LIMIT ? "chat_template_limit" : "chat_template_error", "messages",
+                         "The chat template cannot render these messages: %s", err);
+    // continue_final_message: the prompt ends right after the final message's text, so the model
+    // continues it instead of closing the turn (vLLM cuts the rendering the same way).
+    const OaiMessage *last = &r->messages[r->n_messages - 1];
+    if (r->continue_final_message && last->content && last->content_len > 0) {
+        const char *hit = NULL;
+        for (const char *p = text; (p = memmem(p, n - (size_t)(p - text), last->content, last->content_len)); p++) hit = p;
+        if (hit) {
+            n = (size_t)(hit - text) + last->content_len;
+            text[n] = 0;
+        }
+    }
+    *out = text;
+    *len = n;
+    return SL_OK;
+}

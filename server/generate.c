@@ -1,0 +1,547 @@
+// generate.c: POST /v1/chat/completions and /v1/completions from body to last byte.
+//
+//   gen_start   validate (openai.c), admission (before tokenizing: sequences), prompt (chat
+//               template, tokenizer), context check, admission (prompt tokens), engine_submit;
+//               then either queue an SSE response whose reader drains the engine, or suspend
+//               until the outputs are complete (non-streaming). Nothing is sent before every
+//               check has passed, so a bad request is a plain 4xx even with stream=true.
+//   gen_notify  the engine thread's wake-up (request mutex held): resume the connection if it
+//               is suspended, else note that something is pending. Never blocks.
+//   gen_reader  MHD's content reader for streams: send buffered bytes, else take new outputs
+//               and format them, else suspend (or note the stream's end).
+//   gen_pump    takes every part's new outputs: SSE events (streaming), accumulated text
+//               (non-streaming), or only bookkeeping (orphans, for the live thread).
+// A request whose client went away is aborted (gen_abort) and becomes an orphan: the live
+// thread (live.c) takes its last outputs and frees it once the engine has finished it.
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/server_impl.h"
+
+// ----------------------------------------------------------------------------
+// admission: sequences admitted and not finished, prompt tokens admitted and not started
+
+static int admit(Server *s, int seqs, long tokens, bool reserve, ApiError *e) {
+    pthread_mutex_lock(&s->mu);
+    int limit = s->info.max_num_seqs + s->opt.max_queued_requests;
+    // one request bigger than a limit still runs alone: an empty queue always admits
+    bool over_seqs = s->queued_seqs > 0 && s->queued_seqs + seqs > limit;
+    bool over_tokens = tokens > 0 && s->queued_tokens > 0 && s->queued_tokens + tokens > s->opt.max_queued_tokens;
+    if (!over_seqs && !over_tokens && reserve) {
+        s->queued_seqs += seqs;
+        s->queued_tokens += tokens;
+    }
+    int queued = s->queued_seqs;
+    long queued_tokens = s->queued_tokens;
+    pthread_mutex_unlock(&s->mu);
+    if (over_seqs)
+        return api_error(e, 429, "rate_limit_exceeded", "rate_limit_exceeded", NULL,
+                         "The server is overloaded: %d sequences are running or waiting (limit %d). Please retry "
+                         "after a short wait.", queued, limit);
+    if (over_tokens)
+        return api_error(e, 429, "rate_limit_exceeded", "rate_limit_exceeded", NULL,
+                         "The server is overloaded: %ld prompt tokens are waiting (limit %d). Please retry after a "
+                         "short wait.", queued_tokens, s->opt.max_queued_tokens);
+    return SL_OK;
+}
+
+static void release_part_tokens(GenReq *g, GenPart *p) {
+    if (p->started) return;
+    p->started = true;
+    pthread_mutex_lock(&g->srv->mu);
+    g->srv->queued_tokens -= p->n_prompt;
+    pthread_mutex_unlock(&g->srv->mu);
+}
+
+static void release_seqs(GenReq *g) {
+    if (!g->seqs_held) return;
+    pthread_mutex_lock(&g->srv->mu);
+    g->srv->queued_seqs -= g->seqs_held;
+    pthread_mutex_unlock(&g->srv->mu);
+    g->seqs_held = 0;
+}
+
+// ----------------------------------------------------------------------------
+// taking outputs
+
+static void gen_notify(void *ctx) {
+    GenReq *g = ctx;
+    pthread_mutex_lock(&g->mu);
+    if (g->suspended) {
+        g->suspended = false;
+        MHD_resume_connection(g->conn);
+    } else {
+        g->pending = true;
+    }
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void token_fill(const Tokenizer *tok, const SampleLogprobs *lp, RespToken *t) {
+    t->piece = tok_piece(tok, lp->token, &t->piece_len);
+    t->logprob = lp->logprob;
+    t->n_top = MIN(lp->n_top, OAI_MAX_LOGPROBS);
+    for (int k = 0; k < t->n_top; k++) {
+        t->top_piece[k] = tok_piece(tok, lp->top_ids[k], &t->top_len[k]);
+        t->top_logprob[k] = lp->top_logprobs[k];
+    }
+}
+
+static RespChoice choice_view(const GenReq *g, const GenChoice *gc, int index) {
+    RespChoice rc = {.index = index, .stop_token = -1};
+    if (gc->finished) {
+        rc.finish_reason = engine_finish_name(gc->finish);
+        rc.stop_token = gc->stop_token;
+        if (gc->stop_str >= 0 && gc->stop_str < g->req.n_stop) rc.stop_str = g->req.stop[gc->stop_str];
+    }
+    return rc;
+}
+
+// One choice's new output: an SSE delta (streaming) or appended text and logprobs.
+static void choice_output(GenReq *g, GenChoice *gc, int index, const EngineChoice *ec, bool emit) {
+    const Tokenizer *tok = g->srv->tok;
+    bool lp = g->req.logprobs >= 0 && ec->logprobs && ec->n_tokens > 0;
+    if (!emit) return;
+    if (!g->req.stream) {
+        sbuf_put(&gc->text, ec->text, ec->text_len);
+        for (int i = 0; lp && i < ec->n_tokens; i++) {
+            if (gc->n_toks == gc->cap_toks) {
+                gc->cap_toks = MAX(16, 2 * gc->cap_toks);
+                gc->toks = xrealloc(gc->toks, sizeof(RespToken) * (size_t)gc->cap_toks);
+            }
+            token_fill(tok, &ec->logprobs[i], &gc->toks[gc->n_toks++]);
+        }
+        return;
+    }
+    if (ec->text_len == 0 && !lp) return;
+    if (lp && ec->n_tokens > g->cap_scratch) {
+        g->cap_scratch = MAX(ec->n_tokens, 2 * g->cap_scratch);
+        g->scratch = xrealloc(g->scratch, sizeof(RespToken) * (size_t)g->cap_scratch);
+    }
+    for (int i = 0; lp && i < ec->n_tokens; i++) token_fill(tok, &ec->logprobs[i], &g->scratch[i]);
+    RespChoice rc = {.index = index, .text = ec->text, .text_len = ec->text_len, .stop_token = -1,
+                     .tokens = lp ? g->scratch : NULL, .n_tokens = lp ? ec->n_tokens : 0,
+                     .text_offset = gc->text_offset};
+    resp_sse_delta(&g->out, &g->meta, &rc);
+    gc->text_offset += ec->text_len;
+}
+
+static int finish_metric(EngineFinish f) {
+    return f == ENGINE_FINISH_STOP ? METRICS_FINISH_STOP : f == ENGINE_FINISH_LENGTH ? METRICS_FINISH_LENGTH
+                                                                                    : METRICS_FINISH_ABORT;
+}
+
+static void part_done(GenReq *g, int pi) {
+    const GenPart *p = &g->parts[pi];
+    const EngineOutput *o = &p->last;
+    int n = g->req.n, finish[n];
+    for (int j = 0; j < n; j++) finish[j] = finish_metric(g->choices[pi * n + j].finish);
+    double a = o->t_arrival;
+    metrics_request_done(&g->srv->metrics, o->t_first_token > 0 ? o->t_first_token - a : -1,
+                         o->t_finished > 0 ? o->t_finished - a : -1, o->t_scheduled > 0 ? o->t_scheduled - a : -1,
+                         o->prompt_tokens, o->completion_tokens, finish, n);
+}
+
+static RespUsage usage_sum(const GenReq *g) {
+    RespUsage u = {0};
+    for (int i = 0; i < g->n_parts; i++) {
+        u.prompt_tokens += g->parts[i].last.prompt_tokens;
+        u.completion_tokens += g->parts[i].last.completion_tokens;
+        u.cached_tokens += g->parts[i].last.cached_tokens;
+    }
+    return u;
+}
+
+void gen_pump(GenReq *g, bool emit) {
+    int n = g->req.n;
+    for (int pi = 0; pi < g->n_parts; pi++) {
+        GenPart *p = &g->parts[pi];
+        EngineOutput o;
+        if (p->finished || !engine_request_take(p->er, &o)) continue;
+        int new_tokens = 0;
+        for (int k = 0; k < o.n_choices; k++) new_tokens += o.choices[k].n_tokens;
+        double now = time_now_s();
+        if (new_tokens > 0 || o.finished) release_part_tokens(g, p);
+        if (new_tokens > 0) {
+            if (p->t_last_tokens > 0) metrics_observe_itl(&g->srv->metrics, now - p->t_last_tokens, new_tokens);
+            p->t_last_tokens = now;
+        }
+        for (int k = 0; k < o.n_choices; k++) {
+            const EngineChoice *ec = &o.choices[k];
+            CHECK(ec->index >= 0 && ec->index < n, "choice index %d of n=%d", ec->index, n);
+            int index = pi * n + ec->index;
+            GenChoice *gc = &g->choices[index];
+            if (gc->finished) continue;
+            choice_output(g, gc, index, ec, emit);
+            if (ec->finish == ENGINE_FINISH_NONE) continue;
+            gc->finished = true;
+            gc->finish = ec->finish;
+            gc->stop_token = ec->stop_token;
+            gc->stop_str = ec->stop_str;
+            if (ec->finish == ENGINE_FINISH_ABORT) g->aborted = true;
+            if (emit && g->req.stream && ec->finish != ENGINE_FINISH_ABORT) {
+                RespChoice rc = choice_view(g, gc, index);
+                resp_sse_finish(&g->out, &g->meta, &rc);
+            }
+        }
+        p->last = o;
+        p->last.choices = NULL; // valid only until the next take
+        if (o.finished) {
+            p->finished = true;
+            part_done(g, pi);
+        }
+    }
+    bool all = true;
+    for (int pi = 0; pi < g->n_parts; pi++) all &= g->parts[pi].finished;
+    if (!all || g->all_finished) return;
+    g->all_finished = true;
+    release_seqs(g);
+    if (!emit || !g->req.stream) return;
+    if (g->aborted) {
+        pthread_mutex_lock(&g->mu);
+        bool shutdown = g->shutdown;
+        pthread_mutex_unlock(&g->mu);
+        resp_sse_error(&g->out,
+                       shutdown ? "The server is shutting down; the request was aborted before it finished."
+                                : "The request was aborted before it finished.",
+                       "server_error", NULL);
+    } else if (g->req.include_usage) {
+        RespUsage u = usage_sum(g);
+        resp_sse_usage(&g->out, &g->meta, &u);
+    }
+    resp_sse_done(&g->out);
+    g->ended = true;
+}
+
+// ----------------------------------------------------------------------------
+// streaming: MHD's content reader
+
+static void stream_begin(GenReq *g) {
+    for (int i = 0; i < g->n_choices; i++) {
+        if (g->req.kind == OAI_CHAT) {
+            resp_sse_chat_role(&g->out, &g->meta, i);
+            continue;
+        }
+        const GenPart *p = &g->parts[i / g->req.n];
+        if (!p->echo) continue;
+        RespChoice rc = {.index = i, .text = p->echo, .text_len = p->echo_len, .stop_token = -1};
+        resp_sse_delta(&g->out, &g->meta, &rc);
+        g->choices[i].text_offset = p->echo_len;
+    }
+    g->stream_started = true;
+}
+
+static ssize_t gen_reader(void *cls, uint64_t pos, char *buf, size_t max) {
+    (void)pos;
+    GenReq *g = cls;
+    for (;;) {
+        if (g->out.len > 0) {
+            size_t n = MIN(max, g->out.len);
+            memcpy(buf, g->out.data, n);
+            sbuf_consume(&g->out, n);
+            g->t_sent = time_now_s();
+            return (ssize_t)n;
+        }
+        if (g->ended) return MHD_CONTENT_READER_END_OF_STREAM;
+        pthread_mutex_lock(&g->mu);
+        bool gone = g->client_gone, keepalive = g->keepalive_due;
+        g->keepalive_due = false;
+        pthread_mutex_unlock(&g->mu);
+        if (gone) return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (!g->stream_started) {
+            stream_begin(g);
+            continue;
+        }
+        gen_pump(g, true);
+        if (g->out.len > 0 || g->ended) continue;
+        if (keepalive) {
+            resp_sse_keepalive(&g->out);
+            continue;
+        }
+        pthread_mutex_lock(&g->mu);
+        if (g->pending) { // the engine had more while we were taking
+            g->pending = false;
+            pthread_mutex_unlock(&g->mu);
+            continue;
+        }
+        g->suspended = true;
+        g->t_last_send = g->t_sent;
+        MHD_suspend_connection(g->conn);
+        pthread_mutex_unlock(&g->mu);
+        return 0;
+    }
+}
+
+// ----------------------------------------------------------------------------
+// non-streaming: suspend until every choice has finished, then one JSON body
+
+static enum MHD_Result reply_final(GenReq *g, struct MHD_Connection *c) {
+    Server *s = g->srv;
+    if (g->aborted) {
+        ApiError e;
+        pthread_mutex_lock(&g->mu);
+        bool shutdown = g->shutdown;
+        pthread_mutex_unlock(&g->mu);
+        api_error(&e, 503, "server_error", "service_unavailable", NULL, "%s",
+                  shutdown ? "The server is shutting down; the request was aborted before it finished."
+                           : "The request was aborted before it finished.");
+        return http_reply_error(c, s, &e);
+    }
+    RespChoice *rc = xcalloc((size_t)g->n_choices, sizeof(RespChoice));
+    for (int i = 0; i < g->n_choices; i++) {
+        GenChoice *gc = &g->choices[i];
+        rc[i] = choice_view(g, gc, i);
+        rc[i].text = gc->text.data ? gc->text.data : "";
+        rc[i].text_len = gc->text.len;
+        if (g->req.logprobs >= 0) {
+            rc[i].tokens = gc->toks;
+            rc[i].n_tokens = gc->n_toks;
+            rc[i].text_offset = g->parts[i / g->req.n].echo_len;
+        }
+    }
+    RespUsage u = usage_sum(g);
+    SBuf b = {0};
+    if (g->req.kind == OAI_CHAT) resp_chat_body(&b, &g->meta, rc, g->n_choices, &u);
+    else resp_completion_body(&b, &g->meta, rc, g->n_choices, &u);
+    free(rc);
+    enum MHD_Result ret = http_reply_json(c, s, 200, &b);
+    sbuf_free(&b);
+    return ret;
+}
+
+static enum MHD_Result wait_or_reply(GenReq *g, struct MHD_Connection *c) {
+    for (;;) {
+        gen_pump(g, true);
+        if (g->all_finished) return reply_final(g, c);
+        pthread_mutex_lock(&g->mu);
+        if (g->client_gone) {
+            pthread_mutex_unlock(&g->mu);
+            return MHD_NO; // closes the connection; the completion callback aborts the request
+        }
+        if (g->pending) {
+            g->pending = false;
+            pthread_mutex_unlock(&g->mu);
+            continue;
+        }
+        g->suspended = true;
+        MHD_suspend_connection(c);
+        pthread_mutex_unlock(&g->mu);
+        return MHD_YES;
+    }
+}
+
+enum MHD_Result gen_resume(Server *s, HttpConn *hc, struct MHD_Connection *c) {
+    (void)s;
+    return wait_or_reply(hc->gen, c);
+}
+
+// ----------------------------------------------------------------------------
+// start, end, abort
+
+static int submit_error(int rc, const char *err, const OaiRequest *r, ApiError *e) {
+    if (rc == ENGINE_ERR_CONTEXT)
+        return api_error(e, 400, NULL, "context_length_exceeded", r->kind == OAI_CHAT ? "messages" : "prompt", "%s", err);
+    if (rc == ENGINE_ERR_STOPPED)
+        return api_error(e, 503, "server_error", "service_unavailable", NULL, "%s", err);
+    // the engine's messages name the parameter as "Invalid 'name': ..."
+    char param[OAI_PARAM_MAX] = "";
+    const char *q = strchr(err, '\''), *q2 = q ? strchr(q + 1, '\'') : NULL;
+    if (q2 && q2 - q - 1 < (long)sizeof param) memcpy(param, q + 1, (size_t)(q2 - q - 1));
+    return api_error(e, 400, NULL, "invalid_value", param[0] ? param : NULL, "%s", err);
+}
+
+static void engine_params_from(const OaiRequest *r, EngineParams *ep) {
+    engine_params_defaults(ep);
+    SamplingParams *sp = &ep->sampling;
+    *sp = sampling_params_default();
+    sp->temperature = r->temperature;
+    sp->top_p = r->top_p;
+    sp->min_p = r->min_p;
+    sp->top_k = r->top_k;
+    sp->presence_penalty = r->presence_penalty;
+    sp->frequency_penalty = r->frequency_penalty;
+    sp->repetition_penalty = r->repetition_penalty;
+    sp->n_logit_bias = r->n_bias;
+    sp->logit_bias_ids = r->bias_ids;
+    sp->logit_bias_vals = r->bias_vals;
+    sp->has_seed = r->has_seed;
+    sp->seed = r->seed;
+    sp->logprobs = r->logprobs;
+    ep->min_tokens = r->min_tokens;
+    ep->n = r->n;
+    ep->priority = r->priority;
+    ep->ignore_eos = r->ignore_eos;
+    ep->stop_token_ids = r->stop_token_ids;
+    ep->n_stop_token_ids = r->n_stop_token_ids;
+    ep->stop = (const char *const *)r->stop;
+    ep->n_stop = r->n_stop;
+    ep->include_stop_str_in_output = r->include_stop_str_in_output;
+    ep->skip_special_tokens = r->skip_special_tokens;
+}
+
+// The token ids of part i (malloc'd), its echo text when asked, and the context check.
+static int part_prompt(Server *s, GenReq *g, int i, int32_t **ids, int *n, int *max_out, ApiError *e) {
+    const OaiRequest *r = &g->req;
+    GenPart *p = &g->parts[i];
+    char *text = NULL;
+    size_t len = 0;
+    *ids = NULL;
+    if (r->kind == OAI_CHAT) {
+        if (chat_render(&s->chat, r, &text, &len, e) != SL_OK) return SL_ERR;
+        int *v = NULL, cap = 0; // the template writes BOS itself when the model wants one
+        *n = tok_encode(s->tok, text, len, false, true, &v, &cap);
+        *ids = (int32_t *)v;
+        free(text);
+    } else if (r->prompts[i].text) {
+        *ids = server_encode(s, r->prompts[i].text, r->prompts[i].len, true, n);
+        if (r->echo) p->echo = xstrndup(r->prompts[i].text, r->prompts[i].len), p->echo_len = r->prompts[i].len;
+    } else {
+        *n = r->prompts[i].n_ids;
+        *ids = xmalloc(sizeof(int32_t) * (size_t)*n);
+        memcpy(*ids, r->prompts[i].ids, sizeof(int32_t) * (size_t)*n);
+        if (r->echo) p->echo = tok_decode(s->tok, (const int *)*ids, *n, false, &p->echo_len);
+    }
+    int keep = r->truncate_prompt_tokens < 0 ? s->info.max_model_len : r->truncate_prompt_tokens;
+    if (keep > 0 && *n > keep) { // vLLM keeps the prompt's end
+        memmove(*ids, *ids + (*n - keep), sizeof(int32_t) * (size_t)keep);
+        *n = keep;
+    }
+    p->n_prompt = *n;
+    return oai_check_context(r, *n, s->info.max_model_len, max_out, e);
+}
+
+static enum MHD_Result queue_stream(Server *s, GenReq *g, struct MHD_Connection *c) {
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4 * 1024, gen_reader, g, NULL);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    enum MHD_Result ret = MHD_queue_response(c, 200, resp);
+    MHD_destroy_response(resp);
+    metrics_http_status(&s->metrics, 200);
+    return ret;
+}
+
+enum MHD_Result gen_start(Server *s, HttpConn *hc, struct MHD_Connection *c, OaiKind kind) {
+    ApiError e;
+    OaiLimits lim = {.vocab = s->info.vocab, .max_n = s->opt.max_n, .max_tokens = s->opt.max_tokens,
+                     .model_names = s->model_names, .n_model_names = 1};
+    GenReq *g = xcalloc(1, sizeof *g);
+    g->srv = s;
+    g->fd = -1;
+    pthread_mutex_init(&g->mu, NULL);
+    OaiRequest *r = &g->req;
+    int rc = oai_parse(kind, hc->body.data, hc->body.len, &lim, r, &e);
+    sbuf_free(&hc->body);
+    g->n_parts = kind == OAI_CHAT ? 1 : r->n_prompts;
+    int seqs = g->n_parts * r->n;
+    if (rc != SL_OK || admit(s, seqs, 0, false, &e) != SL_OK) { // cheap refusal before any tokenizing
+        g->n_parts = 0;
+        gen_free(g);
+        return http_reply_error(c, s, &e);
+    }
+    g->parts = xcalloc((size_t)g->n_parts, sizeof(GenPart));
+    int32_t **ids = xcalloc((size_t)g->n_parts, sizeof(int32_t *));
+    int *n_ids = xcalloc((size_t)g->n_parts, sizeof(int)), *max_out = xcalloc((size_t)g->n_parts, sizeof(int));
+    long tokens = 0;
+    for (int i = 0; rc == SL_OK && i < g->n_parts; i++) {
+        rc = part_prompt(s, g, i, &ids[i], &n_ids[i], &max_out[i], &e);
+        tokens += n_ids[i];
+    }
+    if (rc == SL_OK) rc = admit(s, seqs, tokens, true, &e);
+    if (rc == SL_OK) {
+        g->seqs_held = seqs;
+        g->n_choices = seqs;
+        g->choices = xcalloc((size_t)seqs, sizeof(GenChoice));
+        for (int i = 0; i < seqs; i++) {
+            GenChoice *gc = &g->choices[i];
+            const GenPart *p = &g->parts[i / r->n];
+            gc->stop_token = gc->stop_str = -1;
+            if (p->echo && !r->stream) sbuf_put(&gc->text, p->echo, p->echo_len); // streams send it first
+        }
+        resp_meta_init(&g->meta, kind, s->model_name, "fp_sluice", r->stream && r->include_usage);
+        if (r->request_id)
+            snprintf(g->meta.id, sizeof g->meta.id, "%s%.38s", kind == OAI_CHAT ? "chatcmpl-" : "cmpl-", r->request_id);
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        g->fd = ci ? ci->connect_fd : -1;
+        g->conn = c; // before submit: a notify may come at once
+        g->t_sent = g->t_last_send = g->t_last_peek = time_now_s();
+    } else {
+        for (int i = 0; i < g->n_parts; i++) g->parts[i].started = true; // nothing reserved
+    }
+    EngineParams ep;
+    engine_params_from(r, &ep);
+    int submitted = 0;
+    for (int i = 0; rc == SL_OK && i < g->n_parts; i++) {
+        char err[ERR_MAX];
+        GenPart *p = &g->parts[i];
+        ep.max_tokens = max_out[i];
+        ep.min_tokens = MIN(r->min_tokens, max_out[i]);
+        int src = engine_submit(s->engine, ids[i], n_ids[i], &ep, gen_notify, g, &p->er, err);
+        if (src != SL_OK) {
+            rc = submit_error(src, err, r, &e);
+            break;
+        }
+        p->id = engine_request_id(p->er);
+        submitted++;
+    }
+    for (int i = 0; i < g->n_parts; i++) free(ids[i]);
+    free(ids);
+    free(n_ids);
+    free(max_out);
+    if (rc != SL_OK) {
+        for (int i = submitted; i < g->n_parts; i++) {
+            release_part_tokens(g, &g->parts[i]);
+            g->parts[i].finished = true;
+        }
+        pthread_mutex_lock(&g->mu);
+        g->conn = NULL;
+        pthread_mutex_unlock(&g->mu);
+        if (submitted == 0) {
+            gen_free(g);
+        } else { // an orphan from the start: the live thread frees it once the engine is done
+            gen_abort(g);
+            live_add(s, g);
+        }
+        return http_reply_error(c, s, &e);
+    }
+    hc->gen = g;
+    live_add(s, g);
+    return r->stream ? queue_stream(s, g, c) : wait_or_reply(g, c);
+}
+
+void gen_abort(GenReq *g) {
+    for (int i = 0; i < g->n_parts; i++)
+        if (g->parts[i].er) engine_abort(g->srv->engine, g->parts[i].id);
+}
+
+void gen_conn_closed(GenReq *g, bool ok) {
+    (void)ok; // a stream that went out whole has all_finished; anything else is aborted
+    if (!g->all_finished) gen_abort(g);
+    pthread_mutex_lock(&g->mu);
+    g->conn = NULL;
+    g->suspended = false;
+    pthread_mutex_unlock(&g->mu);
+    // from here on the live thread owns g
+}
+
+void gen_free(GenReq *g) {
+    for (int i = 0; i < g->n_parts; i++) {
+        if (g->parts && g->parts[i].er) engine_request_release(g->parts[i].er);
+        if (g->parts) {
+            release_part_tokens(g, &g->parts[i]);
+            free(g->parts[i].echo);
+        }
+    }
+    release_seqs(g);
+    for (int i = 0; i < g->n_choices; i++) {
+        sbuf_free(&g->choices[i].text);
+        free(g->choices[i].toks);
+    }
+    free(g->choices);
+    free(g->parts);
+    free(g->scratch);
+    sbuf_free(&g->out);
+    oai_request_free(&g->req);
+    pthread_mutex_destroy(&g->mu);
+    free(g);
+}

@@ -1,0 +1,509 @@
+// http.c: the libmicrohttpd daemon: options, routing, auth, request bodies, replies, and the
+// server's life cycle (start, ready, drain, stop). Generation lives in generate.c, the routes
+// that answer at once in routes.c, the watcher thread in live.c.
+//
+// The access handler runs on MHD's epoll pool threads and never blocks. For a POST it is called
+// (1) with the headers (upload_data NULL): route, method, auth, Content-Type and Content-Length
+// are checked here, so an oversized body is refused with 413 before it is read; (2) once per body
+// chunk: appended up to --max-body-size, then counted and dropped; (3) with the body complete:
+// the route's handler answers, or (generation) submits and suspends the connection.
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server/server_impl.h"
+
+// libmicrohttpd's per-connection pool: the request line and headers (larger ones get 431) and
+// the write buffer of a stream. Smaller than its 32 KiB default, so idle streams stay cheap.
+#define HTTP_CONN_MEMORY (16 * 1024)
+
+// ----------------------------------------------------------------------------
+// options
+
+void server_options_defaults(ServerOptions *o) {
+    memset(o, 0, sizeof *o);
+    o->host = xstrdup("127.0.0.1");
+    o->port = 8000;
+    o->max_body_size = 8u << 20;
+    o->max_connections = 8192;
+    o->timeout = 60;
+    o->http_threads = 4;
+    o->max_n = 16;
+    o->max_queued_requests = 256;
+    o->keepalive = 10.0f;
+    o->shutdown_timeout = 30.0f;
+}
+
+void server_options_free(ServerOptions *o) {
+    free(o->host);
+    free(o->api_key);
+    free(o->served_model_name);
+    free(o->chat_template);
+    memset(o, 0, sizeof *o);
+}
+
+int server_flags(ServerOptions *o, Flag *out) {
+    Flag rows[] = {
+        {"--host", "SLUICE_HOST", FLAG_STR, &o->host, 0, 0, "address to listen on (0.0.0.0 or :: to expose)", ""},
+        {"--port", "SLUICE_PORT", FLAG_INT, &o->port, 0, 65535, "TCP port (0 = any free port)", ""},
+        {"--api-key", "SLUICE_API_KEY", FLAG_STR, &o->api_key, 0, 0,
+         "require 'Authorization: Bearer KEY' (health, version and metrics stay open)", ""},
+        {"--served-model-name", "SLUICE_SERVED_MODEL_NAME", FLAG_STR, &o->served_model_name, 0, 0,
+         "model id in the API (default: the model file name without .gguf)", ""},
+        {"--chat-template", "SLUICE_CHAT_TEMPLATE", FLAG_STR, &o->chat_template, 0, 0,
+         "Jinja chat template file replacing the model's own", ""},
+        {"--max-body-size", "SLUICE_MAX_BODY_SIZE", FLAG_SIZE, &o->max_body_size, 0, 0,
+         "largest request body; larger ones get 413", ""},
+        {"--max-connections", "SLUICE_MAX_CONNECTIONS", FLAG_INT, &o->max_connections, 1, 1 << 20,
+         "open HTTP connections at most (the fd limit is raised to fit)", ""},
+        {"--timeout", "SLUICE_TIMEOUT", FLAG_INT, &o->timeout, 1, 86400,
+         "seconds of inactivity (no bytes either way) before a connection is closed", ""},
+        {"--http-threads", "SLUICE_HTTP_THREADS", FLAG_INT, &o->http_threads, 1, 256, "HTTP epoll threads", ""},
+        {"--max-n", "SLUICE_MAX_N", FLAG_INT, &o->max_n, 1, 1024, "largest n (choices per request)", ""},
+        {"--max-tokens-cap", "SLUICE_MAX_TOKENS_CAP", FLAG_INT, &o->max_tokens, 0, 1 << 24,
+         "largest max_tokens a request may ask for (0 = what the context allows)", ""},
+        {"--max-queued-requests", "SLUICE_MAX_QUEUED_REQUESTS", FLAG_INT, &o->max_queued_requests, 0, 1 << 20,
+         "sequences that may wait beyond --max-num-seqs; more get 429", ""},
+        {"--max-queued-tokens", "SLUICE_MAX_QUEUED_TOKENS", FLAG_INT, &o->max_queued_tokens, 0, 1 << 30,
+         "prompt tokens that may wait to start; more get 429 (0 = 16 x max-model-len)", ""},
+        {"--keepalive-interval", "SLUICE_KEEPALIVE_INTERVAL", FLAG_FLOAT, &o->keepalive, 0.1, 3600,
+         "seconds between ': keep-alive' comments on an idle stream", ""},
+        {"--shutdown-timeout", "SLUICE_SHUTDOWN_TIMEOUT", FLAG_FLOAT, &o->shutdown_timeout, 0, 86400,
+         "seconds in-flight requests may run after SIGTERM before they are aborted", ""},
+    };
+    int n = (int)ARRAY_LEN(rows);
+    CHECK(n <= SERVER_MAX_FLAGS);
+    for (int i = 0; i < n; i++) {
+        out[i] = rows[i];
+        flag_set_default(&out[i]);
+    }
+    return n;
+}
+
+// ----------------------------------------------------------------------------
+// replies
+
+enum MHD_Result http_reply(struct MHD_Connection *c, Server *s, int status, const char *ctype, const char *body,
+                           size_t len) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!r) return MHD_NO;
+    if (ctype) MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (status == 429 || status == 503) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    if (s) metrics_http_status(&s->metrics, status);
+    return ret;
+}
+
+enum MHD_Result http_reply_json(struct MHD_Connection *c, Server *s, int status, const SBuf *body) {
+    return http_reply(c, s, status, "application/json", body->data ? body->data : "", body->len);
+}
+
+enum MHD_Result http_reply_error(struct MHD_Connection *c, Server *s, const ApiError *e) {
+    SBuf b = {0};
+    resp_error_body(&b, e);
+    enum MHD_Result ret = http_reply_json(c, s, e->status, &b);
+    sbuf_free(&b);
+    return ret;
+}
+
+static enum MHD_Result reply_errorf(struct MHD_Connection *c, Server *s, int status, const char *type,
+                                    const char *code, const char *msg) {
+    ApiError e;
+    api_error(&e, status, type, code, NULL, "%s", msg);
+    return http_reply_error(c, s, &e);
+}
+
+// ----------------------------------------------------------------------------
+// routing
+
+typedef enum {
+    R_HEALTH, R_READY, R_MODELS, R_MODEL, R_VERSION, R_METRICS, R_TOKENIZE, R_DETOKENIZE, R_CHAT, R_COMPLETIONS,
+    R_COUNT
+} RouteId;
+
+static const struct {
+    const char *path; // exact, or a prefix ending in '/' for R_MODEL
+    const char *method;
+    bool open;        // served without the API key
+} ROUTES[R_COUNT] = {
+    [R_HEALTH] = {"/health", "GET", true},
+    [R_READY] = {"/health/ready", "GET", true},
+    [R_MODELS] = {"/v1/models", "GET", false},
+    [R_MODEL] = {"/v1/models/", "GET", false},
+    [R_VERSION] = {"/version", "GET", true},
+    [R_METRICS] = {"/metrics", "GET", true},
+    [R_TOKENIZE] = {"/tokenize", "POST", false},
+    [R_DETOKENIZE] = {"/detokenize", "POST", false},
+    [R_CHAT] = {"/v1/chat/completions", "POST", false},
+    [R_COMPLETIONS] = {"/v1/completions", "POST", false},
+};
+
+// The route of url, or -1; *method_ok says whether method is the route's (HEAD counts as GET).
+static int route_find(const char *url, const char *method, bool *method_ok) {
+    for (int i = 0; i < R_COUNT; i++) {
+        bool hit = i == R_MODEL ? strncmp(url, ROUTES[i].path, strlen(ROUTES[i].path)) == 0 && url[11]
+                                : strcmp(url, ROUTES[i].path) == 0;
+        if (!hit) continue;
+        *method_ok = !strcmp(method, ROUTES[i].method) || (!strcmp(method, "HEAD") && !strcmp(ROUTES[i].method, "GET"));
+        return i;
+    }
+    return -1;
+}
+
+// Constant-time in the key's content: every byte of the longer string is looked at.
+static bool key_equal(const char *a, const char *b) {
+    size_t na = strlen(a), nb = strlen(b), n = MAX(na, nb);
+    unsigned char diff = (unsigned char)(na != nb);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char x = i < na ? (unsigned char)a[i] : 0, y = i < nb ? (unsigned char)b[i] : 0;
+        diff |= x ^ y;
+    }
+    return diff == 0;
+}
+
+static bool auth_ok(Server *s, struct MHD_Connection *c) {
+    if (!s->opt.api_key) return true;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0) return false;
+    h += 7;
+    while (*h == ' ') h++;
+    return key_equal(h, s->opt.api_key);
+}
+
+// The headers phase: SL_OK to go on reading the body, or a response is queued (*ret).
+static int headers_check(Server *s, HttpConn *hc, struct MHD_Connection *c, const char *url, const char *method,
+                         enum MHD_Result *ret) {
+    bool method_ok = false;
+    int route = route_find(url, method, &method_ok);
+    char msg[ERR_MAX];
+    if (route >= 0 && !ROUTES[route].open && !auth_ok(s, c)) {
+        *ret = reply_errorf(c, s, 401, "invalid_request_error", "invalid_api_key",
+                            "Incorrect API key provided. Send it as 'Authorization: Bearer <key>'.");
+        return SL_ERR;
+    }
+    if (route < 0) {
+        snprintf(msg, sizeof msg, "Invalid URL (%.16s %.400s)", method, url);
+        *ret = reply_errorf(c, s, 404, "invalid_request_error", "not_found", msg);
+        return SL_ERR;
+    }
+    if (!method_ok) {
+        snprintf(msg, sizeof msg, "Method %.16s is not allowed for %.400s; use %s.", method, url, ROUTES[route].method);
+        struct MHD_Response *r;
+        ApiError e;
+        api_error(&e, 405, NULL, "method_not_allowed", NULL, "%s", msg);
+        SBuf b = {0};
+        resp_error_body(&b, &e);
+        r = MHD_create_response_from_buffer(b.len, b.data, MHD_RESPMEM_MUST_COPY);
+        sbuf_free(&b);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, ROUTES[route].method);
+        *ret = MHD_queue_response(c, 405, r);
+        MHD_destroy_response(r);
+        metrics_http_status(&s->metrics, 405);
+        return SL_ERR;
+    }
+    hc->route = route;
+    if (strcmp(ROUTES[route].method, "POST") != 0) return SL_OK;
+    const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (ctype && strncasecmp(ctype, "application/json", 16) != 0) {
+        snprintf(msg, sizeof msg, "Unsupported Content-Type '%.100s': send the body as application/json.", ctype);
+        *ret = reply_errorf(c, s, 400, "invalid_request_error", "unsupported_media_type", msg);
+        return SL_ERR;
+    }
+    const char *clen = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (clen) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(clen, &end, 10);
+        if (errno || *end || n > s->opt.max_body_size) {
+            snprintf(msg, sizeof msg, "Request body of %.30s bytes is larger than the limit of %zu bytes.", clen,
+                     s->opt.max_body_size);
+            *ret = reply_errorf(c, s, 413, "invalid_request_error", "request_too_large", msg);
+            return SL_ERR;
+        }
+    }
+    if (atomic_load(&s->state) == SERVER_DRAINING && (route == R_CHAT || route == R_COMPLETIONS)) {
+        *ret = reply_errorf(c, s, 503, "server_error", "service_unavailable",
+                            "The server is shutting down; retry on another replica.");
+        return SL_ERR;
+    }
+    return SL_OK;
+}
+
+static enum MHD_Result dispatch(Server *s, HttpConn *hc, struct MHD_Connection *c) {
+    if (atomic_load(&s->state) == SERVER_LOADING && hc->route != R_HEALTH && hc->route != R_READY &&
+        hc->route != R_VERSION && hc->route != R_METRICS)
+        return reply_errorf(c, s, 503, "server_error", "service_unavailable", "The model is still loading.");
+    switch ((RouteId)hc->route) {
+    case R_HEALTH: return route_health(s, c);
+    case R_READY: return route_ready(s, c);
+    case R_MODELS: return route_models(s, c);
+    case R_MODEL: return route_model(s, c, hc->url + strlen(ROUTES[R_MODEL].path));
+    case R_VERSION: return route_version(s, c);
+    case R_METRICS: return route_metrics(s, c);
+    case R_TOKENIZE: return route_tokenize(s, c, &hc->body);
+    case R_DETOKENIZE: return route_detokenize(s, c, &hc->body);
+    case R_CHAT: return gen_start(s, hc, c, OAI_CHAT);
+    case R_COMPLETIONS: return gen_start(s, hc, c, OAI_COMPLETION);
+    case R_COUNT: break;
+    }
+    DIE("route %d", hc->route);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_size,
+                                  void **con_cls) {
+    (void)version;
+    Server *s = cls;
+    HttpConn *hc = *con_cls;
+    if (!hc) { // (1) headers
+        hc = xcalloc(1, sizeof *hc);
+        hc->srv = s;
+        hc->url = url;
+        hc->route = -1;
+        *con_cls = hc;
+        enum MHD_Result ret = MHD_YES;
+        if (headers_check(s, hc, c, url, method, &ret) != SL_OK) hc->responded = true;
+        return ret;
+    }
+    if (hc->responded) { // refused in the headers phase: MHD discards the body
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (hc->gen) return gen_resume(s, hc, c);
+    if (*upload_size) { // (2) a body chunk
+        size_t n = *upload_size;
+        hc->body_seen += n;
+        if (hc->body_seen <= s->opt.max_body_size) sbuf_put(&hc->body, upload_data, n);
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    // (3) the body is complete
+    if (hc->body_seen > s->opt.max_body_size) {
+        char msg[ERR_MAX];
+        snprintf(msg, sizeof msg, "Request body of %zu bytes is larger than the limit of %zu bytes.", hc->body_seen,
+                 s->opt.max_body_size);
+        sbuf_free(&hc->body);
+        return reply_errorf(c, s, 413, "invalid_request_error", "request_too_large", msg);
+    }
+    if (!hc->body.data) sbuf_put(&hc->body, "", 0); // parsers want a NUL-terminated buffer
+    return dispatch(s, hc, c);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
+    (void)cls;
+    (void)c;
+    HttpConn *hc = *con_cls;
+    if (!hc) return;
+    if (hc->gen) gen_conn_closed(hc->gen, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
+    sbuf_free(&hc->body);
+    free(hc);
+    *con_cls = NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    char buf[512];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    size_t n = strlen(buf);
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) buf[--n] = 0;
+    log_debug("libmicrohttpd: %s", buf);
+}
+
+// ----------------------------------------------------------------------------
+// life cycle
+
+// Up to max_connections sockets plus the model, logs and the engine: raise the soft fd limit.
+static void raise_fd_limit(int want) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+    rlim_t need = (rlim_t)want + 64;
+    if (rl.rlim_cur >= need) return;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) log_warn("cannot raise the open-file limit: %s", strerror(errno));
+    if (rl.rlim_cur < need)
+        log_warn("open-file limit %llu is below --max-connections %d", (unsigned long long)rl.rlim_cur, want);
+}
+
+int server_start(Server **out, const ServerOptions *o, Engine *engine, const char *model_path, char *err) {
+    *out = NULL;
+    // SIGTERM/SIGINT are taken by server_wait_signal: block them before any thread starts, so
+    // every thread inherits the mask. A client that goes away must not kill us with SIGPIPE.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *ai = NULL;
+    char port[16];
+    snprintf(port, sizeof port, "%d", o->port);
+    int gai = getaddrinfo(o->host, port, &hints, &ai);
+    if (gai != 0) return seterr(err, "--host %s: %s", o->host, gai_strerror(gai));
+
+    Server *s = xcalloc(1, sizeof *s);
+    s->opt = *o;
+    s->opt.host = xstrdup(o->host);
+    s->opt.api_key = o->api_key ? xstrdup(o->api_key) : NULL;
+    s->opt.served_model_name = o->served_model_name ? xstrdup(o->served_model_name) : NULL;
+    s->opt.chat_template = o->chat_template ? xstrdup(o->chat_template) : NULL;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->live_cond, NULL);
+    metrics_init(&s->metrics);
+    atomic_store(&s->state, SERVER_LOADING);
+    raise_fd_limit(o->max_connections);
+
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    s->mhd = MHD_start_daemon(
+        flags, (uint16_t)o->port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->http_threads, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->timeout,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
+        MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!s->mhd) {
+        int e = errno;
+        server_stop(s);
+        return seterr(err, "cannot listen on %s:%d: %s", o->host, o->port, e ? strerror(e) : "libmicrohttpd failed");
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : o->port;
+    live_start(s);
+    if (engine && server_set_engine(s, engine, model_path, err) != SL_OK) {
+        server_stop(s);
+        return SL_ERR;
+    }
+    *out = s;
+    return SL_OK;
+}
+
+int server_set_engine(Server *s, Engine *engine, const char *model_path, char *err) {
+    s->engine = engine;
+    s->tok = engine_tokenizer(engine);
+    s->info = *engine_info(engine);
+    if (s->opt.served_model_name) {
+        s->model_name = xstrdup(s->opt.served_model_name);
+    } else { // "models/SmolLM2-135M-Instruct.Q4_1.gguf" -> "SmolLM2-135M-Instruct.Q4_1"
+        const char *base = strrchr(model_path, '/');
+        base = base ? base + 1 : model_path;
+        size_t n = strlen(base);
+        if (n > 5 && !strcmp(base + n - 5, ".gguf")) n -= 5;
+        s->model_name = xstrndup(base, n);
+    }
+    s->model_names[0] = s->model_name;
+    s->created = (int64_t)time(NULL);
+    if (chat_init(&s->chat, model_path, s->tok, s->opt.chat_template, err) != SL_OK) return SL_ERR;
+    if (s->opt.max_queued_tokens == 0) s->opt.max_queued_tokens = 16 * s->info.max_model_len;
+    atomic_store(&s->state, SERVER_READY);
+    return SL_OK;
+}
+
+int server_port(const Server *s) { return s->port; }
+
+int server_wait_signal(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    int sig = 0;
+    while (sigwait(&set, &sig) != 0) {}
+    return sig;
+}
+
+int server_drain(Server *s, double timeout_s) {
+    atomic_store(&s->state, SERVER_DRAINING);
+    double t0 = time_now_s();
+    while (live_count(s) > 0 && time_now_s() - t0 < timeout_s) usleep(20000);
+    int aborted = live_abort_all(s);
+    // the aborted requests end their streams (error event, [DONE]) or their bodies (503)
+    t0 = time_now_s();
+    while (live_count(s) > 0 && time_now_s() - t0 < 5.0) usleep(20000);
+    return aborted;
+}
+
+void server_stop(Server *s) {
+    if (!s) return;
+    if (s->mhd) {
+        live_release_suspended(s); // MHD_stop_daemon must not meet a suspended connection
+        MHD_stop_daemon(s->mhd);
+    }
+    live_stop(s);
+    chat_free(&s->chat);
+    metrics_free(&s->metrics);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->live_cond);
+    free(s->model_name);
+    server_options_free(&s->opt);
+    free(s);
+}
+
+// Seconds since this process was exec'd (/proc/self/stat start time against /proc/uptime).
+static double seconds_since_exec(void) {
+    char buf[1024];
+    double uptime = 0;
+    unsigned long long start = 0;
+    FILE *f = fopen("/proc/uptime", "r");
+    if (!f) return -1;
+    int ok = fscanf(f, "%lf", &uptime) == 1;
+    fclose(f);
+    f = fopen("/proc/self/stat", "r");
+    if (!f || !ok) {
+        if (f) fclose(f);
+        return -1;
+    }
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')'); // the command name may hold spaces; fields restart after it
+    for (int field = 2; p && field < 22; field++) p = strchr(p + 1, ' ');
+    if (!p || sscanf(p + 1, "%llu", &start) != 1) return -1;
+    return uptime - (double)start / (double)sysconf(_SC_CLK_TCK);
+}
+
+int server_run(const ServerOptions *o, const EngineConfig *ec, const char *model_path) {
+    char err[ERR_MAX];
+    Server *s = NULL;
+    Engine *e = NULL;
+    if (server_start(&s, o, NULL, model_path, err) != SL_OK) {
+        log_error("%s", err);
+        return 2; // the address or an option: a setting the user can change
+    }
+    log_info("listening on http://%s:%d (/health/ready answers 503 until the model is loaded)", o->host,
+             server_port(s));
+    if (engine_create(&e, ec, model_path, err) != SL_OK || server_set_engine(s, e, model_path, err) != SL_OK) {
+        log_error("%s", err);
+        server_stop(s);
+        if (e) engine_destroy(e);
+        return strstr(err, "--") ? 2 : 1; // the engine names a flag when a setting is what cannot work
+    }
+    const EngineInfo *info = engine_info(e);
+    log_info("ready: model %s served as '%s', max_model_len %d, max_num_seqs %d, %d KV blocks, %.2f s from exec",
+             model_path, s->model_name, info->max_model_len, info->max_num_seqs, info->num_blocks,
+             seconds_since_exec());
+    log_info("try: curl http://%s:%d/v1/chat/completions -H 'Content-Type: application/json' -d "
+             "'{\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\"}],\"max_tokens\":32}'",
+             strchr(o->host, ':') || !strcmp(o->host, "0.0.0.0") ? "127.0.0.1" : o->host, server_port(s));
+    int sig = server_wait_signal();
+    log_info("%s: draining (new requests get 503; in-flight ones have %.0f s)", sig == SIGINT ? "SIGINT" : "SIGTERM",
+             (double)o->shutdown_timeout);
+    int aborted = server_drain(s, o->shutdown_timeout);
+    if (aborted) log_warn("shutdown: %d requests were still running and were aborted", aborted);
+    server_stop(s);
+    engine_destroy(e);
+    log_info("stopped");
+    return 0;
+}

@@ -1,0 +1,402 @@
+// respond.c: response JSON and SSE framing (see respond.h).
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "server/openai_impl.h"
+#include "server/respond.h"
+
+// ----------------------------------------------------------------------------
+// SBuf
+
+void sbuf_free(SBuf *b) {
+    free(b->data);
+    memset(b, 0, sizeof *b);
+}
+
+void sbuf_reset(SBuf *b) {
+    b->len = 0;
+    if (b->data) b->data[0] = 0;
+}
+
+static void sbuf_reserve(SBuf *b, size_t extra) {
+    if (b->len + extra + 1 <= b->cap) return;
+    size_t cap = MAX(b->cap * 2, b->len + extra + 1);
+    cap = MAX(cap, 256);
+    b->data = xrealloc(b->data, cap);
+    b->cap = cap;
+}
+
+void sbuf_put(SBuf *b, const void *p, size_t n) {
+    sbuf_reserve(b, n);
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = 0;
+}
+
+void sbuf_puts(SBuf *b, const char *s) { sbuf_put(b, s, strlen(s)); }
+
+void sbuf_printf(SBuf *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    CHECK(n >= 0);
+    sbuf_reserve(b, (size_t)n);
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void sbuf_consume(SBuf *b, size_t n) {
+    CHECK(n <= b->len);
+    memmove(b->data, b->data + n, b->len - n);
+    b->len -= n;
+    b->data[b->len] = 0;
+}
+
+// ----------------------------------------------------------------------------
+// JSON values
+
+// The bytes one U+FFFD replaces at an ill-formed s[0]: the maximal subpart of a well-formed
+// sequence that starts there (Unicode §3.9, "U+FFFD substitution of maximal subparts"), at least 1.
+static int utf8_bad_len(const unsigned char *s, size_t n) {
+    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+    int len;
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c == 0xE0) len = 3, lo = 0xA0;
+    else if (c == 0xED) len = 3, hi = 0x9F;
+    else if (c >= 0xE1 && c <= 0xEF) len = 3;
+    else if (c == 0xF0) len = 4, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3) len = 4;
+    else if (c == 0xF4) len = 4, hi = 0x8F;
+    else return 1;
+    int k = 1;
+    if (k < len && (size_t)k < n && s[k] >= lo && s[k] <= hi) k++;
+    else return 1;
+    while (k < len && (size_t)k < n && s[k] >= 0x80 && s[k] <= 0xBF) k++;
+    return k;
+}
+
+void json_str(SBuf *b, const char *s, size_t n) {
+    static const char HEX[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)s;
+    sbuf_reserve(b, n + 2);
+    sbuf_put(b, "\"", 1);
+    size_t run = 0; // start of the pending run of bytes that need no escape
+    for (size_t i = 0; i < n;) {
+        unsigned char c = u[i];
+        const char *esc = NULL;
+        char ubuf[7];
+        int step = 1;
+        if (c == '"') esc = "\\\"";
+        else if (c == '\\') esc = "\\\\";
+        else if (c == '\n') esc = "\\n";
+        else if (c == '\r') esc = "\\r";
+        else if (c == '\t') esc = "\\t";
+        else if (c == '\b') esc = "\\b";
+        else if (c == '\f') esc = "\\f";
+        else if (c < 0x20) {
+            snprintf(ubuf, sizeof ubuf, "\\u%c%c%c%c", '0', '0', HEX[c >> 4], HEX[c & 15]);
+            esc = ubuf;
+        } else if (c >= 0x80) {
+            step = oai_utf8_len(u + i, n - i);
+            if (step == 0) {
+                esc = "\xEF\xBF\xBD"; // U+FFFD for each maximal ill-formed subpart, as Python decodes
+                step = utf8_bad_len(u + i, n - i);
+            } else if (step == 3 && c == 0xE2 && u[i + 1] == 0x80 && (u[i + 2] == 0xA8 || u[i + 2] == 0xA9)) {
+                esc = u[i + 2] == 0xA8 ? "\\u2028" : "\\u2029";
+            }
+        }
+        if (esc) {
+            sbuf_put(b, s + run, i - run);
+            sbuf_puts(b, esc);
+            run = i + (size_t)step;
+        }
+        i += (size_t)step;
+    }
+    sbuf_put(b, s + run, n - run);
+    sbuf_put(b, "\"", 1);
+}
+
+void json_float(SBuf *b, float v) {
+    if (!isfinite(v)) {
+        sbuf_puts(b, "-9999.0");
+        return;
+    }
+    char buf[32];
+    if (v == floorf(v) && fabsf(v) < 1e7f) { // -10.0, not -1e+01
+        snprintf(buf, sizeof buf, "%.1f", (double)v);
+        sbuf_puts(b, buf);
+        return;
+    }
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)v);
+        if (strtof(buf, NULL) == v) break;
+    }
+    sbuf_puts(b, buf);
+    // a JSON number that reads as a float in Python (-1.0, not -1), as OpenAI's bodies do
+    if (!strpbrk(buf, ".en")) sbuf_puts(b, ".0");
+}
+
+static void json_cstr(SBuf *b, const char *s) {
+    if (s) json_str(b, s, strlen(s));
+    else sbuf_puts(b, "null");
+}
+
+// ----------------------------------------------------------------------------
+// shared pieces
+
+void resp_meta_init(RespMeta *m, OaiKind kind, const char *model, const char *fingerprint, bool include_usage) {
+    unsigned char rnd[12];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        // no entropy source: the clock and a counter still keep ids distinct in this process
+        static unsigned long counter;
+        unsigned long c = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
+        double t = time_now_s();
+        memcpy(rnd, &t, 8);
+        memcpy(rnd + 8, &c, 4);
+    }
+    int k = snprintf(m->id, sizeof m->id, "%s", kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
+    for (size_t i = 0; i < sizeof rnd; i++) k += snprintf(m->id + k, sizeof m->id - (size_t)k, "%02x", rnd[i]);
+    m->kind = kind;
+    m->created = (int64_t)time(NULL);
+    m->model = model;
+    m->fingerprint = fingerprint;
+    m->include_usage = include_usage;
+}
+
+// {"id":…,"object":…,"created":…,"model":…,"system_fingerprint":… (no closing brace)
+static void head(SBuf *b, const RespMeta *m, bool chunk) {
+    sbuf_puts(b, "{\"id\":");
+    json_cstr(b, m->id);
+    sbuf_puts(b, m->kind == OAI_CHAT ? (chunk ? ",\"object\":\"chat.completion.chunk\"" : ",\"object\":\"chat.completion\"")
+                                     : ",\"object\":\"text_completion\"");
+    sbuf_printf(b, ",\"created\":%lld,\"model\":", (long long)m->created);
+    json_cstr(b, m->model);
+    sbuf_puts(b, ",\"system_fingerprint\":");
+    json_cstr(b, m->fingerprint);
+}
+
+static void usage(SBuf *b, const RespUsage *u) {
+    sbuf_printf(b,
+                "{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d,"
+                "\"prompt_tokens_details\":{\"cached_tokens\":%d}}",
+                u->prompt_tokens, u->completion_tokens, u->prompt_tokens + u->completion_tokens, u->cached_tokens);
+}
+
+static void token_bytes(SBuf *b, const char *p, size_t n) {
+    sbuf_put(b, "[", 1);
+    for (size_t i = 0; i < n; i++) sbuf_printf(b, i ? ",%u" : "%u", (unsigned char)p[i]);
+    sbuf_put(b, "]", 1);
+}
+
+// chat: {"content":[{token, logprob, bytes, top_logprobs:[…]}…],"refusal":null}
+static void chat_logprobs(SBuf *b, const RespChoice *c) {
+    if (!c->tokens) {
+        sbuf_puts(b, "null");
+        return;
+    }
+    sbuf_puts(b, "{\"content\":[");
+    for (int i = 0; i < c->n_tokens; i++) {
+        const RespToken *t = &c->tokens[i];
+        sbuf_puts(b, i ? ",{\"token\":" : "{\"token\":");
+        json_str(b, t->piece, t->piece_len);
+        sbuf_puts(b, ",\"logprob\":");
+        json_float(b, t->logprob);
+        sbuf_puts(b, ",\"bytes\":");
+        token_bytes(b, t->piece, t->piece_len);
+        sbuf_puts(b, ",\"top_logprobs\":[");
+        for (int k = 0; k < t->n_top; k++) {
+            sbuf_puts(b, k ? ",{\"token\":" : "{\"token\":");
+            json_str(b, t->top_piece[k], t->top_len[k]);
+            sbuf_puts(b, ",\"logprob\":");
+            json_float(b, t->top_logprob[k]);
+            sbuf_puts(b, ",\"bytes\":");
+            token_bytes(b, t->top_piece[k], t->top_len[k]);
+            sbuf_put(b, "}", 1);
+        }
+        sbuf_puts(b, "]}");
+    }
+    sbuf_puts(b, "],\"refusal\":null}");
+}
+
+// completions: {"tokens":[…],"token_logprobs":[…],"top_logprobs":[{piece:lp}…],"text_offset":[…]}
+static void completion_logprobs(SBuf *b, const RespChoice *c) {
+    if (!c->tokens) {
+        sbuf_puts(b, "null");
+        return;
+    }
+    sbuf_puts(b, "{\"tokens\":[");
+    for (int i = 0; i < c->n_tokens; i++) {
+        if (i) sbuf_put(b, ",", 1);
+        json_str(b, c->tokens[i].piece, c->tokens[i].piece_len);
+    }
+    sbuf_puts(b, "],\"token_logprobs\":[");
+    for (int i = 0; i < c->n_tokens; i++) {
+        if (i) sbuf_put(b, ",", 1);
+        json_float(b, c->tokens[i].logprob);
+    }
+    sbuf_puts(b, "],\"top_logprobs\":[");
+    for (int i = 0; i < c->n_tokens; i++) {
+        const RespToken *t = &c->tokens[i];
+        sbuf_puts(b, i ? ",{" : "{");
+        bool chosen_listed = false;
+        for (int k = 0; k < t->n_top; k++) {
+            if (k) sbuf_put(b, ",", 1);
+            json_str(b, t->top_piece[k], t->top_len[k]);
+            sbuf_put(b, ":", 1);
+            json_float(b, t->top_logprob[k]);
+            chosen_listed |= t->top_len[k] == t->piece_len && !memcmp(t->top_piece[k], t->piece, t->piece_len);
+        }
+        if (!chosen_listed) { // OpenAI lists the chosen token too
+            if (t->n_top) sbuf_put(b, ",", 1);
+            json_str(b, t->piece, t->piece_len);
+            sbuf_put(b, ":", 1);
+            json_float(b, t->logprob);
+        }
+        sbuf_put(b, "}", 1);
+    }
+    sbuf_puts(b, "],\"text_offset\":[");
+    size_t off = c->text_offset;
+    for (int i = 0; i < c->n_tokens; i++) {
+        sbuf_printf(b, i ? ",%zu" : "%zu", off);
+        off += c->tokens[i].piece_len;
+    }
+    sbuf_puts(b, "]}");
+}
+
+static void stop_reason(SBuf *b, const RespChoice *c) {
+    sbuf_puts(b, ",\"stop_reason\":");
+    if (c->stop_str) json_cstr(b, c->stop_str);
+    else if (c->stop_token >= 0) sbuf_printf(b, "%d", c->stop_token);
+    else sbuf_puts(b, "null");
+}
+
+// ----------------------------------------------------------------------------
+// non-streaming bodies
+
+void resp_chat_body(SBuf *b, const RespMeta *m, const RespChoice *c, int n, const RespUsage *u) {
+    head(b, m, false);
+    sbuf_puts(b, ",\"choices\":[");
+    for (int i = 0; i < n; i++) {
+        sbuf_printf(b, "%s{\"index\":%d,\"message\":{\"role\":\"assistant\",\"content\":", i ? "," : "", c[i].index);
+        json_str(b, c[i].text ? c[i].text : "", c[i].text_len);
+        sbuf_puts(b, ",\"refusal\":null},\"logprobs\":");
+        chat_logprobs(b, &c[i]);
+        sbuf_puts(b, ",\"finish_reason\":");
+        json_cstr(b, c[i].finish_reason);
+        stop_reason(b, &c[i]);
+        sbuf_put(b, "}", 1);
+    }
+    sbuf_puts(b, "],\"usage\":");
+    usage(b, u);
+    sbuf_put(b, "}", 1);
+}
+
+void resp_completion_body(SBuf *b, const RespMeta *m, const RespChoice *c, int n, const RespUsage *u) {
+    head(b, m, false);
+    sbuf_puts(b, ",\"choices\":[");
+    for (int i = 0; i < n; i++) {
+        sbuf_printf(b, "%s{\"index\":%d,\"text\":", i ? "," : "", c[i].index);
+        json_str(b, c[i].text ? c[i].text : "", c[i].text_len);
+        sbuf_puts(b, ",\"logprobs\":");
+        completion_logprobs(b, &c[i]);
+        sbuf_puts(b, ",\"finish_reason\":");
+        json_cstr(b, c[i].finish_reason);
+        stop_reason(b, &c[i]);
+        sbuf_put(b, "}", 1);
+    }
+    sbuf_puts(b, "],\"usage\":");
+    usage(b, u);
+    sbuf_put(b, "}", 1);
+}
+
+void resp_error_body(SBuf *b, const ApiError *e) {
+    sbuf_puts(b, "{\"error\":{\"message\":");
+    json_cstr(b, e->message);
+    sbuf_puts(b, ",\"type\":");
+    json_cstr(b, e->type ? e->type : "invalid_request_error");
+    sbuf_puts(b, ",\"param\":");
+    json_cstr(b, e->param[0] ? e->param : NULL);
+    sbuf_puts(b, ",\"code\":");
+    json_cstr(b, e->code);
+    sbuf_puts(b, "}}");
+}
+
+// ----------------------------------------------------------------------------
+// SSE
+
+static void chunk_tail(SBuf *b, const RespMeta *m) {
+    sbuf_puts(b, m->include_usage ? "],\"usage\":null}\n\n" : "]}\n\n");
+}
+
+void resp_sse_chat_role(SBuf *b, const RespMeta *m, int index) {
+    sbuf_puts(b, "data: ");
+    head(b, m, true);
+    sbuf_printf(b,
+                ",\"choices\":[{\"index\":%d,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,"
+                "\"finish_reason\":null}",
+                index);
+    chunk_tail(b, m);
+}
+
+void resp_sse_delta(SBuf *b, const RespMeta *m, const RespChoice *c) {
+    sbuf_puts(b, "data: ");
+    head(b, m, true);
+    if (m->kind == OAI_CHAT) {
+        sbuf_printf(b, ",\"choices\":[{\"index\":%d,\"delta\":{\"content\":", c->index);
+        json_str(b, c->text ? c->text : "", c->text_len);
+        sbuf_puts(b, "},\"logprobs\":");
+        chat_logprobs(b, c);
+        sbuf_puts(b, ",\"finish_reason\":null}");
+    } else {
+        sbuf_printf(b, ",\"choices\":[{\"index\":%d,\"text\":", c->index);
+        json_str(b, c->text ? c->text : "", c->text_len);
+        sbuf_puts(b, ",\"logprobs\":");
+        completion_logprobs(b, c);
+        sbuf_puts(b, ",\"finish_reason\":");
+        json_cstr(b, c->finish_reason);
+        if (c->finish_reason) stop_reason(b, c);
+        sbuf_put(b, "}", 1);
+    }
+    chunk_tail(b, m);
+}
+
+void resp_sse_finish(SBuf *b, const RespMeta *m, const RespChoice *c) {
+    sbuf_puts(b, "data: ");
+    head(b, m, true);
+    if (m->kind == OAI_CHAT) sbuf_printf(b, ",\"choices\":[{\"index\":%d,\"delta\":{},\"logprobs\":null,\"finish_reason\":", c->index);
+    else sbuf_printf(b, ",\"choices\":[{\"index\":%d,\"text\":\"\",\"logprobs\":null,\"finish_reason\":", c->index);
+    json_cstr(b, c->finish_reason);
+    stop_reason(b, c);
+    sbuf_put(b, "}", 1);
+    chunk_tail(b, m);
+}
+
+void resp_sse_usage(SBuf *b, const RespMeta *m, const RespUsage *u) {
+    sbuf_puts(b, "data: ");
+    head(b, m, true);
+    sbuf_puts(b, ",\"choices\":[],\"usage\":");
+    usage(b, u);
+    sbuf_puts(b, "}\n\n");
+}
+
+void resp_sse_error(SBuf *b, const char *message, const char *type, const char *code) {
+    sbuf_puts(b, "data: {\"error\":{\"message\":");
+    json_cstr(b, message);
+    sbuf_puts(b, ",\"type\":");
+    json_cstr(b, type ? type : "server_error");
+    sbuf_puts(b, ",\"param\":null,\"code\":");
+    json_cstr(b, code);
+    sbuf_puts(b, "}}\n\n");
+}
+
+void resp_sse_done(SBuf *b) { sbuf_puts(b, "data: [DONE]\n\n"); }
+
+void resp_sse_keepalive(SBuf *b) { sbuf_puts(b, ": keep-alive\n\n"); }

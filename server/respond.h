@@ -1,0 +1,91 @@
+// respond.h: response bodies and SSE events, byte for byte (openai-api.md §1-§4).
+//
+// Everything is written into an SBuf by a small JSON writer rather than cJSON: one event per
+// generated token must be cheap, each event must be one line, and strings need two escapes
+// cJSON does not do: U+2028/U+2029 (which break old SDKs) and ill-formed UTF-8 (a token's raw
+// bytes), which is written as U+FFFD so every body is valid UTF-8.
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "server/openai.h"
+
+// ---- a growable byte buffer (always NUL-terminated)
+
+typedef struct {
+    char *data;
+    size_t len, cap;
+} SBuf;
+
+void sbuf_free(SBuf *b);                // accepts a zeroed struct
+void sbuf_reset(SBuf *b);               // len = 0, keeps the memory
+void sbuf_put(SBuf *b, const void *p, size_t n);
+void sbuf_puts(SBuf *b, const char *s);
+__attribute__((format(printf, 2, 3))) void sbuf_printf(SBuf *b, const char *fmt, ...);
+// Drops the first n bytes (what a reader has sent).
+void sbuf_consume(SBuf *b, size_t n);
+
+// ---- JSON values
+void json_str(SBuf *b, const char *s, size_t n); // a quoted, escaped JSON string
+void json_float(SBuf *b, float v);             // shortest text that reads back as v; non-finite -> -9999.0
+
+// ---- what the generation path hands over
+
+typedef struct {
+    OaiKind kind;
+    char id[48];             // "chatcmpl-…" / "cmpl-…", the same in every chunk
+    int64_t created;         // unix seconds
+    const char *model;       // the served model name
+    const char *fingerprint; // system_fingerprint, or NULL (written as null)
+    bool include_usage;      // streaming: "usage":null in every chunk and a usage chunk at the end
+} RespMeta;
+
+// One token with its logprob and alternatives, as bytes (a token may be part of a character).
+typedef struct {
+    const char *piece;       // the token's bytes
+    size_t piece_len;
+    float logprob;
+    int n_top;
+    const char *top_piece[OAI_MAX_LOGPROBS];
+    size_t top_len[OAI_MAX_LOGPROBS];
+    float top_logprob[OAI_MAX_LOGPROBS];
+} RespToken;
+
+typedef struct {
+    int index;
+    const char *text;        // the whole choice text (non-streaming) or the delta (streaming)
+    size_t text_len;
+    const char *finish_reason; // "stop", "length", "abort"; NULL while unfinished
+    const char *stop_str;    // vLLM's stop_reason: the matched stop string, or
+    int32_t stop_token;      // the matched stop token id (-1: none); both absent -> null
+    const RespToken *tokens; // (n_tokens) when logprobs were asked for, else NULL
+    int n_tokens;
+    size_t text_offset;      // completions logprobs: offset of text[0] in the full choice text
+} RespChoice;
+
+typedef struct {
+    int prompt_tokens, completion_tokens, cached_tokens;
+} RespUsage;
+
+// Fills meta->id with prefix + 24 random hex digits and created with the clock.
+void resp_meta_init(RespMeta *m, OaiKind kind, const char *model, const char *fingerprint, bool include_usage);
+
+// ---- non-streaming bodies
+void resp_chat_body(SBuf *b, const RespMeta *m, const RespChoice *c, int n, const RespUsage *u);
+void resp_completion_body(SBuf *b, const RespMeta *m, const RespChoice *c, int n, const RespUsage *u);
+// {"error":{"message":…,"type":…,"param":…|null,"code":…|null}}
+void resp_error_body(SBuf *b, const ApiError *e);
+
+// ---- SSE events ("data: <one line>\n\n")
+void resp_sse_chat_role(SBuf *b, const RespMeta *m, int index);          // delta {role, content:""}
+// A content delta (c->text, and c->tokens' logprobs when not NULL). Chat: delta.content;
+// completions: "text". With c->finish_reason set, a completions chunk also carries it.
+void resp_sse_delta(SBuf *b, const RespMeta *m, const RespChoice *c);
+// Chat: the choice's last chunk, delta {} and the finish reason. Completions: text "" and the reason.
+void resp_sse_finish(SBuf *b, const RespMeta *m, const RespChoice *c);
+void resp_sse_usage(SBuf *b, const RespMeta *m, const RespUsage *u);     // choices [] + usage
+void resp_sse_error(SBuf *b, const char *message, const char *type, const char *code);
+void resp_sse_done(SBuf *b);       // "data: [DONE]\n\n"
+void resp_sse_keepalive(SBuf *b);  // ": keep-alive\n\n"

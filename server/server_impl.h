@@ -1,0 +1,159 @@
+// server_impl.h: the structures the server's files share (http.c, routes.c, generate.c, live.c).
+//
+// Threads: libmicrohttpd's pool threads run every callback (never blocking); the engine thread
+// calls gen_notify(); one "live" thread (live.c) watches suspended connections for a dead peer,
+// sends SSE keep-alives, and frees finished requests. Locks: Server.mu guards the list of live
+// requests and the admission counters; GenReq.mu guards a request's hand-off flags. Both are
+// leaves: nothing else (no engine call) is taken while one is held, except MHD's own
+// suspend/resume, which never calls back into us.
+#pragma once
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <microhttpd.h>
+
+#include "engine/engine.h"
+#include "server/chat.h"
+#include "server/http.h"
+#include "server/metrics.h"
+#include "server/openai.h"
+#include "server/respond.h"
+
+#define SLUICE_VERSION "0.1.0"
+
+typedef enum { SERVER_LOADING = 0, SERVER_READY, SERVER_DRAINING } ServerState;
+
+typedef struct GenReq GenReq;
+
+struct Server {
+    ServerOptions opt;            // copied; strings owned
+    struct MHD_Daemon *mhd;
+    int port;
+    _Atomic int state;            // ServerState
+    Engine *engine;               // set once by server_set_engine (then state becomes READY)
+    const Tokenizer *tok;
+    EngineInfo info;
+    char *model_name;
+    const char *model_names[1];
+    int64_t created;
+    ChatRenderer chat;
+    Metrics metrics;
+
+    pthread_mutex_t mu;           // guards everything below
+    GenReq *live;                 // every GenReq not yet freed (doubly linked)
+    int n_live;
+    int queued_seqs;              // sequences admitted and not finished (admission)
+    long queued_tokens;           // prompt tokens admitted whose first output has not come
+    pthread_t live_thread;
+    pthread_cond_t live_cond;
+    bool live_stop;
+};
+
+// Per-connection state (MHD's *con_cls), freed in the completion callback.
+typedef struct {
+    Server *srv;
+    int route;                    // RouteId
+    const char *url;              // MHD's copy, valid for the request
+    SBuf body;
+    size_t body_seen;             // bytes received, kept counting past the cap
+    bool responded;               // a response was queued in the headers phase
+    GenReq *gen;                  // set while a generation request is in flight
+} HttpConn;
+
+// ---- http.c: replies (each queues a response on conn; MHD_YES/NO for the handler to return)
+enum MHD_Result http_reply(struct MHD_Connection *c, Server *s, int status, const char *ctype, const char *body,
+                           size_t len);
+enum MHD_Result http_reply_json(struct MHD_Connection *c, Server *s, int status, const SBuf *body);
+enum MHD_Result http_reply_error(struct MHD_Connection *c, Server *s, const ApiError *e);
+
+// ---- routes.c: handlers that answer at once (the body, when any, is complete)
+enum MHD_Result route_health(Server *s, struct MHD_Connection *c);
+enum MHD_Result route_ready(Server *s, struct MHD_Connection *c);
+enum MHD_Result route_models(Server *s, struct MHD_Connection *c);
+enum MHD_Result route_model(Server *s, struct MHD_Connection *c, const char *id);
+enum MHD_Result route_version(Server *s, struct MHD_Connection *c);
+enum MHD_Result route_metrics(Server *s, struct MHD_Connection *c);
+enum MHD_Result route_tokenize(Server *s, struct MHD_Connection *c, const SBuf *body);
+enum MHD_Result route_detokenize(Server *s, struct MHD_Connection *c, const SBuf *body);
+// Tokenizes a prompt text as vLLM does for completions (BOS as the model asks, specials parsed).
+int32_t *server_encode(const Server *s, const char *text, size_t len, bool add_special, int *n);
+
+// ---- generate.c: chat and completions
+
+// One choice of the response (index = part * n + the engine's choice index).
+typedef struct {
+    bool finished;
+    EngineFinish finish;
+    int32_t stop_token;          // vLLM's stop_reason: the stop token id, or
+    int stop_str;                // the index of the stop string (-1: none)
+    SBuf text;                   // non-streaming: the text so far (echo first)
+    RespToken *toks;             // non-streaming logprobs (n_toks)
+    int n_toks, cap_toks;
+    size_t text_offset;          // bytes of this choice's text before the next token
+} GenChoice;
+
+// One engine request: the chat prompt, or one prompt of a completions batch.
+typedef struct {
+    EngineRequest *er;
+    int64_t id;
+    int n_prompt;
+    bool started;                // its first output came (its queued prompt tokens are released)
+    bool finished;
+    EngineOutput last;           // counters and timings of the latest take (pointers not kept)
+    double t_last_tokens;        // when tokens last came, for inter-token latency
+    char *echo;                  // completions echo: the prompt text (NULL otherwise)
+    size_t echo_len;
+} GenPart;
+
+struct GenReq {
+    Server *srv;
+    GenReq *prev, *next;         // Server.live (Server.mu)
+    OaiRequest req;
+    RespMeta meta;
+    GenPart *parts;
+    int n_parts;
+    GenChoice *choices;
+    int n_choices;
+    int fd;                      // the connection's socket, peeked while suspended
+    int seqs_held;               // admission: sequences still counted in Server.queued_seqs
+    RespToken *scratch;          // streaming logprobs of one delta
+    int cap_scratch;
+
+    // Owned by the thread running the connection's callbacks, then (orphaned) by the live thread.
+    SBuf out;                    // SSE bytes not yet sent
+    bool stream_started, ended, all_finished, aborted;
+    double t_sent;
+
+    pthread_mutex_t mu;          // the hand-off between MHD, the engine thread and the live thread
+    struct MHD_Connection *conn; // NULL once MHD is done with the request
+    bool suspended, pending, client_gone, keepalive_due, shutdown;
+    double t_last_send, t_last_peek;
+};
+
+// The final handler call with the whole body: validates, submits, and either queues a stream
+// or suspends until the outputs are complete.
+enum MHD_Result gen_start(Server *s, HttpConn *hc, struct MHD_Connection *c, OaiKind kind);
+// The handler called again for a resumed non-streaming request.
+enum MHD_Result gen_resume(Server *s, HttpConn *hc, struct MHD_Connection *c);
+// The completion callback: MHD is done with the request (ok: the response went out whole).
+void gen_conn_closed(GenReq *g, bool ok);
+// Takes what the engine has produced; with emit false (orphans) it is only counted.
+void gen_pump(GenReq *g, bool emit);
+// engine_abort on every part (finished ones are ignored by the engine).
+void gen_abort(GenReq *g);
+// Releases the engine requests and frees g (all parts finished, MHD done with it).
+void gen_free(GenReq *g);
+
+// ---- live.c: the watcher thread (dead peers, keep-alives, freeing finished requests)
+void live_start(Server *s);
+// Stops the thread, then frees what has finished (waiting a little for aborted requests).
+void live_stop(Server *s);
+void live_add(Server *s, GenReq *g);
+int live_count(Server *s);
+// Drain's last step: marks every request as shut down and aborts it; returns how many.
+int live_abort_all(Server *s);
+// Resumes every suspended connection as gone, so that MHD_stop_daemon meets none.
+void live_release_suspended(Server *s);

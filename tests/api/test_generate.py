@@ -1,0 +1,143 @@
+"""Chat and completions through the official openai SDK, streaming and not (openai-api.md §1-§3)."""
+import json
+
+import requests
+
+MSGS = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def test_chat_basic(server, client):
+    out = client.chat.completions.create(model=server.model_id(), messages=MSGS, max_tokens=8, temperature=0)
+    assert out.id.startswith("chatcmpl-") and out.object == "chat.completion"
+    assert out.model == server.model_id()
+    c = out.choices[0]
+    assert c.index == 0 and c.message.role == "assistant" and c.message.content
+    assert c.finish_reason in ("stop", "length")
+    u = out.usage
+    assert u.prompt_tokens > 5 and 0 < u.completion_tokens <= 8
+    assert u.total_tokens == u.prompt_tokens + u.completion_tokens
+    assert u.prompt_tokens_details.cached_tokens >= 0
+
+
+def stream_chat(client, **kw):
+    chunks = list(client.chat.completions.create(stream=True, **kw))
+    return chunks
+
+
+def test_stream_equals_non_stream(server, client):
+    kw = dict(model=server.model_id(), messages=MSGS, max_tokens=12, temperature=0)
+    full = client.chat.completions.create(**kw).choices[0]
+    chunks = stream_chat(client, **kw)
+    ids = {c.id for c in chunks}
+    assert len(ids) == 1 and len({c.created for c in chunks}) == 1
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert all(c.choices[0].delta.role is None for c in chunks[1:])
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text == full.message.content
+    last = chunks[-1].choices[0]
+    assert last.finish_reason == full.finish_reason and last.delta.content is None
+    assert all(c.choices[0].finish_reason is None for c in chunks[:-1])
+
+
+def test_stream_usage_chunk(server, client):
+    chunks = stream_chat(client, model=server.model_id(), messages=MSGS, max_tokens=4,
+                         stream_options={"include_usage": True})
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 4
+    assert all(c.usage is None for c in chunks[:-1])
+    chunks = stream_chat(client, model=server.model_id(), messages=MSGS, max_tokens=4)
+    assert all(c.choices for c in chunks)  # no usage chunk unless asked
+
+
+def test_stream_wire_format(server):
+    r = server.post("/v1/chat/completions", {"messages": MSGS, "max_tokens": 3, "stream": True}, stream=True)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "text/event-stream"
+    assert r.headers["Cache-Control"] == "no-cache"
+    raw = r.content.decode()
+    events = raw.split("\n\n")
+    assert events[-1] == "" and events[-2] == "data: [DONE]"
+    for e in events[:-2]:
+        assert e.startswith("data: ") and "\n" not in e
+        json.loads(e[6:])
+
+
+def test_n2(server, client):
+    out = client.chat.completions.create(model=server.model_id(), messages=MSGS, max_tokens=6, n=2, temperature=1,
+                                         seed=3)
+    assert sorted(c.index for c in out.choices) == [0, 1]
+    chunks = stream_chat(client, model=server.model_id(), messages=MSGS, max_tokens=6, n=2, seed=3)
+    roles = [c.choices[0].index for c in chunks if c.choices and c.choices[0].delta.role]
+    finishes = [c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert sorted(roles) == [0, 1] and sorted(finishes) == [0, 1]
+    texts = {i: "".join(c.choices[0].delta.content or "" for c in chunks if c.choices[0].index == i) for i in (0, 1)}
+    assert texts == {c.index: c.message.content for c in out.choices}  # the same seed, the same samples
+
+
+def test_seed_reproducible(server, client):
+    kw = dict(model=server.model_id(), messages=MSGS, max_tokens=10, temperature=1.0, seed=1234)
+    a = client.chat.completions.create(**kw).choices[0].message.content
+    b = client.chat.completions.create(**kw).choices[0].message.content
+    assert a == b
+
+
+def test_logprobs(server, client):
+    out = client.chat.completions.create(model=server.model_id(), messages=MSGS, max_tokens=3, temperature=0,
+                                         logprobs=True, top_logprobs=2)
+    lp = out.choices[0].logprobs.content
+    assert len(lp) == 3
+    for t in lp:
+        assert t.logprob <= 0 and len(t.top_logprobs) == 2
+        assert t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob
+        assert t.token == t.top_logprobs[0].token  # greedy picks the most likely
+        assert bytes(t.bytes).decode("utf-8", "replace") == t.token
+    assert "".join(t.token for t in lp) == out.choices[0].message.content
+
+
+def test_stop_string(server, client):
+    kw = dict(model=server.model_id(), messages=MSGS, max_tokens=12, temperature=0)
+    full = client.chat.completions.create(**kw).choices[0].message.content
+    assert len(full) > 4
+    stop = full[2:4]
+    out = client.chat.completions.create(stop=[stop], **kw).choices[0]
+    assert out.finish_reason == "stop"
+    assert out.message.content == full[: full.index(stop)]
+    chunks = stream_chat(client, stop=stop, **kw)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == out.message.content
+
+
+def test_cached_tokens_on_repeated_prefix(server, client):
+    msgs = [{"role": "system", "content": "You answer in one word. " * 8}, {"role": "user", "content": "Hi"}]
+    client.chat.completions.create(model=server.model_id(), messages=msgs, max_tokens=1)
+    out = client.chat.completions.create(model=server.model_id(), messages=msgs, max_tokens=1)
+    assert out.usage.prompt_tokens_details.cached_tokens >= 16
+
+
+def test_completions_prompts(server, client):
+    m = server.model_id()
+    one = client.completions.create(model=m, prompt="The capital of France is", max_tokens=4, temperature=0)
+    assert one.object == "text_completion" and one.id.startswith("cmpl-") and one.choices[0].text
+    ids = requests.post(server.url + "/tokenize", json={"prompt": "The capital of France is"}).json()["tokens"]
+    by_ids = client.completions.create(model=m, prompt=ids, max_tokens=4, temperature=0)
+    assert by_ids.choices[0].text == one.choices[0].text
+    batch = client.completions.create(model=m, prompt=["The capital of France is", "One, two,"], max_tokens=4,
+                                      temperature=0, n=2)
+    assert [c.index for c in sorted(batch.choices, key=lambda c: c.index)] == [0, 1, 2, 3]
+    texts = {c.index: c.text for c in batch.choices}
+    assert texts[0] == texts[1] == one.choices[0].text
+    lists = client.completions.create(model=m, prompt=[ids, ids[:3]], max_tokens=2, temperature=0)
+    assert len(lists.choices) == 2
+    assert lists.usage.prompt_tokens == len(ids) + 3
+
+
+def test_completions_echo_logprobs_stream(server, client):
+    m = server.model_id()
+    out = client.completions.create(model=m, prompt="Hello", max_tokens=3, temperature=0, echo=True)
+    assert out.choices[0].text.startswith("Hello") and len(out.choices[0].text) > 5
+    lp = client.completions.create(model=m, prompt="Hello", max_tokens=3, temperature=0, logprobs=2).choices[0]
+    assert len(lp.logprobs.tokens) == 3 and len(lp.logprobs.token_logprobs) == 3
+    assert all(len(d) >= 2 for d in lp.logprobs.top_logprobs)
+    assert lp.logprobs.text_offset[0] == 0
+    chunks = list(client.completions.create(model=m, prompt="Hello", max_tokens=3, temperature=0, stream=True,
+                                            echo=True))
+    assert "".join(c.choices[0].text for c in chunks) == out.choices[0].text
+    assert chunks[-1].choices[0].finish_reason == "length"
