@@ -28,7 +28,7 @@ typedef struct {
 
 // One layer's slice of the paged KV cache: num_blocks blocks of block_size token slots; slot s
 // (= block * block_size + offset) holds n_kv_heads * head_dim values of K and of V.
-typedef enum { KV_F32 = 0, KV_F16 = 1 } KVType;
+typedef enum { KV_F32 = 0, KV_F16 = 1, KV_BF16 = 2 } KVType; // BF16: the CUDA cache only
 typedef struct {
     void *k, *v;      // [num_blocks * block_size, n_kv_heads, head_dim] each, of dtype
     int num_blocks, block_size, n_kv_heads, head_dim;

@@ -1,0 +1,2 @@
+// cublas_v2.h: the SIMT emulator's stand-in (tests/gpu/emu/shim/emu.h).
+#include "emu.h"
