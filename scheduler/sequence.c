@@ -15,19 +15,25 @@ static void seq_alloc_arrays(Sequence *seq, int max_tokens_total, int block_size
     seq->block_hashes = xmalloc((size_t)MAX(max_tokens_total / block_size, 1) * sizeof(uint64_t));
 }
 
+// The fields a parent and each of its n-1 children share at creation.
+static void seq_init_fields(Sequence *s, int64_t id, int sample_index, const SeqParams *params) {
+    memset(s, 0, sizeof(*s));
+    s->id = id;
+    s->sample_index = sample_index;
+    s->n_samples = params->n;
+    s->priority = params->priority;
+    s->adapter_id = params->adapter_id;
+    s->max_tokens = params->max_tokens;
+    s->status = SEQ_WAITING;
+    s->num_cached_tokens = -1;
+    s->sched_entry = -1;
+}
+
 void seq_init(Sequence *seq, int64_t id, const int32_t *prompt, int num_prompt,
               const SeqParams *params, int max_model_len, int block_size) {
     CHECK(num_prompt >= 0 && block_size > 0 && max_model_len > 0);
     CHECK(params->n >= 1 && params->max_tokens >= 0);
-    memset(seq, 0, sizeof(*seq));
-    seq->id = id;
-    seq->n_samples = params->n;
-    seq->priority = params->priority;
-    seq->adapter_id = params->adapter_id;
-    seq->max_tokens = params->max_tokens;
-    seq->status = SEQ_WAITING;
-    seq->num_cached_tokens = -1;
-    seq->sched_entry = -1;
+    seq_init_fields(seq, id, 0, params);
     seq->forked = params->n == 1; // a lone sequence has nothing to fork
 
     // Capacity: the model's limit, or less when max_tokens says so. An over-long prompt still
@@ -45,15 +51,7 @@ void seq_init(Sequence *seq, int64_t id, const int32_t *prompt, int num_prompt,
         seq->children = xcalloc((size_t)params->n - 1, sizeof(Sequence));
         for (int i = 0; i < params->n - 1; i++) {
             Sequence *c = &seq->children[i];
-            c->id = id;
-            c->sample_index = i + 1;
-            c->n_samples = params->n;
-            c->priority = params->priority;
-            c->adapter_id = params->adapter_id;
-            c->max_tokens = params->max_tokens;
-            c->status = SEQ_WAITING;
-            c->num_cached_tokens = -1;
-            c->sched_entry = -1;
+            seq_init_fields(c, id, i + 1, params);
             c->forked = true;
             c->num_prompt_tokens = num_prompt;
             seq_alloc_arrays(c, (int)cap, block_size);
