@@ -171,6 +171,13 @@ void gen_pump(GenReq *g, bool emit) {
             int index = pi * n + ec->index;
             GenChoice *gc = &g->choices[index];
             if (gc->finished) continue;
+            // The role chunk goes out with the choice's first output, not before the prefill:
+            // a client's TTFT (vLLM's: first chunk with choices) must include the prompt.
+            if (emit && g->req.stream && g->req.kind == OAI_CHAT && !gc->role_sent &&
+                ec->finish != ENGINE_FINISH_ABORT && (ec->n_tokens > 0 || ec->finish != ENGINE_FINISH_NONE)) {
+                resp_sse_chat_role(&g->out, &g->meta, index);
+                gc->role_sent = true;
+            }
             choice_output(g, gc, index, ec, emit);
             if (ec->finish == ENGINE_FINISH_NONE) continue;
             gc->finished = true;
@@ -216,11 +223,7 @@ void gen_pump(GenReq *g, bool emit) {
 // streaming: MHD's content reader
 
 static void stream_begin(GenReq *g) {
-    for (int i = 0; i < g->n_choices; i++) {
-        if (g->req.kind == OAI_CHAT) {
-            resp_sse_chat_role(&g->out, &g->meta, i);
-            continue;
-        }
+    for (int i = 0; i < g->n_choices && g->req.kind != OAI_CHAT; i++) {
         const GenPart *p = &g->parts[i / g->req.n];
         if (!p->echo) continue;
         RespChoice rc = {.index = i, .text = p->echo, .text_len = p->echo_len, .stop_token = -1};

@@ -93,6 +93,7 @@ typedef struct {
     RespToken *toks;             // non-streaming logprobs (n_toks)
     int n_toks, cap_toks;
     size_t text_offset;          // bytes of this choice's text before the next token
+    bool role_sent;              // chat stream: the role chunk went out (with the first token, as vLLM)
 } GenChoice;
 
 // One engine request: the chat prompt, or one prompt of a completions batch.

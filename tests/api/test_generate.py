@@ -141,3 +141,21 @@ def test_completions_echo_logprobs_stream(server, client):
                                             echo=True))
     assert "".join(c.choices[0].text for c in chunks) == out.choices[0].text
     assert chunks[-1].choices[0].finish_reason == "length"
+
+
+def test_chat_role_chunk_comes_with_first_token(server):
+    """The role chunk leaves with the first token, after the prefill (as vLLM and llama-server):
+    a client timing its first chunk (vLLM's TTFT) must see at least the server's own TTFT."""
+    import time
+    key = "sluice:time_to_first_token_seconds_sum"
+    before = server.metrics()[key]
+    msgs = [{"role": "user", "content": "Summarise this. " + "The river runs past the old mill. " * 60}]
+    t0 = time.perf_counter()
+    r = server.post("/v1/chat/completions", {"messages": msgs, "max_tokens": 2, "stream": True}, stream=True)
+    first = None
+    for line in r.iter_lines():
+        if line.startswith(b"data: {") and first is None:
+            first = time.perf_counter() - t0
+            assert json.loads(line[6:])["choices"][0]["delta"]["role"] == "assistant"
+    server_ttft = server.metrics()[key] - before
+    assert server_ttft > 0 and first >= server_ttft
