@@ -4,9 +4,11 @@
 // in kernels/cuda/<op>.cu join behind the same calls with the GPU backend.
 //
 // Shapes are row-major, the last dimension contiguous; [n_tokens, dim] means n_tokens rows.
-// No op allocates: scratch comes from k_init(). Ops are called from one thread at a time (the
-// engine thread) and spread their work over k_threads() themselves; outputs never alias
-// inputs except where a comment says so. Results are deterministic and batch-invariant: a
+// No op allocates: scratch comes from k_init(). The CPU ops' scratch and thread count belong to
+// the calling thread: each thread that runs ops (the engine thread, or each tensor-parallel
+// rank's thread) calls k_init for itself, and then several such threads may run ops at the same
+// time, each spreading its work over its own k_threads() (its own OpenMP team). Outputs never
+// alias inputs except where a comment says so. Results are deterministic and batch-invariant: a
 // row's output is bitwise the same whatever other rows share the call and whatever the
 // thread count.
 #pragma once
@@ -53,13 +55,17 @@ typedef struct {
 
 typedef enum { ROPE_NORMAL = 0, ROPE_NEOX = 1 } RopeLayout; // adjacent pairs / split halves
 
-// Sets the thread count and allocates the ops' scratch for up to max_tokens rows of at most
-// max_cols input features (the widest matmul input; also >= n_heads * head_dim, which
-// attention's per-thread buffers need). Call once before any op (again to resize, never in
-// the step loop); ops abort if called with more rows or columns than it was sized for.
+// Sets the CALLING THREAD's op thread count and allocates its scratch for up to max_tokens rows
+// of at most max_cols input features (the widest matmul input; also >= n_heads * head_dim,
+// which attention's per-thread buffers need). Call on the thread that will run the ops, before
+// any op there (again to resize, never in the step loop); ops that need scratch (k_matmul,
+// k_attention) abort on a thread that has not called it, or when called with more rows or
+// columns than it was sized for. Other threads' contexts are untouched.
 void k_init(int n_threads, int max_tokens, int max_cols);
-int k_threads(void);
-void k_free(void); // releases the scratch (tests, shutdown); k_init may be called again after
+int k_threads(void); // the calling thread's count (1 before its k_init)
+// Releases the calling thread's scratch (tests, shutdown; a thread that exits without it has it
+// released at exit); k_init may be called again after.
+void k_free(void);
 
 // out[t, :] = table row ids[t], dequantized.                 out: [n_tokens, table->cols]
 void k_embed(float *out, const QMatrix *table, const int *ids, int n_tokens);
@@ -83,8 +89,10 @@ void k_add_rmsnorm(float *out, float *residual, const float *delta, const float 
 // b->positions (first rope_dim dims of each head), then writes k and v into cache at
 // b->slot_mapping (converted to the cache's dtype). A slot < 0 marks a padding row: rotated,
 // not cached. Pair i turns by pos · freq_base^(−2i / rope_dim).
+// freq_factors (rope_dim / 2 values, or NULL for none) divide pair i's frequency (llama3 RoPE
+// scaling: Llama 3.1's rope_freqs).
 void k_rope_kv_write(float *q, float *k, const float *v, const Batch *b, const KVLayer *cache,
-                     int n_heads, int rope_dim, float freq_base, RopeLayout layout);
+                     int n_heads, int rope_dim, float freq_base, const float *freq_factors, RopeLayout layout);
 
 // Paged causal attention with GQA (query head h reads KV head h / (n_heads / n_kv_heads)).
 // q, out: [n_tokens, n_heads, head_dim]. Row t of sequence s at position p = positions[t]
@@ -93,6 +101,9 @@ void k_rope_kv_write(float *q, float *k, const float *v, const Batch *b, const K
 // cache bandwidth and is the faster choice on CPU too (see kernels/cpu/attention.c).
 void k_attention(float *out, const float *q, const KVLayer *cache, const Batch *b, int n_heads,
                  float scale);
+
+// x[t, :] += bias over n_tokens rows of dim (Qwen2's QKV biases).
+void k_add_bias(float *x, const float *bias, int n_tokens, int dim);
 
 // out[i] = silu(gate[i]) * up[i] over n_tokens rows of dim (out may be gate or up).
 void k_silu_mul(float *out, const float *gate, const float *up, int n_tokens, int dim);

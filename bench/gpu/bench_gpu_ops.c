@@ -39,7 +39,7 @@ static void rope_run(void *ctx, int rep) {
     size_t r = (size_t)(rep % c->n_rot);
     int hd = c->cache.head_dim, nkv = c->cache.n_kv_heads;
     k_rope_kv_write_cuda(c->q + r * c->n * c->n_heads * hd, c->k + r * c->n * nkv * hd, c->v + r * c->n * nkv * hd,
-                         &c->b, &c->cache, c->n_heads, hd, 500000.0f, ROPE_NEOX, c->s);
+                         &c->b, &c->cache, c->n_heads, hd, 500000.0f, NULL, ROPE_NEOX, c->s);
 }
 
 typedef struct {

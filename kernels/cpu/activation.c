@@ -37,7 +37,8 @@ void k_silu_mul(float *out, const float *gate, const float *up, int n_tokens, in
     // Split on 16-element boundaries so each element takes the same (vector) path whatever the
     // thread count.
     size_t chunks = (n + 15) / 16;
-#pragma omp parallel num_threads(k_threads())
+    int nth = k_threads(); // the caller's count, read before the region (workers are other threads)
+#pragma omp parallel num_threads(nth)
     {
         int lo, hi;
         kcpu_split((int)chunks, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);

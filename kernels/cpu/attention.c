@@ -274,7 +274,8 @@ void k_attention(float *out, const float *q, const KVLayer *cache, const Batch *
     const int nkv = cache->n_kv_heads, hd = cache->head_dim;
     bool groups_ok = nkv > 0 && n_heads % nkv == 0 && n_heads / nkv <= ATT_MAX_GROUP;
     CHECK(groups_ok, "%d heads, %d KV heads", n_heads, nkv);
-    CHECK((size_t)(n_heads / nkv) * (hd + ATT_CHUNK) <= kcpu.thread_buf_floats,
+    const KCpu *kc = kcpu_ctx(); // the caller's: the OpenMP workers below are other threads
+    CHECK((size_t)(n_heads / nkv) * (hd + ATT_CHUNK) <= kc->thread_buf_floats,
           "k_init(max_cols) too small for %d heads of %d", n_heads, hd);
     for (int t = 0; t < b->n_tokens; t++)
         CHECK(b->positions[t] >= 0 && b->positions[t] < b->max_blocks_per_seq * cache->block_size,
@@ -283,13 +284,13 @@ void k_attention(float *out, const float *q, const KVLayer *cache, const Batch *
     // converted once for all of them. (Splitting a decode row's group into single heads balances
     // 3 tasks over 2 threads better, but measured slower: the K/V traffic triples.) The task
     // functions also take any sub-range of a group: every head's arithmetic is the same.
-    int nth = k_threads(), per_task = n_heads / nkv;
+    int nth = kc->n_threads, per_task = n_heads / nkv;
     int tasks = b->n_tokens * (n_heads / per_task);
 #pragma omp parallel num_threads(nth) if (tasks > 1)
     {
         int tid = omp_get_thread_num(), lo, hi;
         kcpu_split(tasks, tid, omp_get_num_threads(), &lo, &hi);
-        float *buf = kcpu_thread_buf(tid);
+        float *buf = kcpu_thread_buf(kc, tid);
         for (int task = lo; task < hi; task++) {
             int t = task / (n_heads / per_task), h0 = task % (n_heads / per_task) * per_task;
 #if defined(KCPU_AVX512)

@@ -27,23 +27,28 @@
 
 #define KCPU_QK 32 // elements per quantization block (Q4_0, Q4_1, Q8_0 and the activation format)
 
-// ---- scratch, sized by k_init
+// ---- scratch, sized by k_init: one context per calling thread
+// Each thread that calls the ops (the engine thread, every tensor-parallel rank thread) calls
+// k_init for itself and gets its own KCpu, so ranks running ops at the same time never share
+// scratch. An op takes its caller's context with kcpu_ctx() BEFORE opening an OpenMP region and
+// hands the pointer to the region: the team's workers are other threads, whose own context is
+// empty.
 typedef struct {
     int n_threads, max_tokens, max_cols;
     int max_pairs;      // ceil(max_cols / 32 / 2): activation rows are stored in pairs of blocks
     int16_t *xq;        // [max_tokens, max_pairs * 64] activation rows quantized to 16 bits
     float *xd;          // [max_tokens, max_pairs * 2] their block scales
     float *xs;          // [max_tokens, max_pairs * 4] per pair 0 s0 0 s1, s = d * sum(q) (matmul_q.c)
-    float *thread_buf;  // [n_threads, thread_buf_floats] private to each thread
+    float *thread_buf;  // [n_threads, thread_buf_floats] private to each thread of the team
     size_t thread_buf_floats;
 } KCpu;
 
-extern KCpu kcpu;
-
-// Aborts unless k_init ran and sized the scratch for n_tokens rows of cols features.
-void kcpu_check_fits(int n_tokens, int cols);
-static inline float *kcpu_thread_buf(int tid) {
-    return kcpu.thread_buf + (size_t)tid * kcpu.thread_buf_floats;
+// The calling thread's context; aborts unless k_init ran on this thread.
+KCpu *kcpu_ctx(void);
+// Aborts unless kc was sized for n_tokens rows of cols features.
+void kcpu_check_fits(const KCpu *kc, int n_tokens, int cols);
+static inline float *kcpu_thread_buf(const KCpu *kc, int tid) {
+    return kc->thread_buf + (size_t)tid * kc->thread_buf_floats;
 }
 // The contiguous share [*lo, *hi) of n items that thread tid of nth takes (static schedule).
 static inline void kcpu_split(int n, int tid, int nth, int *lo, int *hi) {

@@ -1,49 +1,78 @@
 // init.c: k_init: the thread count and the scratch every CPU op draws from, so that no op
-// allocates in the step loop.
+// allocates in the step loop. The state belongs to the calling thread (cpu.h): each
+// tensor-parallel rank is a thread that calls k_init for itself, and k_free releases only the
+// caller's. A thread that exits without k_free still gets its scratch released (a pthread key
+// destructor), so a rank thread that dies early leaks nothing.
 #include <omp.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "kernels/cpu/cpu.h"
 
-KCpu kcpu;
+static _Thread_local KCpu *kcpu_self;
+static pthread_key_t kcpu_key;
+static pthread_once_t kcpu_key_once = PTHREAD_ONCE_INIT;
+
+static void kcpu_destroy(void *p) {
+    KCpu *kc = p;
+    free(kc->xq);
+    free(kc->xd);
+    free(kc->xs);
+    free(kc->thread_buf);
+    free(kc);
+}
+
+static void kcpu_key_make(void) {
+    int rc = pthread_key_create(&kcpu_key, kcpu_destroy);
+    CHECK(rc == 0, "pthread_key_create: %d", rc);
+}
 
 void k_free(void) {
-    free(kcpu.xq);
-    free(kcpu.xd);
-    free(kcpu.xs);
-    free(kcpu.thread_buf);
-    memset(&kcpu, 0, sizeof(kcpu));
+    KCpu *kc = kcpu_self;
+    if (!kc) return;
+    kcpu_self = NULL;
+    pthread_setspecific(kcpu_key, NULL);
+    kcpu_destroy(kc);
 }
 
 void k_init(int n_threads, int max_tokens, int max_cols) {
     CHECK(n_threads >= 1 && max_tokens >= 1 && max_cols >= 1, "(%d threads, %d tokens, %d cols)",
           n_threads, max_tokens, max_cols);
     k_free();
-    kcpu.n_threads = n_threads;
-    kcpu.max_tokens = max_tokens;
-    kcpu.max_cols = max_cols;
+    pthread_once(&kcpu_key_once, kcpu_key_make);
+    KCpu *kc = xcalloc(1, sizeof(KCpu));
+    kc->n_threads = n_threads;
+    kc->max_tokens = max_tokens;
+    kc->max_cols = max_cols;
     int blocks = (max_cols + KCPU_QK - 1) / KCPU_QK;
-    kcpu.max_pairs = (blocks + 1) / 2;
+    kc->max_pairs = (blocks + 1) / 2;
     size_t rows = (size_t)max_tokens;
-    kcpu.xq = xmalloc_aligned(rows * (size_t)kcpu.max_pairs * 2 * KCPU_QK * sizeof(int16_t));
-    kcpu.xd = xmalloc_aligned(rows * (size_t)kcpu.max_pairs * 2 * sizeof(float));
-    kcpu.xs = xmalloc_aligned(rows * (size_t)kcpu.max_pairs * 4 * sizeof(float));
+    kc->xq = xmalloc_aligned(rows * (size_t)kc->max_pairs * 2 * KCPU_QK * sizeof(int16_t));
+    kc->xd = xmalloc_aligned(rows * (size_t)kc->max_pairs * 2 * sizeof(float));
+    kc->xs = xmalloc_aligned(rows * (size_t)kc->max_pairs * 4 * sizeof(float));
     // Each thread's buffer holds a dequantized weight row (max_cols), the offsets of a matmul
     // tile's weight rows (< max_cols / 2), or one KV head group's attention accumulators.
-    kcpu.thread_buf_floats = ((size_t)2 * max_cols + 4096 + 15) & ~(size_t)15;
-    kcpu.thread_buf = xmalloc_aligned((size_t)n_threads * kcpu.thread_buf_floats * sizeof(float));
-    // Also the caller's own default, for code outside these ops that opens parallel regions;
-    // the ops themselves name their team size (num_threads) because this setting is per thread.
+    kc->thread_buf_floats = ((size_t)2 * max_cols + 4096 + 15) & ~(size_t)15;
+    kc->thread_buf = xmalloc_aligned((size_t)n_threads * kc->thread_buf_floats * sizeof(float));
+    kcpu_self = kc;
+    pthread_setspecific(kcpu_key, kc);
+    // Also the caller's own default (an OpenMP setting of the calling thread), for code outside
+    // these ops that opens parallel regions; the ops themselves name their team size.
     omp_set_num_threads(n_threads);
 }
 
 int k_threads(void) {
-    return kcpu.n_threads > 0 ? kcpu.n_threads : 1;
+    return kcpu_self ? kcpu_self->n_threads : 1;
 }
 
-void kcpu_check_fits(int n_tokens, int cols) {
-    CHECK(kcpu.n_threads > 0, "k_init() must run before any op");
-    CHECK(n_tokens >= 0 && n_tokens <= kcpu.max_tokens, "%d tokens, scratch sized for %d", n_tokens,
-          kcpu.max_tokens);
-    CHECK(cols <= kcpu.max_cols, "%d columns, scratch sized for %d", cols, kcpu.max_cols);
+KCpu *kcpu_ctx(void) {
+    KCpu *kc = kcpu_self;
+    CHECK(kc != NULL, "k_init() must run on this thread before its ops (the CPU kernels' scratch is per thread)");
+    return kc;
+}
+
+void kcpu_check_fits(const KCpu *kc, int n_tokens, int cols) {
+    CHECK(n_tokens >= 0 && n_tokens <= kc->max_tokens, "%d tokens, scratch sized for %d", n_tokens,
+          kc->max_tokens);
+    CHECK(cols <= kc->max_cols, "%d columns, scratch sized for %d", cols, kc->max_cols);
 }

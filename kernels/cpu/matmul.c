@@ -11,7 +11,7 @@
 
 #include "kernels/cpu/cpu.h"
 
-void kcpu_matmul_q(float *out, const float *x, const QMatrix *w, int n_tokens);
+void kcpu_matmul_q(const KCpu *kc, float *out, const float *x, const QMatrix *w, int n_tokens);
 
 float kcpu_dot_f32(const float *a, const float *b, int n) {
 #if defined(KCPU_AVX512)
@@ -47,6 +47,7 @@ typedef struct {
     int cols;
     float *out;
     int ldo;
+    const KCpu *kc; // the caller's context (its threads' buffers)
 } FJob;
 
 #if defined(KCPU_AVX512)
@@ -109,7 +110,7 @@ static void fjob_run(const FJob *j, int r_lo, int r_hi, int t_lo, int t_hi) {
 }
 #else
 static void fjob_run(const FJob *j, int r_lo, int r_hi, int t_lo, int t_hi) {
-    float *wrow = kcpu_thread_buf(omp_get_thread_num());
+    float *wrow = kcpu_thread_buf(j->kc, omp_get_thread_num());
     for (int r = r_lo; r < r_hi; r++) {
         const uint8_t *row = j->w + (size_t)r * j->row_bytes;
         const float *wr = (const float *)row;
@@ -125,10 +126,10 @@ static void fjob_run(const FJob *j, int r_lo, int r_hi, int t_lo, int t_hi) {
 
 #define F_TOKEN_CHUNK 32
 
-static void matmul_float(float *out, const float *x, const QMatrix *w, int n_tokens) {
-    FJob j = {w->type, w->data, qtype_row_size(w->type, w->cols), x, (int)w->cols, out, (int)w->rows};
+static void matmul_float(const KCpu *kc, float *out, const float *x, const QMatrix *w, int n_tokens) {
+    FJob j = {w->type, w->data, qtype_row_size(w->type, w->cols), x, (int)w->cols, out, (int)w->rows, kc};
     int rows = (int)w->rows;
-    int nth = MIN(k_threads(), MAX(1, rows / 16));
+    int nth = MIN(kc->n_threads, MAX(1, rows / 16));
 #pragma omp parallel num_threads(nth)
     {
         int tiles = (rows + 3) / 4, lo, hi;
@@ -140,16 +141,16 @@ static void matmul_float(float *out, const float *x, const QMatrix *w, int n_tok
 }
 
 // ---- any other type dequant_row can read
-static void matmul_dequant(float *out, const float *x, const QMatrix *w, int n_tokens) {
+static void matmul_dequant(const KCpu *kc, float *out, const float *x, const QMatrix *w, int n_tokens) {
     CHECK(qtype_dequant_supported(w->type), "no matmul for %s weights", qtype_name(w->type));
     size_t row_bytes = qtype_row_size(w->type, w->cols);
     int rows = (int)w->rows, cols = (int)w->cols;
-    int nth = MIN(k_threads(), MAX(1, rows / 16));
+    int nth = MIN(kc->n_threads, MAX(1, rows / 16));
 #pragma omp parallel num_threads(nth)
     {
         int tid = omp_get_thread_num(), lo, hi;
         kcpu_split(rows, tid, omp_get_num_threads(), &lo, &hi);
-        float *wrow = kcpu_thread_buf(tid);
+        float *wrow = kcpu_thread_buf(kc, tid);
         for (int r = lo; r < hi; r++) {
             dequant_row(w->type, (const uint8_t *)w->data + (size_t)r * row_bytes, wrow, cols);
             for (int t = 0; t < n_tokens; t++)
@@ -160,13 +161,14 @@ static void matmul_dequant(float *out, const float *x, const QMatrix *w, int n_t
 
 void k_matmul(float *out, const float *x, const QMatrix *w, int n_tokens) {
     if (n_tokens <= 0) return;
-    kcpu_check_fits(n_tokens, (int)w->cols);
+    const KCpu *kc = kcpu_ctx(); // the caller's: the OpenMP workers below are other threads
+    kcpu_check_fits(kc, n_tokens, (int)w->cols);
     switch (w->type) {
     case QTYPE_Q4_0:
     case QTYPE_Q4_1:
-    case QTYPE_Q8_0: kcpu_matmul_q(out, x, w, n_tokens); break;
+    case QTYPE_Q8_0: kcpu_matmul_q(kc, out, x, w, n_tokens); break;
     case QTYPE_F32:
-    case QTYPE_F16: matmul_float(out, x, w, n_tokens); break;
-    default: matmul_dequant(out, x, w, n_tokens); break;
+    case QTYPE_F16: matmul_float(kc, out, x, w, n_tokens); break;
+    default: matmul_dequant(kc, out, x, w, n_tokens); break;
     }
 }

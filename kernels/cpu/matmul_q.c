@@ -38,7 +38,7 @@
 
 #include "kernels/cpu/cpu.h"
 
-void kcpu_matmul_q(float *out, const float *x, const QMatrix *w, int n_tokens);
+void kcpu_matmul_q(const KCpu *kc, float *out, const float *x, const QMatrix *w, int n_tokens);
 
 #define XQ_MAX 32767.0f // largest activation quant
 
@@ -419,24 +419,24 @@ static void q_run(const QJob *j, int r_lo, int r_hi, int t_lo, int t_hi, float *
 #define Q_TOKEN_CHUNK 48
 #endif
 
-void kcpu_matmul_q(float *out, const float *x, const QMatrix *w, int n_tokens) {
+void kcpu_matmul_q(const KCpu *kc, float *out, const float *x, const QMatrix *w, int n_tokens) {
     bool whole_blocks = w->cols % KCPU_QK == 0;
     CHECK(whole_blocks, "%s matrix with %lld columns", qtype_name(w->type), (long long)w->cols);
-    kcpu_check_fits(n_tokens, (int)w->cols);
+    kcpu_check_fits(kc, n_tokens, (int)w->cols);
     QJob j = {
         .type = w->type,
         .w = w->data,
         .row_bytes = qtype_row_size(w->type, w->cols),
         .nb = (int)(w->cols / KCPU_QK),
-        .xq = kcpu.xq,
-        .xd = kcpu.xd,
-        .xs = kcpu.xs,
+        .xq = kc->xq,
+        .xd = kc->xd,
+        .xs = kc->xs,
         .out = out,
         .ldo = (int)w->rows,
     };
     j.npairs = (j.nb + 1) / 2;
     int rows = (int)w->rows;
-    int nth = MIN(k_threads(), MAX(1, rows / 16));
+    int nth = MIN(kc->n_threads, MAX(1, rows / 16));
     if (n_tokens <= 2)
         for (int t = 0; t < n_tokens; t++) act_quant_row(&j, x, t);
 #pragma omp parallel num_threads(nth)
@@ -452,7 +452,7 @@ void kcpu_matmul_q(float *out, const float *x, const QMatrix *w, int n_tokens) {
         int tiles = (rows + 3) / 4, lo, hi;
         kcpu_split(tiles, tid, n, &lo, &hi);
         int r_lo = lo * 4, r_hi = MIN(rows, hi * 4);
-        float *dm = kcpu_thread_buf(tid);
+        float *dm = kcpu_thread_buf(kc, tid);
 #if defined(KCPU_AVX512)
         // The tiles prefetch Q_PREFETCH_BYTES ahead of themselves; start the stream here.
         size_t head = MIN((size_t)Q_PREFETCH_BYTES, (size_t)(r_hi - r_lo) * j.row_bytes);

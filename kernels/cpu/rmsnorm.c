@@ -30,14 +30,16 @@ static void add_row(float *residual, const float *delta, int dim) {
 }
 
 void k_rmsnorm(float *out, const float *x, const float *w, int n_tokens, int dim, float eps) {
-#pragma omp parallel for schedule(static) num_threads(k_threads()) if (n_tokens >= NORM_PAR_ROWS)
+    int nth = k_threads(); // the caller's count, read before the region (workers are other threads)
+#pragma omp parallel for schedule(static) num_threads(nth) if (n_tokens >= NORM_PAR_ROWS)
     for (int t = 0; t < n_tokens; t++)
         rmsnorm_row(out + (size_t)t * dim, x + (size_t)t * dim, w, dim, eps);
 }
 
 void k_add_rmsnorm(float *out, float *residual, const float *delta, const float *w, int n_tokens,
                    int dim, float eps) {
-#pragma omp parallel for schedule(static) num_threads(k_threads()) if (n_tokens >= NORM_PAR_ROWS)
+    int nth = k_threads();
+#pragma omp parallel for schedule(static) num_threads(nth) if (n_tokens >= NORM_PAR_ROWS)
     for (int t = 0; t < n_tokens; t++) {
         float *r = residual + (size_t)t * dim;
         add_row(r, delta + (size_t)t * dim, dim);

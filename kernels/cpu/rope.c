@@ -1,7 +1,8 @@
 // rope.c: rotary position embedding on q and k, fused with the write of k and v into the paged
 // KV cache through the batch's slot mapping.
 //
-// Pair i of a head (i < rope_dim / 2) turns by theta_i = pos · base^(−2i / rope_dim):
+// Pair i of a head (i < rope_dim / 2) turns by theta_i = pos · base^(−2i / rope_dim) / f_i, with
+// f_i = freq_factors[i] when given (llama3 RoPE scaling, Llama 3.1's rope_freqs) and 1 otherwise:
 // ROPE_NORMAL pairs adjacent dims (x[2i], x[2i+1]) (llama GGUFs, whose converter permuted Q
 // and K for it); ROPE_NEOX pairs the halves (x[i], x[i + rope_dim/2]). Angles are formed and
 // reduced in double, so positions far into a long context keep their precision.
@@ -37,14 +38,18 @@ static void kv_store(const KVLayer *c, void *base, int slot, const float *src) {
 }
 
 void k_rope_kv_write(float *q, float *k, const float *v, const Batch *b, const KVLayer *cache,
-                     int n_heads, int rope_dim, float freq_base, RopeLayout layout) {
+                     int n_heads, int rope_dim, float freq_base, const float *freq_factors, RopeLayout layout) {
     int hd = cache->head_dim, nkv = cache->n_kv_heads, half = rope_dim / 2;
     bool dims_ok = (rope_dim & 1) == 0 && rope_dim <= hd && half <= ROPE_MAX_PAIRS;
     CHECK(dims_ok, "rope_dim %d, head_dim %d", rope_dim, hd);
     int n_slots = cache->num_blocks * cache->block_size;
     double inv_freq[ROPE_MAX_PAIRS];
-    for (int i = 0; i < half; i++) inv_freq[i] = pow((double)freq_base, -2.0 * i / rope_dim);
-#pragma omp parallel for schedule(static) num_threads(k_threads()) if (b->n_tokens >= 16)
+    for (int i = 0; i < half; i++) {
+        inv_freq[i] = pow((double)freq_base, -2.0 * i / rope_dim);
+        if (freq_factors) inv_freq[i] /= (double)freq_factors[i]; // the CUDA twin divides the same way
+    }
+    int nth = k_threads(); // the caller's count, read before the region (workers are other threads)
+#pragma omp parallel for schedule(static) num_threads(nth) if (b->n_tokens >= 16)
     for (int t = 0; t < b->n_tokens; t++) {
         float cs[ROPE_MAX_PAIRS], sn[ROPE_MAX_PAIRS];
         double pos = b->positions[t];

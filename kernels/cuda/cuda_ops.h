@@ -109,9 +109,13 @@ void k_add_rmsnorm_cuda(float *out, float *residual, const float *delta, const f
 
 // b: n_tokens on the host, positions and slot_mapping on the device. cache: k, v on the device,
 // dtype KCUDA_KV_BF16. A slot < 0 or past the cache is not written (the CPU twin aborts on the
-// latter; the runner never makes one).
+// latter; the runner never makes one). freq_factors: rope_dim / 2 floats on the device, or NULL.
 void k_rope_kv_write_cuda(float *q, float *k, const float *v, const Batch *b, const KVLayer *cache,
-                          int n_heads, int rope_dim, float freq_base, RopeLayout layout, KStream *s);
+                          int n_heads, int rope_dim, float freq_base, const float *freq_factors,
+                          RopeLayout layout, KStream *s);
+
+// x[t, :] += bias (bias: dim floats on the device), the twin of k_add_bias.
+void k_add_bias_cuda(float *x, const float *bias, int n_tokens, int dim, KStream *s);
 
 void k_silu_mul_cuda(float *out, const float *gate, const float *up, int n_tokens, int dim, KStream *s);
 

@@ -2,7 +2,8 @@
 // bf16 cache, twin of kernels/cpu/rope.c.
 //
 // One thread block per token. The block first forms the token's cos/sin table in shared memory:
-// the inverse frequencies come from the host, computed with the same pow() as the twin, and the
+// the inverse frequencies come from the host, computed with the same pow() as the twin (and
+// divided by the llama3 frequency factors, device memory, in double as the twin does), and the
 // angles pos · inv_freq are formed and reduced in double, as there, so the two agree to the last
 // bit of the table nearly always. Then every (head, pair) of q and k is rotated in place, and
 // once the block's k is rotated (a barrier), k and v are written to the token's slot in bf16.
@@ -28,13 +29,14 @@ static __device__ __forceinline__ void rope_pair(float *x, int i, int half, bool
 template <bool VEC>
 __global__ void __launch_bounds__(ROPE_THREADS) rope_kv_write_kernel(
     float *q, float *k, const float *v, const int *positions, const int *slot_mapping, uint16_t *kc, uint16_t *vc,
-    int n_slots, int n_heads, int n_kv, int hd, int half, bool neox, const RopeFreqs freqs) {
+    int n_slots, int n_heads, int n_kv, int hd, int half, bool neox, const RopeFreqs freqs, const float *factors) {
     __shared__ float cs[ROPE_MAX_PAIRS], sn[ROPE_MAX_PAIRS];
     int t = blockIdx.x;
     double pos = positions[t];
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        double s, c;
-        sincos(pos * freqs.inv_freq[i], &s, &c);
+        double s, c, f = freqs.inv_freq[i];
+        if (factors) f /= (double)factors[i];
+        sincos(pos * f, &s, &c);
         cs[i] = (float)c;
         sn[i] = (float)s;
     }
@@ -69,7 +71,8 @@ __global__ void __launch_bounds__(ROPE_THREADS) rope_kv_write_kernel(
 }
 
 extern "C" void k_rope_kv_write_cuda(float *q, float *k, const float *v, const Batch *b, const KVLayer *cache,
-                                     int n_heads, int rope_dim, float freq_base, RopeLayout layout, KStream *s) {
+                                     int n_heads, int rope_dim, float freq_base, const float *freq_factors,
+                                     RopeLayout layout, KStream *s) {
     int hd = cache->head_dim, half = rope_dim / 2;
     bool dims_ok = (rope_dim & 1) == 0 && rope_dim >= 2 && rope_dim <= hd && half <= ROPE_MAX_PAIRS;
     CHECK(dims_ok, "rope_dim %d, head_dim %d", rope_dim, hd);
@@ -86,9 +89,11 @@ extern "C" void k_rope_kv_write_cuda(float *q, float *k, const float *v, const B
     cudaStream_t st = kstream_of(s);
     if (vec)
         rope_kv_write_kernel<true><<<b->n_tokens, ROPE_THREADS, 0, st>>>(
-            q, k, v, b->positions, b->slot_mapping, kc, vc, n_slots, n_heads, cache->n_kv_heads, hd, half, neox, f);
+            q, k, v, b->positions, b->slot_mapping, kc, vc, n_slots, n_heads, cache->n_kv_heads, hd, half, neox, f,
+            freq_factors);
     else
         rope_kv_write_kernel<false><<<b->n_tokens, ROPE_THREADS, 0, st>>>(
-            q, k, v, b->positions, b->slot_mapping, kc, vc, n_slots, n_heads, cache->n_kv_heads, hd, half, neox, f);
+            q, k, v, b->positions, b->slot_mapping, kc, vc, n_slots, n_heads, cache->n_kv_heads, hd, half, neox, f,
+            freq_factors);
     CUDA_CHECK_LAUNCH();
 }

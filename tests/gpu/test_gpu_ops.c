@@ -241,6 +241,30 @@ static void test_silu_mul(void) {
     }
 }
 
+// ---- bias add: one f32 addition per element on either side, so bit for bit
+
+static void test_add_bias(void) {
+    static const struct {
+        int n_tokens, dim;
+        int x_offset; // floats: an x that is not 16-byte aligned takes the scalar kernel
+    } cases[] = {{1, 1, 0}, {3, 896, 0}, {7, 130, 0}, {5, 64, 1}, {70000, 8, 0}, {2, 4096, 3}};
+    for (size_t ci = 0; ci < ARRAY_LEN(cases); ci++) {
+        int nt = cases[ci].n_tokens, dim = cases[ci].dim, off = cases[ci].x_offset;
+        size_t n = (size_t)nt * dim;
+        gt_seed(550 + ci);
+        float *x = xmalloc((n + off) * sizeof(float)), *bias = xmalloc(dim * sizeof(float));
+        gt_fill(x, n + off, -4, 4), gt_fill(bias, dim, -1, 1);
+        float *d_x = gt_upload(x, (n + off) * sizeof(float)), *d_bias = gt_upload(bias, dim * sizeof(float));
+        k_add_bias(x + off, bias, nt, dim);
+        k_add_bias_cuda(d_x + off, d_bias, nt, dim, gt_stream);
+        float *out = gt_download(d_x, (n + off) * sizeof(float));
+        EXPECT(memcmp(out, x, (n + off) * sizeof(float)) == 0, "add_bias %d x %d (offset %d): not the twin's bits", nt,
+               dim, off);
+        kdev_free(d_x), kdev_free(d_bias);
+        free(x), free(bias), free(out);
+    }
+}
+
 // ---- RoPE + KV write: q and k f32; the cache bf16 at exactly the mapped slots, nowhere else
 
 typedef struct {
@@ -248,13 +272,19 @@ typedef struct {
     RopeLayout layout;
     int block_size, n_tokens, pos0;
     bool padding; // some rows have slot -1
+    bool factors; // llama3 frequency factors (device memory on the GPU side)
 } RopeCase;
 
 static void test_rope_kv_write(void) {
     static const RopeCase cases[] = {
-        {9, 3, 64, 64, ROPE_NORMAL, 16, 1, 0, false},      {9, 3, 64, 64, ROPE_NEOX, 16, 37, 5, false},
-        {32, 8, 128, 128, ROPE_NEOX, 16, 19, 100000, false}, {8, 8, 128, 64, ROPE_NORMAL, 32, 5, 1234, false},
-        {12, 4, 64, 64, ROPE_NORMAL, 16, 7, 3, true},       {4, 1, 6, 4, ROPE_NEOX, 8, 9, 17, true},
+        {9, 3, 64, 64, ROPE_NORMAL, 16, 1, 0, false, false},
+        {9, 3, 64, 64, ROPE_NEOX, 16, 37, 5, false, false},
+        {32, 8, 128, 128, ROPE_NEOX, 16, 19, 100000, false, false},
+        {8, 8, 128, 64, ROPE_NORMAL, 32, 5, 1234, false, false},
+        {12, 4, 64, 64, ROPE_NORMAL, 16, 7, 3, true, false},
+        {4, 1, 6, 4, ROPE_NEOX, 8, 9, 17, true, false},
+        {32, 8, 128, 128, ROPE_NEOX, 16, 21, 70000, false, true}, // Llama 3.1: rope_freqs
+        {9, 3, 64, 64, ROPE_NORMAL, 16, 5, 300, true, true},
     };
     for (size_t ci = 0; ci < ARRAY_LEN(cases); ci++) {
         const RopeCase *c = &cases[ci];
@@ -276,15 +306,21 @@ static void test_rope_kv_write(void) {
         size_t cache_n = (size_t)n_slots * row;
         uint16_t *d_kc = gt_dev(cache_n * 2), *d_vc = gt_dev(cache_n * 2);
 
+        float ff[64]; // 1 for the fastest pairs up to 8 for the slowest, as llama3 scaling has them
+        for (int i = 0; i < c->rope_dim / 2; i++) ff[i] = 1.0f + 7.0f * (float)i / (float)(c->rope_dim / 2);
+        float *d_ff = c->factors ? gt_upload(ff, sizeof(float) * (c->rope_dim / 2)) : NULL;
+
         // the twin on an f32 cache
         float *kc = xcalloc(cache_n, sizeof(float)), *vc = xcalloc(cache_n, sizeof(float));
         KVLayer cpu_cache = {kc, vc, num_blocks, c->block_size, c->n_kv, hd, KV_F32};
         Batch hb = {.n_tokens = nt, .positions = pos, .slot_mapping = slots};
-        k_rope_kv_write(q, k, v, &hb, &cpu_cache, c->n_heads, c->rope_dim, 10000.0f, c->layout);
+        k_rope_kv_write(q, k, v, &hb, &cpu_cache, c->n_heads, c->rope_dim, 10000.0f, c->factors ? ff : NULL,
+                        c->layout);
 
         KVLayer gpu_cache = {d_kc, d_vc, num_blocks, c->block_size, c->n_kv, hd, KCUDA_KV_BF16};
         Batch db = {.n_tokens = nt, .positions = d_pos, .slot_mapping = d_slots};
-        k_rope_kv_write_cuda(d_q, d_k, d_v, &db, &gpu_cache, c->n_heads, c->rope_dim, 10000.0f, c->layout, gt_stream);
+        k_rope_kv_write_cuda(d_q, d_k, d_v, &db, &gpu_cache, c->n_heads, c->rope_dim, 10000.0f, d_ff, c->layout,
+                             gt_stream);
         float *gq = gt_download(d_q, nq * sizeof(float)), *gk = gt_download(d_k, nk * sizeof(float));
         uint16_t *gkc = gt_download(d_kc, cache_n * 2), *gvc = gt_download(d_vc, cache_n * 2);
         char what[96];
@@ -317,7 +353,7 @@ static void test_rope_kv_write(void) {
         EXPECT(v_bad == 0, "case %zu: %d cached v values are not bf16 of the twin's", ci, v_bad);
         EXPECT(stray == 0, "case %zu: %d values written to slots no row maps to", ci, stray);
         kdev_free(d_q), kdev_free(d_k), kdev_free(d_v), kdev_free(d_pos), kdev_free(d_slots);
-        kdev_free(d_kc), kdev_free(d_vc);
+        kdev_free(d_kc), kdev_free(d_vc), kdev_free(d_ff);
         free(got), free(want), free(gq), free(gk), free(gkc), free(gvc), free(kc), free(vc);
         free(q), free(k), free(v), free(pos), free(slots), free(perm);
     }
@@ -461,6 +497,7 @@ static void test_attention_plan_reuse(void) {
     X(test_matmul)                                                                             \
     X(test_rmsnorm)                                                                            \
     X(test_silu_mul)                                                                           \
+    X(test_add_bias)                                                                           \
     X(test_rope_kv_write)                                                                      \
     X(test_attention)                                                                          \
     X(test_attention_plan_reuse)

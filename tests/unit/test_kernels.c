@@ -361,15 +361,18 @@ typedef struct {
     int n_heads, nkv, hd, rope_dim;
     RopeLayout layout;
     KVType dt;
+    bool factors; // llama3-style frequency factors (pair i's frequency divided by f_i)
 } RopeCase;
 
 static void test_rope_kv_write(void) {
     static const RopeCase cases[] = {
-        {9, 3, 64, 64, ROPE_NORMAL, KV_F16}, // the default model
-        {9, 3, 64, 64, ROPE_NORMAL, KV_F32},
-        {4, 4, 32, 32, ROPE_NEOX, KV_F32},
-        {8, 2, 48, 16, ROPE_NORMAL, KV_F16}, // partial rotary
-        {6, 3, 40, 24, ROPE_NEOX, KV_F16},
+        {9, 3, 64, 64, ROPE_NORMAL, KV_F16, false}, // the default model
+        {9, 3, 64, 64, ROPE_NORMAL, KV_F32, false},
+        {4, 4, 32, 32, ROPE_NEOX, KV_F32, false},
+        {8, 2, 48, 16, ROPE_NORMAL, KV_F16, false}, // partial rotary
+        {6, 3, 40, 24, ROPE_NEOX, KV_F16, false},
+        {8, 2, 64, 64, ROPE_NEOX, KV_F16, true},    // Llama 3.1's rope_freqs
+        {4, 2, 32, 32, ROPE_NORMAL, KV_F32, true},
     };
     for (size_t ci = 0; ci < ARRAY_LEN(cases); ci++) {
         const RopeCase *rc = &cases[ci];
@@ -388,8 +391,10 @@ static void test_rope_kv_write(void) {
         // Remember what the padding row's slot would have held to see that it is untouched.
         int pad_slot = tb.btab[0] * 16 + 1;
         float before = cache_get(&c, c.k, pad_slot, 0, 0);
-        k_rope_kv_write(q, k, v, &tb.b, &c, rc->n_heads, rc->rope_dim, 10000.0f, rc->layout);
         int bad = 0, half = rc->rope_dim / 2;
+        float ff[64]; // 1 for the fastest pairs up to 8 for the slowest, as llama3 scaling has them
+        for (int i = 0; i < half; i++) ff[i] = rc->factors ? 1.0f + 7.0f * (float)i / (float)half : 1.0f;
+        k_rope_kv_write(q, k, v, &tb.b, &c, rc->n_heads, rc->rope_dim, 10000.0f, rc->factors ? ff : NULL, rc->layout);
         for (int t = 0; t < N; t++) {
             for (int h = 0; h < rc->n_heads + rc->nkv; h++) {
                 bool isq = h < rc->n_heads;
@@ -401,7 +406,7 @@ static void test_rope_kv_write(void) {
                         int i = rc->layout == ROPE_NEOX ? d % half : d / 2;
                         int first = rc->layout == ROPE_NEOX ? d < half : d % 2 == 0;
                         int mate = rc->layout == ROPE_NEOX ? (first ? d + half : d - half) : (first ? d + 1 : d - 1);
-                        double th = tb.positions[t] * pow(10000.0, -2.0 * i / rc->rope_dim);
+                        double th = tb.positions[t] * pow(10000.0, -2.0 * i / rc->rope_dim) / ff[i];
                         ref = first ? src[d] * cos(th) - src[mate] * sin(th) : src[mate] * sin(th) + src[d] * cos(th);
                     }
                     if (fabs(got[d] - ref) > 2e-6) bad++;
@@ -420,6 +425,37 @@ static void test_rope_kv_write(void) {
         free(q), free(k), free(v), free(q0), free(k0), free(c.k), free(c.v);
         batch_free(&tb);
     }
+}
+
+// ---- add_bias
+
+static void test_add_bias(void) {
+    static const struct {
+        int n_tokens, dim, threads;
+    } cases[] = {
+        {1, 1, 1}, {1, 17, 2}, {3, 576, 2}, {7, 100, 1}, {200, 896, 2}, // the last goes parallel
+        {0, 64, 2},                                                     // no rows: nothing to do
+    };
+    for (size_t ci = 0; ci < ARRAY_LEN(cases); ci++) {
+        int N = cases[ci].n_tokens, D = cases[ci].dim;
+        size_t n = (size_t)N * D;
+        float *x = xmalloc(sizeof(float) * (n + 1)), *x0 = xmalloc(sizeof(float) * (n + 1));
+        float *bias = xmalloc(sizeof(float) * D);
+        fill(x, n + 1, -4.0f, 4.0f);
+        fill(bias, D, -1.0f, 1.0f);
+        memcpy(x0, x, sizeof(float) * (n + 1));
+        k_init(cases[ci].threads, 64, 2048);
+        k_add_bias(x, bias, N, D);
+        int bad = 0;
+        for (size_t i = 0; i < n; i++) {
+            float want = x0[i] + bias[i % D]; // one float addition: exact
+            bad += memcmp(&want, &x[i], sizeof(float)) != 0;
+        }
+        bad += memcmp(&x0[n], &x[n], sizeof(float)) != 0; // nothing past the rows
+        EXPECT(bad == 0, "%d x %d, %d threads: %d values off", N, D, cases[ci].threads, bad);
+        free(x), free(x0), free(bias);
+    }
+    k_init(2, 64, 2048);
 }
 
 // ---- attention
@@ -529,6 +565,7 @@ int main(void) {
     TEST_RUN(test_silu_mul);
     TEST_RUN(test_embed);
     TEST_RUN(test_rope_kv_write);
+    TEST_RUN(test_add_bias);
     TEST_RUN(test_attention);
     k_free();
     return test_summary();
