@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEB_PKGS=(gcc make pkg-config libmicrohttpd-dev libcjson-dev libpcre2-dev python3-venv python3-pip unzip curl wrk)
-PY_PKGS=(pytest==8.3.3 openai==1.54.4 httpx==0.27.2 jinja2==3.1.4 requests==2.32.3)
+PY_PKGS=(pytest==8.3.3 openai==1.54.4 httpx==0.27.2 jinja2==3.1.4 requests==2.32.3 numpy==2.4.6 gguf==0.17.1)
 
 missing=()
 for p in "${DEB_PKGS[@]}"; do
