@@ -1,4 +1,5 @@
-// tokenizer.c: building a Tokenizer from GGUF metadata, special tokens, and the encode driver.
+// tokenizer.c: building a Tokenizer from GGUF metadata (and the construction steps
+// tokenizer_hf.c shares, see tokenizer_impl.h), special tokens, and the encode driver.
 //
 // Encoding follows llama.cpp (llama-vocab.cpp) step by step, because the golden data and the
 // models' own expectations come from there:
@@ -101,37 +102,23 @@ static bool meta_token_id(const GGUF *g, const char *key, int n_vocab, int *id) 
     return true;
 }
 
-static int load_vocab(Tokenizer *t, const GGUF *g, char *err) {
-    const GGUFKV *toks = gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_TYPE_STRING);
-    if (!toks) return seterr(err, "tokenizer.ggml.tokens is missing (or not a string array)");
-    if (toks->arr_len == 0 || toks->arr_len > (1u << 28))
-        return seterr(err, "tokenizer.ggml.tokens has %llu entries", (unsigned long long)toks->arr_len);
-    int n = t->n_vocab = (int)toks->arr_len;
-
-    const GGUFKV *types = gguf_find(g, "tokenizer.ggml.token_type");
-    if (types && (types->type != GGUF_TYPE_ARRAY || types->arr_type != GGUF_TYPE_INT32 ||
-                  types->arr_len < (uint64_t)n))
-        return seterr(err, "tokenizer.ggml.token_type must be an int32 array of %d entries", n);
-    const GGUFKV *scores = gguf_find(g, "tokenizer.ggml.scores");
-    if (scores && (scores->type != GGUF_TYPE_ARRAY ||
-                   (scores->arr_type != GGUF_TYPE_FLOAT32 && scores->arr_type != GGUF_TYPE_INT32) ||
-                   scores->arr_len < (uint64_t)n))
-        return seterr(err, "tokenizer.ggml.scores must be a float32 array of %d entries", n);
-
-    // one arena for all texts; an empty token becomes "[EMPTY_<id>]" as in llama.cpp so that
-    // every text is a distinct, non-empty key
+// One arena for all texts; an empty token becomes "[EMPTY_<id>]" as in llama.cpp so that
+// every text is a distinct, non-empty key. Types start NORMAL, scores 0, nothing is EOG.
+int tok_vocab_init(Tokenizer *t, int n, const GGUFStr *texts, char *err) {
+    t->n_vocab = n;
     size_t total = 0;
-    for (int i = 0; i < n; i++) total += toks->arr_strs[i].len ? toks->arr_strs[i].len + 1 : 24;
+    for (int i = 0; i < n; i++) total += texts[i].len ? texts[i].len + 1 : 24;
     t->text_arena = xmalloc(total);
     t->text_off = xmalloc((size_t)n * sizeof(uint32_t));
     t->text_len = xmalloc((size_t)n * sizeof(uint32_t));
     t->types = xmalloc((size_t)n);
-    t->scores = xmalloc((size_t)n * sizeof(float));
+    memset(t->types, TOK_TYPE_NORMAL, (size_t)n);
+    t->scores = xcalloc((size_t)n, sizeof(float));
     t->eog = xcalloc((size_t)n, 1);
     strmap_init(&t->vocab, (uint32_t)n);
     size_t off = 0;
     for (int i = 0; i < n; i++) {
-        GGUFStr s = toks->arr_strs[i];
+        GGUFStr s = texts[i];
         char *dst = t->text_arena + off;
         size_t len = s.len;
         if (len) memcpy(dst, s.ptr, len);
@@ -144,7 +131,29 @@ static int load_vocab(Tokenizer *t, const GGUF *g, char *err) {
         if (prev != i)
             return seterr(err, "duplicate token in vocabulary: '%.*s' has ids %d and %d",
                           (int)MIN(len, 64), dst, prev, i);
+    }
+    return SL_OK;
+}
 
+static int load_vocab(Tokenizer *t, const GGUF *g, char *err) {
+    const GGUFKV *toks = gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_TYPE_STRING);
+    if (!toks) return seterr(err, "tokenizer.ggml.tokens is missing (or not a string array)");
+    if (toks->arr_len == 0 || toks->arr_len > (1u << 28))
+        return seterr(err, "tokenizer.ggml.tokens has %llu entries", (unsigned long long)toks->arr_len);
+    int n = (int)toks->arr_len;
+
+    const GGUFKV *types = gguf_find(g, "tokenizer.ggml.token_type");
+    if (types && (types->type != GGUF_TYPE_ARRAY || types->arr_type != GGUF_TYPE_INT32 ||
+                  types->arr_len < (uint64_t)n))
+        return seterr(err, "tokenizer.ggml.token_type must be an int32 array of %d entries", n);
+    const GGUFKV *scores = gguf_find(g, "tokenizer.ggml.scores");
+    if (scores && (scores->type != GGUF_TYPE_ARRAY ||
+                   (scores->arr_type != GGUF_TYPE_FLOAT32 && scores->arr_type != GGUF_TYPE_INT32) ||
+                   scores->arr_len < (uint64_t)n))
+        return seterr(err, "tokenizer.ggml.scores must be a float32 array of %d entries", n);
+
+    if (tok_vocab_init(t, n, toks->arr_strs, err) != SL_OK) return SL_ERR;
+    for (int i = 0; i < n; i++) {
         int32_t ty = TOK_TYPE_NORMAL;
         if (types) memcpy(&ty, types->arr_data + 4 * (size_t)i, 4);
         t->types[i] = (ty >= TOK_TYPE_NORMAL && ty <= TOK_TYPE_BYTE) ? (uint8_t)ty : TOK_TYPE_UNDEFINED;
@@ -189,11 +198,17 @@ static int load_special(Tokenizer *t, const GGUF *g, char *err) {
     if (t->add_bos && t->bos < 0)
         return seterr(err, "tokenizer.ggml.add_bos_token is true, but there is no BOS token");
 
-    // end of generation: EOS, the declared EOT/EOM, and the usual texts
+    // end of generation: the declared EOT/EOM here, EOS and the usual texts in tok_specials_finish
     int id;
-    if (t->eos >= 0) t->eog[t->eos] = 1;
     if (meta_token_id(g, "tokenizer.ggml.eot_token_id", n, &id)) t->eog[id] = 1;
     if (meta_token_id(g, "tokenizer.ggml.eom_token_id", n, &id)) t->eog[id] = 1;
+    tok_specials_finish(t);
+    return SL_OK;
+}
+
+void tok_specials_finish(Tokenizer *t) {
+    int n = t->n_vocab, id;
+    if (t->eos >= 0) t->eog[t->eos] = 1;
     for (size_t i = 0; i < ARRAY_LEN(TOK_EOG_TEXTS); i++) {
         id = strmap_get(&t->vocab, TOK_EOG_TEXTS[i], strlen(TOK_EOG_TEXTS[i]));
         if (id >= 0 && id < n) {
@@ -216,10 +231,9 @@ static int load_special(Tokenizer *t, const GGUF *g, char *err) {
     for (int i = 0; i < ns; i++) t->special[i] = keys[i].id;
     t->n_special = ns;
     free(keys);
-    return SL_OK;
 }
 
-static void spm_init_bytes(Tokenizer *t) {
+void spm_bytes_init(Tokenizer *t) {
     for (int b = 0; b < 256; b++) {
         char hex[8];
         snprintf(hex, sizeof hex, "<0x%02X>", b);
@@ -233,7 +247,7 @@ static void spm_init_bytes(Tokenizer *t) {
 }
 
 // What each token decodes to, computed once (llama.cpp keeps the same cache).
-static void load_pieces(Tokenizer *t) {
+void tok_pieces_init(Tokenizer *t) {
     int n = t->n_vocab;
     size_t total = 0;
     for (int i = 0; i < n; i++) total += t->text_len[i] + 1;
@@ -326,15 +340,18 @@ int tok_load_pre(Tokenizer **out, const GGUF *g, const char *pre, char *err) {
         tok_free(t);
         return SL_ERR;
     }
-    if (t->model == TOK_MODEL_SPM) spm_init_bytes(t);
-    load_pieces(t);
+    if (t->model == TOK_MODEL_SPM) spm_bytes_init(t);
+    tok_pieces_init(t);
+    tok_log_loaded(t, "GGUF");
+    *out = t;
+    return SL_OK;
+}
 
-    log_info("tokenizer: %s, %d tokens%s%s, %d merges, %d special, bos %d, eos %d, add_bos %d",
+void tok_log_loaded(const Tokenizer *t, const char *source) {
+    log_info("tokenizer (%s): %s, %d tokens%s%s, %d merges, %d special, bos %d, eos %d, add_bos %d", source,
              t->model == TOK_MODEL_BPE ? "byte-level BPE" : "SentencePiece BPE", t->n_vocab,
              t->pre_name ? ", pre " : "", t->pre_name ? t->pre_name : "", t->n_merges,
              t->n_special, t->bos, t->eos, t->add_bos);
-    *out = t;
-    return SL_OK;
 }
 
 int tok_load(Tokenizer **out, const GGUF *g, char *err) {
@@ -356,6 +373,10 @@ void tok_free(Tokenizer *t) {
     free(t->eog);
     free(t->special);
     free((char *)t->pre_name);
+    if (t->pre_owned) {
+        for (int i = 0; i < TOK_MAX_REGEX && t->pre->regex[i]; i++) free((char *)t->pre->regex[i]);
+        free((PreTok *)t->pre);
+    }
     free(t);
 }
 

@@ -26,6 +26,15 @@ typedef struct Tokenizer Tokenizer;
 // Builds a tokenizer from the GGUF metadata. SL_ERR + err when the metadata is missing,
 // inconsistent or of an unsupported model/pre-tokenizer (the message lists what is supported).
 int tok_load(Tokenizer **out, const GGUF *g, char *err);
+// From a Hugging Face tokenizer directory `dir` (tokenizer_hf.c): tokenizer.json (model.type
+// "BPE": vocab, merges as "a b" strings or [a, b] pairs, added_tokens with their special flags;
+// a ByteLevel pre-tokenizer, alone or in a Sequence after Split regexes / Digits, or the
+// Metaspace/byte_fallback SentencePiece style), tokenizer_config.json if present (bos_token,
+// eos_token, add_bos_token, else a TemplateProcessing post_processor that prepends BOS;
+// chat_template is read by the template code) and generation_config.json if present (its
+// eos_token_id, an id or a list, also ends generation). End of generation: eos_token and the
+// usual EOG specials, as for a GGUF. SL_ERR + err naming the file and the key.
+int tok_load_hf(Tokenizer **out, const char *dir, char *err);
 void tok_free(Tokenizer *t);
 
 int tok_vocab_size(const Tokenizer *t);

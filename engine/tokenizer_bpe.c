@@ -22,7 +22,7 @@
 // ---- the pre-tokenizers: llama.cpp's regex strings (llama-vocab.cpp), their non-ASCII
 // characters written as \x{...} so no editor or normalizer can change them
 
-#define RE_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)"
+#define RE_GPT2 TOK_RE_GPT2
 #define RE_LLAMA3                                                                             \
     "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|" \
     "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
@@ -75,6 +75,16 @@ const PreTok *bpe_pre_find(const char *name) {
     return NULL;
 }
 
+const PreTok *bpe_pre_match(const char *const *regex, int n, bool ignore_merges) {
+    for (size_t i = 0; i < ARRAY_LEN(PRE_TOKENIZERS); i++) {
+        const PreTok *p = &PRE_TOKENIZERS[i];
+        int k = 0;
+        while (k < n && k < TOK_MAX_REGEX && p->regex[k] && strcmp(p->regex[k], regex[k]) == 0) k++;
+        if (k == n && (k == TOK_MAX_REGEX || !p->regex[k]) && p->ignore_merges == ignore_merges) return p;
+    }
+    return NULL;
+}
+
 void bpe_pre_list(char *buf, size_t cap) {
     size_t n = 0;
     buf[0] = '\0';
@@ -120,35 +130,43 @@ static int intern(Tokenizer *t, const char *s, size_t len) {
     return id;
 }
 
+void bpe_merges_reserve(Tokenizer *t, uint64_t n) {
+    uint32_t cap = 16;
+    while (cap < n * 2) cap <<= 1;
+    t->merges.slots = xcalloc(cap, sizeof(PairSlot));
+    t->merges.mask = cap - 1;
+}
+
+void bpe_merge_add(Tokenizer *t, int rank, const char *left_s, size_t ll, const char *right_s, size_t rl) {
+    char small[256];
+    char *both = ll + rl <= sizeof small ? small : xmalloc(ll + rl);
+    memcpy(both, left_s, ll);
+    memcpy(both + ll, right_s, rl);
+    int left = intern(t, left_s, ll), right = intern(t, right_s, rl);
+    int merged = intern(t, both, ll + rl);
+    if (both != small) free(both);
+    uint64_t key = ((uint64_t)(uint32_t)(left + 1) << 32) | (uint32_t)(right + 1);
+    CHECK(t->merges.count < t->merges.mask, "merge table full: bpe_merges_reserve was not called");
+    PairSlot *slot = pairmap_slot(&t->merges, key);
+    if (slot->key) return; // the first rank wins, as with std::map::emplace
+    *slot = (PairSlot){key, (int32_t)rank, merged};
+    t->merges.count++;
+    t->n_merges++;
+}
+
 static int load_merges(Tokenizer *t, const GGUF *g, char *err) {
     const GGUFKV *kv = gguf_get_arr(g, "tokenizer.ggml.merges", GGUF_TYPE_STRING);
     if (!kv) return seterr(err, "tokenizer.ggml.merges is missing (byte-level BPE needs it)");
     if (kv->arr_len > (1u << 28)) return seterr(err, "tokenizer.ggml.merges is too long");
-    uint32_t cap = 16;
-    while (cap < kv->arr_len * 2) cap <<= 1;
-    t->merges.slots = xcalloc(cap, sizeof(PairSlot));
-    t->merges.mask = cap - 1;
-    char *both = NULL;
-    size_t both_cap = 0;
+    bpe_merges_reserve(t, kv->arr_len);
     for (uint64_t i = 0; i < kv->arr_len; i++) {
         GGUFStr s = kv->arr_strs[i];
         // "left right", split at the first space after the first byte (llama.cpp's rule)
         const char *sp = s.len > 1 ? memchr(s.ptr + 1, ' ', s.len - 1) : NULL;
         if (!sp) continue; // llama.cpp files it under ("", ""), which never matches
         size_t ll = (size_t)(sp - s.ptr), rl = s.len - ll - 1;
-        if (ll + rl > both_cap) both = xrealloc(both, both_cap = ll + rl);
-        memcpy(both, s.ptr, ll);
-        memcpy(both + ll, sp + 1, rl);
-        int left = intern(t, s.ptr, ll), right = intern(t, sp + 1, rl);
-        int merged = intern(t, both, ll + rl);
-        uint64_t key = ((uint64_t)(uint32_t)(left + 1) << 32) | (uint32_t)(right + 1);
-        PairSlot *slot = pairmap_slot(&t->merges, key);
-        if (slot->key) continue; // the first rank wins, as with std::map::emplace
-        *slot = (PairSlot){key, (int32_t)i, merged};
-        t->merges.count++;
-        t->n_merges++;
+        bpe_merge_add(t, (int)i, s.ptr, ll, sp + 1, rl);
     }
-    free(both);
     return SL_OK;
 }
 
@@ -198,23 +216,31 @@ void bpe_piece(const Tokenizer *t, const char *text, size_t len, char *out, size
     *out_len = o;
 }
 
-int bpe_init(Tokenizer *t, const GGUF *g, char *err) {
-    if (load_merges(t, g, err) != SL_OK) return SL_ERR;
+int bpe_finish(Tokenizer *t, char *err) {
     init_bytes(t);
     for (int i = 0; i < TOK_MAX_REGEX && t->pre->regex[i]; i++) {
         int code;
         PCRE2_SIZE off;
         pcre2_code *re = pcre2_compile((PCRE2_SPTR)t->pre->regex[i], PCRE2_ZERO_TERMINATED,
                                        PCRE2_UTF | PCRE2_UCP | PCRE2_DOLLAR_ENDONLY, &code, &off, NULL);
-        if (!re) { // our own table is wrong: a bug, not a file problem
+        if (!re) {
             PCRE2_UCHAR msg[256];
             pcre2_get_error_message(code, msg, sizeof msg);
-            DIE("pre-tokenizer %s regex %d: %s at %zu", t->pre->names[0], i, (char *)msg, (size_t)off);
+            // our own table is wrong: a bug; a regex from a tokenizer.json: the file's problem
+            if (!t->pre_owned)
+                DIE("pre-tokenizer %s regex %d: %s at %zu", t->pre->names[0], i, (char *)msg, (size_t)off);
+            return seterr(err, "pre-tokenizer regex %d does not compile: %s at offset %zu", i, (char *)msg,
+                          (size_t)off);
         }
         pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); // optional: falls back to the interpreter
         t->re[t->n_re++] = re;
     }
     return SL_OK;
+}
+
+int bpe_init(Tokenizer *t, const GGUF *g, char *err) {
+    if (load_merges(t, g, err) != SL_OK) return SL_ERR;
+    return bpe_finish(t, err);
 }
 
 void bpe_free(Tokenizer *t) {

@@ -1,6 +1,7 @@
 // tokenizer_impl.h: the Tokenizer's insides, shared by tokenizer.c (load, special tokens, encode
-// driver), tokenizer_bpe.c (pre-tokenizer regexes, byte-level BPE), tokenizer_spm.c
-// (SentencePiece-style BPE) and tokenizer_decode.c (pieces, decode, streaming detokenizer).
+// driver), tokenizer_hf.c (load from a Hugging Face tokenizer.json), tokenizer_bpe.c
+// (pre-tokenizer regexes, byte-level BPE), tokenizer_spm.c (SentencePiece-style BPE) and
+// tokenizer_decode.c (pieces, decode, streaming detokenizer).
 // Not part of the public contract: only these files and the tokenizer test include it.
 #pragma once
 
@@ -58,6 +59,9 @@ typedef struct {
     uint32_t count;
 } PairMap;
 
+// GPT-2's pre-tokenizer regex (also what a Hugging Face ByteLevel pre-tokenizer with use_regex applies)
+#define TOK_RE_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)"
+
 // A pre-tokenizer: the regexes llama.cpp applies one after the other for a tokenizer.ggml.pre.
 #define TOK_MAX_REGEX 6
 typedef struct {
@@ -93,7 +97,8 @@ struct Tokenizer {
 
     // ---- byte-level BPE
     const PreTok *pre;
-    const char *pre_name;      // as declared in the GGUF (or "default")
+    bool pre_owned;            // pre (and its regex strings) built from a tokenizer.json: freed with t
+    const char *pre_name;      // as declared in the GGUF (or "default"), or the table entry a tokenizer.json matches
     void *re[TOK_MAX_REGEX];   // pcre2_code *
     int n_re;
     PairMap merges;
@@ -112,10 +117,32 @@ struct Tokenizer {
 
 // ---- internal entry points between the tokenizer files
 
+// Construction shared by the GGUF loader (tokenizer.c, tok_load) and the Hugging Face one
+// (tokenizer_hf.c, tok_load_hf), in this order:
+//   tok_vocab_init; the loader sets types, scores, bos/eos/unk, add_bos, add_space_prefix and
+//   extra EOG ids; tok_specials_finish; BPE: bpe_merges_reserve + bpe_merge_add per merge and
+//   bpe_finish (t->pre set); SPM: spm_bytes_init; then tok_pieces_init.
+// texts[i] with len 0 becomes "[EMPTY_<i>]"; a text found twice is SL_ERR ("duplicate token").
+int tok_vocab_init(Tokenizer *t, int n, const GGUFStr *texts, char *err);
+// EOS and the usual end-of-generation texts become EOG (the texts also CONTROL); builds the
+// special-token partition list from the types.
+void tok_specials_finish(Tokenizer *t);
+void tok_pieces_init(Tokenizer *t);
+void spm_bytes_init(Tokenizer *t);
+void tok_log_loaded(const Tokenizer *t, const char *source);
+
 // byte-level BPE: tokenizer_bpe.c
 const PreTok *bpe_pre_find(const char *name);
+// The table entry with exactly these regexes (in order) and ignore_merges, or NULL.
+const PreTok *bpe_pre_match(const char *const *regex, int n, bool ignore_merges);
 void bpe_pre_list(char *buf, size_t cap); // "a, b, c" of every supported pre name
-int bpe_init(Tokenizer *t, const GGUF *g, char *err); // merges, byte tables, regexes
+int bpe_init(Tokenizer *t, const GGUF *g, char *err); // the GGUF's merges, then bpe_finish
+void bpe_merges_reserve(Tokenizer *t, uint64_t n_merges);
+// left+right at this rank (the first rank of a pair wins); strings that are not tokens get
+// internal ids past the vocabulary (llama.cpp's behaviour for GGUF merges).
+void bpe_merge_add(Tokenizer *t, int rank, const char *left, size_t left_len, const char *right, size_t right_len);
+// byte tables and the compiled regexes of t->pre (SL_ERR only for a regex of an owned pre)
+int bpe_finish(Tokenizer *t, char *err);
 void bpe_free(Tokenizer *t);
 void bpe_piece(const Tokenizer *t, const char *text, size_t len, char *out, size_t *out_len);
 
