@@ -7,18 +7,30 @@
 #include <string.h>
 
 #include "common/common.h"
-#include "engine/model.h"
+#include "engine/model_config.h"
 
-// Architectures whose GGUF layout and forward pass model_llama.c implements. Others (qwen2's
-// QKV biases, NeoX RoPE, MoE, ...) need their differences implemented before joining this list.
-static const char *SUPPORTED_ARCHS[] = {"llama"};
+// Architectures whose GGUF layout and forward pass model_llama.c implements, and how each
+// differs from Llama. llama.cpp's converter permutes a llama's Q and K rows so that RoPE
+// rotates adjacent pairs; qwen2/qwen3 are stored as trained, in NeoX's split halves. Others
+// (MoE, sliding-window attention in the forward, ...) need their differences implemented
+// before joining this table.
+static const struct {
+    const char *name;
+    RopeLayout rope_layout;
+    bool qkv_bias; // blk.N.attn_{q,k,v}.bias
+    bool qk_norm;  // blk.N.attn_{q,k}_norm.weight
+} ARCHS[] = {
+    {"llama", ROPE_NORMAL, false, false},
+    {"qwen2", ROPE_NEOX, true, false},
+    {"qwen3", ROPE_NEOX, false, true},
+};
 
 const char *model_supported_archs(void) {
     static char list[128];
     if (!list[0]) {
-        for (size_t i = 0; i < ARRAY_LEN(SUPPORTED_ARCHS); i++) {
+        for (size_t i = 0; i < ARRAY_LEN(ARCHS); i++) {
             if (i) strncat(list, ", ", sizeof list - strlen(list) - 1);
-            strncat(list, SUPPORTED_ARCHS[i], sizeof list - strlen(list) - 1);
+            strncat(list, ARCHS[i].name, sizeof list - strlen(list) - 1);
         }
     }
     return list;
@@ -66,12 +78,13 @@ int model_config_from_gguf(ModelConfig *c, const GGUF *g, char *err) {
     memset(c, 0, sizeof *c);
     GGUFStr s;
     if (!gguf_get_str(g, "general.architecture", &s)) return seterr(err, "metadata general.architecture is missing");
-    bool supported = false;
-    for (size_t i = 0; i < ARRAY_LEN(SUPPORTED_ARCHS); i++) supported |= gguf_str_eq(s, SUPPORTED_ARCHS[i]);
-    if (!supported)
+    int arch = -1;
+    for (size_t i = 0; i < ARRAY_LEN(ARCHS); i++)
+        if (gguf_str_eq(s, ARCHS[i].name)) arch = (int)i;
+    if (arch < 0)
         return seterr(err, "unsupported architecture '%.*s' (supported: %s)", (int)MIN(s.len, 64), s.ptr,
                       model_supported_archs());
-    snprintf(c->arch, sizeof c->arch, "%.*s", (int)s.len, s.ptr);
+    snprintf(c->arch, sizeof c->arch, "%s", ARCHS[arch].name);
     const char *a = c->arch;
 
     const int64_t BIG = 1 << 24; // generous bound on widths, so products stay far from overflow
@@ -96,7 +109,9 @@ int model_config_from_gguf(ModelConfig *c, const GGUF *g, char *err) {
     if (get_float(g, a, "rope.freq_base", false, 10000.0, &c->rope_base, err) ||
         get_float(g, a, "attention.layer_norm_rms_epsilon", true, 0, &c->norm_eps, err))
         return SL_ERR;
-    c->rope_layout = ROPE_NORMAL; // llama GGUFs: convert_hf_to_gguf permutes Q/K for adjacent pairs
+    c->rope_layout = ARCHS[arch].rope_layout;
+    c->qkv_bias = ARCHS[arch].qkv_bias;
+    c->qk_norm = ARCHS[arch].qk_norm;
 
     // What this forward pass does not implement yet: say so rather than run it wrongly.
     char key[160];
@@ -108,7 +123,8 @@ int model_config_from_gguf(ModelConfig *c, const GGUF *g, char *err) {
             return seterr(err, "RoPE scaling '%.*s' (factor %g) is not supported yet", (int)MIN(scaling.len, 32),
                           scaling.ptr, factor);
     }
-    if (gguf_tensor(g, "rope_freqs.weight")) return seterr(err, "RoPE frequency factors (rope_freqs.weight, Llama 3.1 scaling) are not supported yet");
+    // Llama 3.1's "llama3" scaling has no metadata key in a GGUF: the converter stores its
+    // per-pair divisors as the tensor rope_freqs.weight, which model_llama.c binds.
     int n_experts = 0;
     if (get_int(g, a, "expert_count", false, 0, 0, 1 << 16, &n_experts, err)) return SL_ERR;
     if (n_experts > 0) return seterr(err, "mixture-of-experts models (expert_count %d) are not supported", n_experts);
@@ -131,13 +147,26 @@ int model_config_from_gguf(ModelConfig *c, const GGUF *g, char *err) {
 int model_config_max_len(const ModelConfig *c, int requested, int *out, char *err) {
     if (requested > c->context_len)
         return seterr(err, "--max-model-len %d exceeds the model's context length %d", requested, c->context_len);
-    *out = requested > 0 ? requested : c->context_len;
+    int n = requested > 0 ? requested : c->context_len;
+    // Past the window, a sliding-window model attends to fewer positions than our forward
+    // (which always attends to the whole context): within it the two are the same model.
+    if (c->sliding_window > 0 && n > c->sliding_window) {
+        log_info("max_model_len %d capped to the model's sliding window %d (attention here is not windowed)", n,
+                 c->sliding_window);
+        n = c->sliding_window;
+    }
+    *out = n;
     return SL_OK;
 }
 
 void model_config_log(const ModelConfig *c) {
     log_info("model: arch=%s layers=%d dim=%d heads=%d kv_heads=%d head_dim=%d ffn=%d vocab=%d ctx=%d "
-             "rope_base=%g rope_dim=%d eps=%g tied_embeddings=%s",
+             "rope_base=%g rope_dim=%d rope=%s eps=%g tied_embeddings=%s%s%s",
              c->arch, c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->head_dim, c->ffn_dim, c->vocab,
-             c->context_len, c->rope_base, c->rope_dim, c->norm_eps, c->tied_embeddings ? "yes" : "no");
+             c->context_len, c->rope_base, c->rope_dim, c->rope_layout == ROPE_NEOX ? "neox" : "normal", c->norm_eps,
+             c->tied_embeddings ? "yes" : "no", c->qkv_bias ? " qkv_bias" : "", c->qk_norm ? " qk_norm" : "");
+    if (c->sliding_window > 0) log_info("model: sliding_window=%d", c->sliding_window);
+    if (c->rope_scaling_factor > 0)
+        log_info("model: rope scaling llama3 factor=%g low_freq_factor=%g high_freq_factor=%g original_ctx=%d",
+                 c->rope_scaling_factor, c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_orig_ctx);
 }

@@ -384,6 +384,22 @@ static void test_load_tiny_model(void) {
     model_free(&m);
     model_free(&m); // a zeroed model frees again safely
     free(b.buf);
+
+    // f16 norms (as safetensors and dummy weights have them) are converted to f32 at load, into
+    // the model's own buffer; f32 ones stay views
+    TensorSpec ts[TINY_NT];
+    memcpy(ts, TINY_T, sizeof ts);
+    ts[6].type = QTYPE_F16; // blk.0.ffn_norm.weight
+    b = gguf_build(TINY_KV, TINY_NKV, ts, TINY_NT);
+    rc = load_crafted(&b, &m, err);
+    EXPECT_EQ_INT(rc, SL_OK);
+    if (rc == SL_OK) {
+        const char *own = m.owned, *norm = (const char *)m.w.layers[0].ffn_norm;
+        EXPECT(own && norm >= own && norm + 64 * sizeof(float) <= own + m.owned_bytes);
+        EXPECT((const char *)m.w.layers[0].attn_norm < own || (const char *)m.w.layers[0].attn_norm >= own + m.owned_bytes);
+    }
+    model_free(&m);
+    free(b.buf);
 }
 
 // Each case edits the tiny model (one metadata key or one tensor) and names the error it expects.
@@ -398,7 +414,7 @@ static void test_config_errors(void) {
         const char *want;  // substring of the error
     } cases[] = {
         {"gpt2 arch", "general.architecture", {"general.architecture", 's', "gpt2", 0}, NULL, {0}, NULL,
-         "unsupported architecture 'gpt2' (supported: llama)"},
+         "unsupported architecture 'gpt2' (supported: llama, qwen2, qwen3)"},
         {"no arch", "general.architecture", {0}, NULL, {0}, NULL, "general.architecture is missing"},
         {"no block_count", "llama.block_count", {0}, NULL, {0}, NULL, "llama.block_count is missing"},
         {"arch key of wrong type", "llama.embedding_length", {"llama.embedding_length", 's', "64", 0}, NULL, {0}, NULL,
@@ -411,8 +427,8 @@ static void test_config_errors(void) {
          "tensor blk.0.ffn_up.weight is missing"},
         {"wrong shape", NULL, {0}, "blk.0.attn_k.weight", {"blk.0.attn_k.weight", 2, {64, 64}, QTYPE_F32}, NULL,
          "tensor blk.0.attn_k.weight has shape [64, 64] (2 dims), expected [64, 32]"},
-        {"norm not f32", NULL, {0}, "blk.0.ffn_norm.weight", {"blk.0.ffn_norm.weight", 1, {64, 1}, QTYPE_F16}, NULL,
-         "tensor blk.0.ffn_norm.weight has type F16, expected F32"},
+        {"norm quantized", NULL, {0}, "blk.0.ffn_norm.weight", {"blk.0.ffn_norm.weight", 1, {64, 1}, QTYPE_Q8_0}, NULL,
+         "tensor blk.0.ffn_norm.weight has type Q8_0, expected F32 (or F16/BF16)"},
         {"embedding width", NULL, {0}, "token_embd.weight", {"token_embd.weight", 2, {32, 8}, QTYPE_F32}, NULL,
          "token_embd.weight has shape [32, 8], expected [64, vocab]"},
         {"bias tensor", NULL, {0}, NULL, {0}, "blk.0.attn_q.bias", "tensor blk.0.attn_q.bias is not part of the llama forward"},
@@ -460,6 +476,24 @@ static void test_config_errors(void) {
         EXPECT(m.w.layers == NULL && m.s.slab == NULL);
         model_free(&m);
         free(b.buf);
+    }
+}
+
+// The context limit: the model's by default, a smaller request as asked, a larger one refused;
+// a sliding-window model capped to its window (the forward attends to the whole context).
+static void test_config_max_len(void) {
+    static const struct { int ctx, window, requested, rc, want; } cases[] = {
+        {8192, 0, 0, SL_OK, 8192},        {8192, 0, 1000, SL_OK, 1000}, {8192, 0, 8193, SL_ERR, 0},
+        {32768, 4096, 0, SL_OK, 4096},    {32768, 4096, 8192, SL_OK, 4096},
+        {32768, 4096, 2048, SL_OK, 2048}, {32768, 4096, 40000, SL_ERR, 0},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        ModelConfig c = {.context_len = cases[i].ctx, .sliding_window = cases[i].window};
+        char err[ERR_MAX] = "";
+        int out = -1;
+        EXPECT_EQ_INT(model_config_max_len(&c, cases[i].requested, &out, err), cases[i].rc);
+        if (cases[i].rc == SL_OK) EXPECT_EQ_INT(out, cases[i].want);
+        else EXPECT(strstr(err, "exceeds the model's context length") != NULL, "%s", err);
     }
 }
 
@@ -789,6 +823,7 @@ int main(void) {
     TEST_RUN(test_config_default_model);
     TEST_RUN(test_load_tiny_model);
     TEST_RUN(test_config_errors);
+    TEST_RUN(test_config_max_len);
     TEST_RUN(test_kv_cache_blocks);
     TEST_RUN(test_greedy_matches_golden);
     TEST_RUN(test_greedy_matches_exact);
