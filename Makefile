@@ -39,6 +39,9 @@ CU_OBJ  := $(CU_SRC:%.cu=$(BUILD)/%.o)
 NVFLAGS ?= -O3 -arch=sm_90 -std=c++17 -I. -Xcompiler -Wall,-Wextra
 ifeq ($(CUDA),1)
 CUDA_LIB := $(if $(CU_OBJ),$(BUILD)/libsluice_cuda.a)
+else ifneq ($(wildcard $(BUILD)/cuda-on.stamp),)
+# This build directory was built with CUDA=1: its gpu_runner.o calls the CUDA kernels (cuda.mk).
+$(shell rm -f $(BUILD)/cuda-on.stamp $(BUILD)/engine/gpu_runner.o)
 endif
 
 .PHONY: all setup test unit san run bench clean golden

@@ -139,7 +139,7 @@ static void fiber_init(EmuFiber &f) {
     f.done = false;
 }
 
-void emu_launch(dim3 grid, dim3 block, size_t smem, std::function<void()> body) {
+static void emu_launch_now(dim3 grid, dim3 block, size_t smem, std::function<void()> body) {
     if (smem > sizeof(dyn_smem)) { fprintf(stderr, "emu: %zu bytes of dynamic smem\n", smem); abort(); }
     int n = (int)(block.x * block.y * block.z);
     if (n > 1024 || block.y != 1 || block.z != 1) { fprintf(stderr, "emu: block %u x %u x %u\n", block.x, block.y, block.z); abort(); }
@@ -208,9 +208,9 @@ cudaError_t cudaFree(void *p) { free(p); return 0; }
 cudaError_t cudaMallocHost(void **p, size_t n) { return cudaMalloc(p, n); }
 cudaError_t cudaFreeHost(void *p) { free(p); return 0; }
 cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind) { memmove(d, s, n); return 0; }
-cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t) { return cudaMemcpy(d, s, n, k); }
+
 cudaError_t cudaMemset(void *d, int v, size_t n) { memset(d, v, n); return 0; }
-cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t) { return cudaMemset(d, v, n); }
+
 cudaError_t cudaEventCreate(cudaEvent_t *e) { *e = (cudaEvent_t)malloc(1); return 0; }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned) { return cudaEventCreate(e); }
 cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return 0; }
@@ -224,7 +224,7 @@ cublasStatus_t cublasCreate(cublasHandle_t *h) { *h = (cublasHandle_t)malloc(1);
 cublasStatus_t cublasDestroy(cublasHandle_t h) { free(h); return 0; }
 cublasStatus_t cublasSetStream(cublasHandle_t, cudaStream_t) { return 0; }
 cublasStatus_t cublasSetWorkspace(cublasHandle_t, void *, size_t) { return 0; }
-cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+static cublasStatus_t gemm_now(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                             const void *alpha, const void *A, cudaDataType at, int lda, const void *B, cudaDataType bt,
                             int ldb, const void *beta, void *C, cudaDataType ct, int ldc, cublasComputeType_t,
                             cublasGemmAlgo_t) {
@@ -241,3 +241,45 @@ cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperatio
         }
     return 0;
 }
+
+// ---- device memory info and CUDA graphs (engine/gpu_runner.c)
+#include <vector>
+struct EmuGraph { std::vector<std::function<void()>> nodes; };
+static EmuGraph *capturing;
+int emu_graph_launches, emu_graph_nodes;
+void emu_launch(dim3 grid, dim3 block, size_t smem, std::function<void()> body) {
+    if (capturing) { capturing->nodes.push_back([=]() { emu_launch_now(grid, block, smem, body); }); return; }
+    emu_launch_now(grid, block, smem, body);
+}
+cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                            const void *alpha, const void *A, cudaDataType at, int lda, const void *B, cudaDataType bt,
+                            int ldb, const void *beta, void *C, cudaDataType ct, int ldc, cublasComputeType_t cp,
+                            cublasGemmAlgo_t al) {
+    if (capturing) {
+        float a = *(const float *)alpha, b = *(const float *)beta;
+        capturing->nodes.push_back([=]() { gemm_now(h, ta, tb, m, n, k, &a, A, at, lda, B, bt, ldb, &b, C, ct, ldc, cp, al); });
+        return 0;
+    }
+    return gemm_now(h, ta, tb, m, n, k, alpha, A, at, lda, B, bt, ldb, beta, C, ct, ldc, cp, al);
+}
+cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t) {
+    if (capturing) { capturing->nodes.push_back([=]() { cudaMemcpy(d, s, n, k); }); return 0; }
+    return cudaMemcpy(d, s, n, k);
+}
+cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t) {
+    if (capturing) { capturing->nodes.push_back([=]() { cudaMemset(d, v, n); }); return 0; }
+    return cudaMemset(d, v, n);
+}
+cudaError_t cudaMemGetInfo(size_t *f, size_t *t) { *t = (size_t)6 << 30; *f = *t - ((size_t)100 << 20); return 0; }
+cudaError_t cudaStreamBeginCapture(cudaStream_t, cudaStreamCaptureMode) { if (capturing) abort(); capturing = new EmuGraph; return 0; }
+cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t *g) { if (!capturing) abort(); *g = capturing; capturing = nullptr; return 0; }
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned long long) { *e = new EmuGraph(*g); return 0; }
+cudaError_t cudaGraphDestroy(cudaGraph_t g) { delete g; return 0; }
+cudaError_t cudaGraphUpload(cudaGraphExec_t, cudaStream_t) { return 0; }
+cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t) {
+    if (capturing) abort();
+    emu_graph_launches++;
+    for (auto &n : e->nodes) { emu_graph_nodes++; n(); }
+    return 0;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) { delete e; return 0; }

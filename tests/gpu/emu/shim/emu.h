@@ -152,3 +152,18 @@ cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t, cublasOperation_t
                             const void *alpha, const void *A, cudaDataType, int lda, const void *B, cudaDataType,
                             int ldb, const void *beta, void *C, cudaDataType, int ldc, cublasComputeType_t,
                             cublasGemmAlgo_t);
+
+// ---- device memory info and CUDA graphs (engine/gpu_runner.c) (capture records launches,
+// cuBLAS calls, copies and fills; a replay runs them again with the arguments they had)
+cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes);
+enum cudaStreamCaptureMode { cudaStreamCaptureModeGlobal, cudaStreamCaptureModeThreadLocal, cudaStreamCaptureModeRelaxed };
+typedef struct EmuGraph *cudaGraph_t;
+typedef struct EmuGraph *cudaGraphExec_t;
+cudaError_t cudaStreamBeginCapture(cudaStream_t, cudaStreamCaptureMode);
+cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t *);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *, cudaGraph_t, unsigned long long);
+cudaError_t cudaGraphDestroy(cudaGraph_t);
+cudaError_t cudaGraphUpload(cudaGraphExec_t, cudaStream_t);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t, cudaStream_t);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t);
+extern int emu_graph_launches, emu_graph_nodes;
