@@ -15,6 +15,8 @@
 // values from text
 
 static const char *LOG_LEVEL_NAMES[] = {"debug", "info", "warning", "error"};
+const char *const LOAD_FORMAT_NAMES[] = {"auto", "gguf", "safetensors", "dummy", NULL};
+const char *const DEVICE_NAMES[] = {"auto", "cpu", "cuda", NULL};
 
 static int parse_loglevel(const char *s, LogLevel *out) {
     if (!strcasecmp(s, "debug")) *out = LOG_DEBUG;
@@ -87,6 +89,23 @@ void flag_set_default(Flag *f) {
     case FLAG_BOOL: snprintf(f->def, sizeof f->def, "%s", *(bool *)f->dst ? "on" : "off"); break;
     case FLAG_LOGLEVEL: snprintf(f->def, sizeof f->def, "%s", LOG_LEVEL_NAMES[*(LogLevel *)f->dst]); break;
     }
+}
+
+int config_choice(const char *value, const char *const *choices) {
+    for (int i = 0; value && choices[i]; i++)
+        if (!strcmp(value, choices[i])) return i;
+    return -1;
+}
+
+// "a, b or c" into buf
+static const char *choices_text(const char *const *choices, char *buf, size_t cap) {
+    size_t n = 0;
+    buf[0] = 0;
+    for (int i = 0; choices[i]; i++) {
+        const char *sep = i == 0 ? "" : choices[i + 1] ? ", " : " or ";
+        n += (size_t)snprintf(buf + MIN(n, cap - 1), cap - MIN(n, cap - 1), "%s%s", sep, choices[i]);
+    }
+    return buf;
 }
 
 int flag_set(Flag *f, const char *value, const char *source, char *err) {
@@ -214,16 +233,26 @@ void config_defaults(Config *c) {
     c->enable_prefix_caching = true;
     c->log_level = LOG_INFO;
     c->seed = 0;
+    c->tensor_parallel_size = 1;
+    c->load_format = xstrdup("auto");
+    c->tokenizer = NULL;
+    c->device = xstrdup("auto");
+    c->gpu_memory_utilization = 0.9f;
+    c->enforce_eager = false;
 }
 
 void config_free(Config *c) {
     free(c->model);
-    c->model = NULL;
+    free(c->tokenizer);
+    free(c->load_format);
+    free(c->device);
+    c->model = c->tokenizer = c->load_format = c->device = NULL;
 }
 
 int config_flags(Config *c, Flag *out) {
     Flag rows[] = {
-        {"--model", "SLUICE_MODEL", FLAG_STR, &c->model, 0, 0, "path to the model's GGUF file", ""},
+        {"--model", "SLUICE_MODEL", FLAG_STR, &c->model, 0, 0,
+         "the model: a .gguf file or a Hugging Face directory (config.json + *.safetensors)", ""},
         {"--threads", "SLUICE_THREADS", FLAG_INT, &c->threads, 0, 1024,
          "compute threads (0 = one per CPU this process may use)", ""},
         {"--max-model-len", "SLUICE_MAX_MODEL_LEN", FLAG_INT, &c->max_model_len, 0, 1 << 24,
@@ -242,6 +271,18 @@ int config_flags(Config *c, Flag *out) {
         {"--log-level", "SLUICE_LOG_LEVEL", FLAG_LOGLEVEL, &c->log_level, 0, 0,
          "debug, info, warning or error", ""},
         {"--seed", "SLUICE_SEED", FLAG_U64, &c->seed, 0, 0, "random seed for sampling", ""},
+        {"--tensor-parallel-size", "SLUICE_TENSOR_PARALLEL_SIZE", FLAG_INT, &c->tensor_parallel_size, 1, 64,
+         "ranks the model is split over (Megatron style; must divide the attention and KV heads)", ""},
+        {"--load-format", "SLUICE_LOAD_FORMAT", FLAG_STR, &c->load_format, 0, 0,
+         "auto (by the path), gguf, safetensors, or dummy (random weights at config.json's shapes)", ""},
+        {"--tokenizer", "SLUICE_TOKENIZER", FLAG_STR, &c->tokenizer, 0, 0,
+         "a .gguf or an HF tokenizer directory to take the tokenizer and chat template from", ""},
+        {"--device", "SLUICE_DEVICE", FLAG_STR, &c->device, 0, 0,
+         "auto (cuda when this build has CUDA and a GPU is visible, else cpu), cpu or cuda", ""},
+        {"--gpu-memory-utilization", "SLUICE_GPU_MEMORY_UTILIZATION", FLAG_FLOAT, &c->gpu_memory_utilization, 0, 1,
+         "share of the GPU's memory for weights, activations and KV cache (0 < X <= 1)", ""},
+        {"--enforce-eager", "SLUICE_ENFORCE_EAGER", FLAG_BOOL, &c->enforce_eager, 0, 0,
+         "no CUDA graphs: run every GPU step eagerly", ""},
     };
     int n = (int)ARRAY_LEN(rows);
     CHECK(n <= CONFIG_MAX_FLAGS);
@@ -255,6 +296,20 @@ int config_flags(Config *c, Flag *out) {
 int config_validate(const Config *c, char *err) {
     if ((c->block_size & (c->block_size - 1)) != 0)
         return seterr(err, "--block-size: %d is not a power of two", c->block_size);
+    const struct {
+        const char *name, *value;
+        const char *const *choices;
+    } choice[] = {{"--load-format", c->load_format, LOAD_FORMAT_NAMES}, {"--device", c->device, DEVICE_NAMES}};
+    for (size_t i = 0; i < ARRAY_LEN(choice); i++) {
+        int k = config_choice(choice[i].value, choice[i].choices);
+        if (k < 0) {
+            char names[96];
+            return seterr(err, "%s: expected %s, got '%s'", choice[i].name,
+                          choices_text(choice[i].choices, names, sizeof names), choice[i].value);
+        }
+    }
+    if (!(c->gpu_memory_utilization > 0))
+        return seterr(err, "--gpu-memory-utilization: must be in (0, 1], got %g", c->gpu_memory_utilization);
     return SL_OK;
 }
 
@@ -281,11 +336,15 @@ int config_parse(Config *c, Flag *extra, int n_extra, int argc, char **argv, con
 void config_log(const Config *c) {
     char kv[32];
     log_info("config: model=%s threads=%d max_model_len=%d max_num_batched_tokens=%d max_num_seqs=%d "
-             "block_size=%d kv_cache_memory=%s enable_prefix_caching=%s log_level=%s seed=%llu",
+             "block_size=%d kv_cache_memory=%s enable_prefix_caching=%s log_level=%s seed=%llu "
+             "tensor_parallel_size=%d load_format=%s tokenizer=%s device=%s gpu_memory_utilization=%g "
+             "enforce_eager=%s",
              c->model, c->threads, c->max_model_len, c->max_num_batched_tokens, c->max_num_seqs, c->block_size,
              c->kv_cache_memory ? fmt_bytes(c->kv_cache_memory, kv, sizeof kv) : "auto",
              c->enable_prefix_caching ? "true" : "false", LOG_LEVEL_NAMES[c->log_level],
-             (unsigned long long)c->seed);
+             (unsigned long long)c->seed, c->tensor_parallel_size, c->load_format,
+             c->tokenizer ? c->tokenizer : "(the model's)", c->device, c->gpu_memory_utilization,
+             c->enforce_eager ? "true" : "false");
 }
 
 int config_threads(const Config *c) {

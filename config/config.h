@@ -19,7 +19,8 @@
 #define CONFIG_HELP 1 // config_parse(): --help was given and printed; exit 0
 
 typedef struct {
-    char *model;                // --model: path to a GGUF file (owned)
+    char *model;                // --model: a GGUF file, a Hugging Face model directory, or (with
+                                //   --load-format dummy) a config.json or its directory (owned)
     int threads;                // --threads: compute threads; 0 = one per online core
     int max_model_len;          // --max-model-len: context limit; 0 = the model's own
     int max_num_batched_tokens; // --max-num-batched-tokens: tokens one forward step may carry
@@ -29,7 +30,18 @@ typedef struct {
     bool enable_prefix_caching; // --enable-prefix-caching: reuse cached KV blocks of shared prefixes
     LogLevel log_level;         // --log-level
     uint64_t seed;              // --seed: sampler seed for requests that give none
+    int tensor_parallel_size;   // --tensor-parallel-size: ranks the model is split over (1)
+    char *load_format;          // --load-format: one of LOAD_FORMAT_NAMES (owned)
+    char *tokenizer;            // --tokenizer: a .gguf or an HF tokenizer directory; NULL = the model's (owned)
+    char *device;               // --device: one of DEVICE_NAMES (owned)
+    float gpu_memory_utilization; // --gpu-memory-utilization: share of the GPU's memory, in (0, 1]
+    bool enforce_eager;         // --enforce-eager: no CUDA graphs
 } Config;
+
+// The values --load-format (engine/weights.h's LoadFormat names) and --device take; config_validate
+// checks them.
+extern const char *const LOAD_FORMAT_NAMES[]; // "auto", "gguf", "safetensors", "dummy", NULL
+extern const char *const DEVICE_NAMES[];      // "auto", "cpu", "cuda", NULL
 
 // ---- flag tables
 
@@ -71,7 +83,7 @@ void flags_print_help(FILE *f, const char *usage, const Flag *flags, int n);
 void config_defaults(Config *c);
 void config_free(Config *c);
 // Fills out[0..) with the Config's flag rows bound to c (defaults recorded); returns the count.
-#define CONFIG_MAX_FLAGS 16
+#define CONFIG_MAX_FLAGS 24
 int config_flags(Config *c, Flag *out);
 // Cross-field checks beyond each flag's own range (e.g. block size a power of two).
 int config_validate(const Config *c, char *err);
@@ -82,6 +94,8 @@ int config_parse(Config *c, Flag *extra, int n_extra, int argc, char **argv, con
                  char *err);
 // One log line with every setting, at info level.
 void config_log(const Config *c);
+// The index of value in a NULL-terminated list of names (LOAD_FORMAT_NAMES, DEVICE_NAMES), -1 if absent.
+int config_choice(const char *value, const char *const *choices);
 // The thread count to use: --threads, or when 0 the CPUs this process may run on.
 int config_threads(const Config *c);
 

@@ -22,7 +22,9 @@
 void engine_config_defaults(EngineConfig *c) {
     *c = (EngineConfig){.max_num_batched_tokens = 512, .max_num_seqs = 64, .block_size = 16,
                         .enable_prefix_caching = true, .max_model_len = 0, .kv_cache_memory = 0,
-                        .threads = 0, .kv_dtype = KV_F16, .seed = 0};
+                        .threads = 0, .kv_dtype = KV_F16, .seed = 0, .tensor_parallel_size = 1,
+                        .load_format = LOAD_AUTO, .tokenizer = NULL, .device = ENGINE_DEVICE_AUTO,
+                        .gpu_memory_utilization = 0.9, .enforce_eager = false};
 }
 
 void engine_params_defaults(EngineParams *p) {
@@ -420,10 +422,12 @@ static bool engine_take_inbox(Engine *e) {
 
 static void *engine_main(void *arg) {
     Engine *e = arg;
+    runner_thread_init(&e->runner); // rank 0's kernels run on this thread
     while (engine_take_inbox(e)) {
         if (sched_has_work(&e->sched)) engine_step(e);
         engine_publish_stats(e);
     }
+    runner_thread_done(&e->runner);
     return NULL;
 }
 
@@ -438,11 +442,15 @@ static int cpu_count(void) {
 }
 
 static void engine_free(Engine *e) {
-    if (e->kernels_ready) k_free();
     sched_free(&e->sched);
-    runner_free(&e->runner);
-    model_free(&e->model);
-    if (e->tok) tok_free(e->tok);
+    runner_free(&e->runner); // stops the rank threads before their models go
+    for (int i = 0; i < e->n_models; i++) model_free(&e->models[i]);
+    free(e->models);
+    if (e->comm_group) comm_cpu_group_destroy(e->comm_group);
+    free(e->comms);
+    if (e->gpu) gpu_runner_destroy(e->gpu);
+    engine_text_close(&e->text);
+    wsrc_close(&e->src);
     sampler_scratch_free(&e->scratch);
     free(e->row_copy);
     free(e->eog_ids);
@@ -459,67 +467,160 @@ static void engine_free(Engine *e) {
     free(e);
 }
 
+const char *engine_device_name(EngineDevice d) {
+    switch (d) {
+    case ENGINE_DEVICE_AUTO: return "auto";
+    case ENGINE_DEVICE_CPU: return "cpu";
+    case ENGINE_DEVICE_CUDA: return "cuda";
+    }
+    return "?";
+}
+
+// --device auto|cpu|cuda against what this build and machine have, and the TP size.
+static int engine_pick_device(Engine *e, char *err) {
+    EngineConfig *c = &e->cfg;
+    char why[ERR_MAX] = "";
+    bool gpu = c->device != ENGINE_DEVICE_CPU && gpu_runner_available(why);
+    if (c->device == ENGINE_DEVICE_CUDA && !gpu) return seterr(err, "--device cuda: %s", why);
+    e->info.device = gpu ? ENGINE_DEVICE_CUDA : ENGINE_DEVICE_CPU;
+    if (c->device == ENGINE_DEVICE_AUTO)
+        log_info("device: %s (--device auto%s%s)", gpu ? "cuda" : "cpu", gpu ? "" : ": ", gpu ? "" : why);
+    if (gpu && c->tensor_parallel_size > 1)
+        return seterr(err, "--tensor-parallel-size %d: tensor parallelism runs on the CPU only so far (the GPU engine "
+                      "drives one device); pass --device cpu or --tensor-parallel-size 1", c->tensor_parallel_size);
+    return SL_OK;
+}
+
+// The CPU ranks: a communicator for more than one, then each rank's share of the weights.
+static int engine_load_cpu(Engine *e, char *err) {
+    const EngineConfig *c = &e->cfg;
+    const ModelConfig *mc = &e->src.cfg;
+    int n = c->tensor_parallel_size;
+    e->models = xcalloc((size_t)n, sizeof(Model));
+    e->comms = xcalloc((size_t)n, sizeof(Comm *));
+    if (n > 1) {
+        size_t max_floats = model_comm_max_floats(mc, c->max_num_batched_tokens, n); // the largest collective
+        e->comm_group = comm_cpu_group_create(n, max_floats, e->comms);
+    }
+    for (int r = 0; r < n; r++) {
+        if (model_load_shard(&e->models[r], &e->src, c->max_num_batched_tokens, r, n, e->comms[r], err) != SL_OK)
+            return SL_ERR;
+        e->n_models++;
+    }
+    return SL_OK;
+}
+
+// Fails fast, with numbers that would fit, when the KV cache cannot hold one max_model_len sequence.
+static int engine_check_kv(Engine *e, char *err) {
+    const EngineConfig *c = &e->cfg;
+    long kv_tokens = (long)runner_num_blocks(&e->runner) * c->block_size;
+    if (kv_tokens >= c->max_model_len) return SL_OK;
+    char have[32], need[32];
+    size_t need_bytes = (size_t)((c->max_model_len + c->block_size - 1) / c->block_size) * e->runner.block_bytes;
+    if (e->gpu)
+        return seterr(err, "the KV cache (%s) holds %ld tokens, fewer than max_model_len %d: use --max-model-len %ld "
+                      "or less, or a larger --gpu-memory-utilization (%s of KV cache needed)",
+                      fmt_bytes(e->runner.kv_bytes, have, sizeof have), kv_tokens, c->max_model_len, kv_tokens,
+                      fmt_bytes(need_bytes, need, sizeof need));
+    return seterr(err, "the KV cache (%s) holds %ld tokens, fewer than max_model_len %d: use --max-model-len %ld or "
+                  "less, or --kv-cache-memory %s or more", fmt_bytes(e->runner.kv_bytes, have, sizeof have), kv_tokens,
+                  c->max_model_len, kv_tokens, fmt_bytes(need_bytes, need, sizeof need));
+}
+
 int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path, char *err) {
     *out = NULL;
+    double t0 = time_now_s();
     Engine *e = xcalloc(1, sizeof(Engine));
     pthread_mutex_init(&e->inbox_mu, NULL);
     pthread_cond_init(&e->inbox_cv, NULL);
     e->cfg = *cfg;
+    e->cfg.tokenizer = NULL; // the caller's string is read here only
     EngineConfig *c = &e->cfg;
-    if (c->max_num_seqs < 1 || c->max_num_batched_tokens < 1 || c->block_size < 1 || c->max_model_len < 0) {
-        seterr(err, "engine: max_num_seqs, max_num_batched_tokens and block_size must be >= 1");
+    EngineInfo *in = &e->info;
+    char msg[ERR_MAX];
+    if (c->max_num_seqs < 1 || c->max_num_batched_tokens < 1 || c->block_size < 1 || c->max_model_len < 0 ||
+        c->tensor_parallel_size < 1) {
+        seterr(err, "engine: max_num_seqs, max_num_batched_tokens, block_size and tensor_parallel_size must be >= 1");
         goto fail;
     }
-    if (model_load(&e->model, model_path, c->max_num_batched_tokens, err) != SL_OK) goto fail;
-    if (tok_load(&e->tok, &e->model.gguf, err) != SL_OK) goto fail;
-    const ModelConfig *mc = &e->model.cfg;
-    if (tok_vocab_size(e->tok) > mc->vocab) {
-        seterr(err, "%s: the tokenizer has %d tokens, the model %d", model_path, tok_vocab_size(e->tok), mc->vocab);
+    // the device first: a refusal must not wait for weights to load (or a dummy 8B to generate)
+    if (engine_pick_device(e, err) != SL_OK) goto fail;
+    if (wsrc_open(&e->src, model_path, c->load_format, err) != SL_OK) goto fail;
+    double open_s = time_now_s() - t0; // mapping the files, or generating dummy weights
+    const ModelConfig *mc = &e->src.cfg;
+    model_config_log(mc);
+    if (model_tp_check(mc, c->tensor_parallel_size, msg) != SL_OK) {
+        seterr(err, "--tensor-parallel-size: %s", msg);
         goto fail;
     }
-    if (c->max_model_len == 0) c->max_model_len = mc->context_len;
-    if (c->max_model_len > mc->context_len) {
-        seterr(err, "--max-model-len %d exceeds the model's context length %d", c->max_model_len, mc->context_len);
-        goto fail;
-    }
-    if (c->threads <= 0) c->threads = cpu_count();
-    k_init(c->threads, c->max_num_batched_tokens, model_max_cols(&e->model));
-    e->kernels_ready = true;
+    if (model_config_max_len(mc, c->max_model_len, &c->max_model_len, err) != SL_OK) goto fail;
 
+    // ---- the tokenizer and the chat template
+    double t_tok = time_now_s();
+    if (engine_text_open(&e->text, &e->src, cfg->tokenizer, err) != SL_OK) goto fail;
+    double tok_s = time_now_s() - t_tok;
+    e->tok = e->text.tok;
+    int vocab = tok_vocab_size(e->tok);
+    if (vocab > mc->vocab) {
+        seterr(err, "%s: the tokenizer has %d tokens, the model %d", model_path, vocab, mc->vocab);
+        goto fail;
+    }
+    log_info("tokenizer: %s (%d tokens)", e->text.tok_origin, vocab);
+    if (vocab < mc->vocab) // the sampler sees only the tokenizer's ids
+        log_info("the model's vocabulary has %d rows, the tokenizer %d tokens: ids %d..%d are never sampled",
+                 mc->vocab, vocab, vocab, mc->vocab - 1);
+
+    // ---- the weights, then the KV cache and the buffers
+    if (c->threads <= 0) c->threads = cpu_count();
+    int threads_per_rank = MAX(1, c->threads / c->tensor_parallel_size);
     RunnerConfig rc = {.block_size = c->block_size, .max_num_seqs = c->max_num_seqs,
                        .max_num_batched_tokens = c->max_num_batched_tokens, .max_model_len = c->max_model_len,
-                       .kv_cache_memory = c->kv_cache_memory, .kv_dtype = c->kv_dtype};
-    if (runner_init(&e->runner, &e->model, &rc, err) != SL_OK) goto fail;
-    long kv_tokens = (long)runner_num_blocks(&e->runner) * c->block_size;
-    if (kv_tokens < c->max_model_len) { // fail fast with the numbers that would fit
-        char have[32], need[32];
-        size_t need_bytes = (size_t)((c->max_model_len + c->block_size - 1) / c->block_size) * e->runner.block_bytes;
-        seterr(err, "the KV cache (%s) holds %ld tokens, fewer than max_model_len %d: use --max-model-len %ld or "
-               "less, or --kv-cache-memory %s or more", fmt_bytes(e->runner.kv.bytes, have, sizeof have), kv_tokens,
-               c->max_model_len, kv_tokens, fmt_bytes(need_bytes, need, sizeof need));
-        goto fail;
+                       .kv_cache_memory = c->kv_cache_memory, .kv_dtype = c->kv_dtype,
+                       .threads_per_rank = threads_per_rank};
+    double t_load = time_now_s();
+    if (in->device == ENGINE_DEVICE_CUDA) {
+        GpuRunnerConfig gc = {.max_num_batched_tokens = c->max_num_batched_tokens, .max_num_seqs = c->max_num_seqs,
+                              .max_model_len = c->max_model_len, .block_size = c->block_size,
+                              .gpu_memory_utilization = c->gpu_memory_utilization, .enforce_eager = c->enforce_eager};
+        if (gpu_runner_create(&e->gpu, &e->src, &gc, err) != SL_OK) goto fail;
+        const GpuRunnerStats *st = gpu_runner_stats(e->gpu);
+        in->load_s = open_s + st->load_s;
+        in->alloc_s = st->alloc_s;
+        in->graph_s = st->graph_s;
+        runner_init_gpu(&e->runner, e->gpu, mc->vocab, mc, &rc);
+        if (c->kv_cache_memory) log_warn("--kv-cache-memory is for the CPU: on cuda the KV cache takes what "
+                                         "--gpu-memory-utilization leaves");
+    } else {
+        if (engine_load_cpu(e, err) != SL_OK) goto fail;
+        double t_alloc = time_now_s();
+        in->load_s = open_s + (t_alloc - t_load);
+        if (runner_init_cpu(&e->runner, e->models, c->tensor_parallel_size, &rc, err) != SL_OK) goto fail;
+        in->alloc_s = time_now_s() - t_alloc;
     }
+    if (engine_check_kv(e, err) != SL_OK) goto fail;
     SchedConfig sc = {.max_num_batched_tokens = c->max_num_batched_tokens, .max_num_seqs = c->max_num_seqs,
                       .block_size = c->block_size, .num_blocks = runner_num_blocks(&e->runner),
                       .enable_prefix_caching = c->enable_prefix_caching, .max_model_len = c->max_model_len};
     if (sched_init(&e->sched, &sc, err) != SL_OK) goto fail;
 
-    EngineInfo *in = &e->info;
     snprintf(in->arch, sizeof in->arch, "%s", mc->arch);
-    in->vocab = mc->vocab;
+    in->vocab = vocab;
+    in->model_vocab = mc->vocab;
     in->context_len = mc->context_len;
     in->max_model_len = c->max_model_len;
     in->max_num_seqs = c->max_num_seqs;
     in->max_num_batched_tokens = c->max_num_batched_tokens;
     in->block_size = c->block_size;
     in->num_blocks = runner_num_blocks(&e->runner);
-    in->kv_cache_bytes = e->runner.kv.bytes;
-    in->threads = c->threads;
+    in->kv_cache_bytes = e->runner.kv_bytes;
+    in->threads = in->device == ENGINE_DEVICE_CUDA ? 0 : threads_per_rank * c->tensor_parallel_size;
+    in->tensor_parallel_size = c->tensor_parallel_size;
+    in->load_format = e->src.format;
 
-    sampler_scratch_init(&e->scratch, mc->vocab);
-    e->row_copy = xmalloc_aligned((size_t)mc->vocab * sizeof(float));
-    e->eog_ids = xmalloc((size_t)mc->vocab * sizeof(int32_t));
-    for (int id = 0; id < tok_vocab_size(e->tok); id++)
+    sampler_scratch_init(&e->scratch, vocab);
+    e->row_copy = xmalloc_aligned((size_t)vocab * sizeof(float));
+    e->eog_ids = xmalloc((size_t)vocab * sizeof(int32_t));
+    for (int id = 0; id < vocab; id++)
         if (tok_is_eog(e->tok, id)) e->eog_ids[e->n_eog++] = id;
     e->detok_cap = detok_out_cap(e->tok);
     e->detok_buf = xmalloc((size_t)e->detok_cap);
@@ -527,9 +628,10 @@ int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path,
     e->stop_flags = xcalloc((size_t)c->max_num_seqs, sizeof(bool));
     e->touched = xcalloc((size_t)c->max_num_seqs + 1, sizeof(EngineRequest *));
 
-    log_info("engine: %s, max_model_len %d, max_num_seqs %d, max_num_batched_tokens %d, block size %d, "
-             "prefix caching %s, %d threads", mc->arch, c->max_model_len, c->max_num_seqs,
-             c->max_num_batched_tokens, c->block_size, c->enable_prefix_caching ? "on" : "off", c->threads);
+    log_info("engine: %s (%s), %s, tensor parallel %d, max_model_len %d, max_num_seqs %d, max_num_batched_tokens %d, "
+             "block size %d, prefix caching %s, %d threads", mc->arch, load_format_name(e->src.format),
+             engine_device_name(in->device), c->tensor_parallel_size, c->max_model_len, c->max_num_seqs,
+             c->max_num_batched_tokens, c->block_size, c->enable_prefix_caching ? "on" : "off", in->threads);
     runner_log_plan(&e->runner, c->max_model_len);
     engine_publish_stats(e);
 
@@ -538,6 +640,14 @@ int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path,
         goto fail;
     }
     e->thread_started = true;
+    // exec -> ready is logged by the server; this is engine_create's part of it
+    double total = time_now_s() - t0;
+    char graphs[64] = "";
+    if (in->device == ENGINE_DEVICE_CUDA) snprintf(graphs, sizeof graphs, " + CUDA graphs %.2f s", in->graph_s);
+    log_info("start-up: engine %.2f s = weights %.2f s (%s %.2f s, %s %.2f s) + tokenizer %.2f s + allocation %.2f s "
+             "(KV cache, buffers%s)%s", total, in->load_s, e->src.format == LOAD_DUMMY ? "generating" : "opening",
+             open_s, in->device == ENGINE_DEVICE_CUDA ? "upload" : c->tensor_parallel_size > 1 ? "sharding" : "binding",
+             in->load_s - open_s, tok_s, in->alloc_s, c->tensor_parallel_size > 1 ? ", rank threads" : "", graphs);
     *out = e;
     return SL_OK;
 fail:
@@ -571,3 +681,8 @@ void engine_destroy(Engine *e) {
 
 const EngineInfo *engine_info(const Engine *e) { return &e->info; }
 const Tokenizer *engine_tokenizer(const Engine *e) { return e->tok; }
+const char *engine_chat_template(const Engine *e) { return e->text.chat_template; }
+
+const char *engine_chat_template_origin(const Engine *e) {
+    return e->text.chat_template ? e->text.template_origin : "";
+}

@@ -17,7 +17,10 @@
 // for the caller until engine_request_release(). Outputs stay readable after the request ends
 // and after engine_destroy(); releasing an unfinished request aborts it.
 //
-// The kernels' thread pool and scratch are process-wide (k_init): one engine at a time.
+// The model runs on the CPU, whole or split over --tensor-parallel-size ranks (each a thread
+// with its own share of the weights and of the KV cache: engine/tp.h), or on one CUDA device
+// (engine/gpu_runner.h). The kernels' scratch is per thread (k_init on each thread that runs a
+// forward), so several engines may live in one process.
 #pragma once
 
 #include <stdbool.h>
@@ -26,10 +29,13 @@
 
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
+#include "engine/weights.h"
 #include "kernels/kernels.h"
 
 // ----------------------------------------------------------------------------
 // configuration (flags follow vLLM's names; config/ maps them onto this struct)
+
+typedef enum { ENGINE_DEVICE_AUTO = 0, ENGINE_DEVICE_CPU, ENGINE_DEVICE_CUDA } EngineDevice;
 
 typedef struct {
     int max_num_batched_tokens; // --max-num-batched-tokens: tokens one step carries (512)
@@ -42,6 +48,13 @@ typedef struct {
     KVType kv_dtype;            // KV-cache element type (KV_F16: half the memory, faster on CPU)
     uint64_t seed;              // --seed: the base of per-request seeds when a request has none;
                                 // 0 = a fresh random seed per request (OpenAI's behaviour)
+    int tensor_parallel_size;   // --tensor-parallel-size: CPU ranks (threads) the model is split over (1)
+    LoadFormat load_format;     // --load-format (LOAD_AUTO: by the path)
+    const char *tokenizer;      // --tokenizer: a .gguf or an HF tokenizer directory; NULL = the model's
+                                // own (read during engine_create only)
+    EngineDevice device;        // --device
+    double gpu_memory_utilization; // --gpu-memory-utilization (0.9)
+    bool enforce_eager;         // --enforce-eager: no CUDA graphs
 } EngineConfig;
 
 void engine_config_defaults(EngineConfig *c);
@@ -49,28 +62,61 @@ void engine_config_defaults(EngineConfig *c);
 typedef struct Engine Engine;
 typedef struct EngineRequest EngineRequest;
 
-// Loads the model and its tokenizer, sizes the KV cache, logs the memory plan and starts the
-// engine thread. SL_ERR + err for a bad file or configuration (e.g. the KV cache cannot hold one
-// max_model_len sequence: the message suggests a smaller --max-model-len).
+// Opens the model (a .gguf file, an HF directory, or a config.json with --load-format dummy),
+// checks the tensor-parallel size, loads the tokenizer and chat template (engine_text_open),
+// loads the weights (every rank's share, or onto the GPU), sizes the KV cache, logs the memory
+// plan and the start-up times, and starts the engine thread. SL_ERR + a one-line err for a bad
+// file or configuration; when a setting is what cannot work the message names its flag ("--...")
+// (e.g. the KV cache cannot hold one max_model_len sequence: it suggests a smaller
+// --max-model-len; a tensor-parallel size that does not divide the heads: it lists the valid ones).
 int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path, char *err);
 // Stops the engine thread; every unfinished request ends with ENGINE_FINISH_ABORT. Requests the
 // caller still holds stay readable until released.
 void engine_destroy(Engine *e);
 
 typedef struct {
-    char arch[32];              // "llama"
-    int vocab;
+    char arch[32];              // "llama", "qwen2", "qwen3"
+    int vocab;                  // ids a prompt may hold and sampling may pick: the tokenizer's
+                                // vocabulary (the model's rows beyond it are never sampled)
+    int model_vocab;            // rows of the model's LM head (>= vocab; padded vocabularies)
     int context_len;            // the model's own limit
     int max_model_len;          // what the engine enforces
     int max_num_seqs, max_num_batched_tokens, block_size;
     int num_blocks;             // KV blocks in the pool
-    size_t kv_cache_bytes;
-    int threads;
+    size_t kv_cache_bytes;      // all ranks together
+    int threads;                // compute threads, all ranks together
+    int tensor_parallel_size;
+    EngineDevice device;        // what ran: ENGINE_DEVICE_CPU or ENGINE_DEVICE_CUDA
+    LoadFormat load_format;     // what was opened
+    double load_s, alloc_s, graph_s; // start-up: weights, KV cache + buffers + rank threads, CUDA graphs
 } EngineInfo;
 
 const EngineInfo *engine_info(const Engine *e);
 // The model's tokenizer (read-only: safe to use from any thread while the engine lives).
 const Tokenizer *engine_tokenizer(const Engine *e);
+// The model's chat template (Jinja source), NULL when it has none; and where it came from
+// ("tokenizer.chat_template of m.gguf", "dir/tokenizer_config.json"), for the log.
+const char *engine_chat_template(const Engine *e);
+const char *engine_chat_template_origin(const Engine *e);
+const char *engine_device_name(EngineDevice d); // "auto", "cpu", "cuda"
+
+// ----------------------------------------------------------------------------
+// the tokenizer and chat template that go with a model (engine_text.c; sluice-run uses it too)
+
+typedef struct {
+    Tokenizer *tok;
+    char *chat_template;         // Jinja source; NULL when there is none
+    char tok_origin[1024];       // where each came from, for the log
+    char template_origin[1024];
+} EngineText;
+
+// tokenizer_path (--tokenizer) when given: a .gguf file (its tokenizer.ggml.* metadata and
+// tokenizer.chat_template) or an HF tokenizer directory (tokenizer.json; tokenizer_config.json's
+// chat_template). Else the model's own: the GGUF's metadata, or tokenizer.json and
+// tokenizer_config.json beside the model's config.json; none is an error ("the model has no
+// tokenizer; pass --tokenizer"). A missing chat template is not an error (chat_template NULL).
+int engine_text_open(EngineText *t, const WeightSource *src, const char *tokenizer_path, char *err);
+void engine_text_close(EngineText *t); // accepts a zeroed struct
 
 // ----------------------------------------------------------------------------
 // requests

@@ -16,8 +16,11 @@
 #include <stdint.h>
 
 #include "engine/engine.h"
+#include "engine/gpu_runner.h"
 #include "engine/model.h"
 #include "engine/runner.h"
+#include "engine/weights.h"
+#include "kernels/comm.h"
 #include "engine/stop.h"
 #include "scheduler/scheduler.h"
 
@@ -95,8 +98,14 @@ typedef struct {
 struct Engine {
     EngineConfig cfg;
     EngineInfo info;
-    Model model;
-    Tokenizer *tok;
+    WeightSource src;          // the model's files (the ranks' weights are views into it)
+    Model *models;             // (tp_size) CPU: each rank's share of the model
+    int n_models;              // loaded so far (freed on the way out)
+    CommGroupCpu *comm_group;  // CPU ranks' communicator (tp_size > 1)
+    Comm **comms;              // (tp_size)
+    GpuRunner *gpu;            // --device cuda
+    EngineText text;           // the tokenizer and the chat template
+    Tokenizer *tok;            // text.tok
     Runner runner;
     Scheduler sched;
     SchedOutput out;
@@ -128,7 +137,6 @@ struct Engine {
 
     pthread_t thread;
     bool thread_started;
-    bool kernels_ready;        // k_init was called (k_free on the way out)
 
     atomic_uint_fast64_t steps_begun;
 

@@ -7,11 +7,17 @@
 #include "common/common.h"
 #include "config/config.h" // fmt_bytes
 
-static size_t kv_elem_bytes(KVType t) { return t == KV_F16 ? 2 : 4; }
+static size_t kv_elem_bytes(KVType t) { return t == KV_F32 ? 4 : 2; }
 
 size_t kv_cache_block_bytes(int n_layers, int n_kv_heads, int head_dim, int block_size, KVType dtype) {
     // K and V, every layer
     return (size_t)2 * n_layers * block_size * n_kv_heads * head_dim * kv_elem_bytes(dtype);
+}
+
+int kv_cache_blocks_in(size_t mem_bytes, size_t per_block, int block_size) {
+    size_t n = mem_bytes / per_block;
+    size_t cap = ((size_t)1 << 30) / (size_t)block_size; // slots fit an int
+    return (int)MIN(n, cap);
 }
 
 int kv_cache_init(KVCache *kv, int n_layers, int n_kv_heads, int head_dim, int block_size,
@@ -19,20 +25,27 @@ int kv_cache_init(KVCache *kv, int n_layers, int n_kv_heads, int head_dim, int b
     memset(kv, 0, sizeof *kv);
     CHECK(n_layers > 0 && n_kv_heads > 0 && head_dim > 0 && block_size > 0);
     size_t per_block = kv_cache_block_bytes(n_layers, n_kv_heads, head_dim, block_size, dtype);
-    size_t num_blocks = mem_bytes / per_block;
+    int num_blocks = kv_cache_blocks_in(mem_bytes, per_block, block_size);
     if (num_blocks < 1) {
         char a[32], b[32];
         return seterr(err, "--kv-cache-memory: %s holds no KV block (one block of %d tokens takes %s)",
                       fmt_bytes(mem_bytes, a, sizeof a), block_size, fmt_bytes(per_block, b, sizeof b));
     }
-    if (num_blocks > (1u << 30) / (size_t)block_size) num_blocks = (1u << 30) / (size_t)block_size; // slots fit an int
+    kv_cache_init_blocks(kv, n_layers, n_kv_heads, head_dim, block_size, dtype, num_blocks);
+    return SL_OK;
+}
+
+void kv_cache_init_blocks(KVCache *kv, int n_layers, int n_kv_heads, int head_dim, int block_size, KVType dtype,
+                          int num_blocks) {
+    memset(kv, 0, sizeof *kv);
+    CHECK(n_layers > 0 && n_kv_heads > 0 && head_dim > 0 && block_size > 0 && num_blocks > 0);
     kv->n_layers = n_layers;
-    kv->num_blocks = (int)num_blocks;
+    kv->num_blocks = num_blocks;
     kv->block_size = block_size;
     kv->n_kv_heads = n_kv_heads;
     kv->head_dim = head_dim;
     kv->dtype = dtype;
-    kv->bytes = num_blocks * per_block;
+    kv->bytes = (size_t)num_blocks * kv_cache_block_bytes(n_layers, n_kv_heads, head_dim, block_size, dtype);
     // Large aligned allocations come from fresh anonymous pages: nothing is resident until a
     // slot is written, so a generous --kv-cache-memory costs address space, not RAM.
     kv->slab = xmalloc_aligned(kv->bytes);
@@ -42,17 +55,27 @@ int kv_cache_init(KVCache *kv, int n_layers, int n_kv_heads, int head_dim, int b
         KVLayer *L = &kv->layers[l];
         L->k = (char *)kv->slab + (size_t)(2 * l) * half;
         L->v = (char *)kv->slab + (size_t)(2 * l + 1) * half;
-        L->num_blocks = kv->num_blocks;
+        L->num_blocks = num_blocks;
         L->block_size = block_size;
         L->n_kv_heads = n_kv_heads;
         L->head_dim = head_dim;
         L->dtype = dtype;
     }
-    kv->free_ids = xmalloc(sizeof(int) * num_blocks);
+    kv->free_ids = xmalloc(sizeof(int) * (size_t)num_blocks);
     // pushed in reverse so that the first allocations get ids 0, 1, 2, ...
-    for (int i = 0; i < kv->num_blocks; i++) kv->free_ids[i] = kv->num_blocks - 1 - i;
-    kv->n_free = kv->num_blocks;
-    return SL_OK;
+    for (int i = 0; i < num_blocks; i++) kv->free_ids[i] = num_blocks - 1 - i;
+    kv->n_free = num_blocks;
+}
+
+void kv_cache_copy_block(KVCache *kv, int src, int dst) {
+    CHECK(src >= 0 && src < kv->num_blocks && dst >= 0 && dst < kv->num_blocks && src != dst, "%d -> %d of %d", src,
+          dst, kv->num_blocks);
+    size_t n = kv->bytes / kv->n_layers / 2 / (size_t)kv->num_blocks; // one block of one layer's K (or V)
+    for (int l = 0; l < kv->n_layers; l++) {
+        KVLayer *L = &kv->layers[l];
+        memcpy((char *)L->k + (size_t)dst * n, (char *)L->k + (size_t)src * n, n);
+        memcpy((char *)L->v + (size_t)dst * n, (char *)L->v + (size_t)src * n, n);
+    }
 }
 
 void kv_cache_free(KVCache *kv) {

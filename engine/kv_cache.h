@@ -30,7 +30,15 @@ size_t kv_cache_block_bytes(int n_layers, int n_kv_heads, int head_dim, int bloc
 // is not touched here: pages become resident as the cache fills.
 int kv_cache_init(KVCache *kv, int n_layers, int n_kv_heads, int head_dim, int block_size,
                   KVType dtype, size_t mem_bytes, char *err);
+// Exactly num_blocks blocks (tensor parallelism: every rank's cache has the same block ids, each
+// with only its own KV heads).
+void kv_cache_init_blocks(KVCache *kv, int n_layers, int n_kv_heads, int head_dim, int block_size, KVType dtype,
+                          int num_blocks);
+// The most blocks of per_block bytes that mem_bytes holds, capped so that every slot id fits an int.
+int kv_cache_blocks_in(size_t mem_bytes, size_t per_block, int block_size);
 void kv_cache_free(KVCache *kv);
+// Copies block src to block dst in every layer, K and V (copy-on-write of a partial block).
+void kv_cache_copy_block(KVCache *kv, int src, int dst);
 int kv_cache_block_alloc(KVCache *kv); // a free block id, or -1 when none is left
 void kv_cache_block_release(KVCache *kv, int id);
 

@@ -1,4 +1,5 @@
-// runner.c: the KV slab, copy-on-write copies, Batch building and the forward call. See runner.h.
+// runner.c: the KV caches, Batch building and the forward call, on the CPU ranks or the GPU.
+// See runner.h.
 #include "engine/runner.h"
 
 #include <stdlib.h>
@@ -17,65 +18,129 @@ size_t runner_default_kv_memory(void) {
     return cap;
 }
 
-int runner_init(Runner *r, Model *m, const RunnerConfig *cfg, char *err) {
-    memset(r, 0, sizeof(*r));
-    CHECK(cfg->block_size > 0 && cfg->max_num_seqs > 0 && cfg->max_model_len > 0);
-    CHECK(cfg->max_num_batched_tokens > 0 && cfg->max_num_batched_tokens <= m->max_tokens,
-          "the model was loaded for %d rows, the runner wants %d", m->max_tokens, cfg->max_num_batched_tokens);
-    const ModelConfig *c = &m->cfg;
-    size_t mem = cfg->kv_cache_memory ? cfg->kv_cache_memory : runner_default_kv_memory();
-    if (kv_cache_init(&r->kv, c->n_layers, c->n_kv_heads, c->head_dim, cfg->block_size, cfg->kv_dtype, mem, err) !=
-        SL_OK)
-        return SL_ERR;
-    r->model = m;
+// What both backends share: the batch arrays and the logits rows.
+static void runner_init_common(Runner *r, int vocab, const RunnerConfig *cfg) {
+    CHECK(cfg->block_size > 0 && cfg->max_num_seqs > 0 && cfg->max_model_len > 0 && cfg->max_num_batched_tokens > 0);
     r->cfg = *cfg;
-    r->cfg.kv_cache_memory = mem;
-    r->vocab = c->vocab;
-    r->block_bytes = kv_cache_block_bytes(c->n_layers, c->n_kv_heads, c->head_dim, cfg->block_size, cfg->kv_dtype);
-    r->layer_block_bytes = r->block_bytes / (2 * (size_t)c->n_layers);
+    r->vocab = vocab;
     batch_buf_init(&r->bb, cfg->max_num_batched_tokens, cfg->max_num_seqs, cdiv(cfg->max_model_len, cfg->block_size));
     r->entry_logits_row = xmalloc((size_t)cfg->max_num_seqs * sizeof(int));
-    r->logits = xmalloc_aligned((size_t)cfg->max_num_seqs * c->vocab * sizeof(float));
+    r->logits = xmalloc_aligned((size_t)cfg->max_num_seqs * vocab * sizeof(float));
+}
+
+int runner_init_cpu(Runner *r, Model *models, int tp_size, const RunnerConfig *cfg, char *err) {
+    memset(r, 0, sizeof(*r));
+    CHECK(tp_size >= 1 && cfg->threads_per_rank >= 1);
+    const ModelConfig *c = &models[0].cfg;
+    for (int i = 0; i < tp_size; i++)
+        CHECK(cfg->max_num_batched_tokens <= models[i].max_tokens, "rank %d was loaded for %d rows, the runner wants %d",
+              i, models[i].max_tokens, cfg->max_num_batched_tokens);
+    // A block is every rank's share: the ranks' KV heads add up to the model's.
+    size_t block_bytes = 0;
+    for (int i = 0; i < tp_size; i++)
+        block_bytes += kv_cache_block_bytes(c->n_layers, models[i].n_kv_heads, c->head_dim, cfg->block_size,
+                                            cfg->kv_dtype);
+    size_t mem = cfg->kv_cache_memory ? cfg->kv_cache_memory : runner_default_kv_memory();
+    int num_blocks = kv_cache_blocks_in(mem, block_bytes, cfg->block_size);
+    if (num_blocks < 1) {
+        char a[32], b[32];
+        return seterr(err, "--kv-cache-memory: %s holds no KV block (one block of %d tokens takes %s)",
+                      fmt_bytes(mem, a, sizeof a), cfg->block_size, fmt_bytes(block_bytes, b, sizeof b));
+    }
+    runner_init_common(r, c->vocab, cfg);
+    r->cfg.kv_cache_memory = mem;
+    r->models = models;
+    r->tp_size = tp_size;
+    r->num_blocks = num_blocks;
+    r->block_bytes = block_bytes;
+    r->kv = xcalloc((size_t)tp_size, sizeof(KVCache));
+    for (int i = 0; i < tp_size; i++) {
+        kv_cache_init_blocks(&r->kv[i], c->n_layers, models[i].n_kv_heads, c->head_dim, cfg->block_size, cfg->kv_dtype,
+                             num_blocks);
+        r->kv_bytes += r->kv[i].bytes;
+    }
+    tp_start(&r->tp, models, r->kv, tp_size, cfg->threads_per_rank);
     return SL_OK;
 }
 
+void runner_init_gpu(Runner *r, GpuRunner *g, int vocab, const ModelConfig *mc, const RunnerConfig *cfg) {
+    memset(r, 0, sizeof(*r));
+    runner_init_common(r, vocab, cfg);
+    const GpuRunnerStats *st = gpu_runner_stats(g);
+    r->gpu = g;
+    r->tp_size = 1;
+    r->num_blocks = st->num_blocks;
+    r->kv_bytes = st->kv_bytes;
+    r->block_bytes = kv_cache_block_bytes(mc->n_layers, mc->n_kv_heads, mc->head_dim, cfg->block_size, KV_BF16);
+}
+
 void runner_free(Runner *r) {
-    kv_cache_free(&r->kv);
+    tp_stop(&r->tp);
+    if (r->kv)
+        for (int i = 0; i < r->tp_size; i++) kv_cache_free(&r->kv[i]);
+    free(r->kv);
     batch_buf_free(&r->bb);
     free(r->entry_logits_row);
     free(r->logits);
     memset(r, 0, sizeof(*r));
 }
 
-void runner_log_plan(const Runner *r, int max_model_len) {
-    const Model *m = r->model;
-    char w[32], a[32], l[32], kv[32], blk[32];
-    size_t logits_bytes = (size_t)r->cfg.max_num_seqs * r->vocab * sizeof(float);
-    long tokens = (long)r->kv.num_blocks * r->cfg.block_size;
-    log_info("memory plan:");
-    log_info("  weights      %12s  (mapped from the file)", fmt_bytes(m->weight_bytes, w, sizeof w));
-    log_info("  activations  %12s  (%d rows per step)", fmt_bytes(m->s.bytes, a, sizeof a), m->max_tokens);
-    log_info("  logits       %12s  (%d rows of %d)", fmt_bytes(logits_bytes, l, sizeof l), r->cfg.max_num_seqs, r->vocab);
-    log_info("  KV cache     %12s  (%d blocks of %d tokens, %s each, %s; %ld tokens = %.1f x max_model_len %d)",
-             fmt_bytes(r->kv.bytes, kv, sizeof kv), r->kv.num_blocks, r->cfg.block_size,
-             fmt_bytes(r->block_bytes, blk, sizeof blk), r->cfg.kv_dtype == KV_F16 ? "f16" : "f32", tokens,
-             (double)tokens / max_model_len, max_model_len);
+void runner_thread_init(const Runner *r) {
+    if (!r->gpu) tp_kernels_init(&r->tp, 0);
 }
 
-void runner_copy_block(Runner *r, int32_t src, int32_t dst) {
-    CHECK(src >= 0 && src < r->kv.num_blocks && dst >= 0 && dst < r->kv.num_blocks && src != dst);
-    size_t n = r->layer_block_bytes;
-    for (int l = 0; l < r->kv.n_layers; l++) {
-        KVLayer *L = &r->kv.layers[l];
-        memcpy((char *)L->k + (size_t)dst * n, (char *)L->k + (size_t)src * n, n);
-        memcpy((char *)L->v + (size_t)dst * n, (char *)L->v + (size_t)src * n, n);
+void runner_thread_done(const Runner *r) {
+    if (!r->gpu) k_free();
+}
+
+void runner_log_plan(const Runner *r, int max_model_len) {
+    char w[32], o[32], a[32], l[32], kv[32], blk[32];
+    size_t logits_bytes = (size_t)r->cfg.max_num_seqs * r->vocab * sizeof(float);
+    long tokens = (long)r->num_blocks * r->cfg.block_size;
+    log_info("memory plan:");
+    if (r->gpu) {
+        const GpuRunnerStats *st = gpu_runner_stats(r->gpu);
+        char ws[32], gr[32];
+        log_info("  (the device's own plan is logged above)");
+        log_info("  weights      %12s  (on the device)", fmt_bytes(st->weight_bytes, w, sizeof w));
+        log_info("  activations  %12s  (%d rows per step)", fmt_bytes(st->act_bytes, a, sizeof a),
+                 r->cfg.max_num_batched_tokens);
+        log_info("  workspace    %12s", fmt_bytes(st->workspace_bytes, ws, sizeof ws));
+        log_info("  CUDA graphs  %12s  (%d decode batch sizes)", fmt_bytes(st->graph_bytes, gr, sizeof gr),
+                 st->n_graphs);
+        log_info("  host logits  %12s  (%d rows of %d)", fmt_bytes(logits_bytes, l, sizeof l), r->cfg.max_num_seqs,
+                 r->vocab);
+        log_info("  KV cache     %12s  (%d blocks of %d tokens, %s each, bf16; %ld tokens = %.1f x max_model_len %d)",
+                 fmt_bytes(r->kv_bytes, kv, sizeof kv), r->num_blocks, r->cfg.block_size,
+                 fmt_bytes(r->block_bytes, blk, sizeof blk), tokens, (double)tokens / max_model_len, max_model_len);
+        return;
+    }
+    size_t weights = 0, owned = 0, act = 0;
+    for (int i = 0; i < r->tp_size; i++) {
+        weights += r->models[i].weight_bytes;
+        owned += r->models[i].owned_bytes;
+        act += r->models[i].s.bytes;
+    }
+    const char *per = r->tp_size > 1 ? ", all ranks" : "";
+    log_info("  weights      %12s  (%s of them copied or converted at load%s)", fmt_bytes(weights, w, sizeof w),
+             fmt_bytes(owned, o, sizeof o), per);
+    log_info("  activations  %12s  (%d rows per step%s)", fmt_bytes(act, a, sizeof a), r->models[0].max_tokens, per);
+    log_info("  logits       %12s  (%d rows of %d)", fmt_bytes(logits_bytes, l, sizeof l), r->cfg.max_num_seqs, r->vocab);
+    log_info("  KV cache     %12s  (%d blocks of %d tokens, %s each%s, %s; %ld tokens = %.1f x max_model_len %d)",
+             fmt_bytes(r->kv_bytes, kv, sizeof kv), r->num_blocks, r->cfg.block_size,
+             fmt_bytes(r->block_bytes, blk, sizeof blk), per, r->cfg.kv_dtype == KV_F16 ? "f16" : "f32", tokens,
+             (double)tokens / max_model_len, max_model_len);
+    for (int i = 0; r->tp_size > 1 && i < r->tp_size; i++) {
+        const Model *m = &r->models[i];
+        char rw[32], rkv[32];
+        log_info("  rank %-2d      weights %s, KV cache %s (%d of %d KV heads, %d of %d query heads, vocabulary rows "
+                 "%d..%d)", i, fmt_bytes(m->weight_bytes, rw, sizeof rw), fmt_bytes(r->kv[i].bytes, rkv, sizeof rkv),
+                 m->n_kv_heads, m->cfg.n_kv_heads, m->n_heads, m->cfg.n_heads, m->vocab_lo,
+                 m->vocab_lo + m->vocab_n - 1);
     }
 }
 
 void runner_step(Runner *r, const SchedOutput *out) {
-    // copy-on-write first: the forward below writes into the copies
-    for (int i = 0; i < out->num_copies; i++) runner_copy_block(r, out->copies[i].src, out->copies[i].dst);
-
     BatchBuf *bb = &r->bb;
     batch_buf_clear(bb);
     int n_sample = 0;
@@ -90,5 +155,11 @@ void runner_step(Runner *r, const SchedOutput *out) {
         r->entry_logits_row[e] = samples ? n_sample++ : -1;
     }
     CHECK(bb->b.n_tokens == out->num_tokens && bb->b.n_sample == n_sample);
-    if (bb->b.n_tokens > 0) model_forward(r->model, &r->kv, &bb->b, r->logits);
+    if (r->gpu) {
+        // copy-on-write first: the forward writes into the copies
+        for (int i = 0; i < out->num_copies; i++) gpu_runner_copy_block(r->gpu, out->copies[i].src, out->copies[i].dst);
+        if (bb->b.n_tokens > 0) gpu_runner_forward(r->gpu, &bb->b, r->logits);
+        return;
+    }
+    tp_step(&r->tp, out->copies, out->num_copies, &bb->b, r->logits);
 }

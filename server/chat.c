@@ -6,7 +6,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "engine/gguf.h"
+#include "engine/engine.h"
 #include "server/chat.h"
 #include "server/respond.h"
 
@@ -17,14 +17,14 @@ static char *token_text(const Tokenizer *tok, int id) {
     return xstrndup(p, n);
 }
 
-int chat_init(ChatRenderer *c, const char *model_path, const Tokenizer *tok, const char *template_path, char *err) {
+int chat_init(ChatRenderer *c, const char *model_path, const Engine *e, const char *template_path, char *err) {
     memset(c, 0, sizeof *c);
+    const Tokenizer *tok = engine_tokenizer(e);
     c->bos = token_text(tok, tok_bos(tok));
     c->eos = token_text(tok, tok_eos(tok));
-    char *src = NULL;
-    size_t len = 0;
     if (template_path) {
-        src = file_read_all(template_path, &len, err);
+        size_t len = 0;
+        char *src = file_read_all(template_path, &len, err);
         if (!src) return SL_ERR;
         if (tmpl_parse(&c->tmpl, src, len, err) != SL_OK) {
             char msg[ERR_MAX];
@@ -34,24 +34,23 @@ int chat_init(ChatRenderer *c, const char *model_path, const Tokenizer *tok, con
         }
         c->source = "--chat-template";
         free(src);
+        log_info("chat template: %s %s", c->source, template_path);
         return SL_OK;
     }
-    GGUF g;
-    GGUFStr s;
-    if (gguf_open(&g, model_path, err) != SL_OK) return SL_ERR;
-    if (gguf_get_str(&g, "tokenizer.chat_template", &s)) src = gguf_str_dup(s);
-    gguf_close(&g);
+    // the model's own: the GGUF's tokenizer.chat_template or tokenizer_config.json's, as the
+    // engine found them (engine_text_open)
+    const char *src = engine_chat_template(e);
     c->source = "built-in ChatML";
     if (!src) {
-        log_warn("%s has no tokenizer.chat_template: chat prompts use ChatML", model_path);
+        log_warn("%s has no chat template: chat prompts use ChatML", model_path);
         return SL_OK;
     }
     char perr[ERR_MAX];
     if (tmpl_parse(&c->tmpl, src, strlen(src), perr) != SL_OK)
-        log_warn("the model's chat template does not parse (%s): chat prompts use ChatML", perr);
+        log_warn("the model's chat template (%s) does not parse (%s): chat prompts use ChatML",
+                 engine_chat_template_origin(e), perr);
     else
-        c->source = "the model's tokenizer.chat_template";
-    free(src);
+        c->source = engine_chat_template_origin(e);
     log_info("chat template: %s", c->source);
     return SL_OK;
 }

@@ -1,11 +1,13 @@
 // chat.h: chat messages -> prompt text, through the model's chat template (the GGUF's
-// tokenizer.chat_template, or --chat-template FILE) rendered by engine/template.h, or a built-in
-// ChatML rendering when the model has no template.
+// tokenizer.chat_template or an HF tokenizer_config.json's chat_template, as the engine found it;
+// or --chat-template FILE) rendered by engine/template.h, or a built-in ChatML rendering when the
+// model has no template.
 #pragma once
 
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "engine/engine.h"
 #include "engine/template.h"
 #include "engine/tokenizer.h"
 #include "server/openai.h"
@@ -13,12 +15,13 @@
 typedef struct {
     ChatTemplate *tmpl;  // NULL: built-in ChatML
     char *bos, *eos;     // the model's BOS/EOS token texts for the template (NULL when none)
-    const char *source;  // where the template came from, for the log
+    const char *source;  // where the template came from, for the log (valid while the engine lives)
 } ChatRenderer;
 
 // Loads the template: template_path when given (a Jinja file; an error if it does not parse),
-// else the GGUF's own (falling back to ChatML with a warning if it does not parse).
-int chat_init(ChatRenderer *c, const char *model_path, const Tokenizer *tok, const char *template_path, char *err);
+// else the engine's model's own (engine_chat_template; ChatML with a warning if it has none or it
+// does not parse). The tokenizer is the engine's. model_path names the model in messages.
+int chat_init(ChatRenderer *c, const char *model_path, const Engine *e, const char *template_path, char *err);
 void chat_free(ChatRenderer *c); // accepts a zeroed struct
 
 // The prompt text of a chat request (malloc'd, NUL-terminated): messages, tools,

@@ -16,6 +16,7 @@
 
 #include "common/common.h"
 #include "config/config.h"
+#include "engine/engine.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
@@ -24,7 +25,9 @@
 
 static const char *USAGE =
     "usage: sluice-run [flags] [--prompt TEXT | < prompt.txt]\n"
-    "Generates a continuation of one prompt on the CPU and prints it.";
+    "Generates a continuation of one prompt on the CPU and prints it.\n"
+    "It runs one rank on the CPU: --tensor-parallel-size must be 1 and --device cpu or auto (the daemon, sluice,\n"
+    "serves with tensor parallelism or on the GPU).";
 
 typedef struct {
     char *prompt;
@@ -115,7 +118,9 @@ int main(int argc, char **argv) {
     log_level = cfg.log_level;
 
     int status = 1;
+    WeightSource src = {0};
     Model model = {0};
+    EngineText text = {0};
     Tokenizer *tok = NULL;
     KVCache kv = {0};
     KVSeq seq = {0};
@@ -127,20 +132,38 @@ int main(int argc, char **argv) {
     char *piece = NULL;
     char *stdin_text = NULL;
 
+    if (cfg.tensor_parallel_size != 1 || !strcmp(cfg.device, "cuda")) {
+        fprintf(stderr, "sluice-run: %s: sluice-run runs one rank on the CPU; serve the model with sluice for "
+                "tensor parallelism or the GPU\n", cfg.tensor_parallel_size != 1 ? "--tensor-parallel-size" : "--device");
+        status = 2;
+        goto done;
+    }
+
     // ---- load
     double t0 = time_now_s();
-    if (model_load(&model, cfg.model, cfg.max_num_batched_tokens, err) != SL_OK) {
+    int format = load_format_parse(cfg.load_format); // config_validate checked the name
+    CHECK(format >= 0, "--load-format %s", cfg.load_format);
+    if (wsrc_open(&src, cfg.model, (LoadFormat)format, err) != SL_OK ||
+        model_load_shard(&model, &src, cfg.max_num_batched_tokens, 0, 1, NULL, err) != SL_OK) {
         fprintf(stderr, "sluice-run: %s\n", err);
         goto done;
     }
-    if (tok_load(&tok, &model.gguf, err) != SL_OK) {
-        fprintf(stderr, "sluice-run: %s: %s\n", cfg.model, err);
+    if (engine_text_open(&text, &src, cfg.tokenizer, err) != SL_OK) {
+        fprintf(stderr, "sluice-run: %s\n", err);
+        status = strstr(err, "--") ? 2 : 1;
+        goto done;
+    }
+    tok = text.tok;
+    // Sampling sees the tokenizer's ids only: rows of a padded LM head beyond them never win.
+    int vocab = tok_vocab_size(tok);
+    if (vocab > model.cfg.vocab) {
+        fprintf(stderr, "sluice-run: %s: the tokenizer has %d tokens, the model %d\n", cfg.model, vocab,
+                model.cfg.vocab);
         goto done;
     }
     int threads = config_threads(&cfg);
     k_init(threads, cfg.max_num_batched_tokens, model_max_cols(&model));
     double load_ms = time_ms_since(t0);
-    int vocab = model.cfg.vocab;
 
     // ---- the prompt
     if (!a.prompt) {
@@ -181,7 +204,7 @@ int main(int argc, char **argv) {
         goto done;
     }
     batch_buf_init(&bb, cfg.max_num_batched_tokens, 1, blocks);
-    logits = xmalloc(sizeof(float) * vocab);
+    logits = xmalloc(sizeof(float) * model.cfg.vocab);
 
     SamplingParams sp = sampling_params_default();
     sp.temperature = a.temperature;
@@ -251,9 +274,10 @@ done:
     batch_buf_free(&bb);
     if (kv.slab) kv_seq_release(&seq, &kv);
     kv_cache_free(&kv);
-    tok_free(tok);
+    engine_text_close(&text);
     k_free();
     model_free(&model);
+    wsrc_close(&src);
     config_free(&cfg);
     free(a.prompt);
     return status;

@@ -398,15 +398,19 @@ int server_set_engine(Server *s, Engine *engine, const char *model_path, char *e
     if (s->opt.served_model_name) {
         s->model_name = xstrdup(s->opt.served_model_name);
     } else { // "models/SmolLM2-135M-Instruct.Q4_1.gguf" -> "SmolLM2-135M-Instruct.Q4_1"
-        const char *base = strrchr(model_path, '/');
-        base = base ? base + 1 : model_path;
-        size_t n = strlen(base);
+        // a directory given as "dir/" is named by its last component, not ""
+        size_t plen = strlen(model_path);
+        while (plen > 1 && model_path[plen - 1] == '/') plen--;
+        const char *base = model_path;
+        for (size_t i = 0; i < plen; i++)
+            if (model_path[i] == '/') base = model_path + i + 1;
+        size_t n = (size_t)(model_path + plen - base);
         if (n > 5 && !strcmp(base + n - 5, ".gguf")) n -= 5;
         s->model_name = xstrndup(base, n);
     }
     s->model_names[0] = s->model_name;
     s->created = (int64_t)time(NULL);
-    if (chat_init(&s->chat, model_path, s->tok, s->opt.chat_template, err) != SL_OK) return SL_ERR;
+    if (chat_init(&s->chat, model_path, engine, s->opt.chat_template, err) != SL_OK) return SL_ERR;
     if (s->opt.max_queued_tokens == 0) s->opt.max_queued_tokens = 16 * s->info.max_model_len;
     atomic_store(&s->state, SERVER_READY);
     return SL_OK;

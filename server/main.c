@@ -5,10 +5,17 @@
 // logs the memory plan), log the address and the time from exec to ready, serve until SIGTERM
 // or SIGINT, drain, stop.
 //
+// --model is a .gguf file, a Hugging Face model directory (config.json + safetensors, its
+// tokenizer.json), or with --load-format dummy a config.json (or its directory) with random
+// weights; --tokenizer gives the tokenizer and chat template of a model that has none.
+// --tensor-parallel-size N splits the model over N CPU rank threads; --device cuda runs it on
+// the GPU (a build with CUDA; one device).
+//
 // Exit status: 0 after a clean shutdown; 1 the model or the machine failed (unreadable file,
 // unsupported model); 2 a bad flag or value, including a combination the model or memory
-// cannot satisfy.
+// cannot satisfy (a tensor-parallel size that does not divide the heads, no tokenizer, no GPU).
 #include <stdio.h>
+#include <string.h>
 
 #include "common/common.h"
 #include "config/config.h"
@@ -30,6 +37,15 @@ static EngineConfig engine_config_from(const Config *c) {
     e.kv_cache_memory = c->kv_cache_memory;
     e.threads = config_threads(c);
     e.seed = c->seed;
+    e.tensor_parallel_size = c->tensor_parallel_size;
+    int f = load_format_parse(c->load_format); // config_validate checked the name
+    CHECK(f >= 0, "--load-format %s", c->load_format);
+    e.load_format = (LoadFormat)f;
+    e.tokenizer = c->tokenizer; // read by engine_create only
+    e.device = !strcmp(c->device, "cuda") ? ENGINE_DEVICE_CUDA : !strcmp(c->device, "cpu") ? ENGINE_DEVICE_CPU
+                                                                                          : ENGINE_DEVICE_AUTO;
+    e.gpu_memory_utilization = c->gpu_memory_utilization;
+    e.enforce_eager = c->enforce_eager;
     return e;
 }
 
