@@ -48,7 +48,7 @@ void gpu_runner_copy_block(GpuRunner *g, int src, int dst);
 // One step: b's arrays go up, logits [b->n_sample, vocab] come back to the host.
 void gpu_runner_forward(GpuRunner *g, const Batch *b, float *logits);
 
-// ---- host-side arithmetic of the plan, the graph ladder and padding (H6). Compiled in every
+// ---- host-side arithmetic of the plan, the graph ladder and padding. Compiled in every
 // build, CUDA or not, so tests/unit/test_gpu_plan.c checks it on a machine without a GPU.
 
 // The decode batch sizes CUDA graphs are captured for (vLLM's ladder): 1, 2, 4, 8, then every

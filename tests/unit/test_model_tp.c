@@ -915,8 +915,8 @@ static void test_variant_errors(void) {
     unlink(path);
 }
 
-// An 8-head, 4-KV-head model at TP=2 and TP=4 against TP=1 over the golden prompts: H2's dummy
-// config config/models/tiny-8h4kv (f16 weights) when it is there, and a Q8_0 one written here.
+// An 8-head, 4-KV-head model at TP=2 and TP=4 against TP=1 over the golden prompts: the dummy
+// config config/models/tiny-8h4kv (bf16 weights) when it is there, and a Q8_0 one written here.
 static void tp_golden(WeightSource *src, const char *what) {
     char err[ERR_MAX];
     int n_blocks = n_golden * (MAX_TOKENS / BLOCK + 1);
