@@ -125,6 +125,50 @@ char *file_read_all(const char *path, size_t *len_out, char *err) {
     return buf;
 }
 
+// The first line of <root><own cgroup>/<name>, else of <root>/<name>, into buf.
+static bool cgroup_read(const char *root, const char *name, char *buf, size_t cap) {
+    char own[600] = "", path[1024];
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    if (f) {
+        char line[600];
+        while (fgets(line, sizeof line, f))
+            if (!strncmp(line, "0::", 3)) { // the v2 hierarchy
+                snprintf(own, sizeof own, "%s", line + 3);
+                own[strcspn(own, "\n")] = '\0';
+                if (!strcmp(own, "/")) own[0] = '\0';
+                break;
+            }
+        fclose(f);
+    }
+    for (int i = 0; i < 2; i++) {
+        if (i == 0 && !own[0]) continue;
+        snprintf(path, sizeof path, "%s%s/%s", root, i == 0 ? own : "", name);
+        FILE *g = fopen(path, "r");
+        if (!g) continue;
+        bool ok = fgets(buf, (int)cap, g) != NULL;
+        fclose(g);
+        if (ok) return true;
+    }
+    return false;
+}
+
+int cgroup_cpu_limit(const char *root) {
+    char buf[128];
+    long long quota, period;
+    if (!cgroup_read(root, "cpu.max", buf, sizeof buf)) return 0;
+    if (sscanf(buf, "%lld %lld", &quota, &period) != 2 || quota <= 0 || period <= 0) return 0; // "max ..."
+    long long n = (quota + period - 1) / period;
+    return n > 4096 ? 4096 : (int)n;
+}
+
+size_t cgroup_memory_limit(const char *root) {
+    char buf[128];
+    unsigned long long v;
+    if (!cgroup_read(root, "memory.max", buf, sizeof buf)) return 0;
+    if (sscanf(buf, "%llu", &v) != 1) return 0; // "max"
+    return (size_t)v;
+}
+
 size_t mem_peak_rss(void) {
     FILE *f = fopen("/proc/self/status", "r");
     if (!f) return 0;

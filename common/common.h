@@ -65,3 +65,13 @@ char *file_read_all(const char *path, size_t *len_out, char *err);
 
 // Peak resident set size of this process in bytes (VmHWM), 0 when unknown.
 size_t mem_peak_rss(void);
+
+// ---- container limits (cgroup v2), so that defaults sized from "the machine" fit a container's
+// share of it. root is where the cgroup hierarchy is mounted ("/sys/fs/cgroup"); this process's
+// own cgroup (from /proc/self/cgroup) is read under it, else root itself (a container's
+// namespaced view).
+// The CPUs a cpu.max quota allows, rounded up ("250000 100000" -> 3); 0 when there is no quota
+// or it cannot be read.
+int cgroup_cpu_limit(const char *root);
+// memory.max in bytes; 0 when unlimited ("max") or unreadable.
+size_t cgroup_memory_limit(const char *root);

@@ -265,7 +265,8 @@ int config_flags(Config *c, Flag *out) {
          "tokens per KV-cache block (a power of two)", ""},
         {"--kv-cache-memory", "SLUICE_KV_CACHE_MEMORY", FLAG_SIZE, &c->kv_cache_memory, 0, 0,
          "bytes for the KV cache, K/M/G = powers of 1024 (0 = automatic: the daemon takes "
-         "min(2 GiB, RAM/4), sluice-run what its one sequence needs)", ""},
+         "min(2 GiB, RAM/4), RAM capped by a container's memory limit; sluice-run what its one "
+         "sequence needs)", ""},
         {"--enable-prefix-caching", "SLUICE_ENABLE_PREFIX_CACHING", FLAG_BOOL, &c->enable_prefix_caching, 0, 0,
          "reuse the KV blocks of shared prompt prefixes (--enable-prefix-caching=false turns it off)", ""},
         {"--log-level", "SLUICE_LOG_LEVEL", FLAG_LOGLEVEL, &c->log_level, 0, 0,
@@ -349,9 +350,13 @@ void config_log(const Config *c) {
 
 int config_threads(const Config *c) {
     if (c->threads > 0) return c->threads;
-    // the affinity mask, not the machine's core count: containers and taskset narrow it
+    // the affinity mask, not the machine's core count: containers and taskset narrow it; and a
+    // container's CPU quota (docker --cpus, a Kubernetes CPU limit) caps it without narrowing it
     cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
+    long n = 0;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) n = CPU_COUNT(&set);
+    else n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) n = 1;
+    int quota = cgroup_cpu_limit("/sys/fs/cgroup");
+    return quota > 0 && quota < n ? quota : (int)n;
 }

@@ -43,7 +43,7 @@ typedef struct {
     int block_size;             // --block-size: tokens per KV block (16)
     bool enable_prefix_caching; // --enable-prefix-caching (on)
     int max_model_len;          // --max-model-len: prompt + output tokens; 0 = the model's context
-    size_t kv_cache_memory;     // --kv-cache-memory: bytes of KV cache; 0 = min(2 GiB, RAM / 4)
+    size_t kv_cache_memory;     // --kv-cache-memory: bytes of KV cache; 0 = min(2 GiB, RAM / 4), RAM capped by the cgroup limit
     int threads;                // --threads: compute threads; 0 = one per online core
     KVType kv_dtype;            // KV-cache element type (KV_F16: half the memory, faster on CPU)
     uint64_t seed;              // --seed: the base of per-request seeds when a request has none;

@@ -14,7 +14,10 @@ static inline int cdiv(int a, int b) { return (a + b - 1) / b; }
 size_t runner_default_kv_memory(void) {
     size_t cap = (size_t)2 << 30;
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    if (pages > 0 && page > 0) cap = MIN(cap, (size_t)pages * (size_t)page / 4);
+    size_t ram = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0;
+    size_t limit = cgroup_memory_limit("/sys/fs/cgroup"); // a container's share, when it has one
+    if (limit > 0 && (ram == 0 || limit < ram)) ram = limit;
+    if (ram > 0) cap = MIN(cap, ram / 4);
     return cap;
 }
 

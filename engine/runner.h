@@ -59,8 +59,9 @@ typedef struct {
     size_t kv_bytes;            // the whole cache, all ranks
 } Runner;
 
-// min(2 GiB, a quarter of physical memory): enough for tens of thousands of tokens of a small
-// model, and the slab's pages are only touched as blocks fill.
+// min(2 GiB, a quarter of physical memory or of the cgroup's memory.max when that is smaller):
+// enough for tens of thousands of tokens of a small model, and the slab's pages are only touched
+// as blocks fill.
 size_t runner_default_kv_memory(void);
 
 // CPU: the KV caches (the same num_blocks on every rank), the batch arrays and the rank threads

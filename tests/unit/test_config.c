@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/common.h"
 #include "config/config.h"
@@ -247,6 +248,47 @@ static void test_helpers(void) {
     config_free(&c);
 }
 
+// cgroup v2 limits read from a fake hierarchy root (this process's own cgroup path is absent
+// under it, so the root's files are the ones read, as in a container's namespaced view).
+static void write_file(const char *dir, const char *name, const char *text) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    CHECK(f, "%s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_cgroup_limits(void) {
+    char dir[] = "/tmp/sluice-cgroup-XXXXXX";
+    CHECK(mkdtemp(dir));
+    EXPECT_EQ_INT(cgroup_cpu_limit(dir), 0); // no files: no limit
+    EXPECT(cgroup_memory_limit(dir) == 0);
+    static const struct { const char *cpu_max; int cpus; } cpu[] = {
+        {"max 100000\n", 0}, {"250000 100000\n", 3}, {"50000 100000\n", 1}, {"100000 100000\n", 1},
+        {"400000 100000", 4}, {"garbage\n", 0}, {"-1 100000\n", 0}, {"100000 0\n", 0},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cpu); i++) {
+        write_file(dir, "cpu.max", cpu[i].cpu_max);
+        EXPECT(cgroup_cpu_limit(dir) == cpu[i].cpus, "cpu.max '%s' -> %d, want %d", cpu[i].cpu_max,
+               cgroup_cpu_limit(dir), cpu[i].cpus);
+    }
+    static const struct { const char *mem_max; size_t bytes; } mem[] = {
+        {"max\n", 0}, {"1073741824\n", (size_t)1 << 30}, {"536870912", (size_t)1 << 29}, {"x\n", 0},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(mem); i++) {
+        write_file(dir, "memory.max", mem[i].mem_max);
+        EXPECT(cgroup_memory_limit(dir) == mem[i].bytes, "memory.max '%s' -> %zu", mem[i].mem_max,
+               cgroup_memory_limit(dir));
+    }
+    char path[512];
+    snprintf(path, sizeof path, "%s/cpu.max", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/memory.max", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void) {
     TEST_RUN(test_defaults);
     TEST_RUN(test_flags_valid);
@@ -255,5 +297,6 @@ int main(void) {
     TEST_RUN(test_extra_flags);
     TEST_RUN(test_help);
     TEST_RUN(test_helpers);
+    TEST_RUN(test_cgroup_limits);
     return test_summary();
 }
