@@ -267,6 +267,9 @@ int config_flags(Config *c, Flag *out) {
          "bytes for the KV cache, K/M/G = powers of 1024 (0 = automatic: the daemon takes "
          "min(2 GiB, RAM/4), RAM capped by a container's memory limit; sluice-run what its one "
          "sequence needs)", ""},
+        {"--long-prefill-token-threshold", "SLUICE_LONG_PREFILL_TOKEN_THRESHOLD", FLAG_INT,
+         &c->long_prefill_token_threshold, 0, 1 << 24,
+         "most prompt tokens one sequence computes in a step, so running decodes wait less (0 = no cap)", ""},
         {"--enable-prefix-caching", "SLUICE_ENABLE_PREFIX_CACHING", FLAG_BOOL, &c->enable_prefix_caching, 0, 0,
          "reuse the KV blocks of shared prompt prefixes (--enable-prefix-caching=false turns it off)", ""},
         {"--log-level", "SLUICE_LOG_LEVEL", FLAG_LOGLEVEL, &c->log_level, 0, 0,

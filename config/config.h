@@ -28,6 +28,7 @@ typedef struct {
     int block_size;             // --block-size: tokens per KV-cache block
     size_t kv_cache_memory;     // --kv-cache-memory: bytes of the KV-cache slab; 0 = automatic
     bool enable_prefix_caching; // --enable-prefix-caching: reuse cached KV blocks of shared prefixes
+    int long_prefill_token_threshold; // --long-prefill-token-threshold: prompt chunk cap (0 = none)
     LogLevel log_level;         // --log-level
     uint64_t seed;              // --seed: sampler seed for requests that give none
     int tensor_parallel_size;   // --tensor-parallel-size: ranks the model is split over (1)

@@ -600,7 +600,8 @@ int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path,
     if (engine_check_kv(e, err) != SL_OK) goto fail;
     SchedConfig sc = {.max_num_batched_tokens = c->max_num_batched_tokens, .max_num_seqs = c->max_num_seqs,
                       .block_size = c->block_size, .num_blocks = runner_num_blocks(&e->runner),
-                      .enable_prefix_caching = c->enable_prefix_caching, .max_model_len = c->max_model_len};
+                      .enable_prefix_caching = c->enable_prefix_caching, .max_model_len = c->max_model_len,
+                      .long_prefill_token_threshold = c->long_prefill_token_threshold};
     if (sched_init(&e->sched, &sc, err) != SL_OK) goto fail;
 
     snprintf(in->arch, sizeof in->arch, "%s", mc->arch);

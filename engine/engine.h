@@ -42,6 +42,7 @@ typedef struct {
     int max_num_seqs;           // --max-num-seqs: sequences running at once (64)
     int block_size;             // --block-size: tokens per KV block (16)
     bool enable_prefix_caching; // --enable-prefix-caching (on)
+    int long_prefill_token_threshold; // --long-prefill-token-threshold: prompt chunk cap (0 = none)
     int max_model_len;          // --max-model-len: prompt + output tokens; 0 = the model's context
     size_t kv_cache_memory;     // --kv-cache-memory: bytes of KV cache; 0 = min(2 GiB, RAM / 4), RAM capped by the cgroup limit
     int threads;                // --threads: compute threads; 0 = one per online core

@@ -250,6 +250,15 @@ static bool sched_plan_running(Scheduler *s, SchedOutput *out, Sequence *seq, in
     }
 }
 
+// The next prompt chunk of a sequence with `remaining` tokens to compute: what the budget leaves,
+// capped by --long-prefill-token-threshold so that one long prompt cannot fill a step that
+// running decodes wait on (their inter-token latency is the step time).
+static int sched_chunk(const Scheduler *s, int remaining) {
+    int k = MIN(remaining, s->budget);
+    int cap = s->cfg.long_prefill_token_threshold;
+    return cap > 0 ? MIN(k, cap) : k;
+}
+
 // Admits the waiting head: reuses its prefix-cache hit, allocates blocks for a first chunk.
 // False (nothing changed) when the pool cannot hold the chunk.
 static bool sched_try_admit(Scheduler *s, SchedOutput *out, Sequence *seq) {
@@ -272,7 +281,7 @@ static bool sched_try_admit(Scheduler *s, SchedOutput *out, Sequence *seq) {
         }
     }
     int hit_tokens = hits * bs;
-    int k = MIN(seq->num_tokens - hit_tokens, s->budget);
+    int k = sched_chunk(s, seq->num_tokens - hit_tokens);
     int need = cdiv(hit_tokens + k, bs) - hits;
     // an idle hit leaves the LRU when referenced, so it cannot also serve as a new block
     if (need > blockpool_num_available(p) - idle_hits) return false;
@@ -313,7 +322,7 @@ int sched_schedule(Scheduler *s, SchedOutput *out) {
         Sequence *seq = s->running[i];
         int remaining = seq->num_tokens - seq->num_computed_tokens;
         if (remaining <= 1) continue;
-        if (!sched_plan_running(s, out, seq, MIN(remaining, s->budget))) break;
+        if (!sched_plan_running(s, out, seq, sched_chunk(s, remaining))) break;
     }
     // 3. admissions, strictly in queue order; none in a step that had to preempt (vLLM V1),
     //    since a preempted sequence would only take back the blocks it just gave up

@@ -40,6 +40,8 @@ typedef struct {
     int num_blocks;             // KV blocks in the pool (from the memory plan)
     bool enable_prefix_caching; // --enable-prefix-caching (on by default)
     int max_model_len;          // prompt + output tokens at most (--max-model-len)
+    int long_prefill_token_threshold; // a prompt chunk is at most this many tokens (vLLM's
+                                // --long-prefill-token-threshold); 0 = only the step's budget
 } SchedConfig;
 
 // One sequence's work in a step: compute KV for tokens [start_pos, start_pos + num_new_tokens)

@@ -33,6 +33,7 @@ static EngineConfig engine_config_from(const Config *c) {
     e.max_num_seqs = c->max_num_seqs;
     e.block_size = c->block_size;
     e.enable_prefix_caching = c->enable_prefix_caching;
+    e.long_prefill_token_threshold = c->long_prefill_token_threshold;
     e.max_model_len = c->max_model_len;
     e.kv_cache_memory = c->kv_cache_memory;
     e.threads = config_threads(c);

@@ -275,32 +275,29 @@ static void test_finish_at_max_model_len(void) {
 // ----------------------------------------------------------------------------
 // budget, chunked prefill, order
 
-static void test_chunked_prefill_and_decode_first(void) {
-    SchedConfig c = cfg_make(64, 4, 16, 64, 512);
+// One planned entry: {seq index (0 = A, 1 = B, -1 = none), start, k, samples}.
+typedef struct { int seq, start, k, samples; } WantEntry;
+
+// A (150-token prompt, 3 outputs) from the start and B (150, 2) from step 1, through the steps
+// of `want`, each step's entries checked in order; then both run to the end.
+static void run_two_prompts(int budget, int long_prefill_threshold, const WantEntry (*want)[2], size_t n_steps) {
+    SchedConfig c = cfg_make(budget, 4, 16, 64, 512);
+    c.long_prefill_token_threshold = long_prefill_threshold;
     Sim sim;
     sim_init(&sim, &c);
     int32_t pa[150], pb[150];
     make_prompt(pa, 150, 3);
     make_prompt(pb, 150, 4);
-    Sequence a, b;
-    add_seq(&sim, &a, 1, pa, 150, (SeqParams){.max_tokens = 3});
-    // expected plan per step: {seq, start, k, samples}, A first then B (added after step 1)
-    struct { Sequence *seq; int start, k, samples; } want[][2] = {
-        {{&a, 0, 64, 0}, {NULL, 0, 0, 0}},
-        {{&a, 64, 64, 0}, {NULL, 0, 0, 0}},  // A's chunk takes the whole budget: B waits
-        {{&a, 128, 22, 1}, {&b, 0, 42, 0}},  // A completes its prompt, B gets the rest
-        {{&a, 150, 1, 1}, {&b, 42, 63, 0}},  // decode first, then B's chunk
-        {{&a, 151, 1, 1}, {&b, 105, 45, 1}}, // A's third token finishes it
-        {{&b, 150, 1, 1}, {NULL, 0, 0, 0}},
-    };
-    for (size_t st = 0; st < ARRAY_LEN(want); st++) {
-        if (st == 1) add_seq(&sim, &b, 2, pb, 150, (SeqParams){.max_tokens = 2});
+    Sequence seqs[2];
+    add_seq(&sim, &seqs[0], 1, pa, 150, (SeqParams){.max_tokens = 3});
+    for (size_t st = 0; st < n_steps; st++) {
+        if (st == 1) add_seq(&sim, &seqs[1], 2, pb, 150, (SeqParams){.max_tokens = 2});
         int n = sched_schedule(&sim.s, &sim.out);
-        int nwant = want[st][1].seq ? 2 : 1;
+        int nwant = want[st][1].seq >= 0 ? 2 : 1;
         ASSERT(n == nwant, "step %zu: %d entries", st, n);
         for (int e = 0; e < n; e++) {
             const SchedEntry *en = &sim.out.entries[e];
-            EXPECT(en->seq == want[st][e].seq, "step %zu entry %d", st, e);
+            EXPECT(en->seq == &seqs[want[st][e].seq], "step %zu entry %d", st, e);
             EXPECT_EQ_INT(en->start_pos, want[st][e].start);
             EXPECT_EQ_INT(en->num_new_tokens, want[st][e].k);
             EXPECT_EQ_INT(en->num_samples, want[st][e].samples);
@@ -309,15 +306,42 @@ static void test_chunked_prefill_and_decode_first(void) {
         sim_run_model(&sim);
         sched_update(&sim.s, &sim.out, sim.sampled, NULL);
     }
-    EXPECT_EQ_INT(a.status, SEQ_FINISHED);
-    EXPECT_EQ_INT(seq_num_output_tokens(&a), 3);
-    sim_run_idle(&sim, 10);
-    EXPECT_EQ_INT(seq_num_output_tokens(&b), 2);
+    sim_run_idle(&sim, 20);
+    EXPECT_EQ_INT(seqs[0].status, SEQ_FINISHED);
+    EXPECT_EQ_INT(seq_num_output_tokens(&seqs[0]), 3);
+    EXPECT_EQ_INT(seq_num_output_tokens(&seqs[1]), 2);
     expect_pool_idle(&sim);
     EXPECT_EQ_INT(sim.errors, 0);
-    seq_free(&a);
-    seq_free(&b);
+    seq_free(&seqs[0]);
+    seq_free(&seqs[1]);
     sim_free(&sim);
+}
+
+static void test_chunked_prefill_and_decode_first(void) {
+    static const WantEntry want[][2] = {
+        {{0, 0, 64, 0}, {-1, 0, 0, 0}},
+        {{0, 64, 64, 0}, {-1, 0, 0, 0}},  // A's chunk takes the whole budget: B waits
+        {{0, 128, 22, 1}, {1, 0, 42, 0}},  // A completes its prompt, B gets the rest
+        {{0, 150, 1, 1}, {1, 42, 63, 0}},  // decode first, then B's chunk
+        {{0, 151, 1, 1}, {1, 105, 45, 1}}, // A's third token finishes it
+        {{1, 150, 1, 1}, {-1, 0, 0, 0}},
+    };
+    run_two_prompts(64, 0, want, ARRAY_LEN(want));
+}
+
+// --long-prefill-token-threshold 40: no prompt chunk above 40 tokens, so the budget left over
+// by a capped chunk goes to the next prompt, and a step with decodes stays short.
+static void test_long_prefill_threshold(void) {
+    static const WantEntry want[][2] = {
+        {{0, 0, 40, 0}, {-1, 0, 0, 0}},   // capped: 24 of the 64 tokens stay unused (nobody else)
+        {{0, 40, 40, 0}, {1, 0, 24, 0}},  // B is admitted into what A's cap leaves
+        {{0, 80, 40, 0}, {1, 24, 24, 0}},
+        {{0, 120, 30, 1}, {1, 48, 34, 0}}, // A completes its prompt
+        {{0, 150, 1, 1}, {1, 82, 40, 0}},  // a decode, then at most 40 prompt tokens
+        {{0, 151, 1, 1}, {1, 122, 28, 1}},
+        {{1, 150, 1, 1}, {-1, 0, 0, 0}},
+    };
+    run_two_prompts(64, 40, want, ARRAY_LEN(want));
 }
 
 // Admission follows (priority, arrival): lower priority value first, FCFS within one.
@@ -723,6 +747,11 @@ static void test_small_pool_same_outputs(void) {
         uint64_t hb = run_jobs(&big, jobs, nj, true, &p_big);
         uint64_t hs = run_jobs(&small, jobs, nj, true, &p_small);
         EXPECT(hb != 0 && hb == hs, "seed %d: outputs differ", seed);
+        // capping prompt chunks changes when tokens are computed, never what comes out
+        SchedConfig capped = small;
+        capped.long_prefill_token_threshold = 1 + seed % 7;
+        int p_capped;
+        EXPECT(run_jobs(&capped, jobs, nj, true, &p_capped) == hb, "seed %d: outputs differ with a chunk cap", seed);
         EXPECT_EQ_INT(p_big, 0);
         total_preemptions += p_small;
     }
@@ -742,6 +771,7 @@ static void test_randomized_stress(void) {
         SchedConfig c = cfg_make(rng_int(max_seqs, 128), max_seqs, bs,
                                  (max_len + bs - 1) / bs + rng_int(0, 40), max_len);
         c.enable_prefix_caching = rng_int(0, 4) != 0;
+        c.long_prefill_token_threshold = seed % 3 ? 0 : 1 + seed % 23;
         int nj = jobs_make(jobs, 48, max_len, true);
         int p;
         run_jobs(&c, jobs, nj, rng_int(0, 1), &p);
@@ -755,6 +785,7 @@ int main(void) {
     TEST_RUN(test_add_rejects_too_long);
     TEST_RUN(test_finish_at_max_model_len);
     TEST_RUN(test_chunked_prefill_and_decode_first);
+    TEST_RUN(test_long_prefill_threshold);
     TEST_RUN(test_priority_and_fcfs);
     TEST_RUN(test_preemption_order);
     TEST_RUN(test_preempt_planned_decode);
