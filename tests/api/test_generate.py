@@ -159,3 +159,15 @@ def test_chat_role_chunk_comes_with_first_token(server):
             assert json.loads(line[6:])["choices"][0]["delta"]["role"] == "assistant"
     server_ttft = server.metrics()[key] - before
     assert server_ttft > 0 and first >= server_ttft
+
+
+def test_long_prefill_token_threshold_same_text(server, start_server):
+    """--long-prefill-token-threshold 16 computes a ~400-token prompt in chunks of 16: the greedy
+    text is the one the default daemon gives (the chunking itself: tests/unit/test_scheduler.c)."""
+    prompt = "Once upon a time, " + "the river ran past the mill and the miller counted sacks. " * 30
+    body = {"prompt": prompt, "max_tokens": 16, "temperature": 0}
+    want = server.post("/v1/completions", body).json()
+    capped = start_server("--long-prefill-token-threshold", "16")
+    got = capped.post("/v1/completions", body).json()
+    assert got["usage"] == want["usage"] and got["usage"]["prompt_tokens"] > 300
+    assert got["choices"][0]["text"] == want["choices"][0]["text"]
