@@ -14,34 +14,10 @@
 #include "engine/model.h"
 #include "engine/weights.h"
 #include "kernels/quant.h"
+#include "tests/unit/gguf_build.h"
 
 // ----------------------------------------------------------------------------
 // small GGUF models written here
-
-typedef struct {
-    uint8_t *buf;
-    size_t len, cap;
-} Buf;
-
-static void buf_put(Buf *b, const void *p, size_t n) {
-    if (n == 0) return;
-    if (b->len + n > b->cap) {
-        b->cap = MAX(b->cap * 2, b->len + n + 4096);
-        b->buf = xrealloc(b->buf, b->cap);
-    }
-    memcpy(b->buf + b->len, p, n);
-    b->len += n;
-}
-static void buf_u32(Buf *b, uint32_t v) { buf_put(b, &v, 4); }
-static void buf_u64(Buf *b, uint64_t v) { buf_put(b, &v, 8); }
-static void buf_str(Buf *b, const char *s) {
-    buf_u64(b, strlen(s));
-    buf_put(b, s, strlen(s));
-}
-static void buf_pad(Buf *b) {
-    static const uint8_t zeros[32];
-    buf_put(b, zeros, (32 - b->len % 32) % 32);
-}
 
 // A deterministic normal-ish generator (splitmix64 + Box-Muller).
 static uint64_t rng_state;
@@ -91,34 +67,10 @@ static void encode(QType type, const float *x, int64_t n, Buf *b) {
     }
 }
 
-typedef struct {
-    const char *key;
-    char kind; // 's' string, 'u' uint32, 'f' float32
-    const char *s;
-    double num;
-} Meta;
-
 // Writes a GGUF with the metadata and tensors (values generated in order from seed) to path.
 static void gguf_write(const char *path, const Meta *meta, int n_meta, const Spec *ts, int n_t, uint64_t seed) {
     Buf b = {0}, data = {0};
-    buf_put(&b, "GGUF", 4);
-    buf_u32(&b, 3);
-    buf_u64(&b, n_t);
-    buf_u64(&b, n_meta);
-    for (int i = 0; i < n_meta; i++) {
-        buf_str(&b, meta[i].key);
-        if (meta[i].kind == 's') {
-            buf_u32(&b, GGUF_TYPE_STRING);
-            buf_str(&b, meta[i].s);
-        } else if (meta[i].kind == 'u') {
-            buf_u32(&b, GGUF_TYPE_UINT32);
-            buf_u32(&b, (uint32_t)meta[i].num);
-        } else {
-            buf_u32(&b, GGUF_TYPE_FLOAT32);
-            float f = (float)meta[i].num;
-            buf_put(&b, &f, 4);
-        }
-    }
+    gguf_put_header(&b, meta, n_meta, n_t);
     rng_state = seed;
     for (int i = 0; i < n_t; i++) {
         int64_t n = ts[i].ne[0] * (ts[i].n_dims > 1 ? ts[i].ne[1] : 1);
@@ -128,11 +80,7 @@ static void gguf_write(const char *path, const Meta *meta, int n_meta, const Spe
             x[j] = ts[i].mean + ts[i].scale * (ts[i].positive ? fabsf(z) : z);
         }
         buf_pad(&data);
-        buf_str(&b, ts[i].name);
-        buf_u32(&b, ts[i].n_dims);
-        for (int d = 0; d < ts[i].n_dims; d++) buf_u64(&b, ts[i].ne[d]);
-        buf_u32(&b, ts[i].type);
-        buf_u64(&b, data.len);
+        gguf_put_tensor_info(&b, ts[i].name, ts[i].n_dims, ts[i].ne, ts[i].type, data.len);
         encode(ts[i].type, x, n, &data);
         free(x);
     }

@@ -45,6 +45,7 @@
 #include "engine/gguf.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
+#include "tests/unit/gguf_build.h"
 #include "tests/unit/test.h"
 
 #define N_GEN 64
@@ -257,33 +258,7 @@ static void test_config_default_model(void) {
     EXPECT(model.weight_bytes > 50u << 20 && model.weight_bytes < 120u << 20, "%zu", model.weight_bytes);
 }
 
-// A tiny GGUF writer for crafted files: metadata of a few types, tensors of zeros.
-typedef struct {
-    uint8_t *buf;
-    size_t len, cap;
-} Buf;
-
-static void buf_put(Buf *b, const void *p, size_t n) {
-    if (b->len + n > b->cap) {
-        b->cap = MAX(b->cap * 2, b->len + n + 256);
-        b->buf = xrealloc(b->buf, b->cap);
-    }
-    memcpy(b->buf + b->len, p, n);
-    b->len += n;
-}
-static void buf_u32(Buf *b, uint32_t v) { buf_put(b, &v, 4); }
-static void buf_u64(Buf *b, uint64_t v) { buf_put(b, &v, 8); }
-static void buf_str(Buf *b, const char *s) {
-    buf_u64(b, strlen(s));
-    buf_put(b, s, strlen(s));
-}
-
-typedef struct {
-    const char *key;
-    char kind; // 's' string, 'u' uint32, 'f' float32
-    const char *s;
-    double num;
-} KV;
+// Crafted files (tests/unit/gguf_build.h writes them): metadata of a few types, tensors of zeros.
 typedef struct {
     const char *name;
     int n_dims;
@@ -291,44 +266,23 @@ typedef struct {
     int type;
 } TensorSpec;
 
-static Buf gguf_build(const KV *kvs, int n_kv, const TensorSpec *ts, int n_t) {
+static Buf gguf_build(const Meta *kvs, int n_kv, const TensorSpec *ts, int n_t) {
     Buf b = {0};
-    buf_put(&b, "GGUF", 4);
-    buf_u32(&b, 3);
-    buf_u64(&b, n_t);
-    buf_u64(&b, n_kv);
-    for (int i = 0; i < n_kv; i++) {
-        buf_str(&b, kvs[i].key);
-        if (kvs[i].kind == 's') {
-            buf_u32(&b, GGUF_TYPE_STRING);
-            buf_str(&b, kvs[i].s);
-        } else if (kvs[i].kind == 'u') {
-            buf_u32(&b, GGUF_TYPE_UINT32);
-            buf_u32(&b, (uint32_t)kvs[i].num);
-        } else {
-            buf_u32(&b, GGUF_TYPE_FLOAT32);
-            float f = (float)kvs[i].num;
-            buf_put(&b, &f, 4);
-        }
-    }
+    gguf_put_header(&b, kvs, n_kv, n_t);
     uint64_t off = 0;
     for (int i = 0; i < n_t; i++) {
-        buf_str(&b, ts[i].name);
-        buf_u32(&b, ts[i].n_dims);
-        for (int d = 0; d < ts[i].n_dims; d++) buf_u64(&b, ts[i].ne[d]);
-        buf_u32(&b, ts[i].type);
-        buf_u64(&b, off);
+        gguf_put_tensor_info(&b, ts[i].name, ts[i].n_dims, ts[i].ne, ts[i].type, off);
         int64_t n = ts[i].ne[0] * (ts[i].n_dims > 1 ? ts[i].ne[1] : 1);
         off += (qtype_row_size(ts[i].type, n) + 31) & ~(uint64_t)31;
     }
-    static const uint8_t zeros[64];
-    while (b.len % 32) buf_put(&b, zeros, 1);
+    static const uint8_t zeros[32];
+    buf_pad(&b);
     for (uint64_t i = 0; i < off; i += 32) buf_put(&b, zeros, 32);
     return b;
 }
 
 // A complete 1-layer llama: dim 64, 2 heads of 32, 1 KV head, ffn 96, vocab 8, F32 weights.
-static const KV TINY_KV[] = {
+static const Meta TINY_KV[] = {
     {"general.architecture", 's', "llama", 0},
     {"llama.block_count", 'u', NULL, 1},
     {"llama.context_length", 'u', NULL, 128},
@@ -407,7 +361,7 @@ static void test_config_errors(void) {
     static const struct {
         const char *what;
         const char *key;   // metadata key to replace or drop (NULL: none)
-        KV kv;             // its new value (kind 0: dropped)
+        Meta kv;           // its new value (kind 0: dropped)
         const char *tensor; // tensor to replace or drop (NULL: none)
         TensorSpec t;      // its new spec (name NULL: dropped)
         const char *extra_tensor;
@@ -434,7 +388,7 @@ static void test_config_errors(void) {
         {"bias tensor", NULL, {0}, NULL, {0}, "blk.0.attn_q.bias", "tensor blk.0.attn_q.bias is not part of the llama forward"},
     };
     for (size_t ci = 0; ci < ARRAY_LEN(cases); ci++) {
-        KV kvs[TINY_NKV + 2];
+        Meta kvs[TINY_NKV + 2];
         TensorSpec ts[TINY_NT + 1];
         int nkv = 0, nt = 0;
         for (int i = 0; i < TINY_NKV; i++) {
@@ -444,8 +398,8 @@ static void test_config_errors(void) {
         }
         const char *want = cases[ci].want;
         if (!strcmp(cases[ci].what, "rope scaling")) {
-            kvs[nkv++] = (KV){"llama.rope.scaling.type", 's', "linear", 0};
-            kvs[nkv++] = (KV){"llama.rope.scaling.factor", 'f', NULL, 4};
+            kvs[nkv++] = (Meta){"llama.rope.scaling.type", 's', "linear", 0};
+            kvs[nkv++] = (Meta){"llama.rope.scaling.factor", 'f', NULL, 4};
             want = "RoPE scaling 'linear' (factor 4) is not supported yet";
         }
         for (int i = 0; i < TINY_NT; i++) {
