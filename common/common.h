@@ -66,6 +66,14 @@ char *file_read_all(const char *path, size_t *len_out, char *err);
 // Peak resident set size of this process in bytes (VmHWM), 0 when unknown.
 size_t mem_peak_rss(void);
 
+// ---- UTF-8
+// The length of the well-formed character at s[0..n) (1..4; Unicode Table 3-7: no overlongs,
+// no surrogates, nothing above U+10FFFF); 0 when s[0] cannot start one or a continuation byte is
+// wrong, with *bad (if not NULL) set to the length of the ill-formed part to replace by one
+// U+FFFD (Unicode's "maximal subpart", as Python and browsers do); -k when the k bytes left are
+// a valid but incomplete prefix (only possible when the input ends early).
+int utf8_char_len(const unsigned char *s, size_t n, int *bad);
+
 // ---- container limits (cgroup v2), so that defaults sized from "the machine" fit a container's
 // share of it. root is where the cgroup hierarchy is mounted ("/sys/fs/cgroup"); this process's
 // own cgroup (from /proc/self/cgroup) is read under it, else root itself (a container's

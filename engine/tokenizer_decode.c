@@ -10,34 +10,6 @@
 #include "common/common.h"
 #include "engine/tokenizer_impl.h"
 
-int utf8_char_len(const unsigned char *s, size_t n, int *bad) {
-    unsigned c = s[0];
-    if (c < 0x80) return 1;
-    int need;
-    unsigned lo = 0x80, hi = 0xbf; // allowed range of the second byte
-    if (c >= 0xc2 && c <= 0xdf) need = 2;
-    else if (c == 0xe0) need = 3, lo = 0xa0;                  // no overlongs
-    else if ((c >= 0xe1 && c <= 0xec) || c == 0xee || c == 0xef) need = 3;
-    else if (c == 0xed) need = 3, hi = 0x9f;                  // no surrogates
-    else if (c == 0xf0) need = 4, lo = 0x90;                  // no overlongs
-    else if (c >= 0xf1 && c <= 0xf3) need = 4;
-    else if (c == 0xf4) need = 4, hi = 0x8f;                  // nothing past U+10FFFF
-    else {
-        if (bad) *bad = 1;
-        return 0;
-    }
-    for (int k = 1; k < need; k++) {
-        if ((size_t)k >= n) return -k;
-        unsigned b = s[k];
-        bool ok = k == 1 ? (b >= lo && b <= hi) : (b >= 0x80 && b <= 0xbf);
-        if (!ok) {
-            if (bad) *bad = k;
-            return 0;
-        }
-    }
-    return need;
-}
-
 const char *tok_piece(const Tokenizer *t, int id, size_t *len) {
     if (id < 0 || id >= t->n_vocab) {
         *len = 0;

@@ -157,12 +157,6 @@ void tokout_push(TokOut *o, int id);
 void bpe_encode_text(const Tokenizer *t, const char *text, size_t len, TokOut *o);
 void spm_encode_text(const Tokenizer *t, const char *text, size_t len, bool prefix_space, TokOut *o);
 
-// UTF-8: the length of the well-formed character at s[0..n) (1..4); 0 when s[0] cannot start
-// one (invalid byte, overlong, surrogate, > U+10FFFF, bad continuation), with *bad (if not NULL)
-// set to the length of the ill-formed part to replace by one U+FFFD (Unicode's "maximal
-// subpart", as Python and browsers do); -k when the k bytes left are a valid but incomplete
-// prefix (only possible when the input ends early).
-int utf8_char_len(const unsigned char *s, size_t n, int *bad);
 
 // Test hook: tok_load with tokenizer.ggml.pre replaced by pre (NULL: as declared).
 int tok_load_pre(Tokenizer **out, const GGUF *g, const char *pre, char *err);

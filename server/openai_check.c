@@ -29,28 +29,6 @@ int api_error(ApiError *e, int status, const char *type, const char *code, const
 // ----------------------------------------------------------------------------
 // raw body scan
 
-// Length of the well-formed UTF-8 sequence at s[0..n), or 0 when it is ill-formed (Unicode
-// Table 3-7: no overlongs, no surrogates, nothing above U+10FFFF).
-int oai_utf8_len(const unsigned char *s, size_t n) {
-    unsigned char c = s[0];
-    if (c < 0x80) return 1;
-    int len;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c == 0xE0) len = 3, lo = 0xA0;
-    else if (c == 0xED) len = 3, hi = 0x9F;
-    else if (c >= 0xE1 && c <= 0xEF) len = 3;
-    else if (c == 0xF0) len = 4, lo = 0x90;
-    else if (c >= 0xF1 && c <= 0xF3) len = 4;
-    else if (c == 0xF4) len = 4, hi = 0x8F;
-    else return 0;
-    if ((size_t)len > n) return 0;
-    if (s[1] < lo || s[1] > hi) return 0;
-    for (int i = 2; i < len; i++)
-        if (s[i] < 0x80 || s[i] > 0xBF) return 0;
-    return len;
-}
-
 static int hex4(const unsigned char *s, size_t n) {
     if (n < 4) return -1;
     int v = 0;
@@ -78,8 +56,8 @@ int oai_scan_body(const char *body, size_t len, ApiError *e) {
         if (c == 0)
             return api_error(e, 400, NULL, NULL, key, "Invalid request body: a NUL byte at offset %zu", i);
         if (c >= 0x80) {
-            int l = oai_utf8_len(s + i, len - i);
-            if (l == 0)
+            int l = utf8_char_len(s + i, len - i, NULL);
+            if (l <= 0) // ill-formed, or cut off by the end of the body
                 return api_error(e, 400, NULL, NULL, key,
                                  "Invalid request body: it is not valid UTF-8 (byte 0x%02x at offset %zu)", c, i);
             if (in_str && str_is_key && key_len + l < sizeof key) {

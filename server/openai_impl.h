@@ -5,9 +5,6 @@
 
 #include "server/openai.h"
 
-// Bytes in the well-formed UTF-8 sequence at s[0..n), 0 when ill-formed.
-int oai_utf8_len(const unsigned char *s, size_t n);
-
 // "an integer", "a string", "null", ... for messages.
 const char *oai_type_name(const cJSON *v);
 // The member `key` of o, or NULL when it is absent or JSON null.

@@ -63,26 +63,6 @@ void sbuf_consume(SBuf *b, size_t n) {
 // ----------------------------------------------------------------------------
 // JSON values
 
-// The bytes one U+FFFD replaces at an ill-formed s[0]: the maximal subpart of a well-formed
-// sequence that starts there (Unicode §3.9, "U+FFFD substitution of maximal subparts"), at least 1.
-static int utf8_bad_len(const unsigned char *s, size_t n) {
-    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
-    int len;
-    if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c == 0xE0) len = 3, lo = 0xA0;
-    else if (c == 0xED) len = 3, hi = 0x9F;
-    else if (c >= 0xE1 && c <= 0xEF) len = 3;
-    else if (c == 0xF0) len = 4, lo = 0x90;
-    else if (c >= 0xF1 && c <= 0xF3) len = 4;
-    else if (c == 0xF4) len = 4, hi = 0x8F;
-    else return 1;
-    int k = 1;
-    if (k < len && (size_t)k < n && s[k] >= lo && s[k] <= hi) k++;
-    else return 1;
-    while (k < len && (size_t)k < n && s[k] >= 0x80 && s[k] <= 0xBF) k++;
-    return k;
-}
-
 void json_str(SBuf *b, const char *s, size_t n) {
     static const char HEX[] = "0123456789abcdef";
     const unsigned char *u = (const unsigned char *)s;
@@ -105,10 +85,11 @@ void json_str(SBuf *b, const char *s, size_t n) {
             snprintf(ubuf, sizeof ubuf, "\\u%c%c%c%c", '0', '0', HEX[c >> 4], HEX[c & 15]);
             esc = ubuf;
         } else if (c >= 0x80) {
-            step = oai_utf8_len(u + i, n - i);
-            if (step == 0) {
+            int bad = 1;
+            step = utf8_char_len(u + i, n - i, &bad);
+            if (step <= 0) {
                 esc = "\xEF\xBF\xBD"; // U+FFFD for each maximal ill-formed subpart, as Python decodes
-                step = utf8_bad_len(u + i, n - i);
+                step = step < 0 ? -step : bad; // a character cut off at the end is one subpart
             } else if (step == 3 && c == 0xE2 && u[i + 1] == 0x80 && (u[i + 2] == 0xA8 || u[i + 2] == 0xA9)) {
                 esc = u[i + 2] == 0xA8 ? "\\u2028" : "\\u2029";
             }
