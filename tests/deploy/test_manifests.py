@@ -22,10 +22,8 @@ import math
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,25 +33,16 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 K8S = DOCKER / "k8s"
 DOC = ROOT / "docs" / "deploy.md"
-MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-
-def binary():
-    if os.environ.get("SLUICE_BIN"):
-        return Path(os.environ["SLUICE_BIN"])
-    return ROOT / os.environ.get("SLUICE_BUILD", "build") / "sluice"
+# the daemon helpers shared with tests/api (tests/daemon.py)
+sys.path.insert(0, str(ROOT / "tests"))
+from daemon import Server, binary, free_port  # noqa: E402
 
 
 def deploy_files():
     """Every text file that documents or configures a deployment."""
     files = sorted(p for p in DOCKER.rglob("*") if p.is_file())
     return files + [DOC]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------
@@ -308,48 +297,14 @@ def help_default(text, flag):
     return m.group(1)
 
 
-class Daemon:
-    def __init__(self):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = ROOT / "build" / f"sluice-deploy-test-{self.port}.log"
-        self.log_path.parent.mkdir(exist_ok=True)
-        self.log = open(self.log_path, "w")
-        cmd = [str(binary()), "--model", str(MODEL), "--host", "127.0.0.1", "--port", str(self.port),
-               "--max-model-len", "512", "--kv-cache-memory", "64M", "--max-num-seqs", "4",
+# Small: the deployment checks only read probes, --help and /metrics.
+DAEMON_ARGS = ["--host", "127.0.0.1", "--max-model-len", "512", "--kv-cache-memory", "64M", "--max-num-seqs", "4",
                *os.environ.get("SLUICE_TEST_ARGS", "").split()]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
-        t0 = time.time()
-        while time.time() - t0 < 120:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sluice exited with {self.proc.returncode}:\n{self.log_text()}")
-            try:
-                if requests.get(self.url + "/health/ready", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"sluice not ready after 120 s:\n{self.log_text()}")
-
-    def log_text(self):
-        self.log.flush()
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 @pytest.fixture(scope="module")
 def daemon():
-    d = Daemon()
+    d = Server([], base_args=DAEMON_ARGS)
     yield d
     d.stop()
 
