@@ -46,6 +46,8 @@ import time
 
 import numpy as np
 
+from gpt2_bytes import unicode_to_bytes
+
 try:
     import gguf
     from gguf.quants import dequantize
@@ -188,20 +190,8 @@ def read_forward(path):
     return prompts
 
 
-def bytes_decoder():
-    """GPT-2 byte-level BPE: the printable character each byte is stored as, and back."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
-
-
 def detokenize(vocab, ids):
-    dec = bytes_decoder()
+    dec = unicode_to_bytes()
     out = bytearray()
     for i in ids:
         s = vocab[i]

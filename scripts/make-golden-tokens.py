@@ -39,6 +39,8 @@ import os
 import sys
 from collections import Counter
 
+from gpt2_bytes import bytes_to_unicode
+
 try:
     import gguf
     import llama_cpp
@@ -546,17 +548,6 @@ Call 555-1234 or 555-9876. The years 1999, 2000, 2001, 2020, 2021, 2022, 2023 an
 Prices: $100, $250.99, 1,234,567 units, 42 items, 99 bottles, 007 agents, 123456789.
 I'm sure it's fine. You're right, we'll see; they've gone. Don't worry, I'd say.
 """
-
-
-def bytes_to_unicode():
-    bs = list(range(0x21, 0x7F)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(bs, cs)}
 
 
 def train_bytelevel_bpe(corpus, n_merges):
