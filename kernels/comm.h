@@ -5,7 +5,7 @@
 //   CPU threads (kernels/cpu/comm.c): each rank is a thread of this process; buffers are host
 //       memory; reductions add the ranks' values in rank order 0, 1, ..., N-1, so every rank
 //       gets bitwise the same result whatever the timing.
-//   NCCL (kernels/cuda/comm_nccl.cu): one thread per local GPU, buffers are device memory on
+//   NCCL (kernels/cuda/comm.cu): one thread per local GPU, buffers are device memory on
 //       that rank's stream; ncclCommInitAll within a node, ncclCommInitRank across nodes with
 //       the unique id shared over a TCP rendezvous.
 //

@@ -16,7 +16,7 @@
 # (CI has no GPU).
 
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
-# NCCL (kernels/cuda/comm_nccl.cu): nccl.h and libnccl.so ship inside this CUDA install here
+# NCCL (kernels/cuda/comm.cu): nccl.h and libnccl.so ship inside this CUDA install here
 # (include/nccl.h, lib64/libnccl.so), so nvcc and the -L below find them.
 CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 \
                -lnccl -lcublas -lcudart -lstdc++ -fopenmp -lpthread -lm

@@ -1,4 +1,4 @@
-// test_gpu_comm.c: the NCCL communicator (kernels/cuda/comm_nccl.cu).
+// test_gpu_comm.c: the NCCL communicator (kernels/cuda/comm.cu).
 //
 // The TCP rendezvous that ships the NCCL unique id between nodes needs no GPU: its cases run
 // everywhere, with the nodes as threads on 127.0.0.1 (the id, the nodes joining before node 0

@@ -19,10 +19,10 @@ python3 "$EMU/transform.py" . "$B/src"
 
 CXXF="-std=c++17 -O2 -g -w -I$EMU/shim -I$B/src -I. $SANF"
 CF="-std=gnu11 -O2 -march=native -g -Wall -Wextra -fopenmp -I. $SANF"
-# NCCL has no emulation: comm_nccl.cu and its test (test_gpu_comm) run on a device only.
+# NCCL has no emulation: comm.cu and its test (test_gpu_comm) run on a device only.
 kobj=()
 for f in "$B"/src/kernels/cuda/*.cu; do
-    [ "$(basename "$f")" = comm_nccl.cu ] && continue
+    [ "$(basename "$f")" = comm.cu ] && continue
     o="$B/$(basename "$f" .cu).o"
     g++ $CXXF -x c++ -c "$f" -o "$o"
     kobj+=("$o")

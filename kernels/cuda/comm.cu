@@ -1,5 +1,6 @@
-// comm_nccl.cu: the NCCL communicator behind comm_nccl.h: kernels/comm.h's CommOps on device
-// buffers, one handle per rank, each with its own stream (or the rank's KStream once bound).
+// comm.cu: the NCCL communicator behind comm_nccl.h (the twin of kernels/cpu/comm.c):
+// kernels/comm.h's CommOps on device buffers, one handle per rank, each with its own stream
+// (or the rank's KStream once bound).
 //
 // Within a node ncclCommInitAll makes every rank's communicator in one call. Across nodes, node
 // 0 makes an ncclUniqueId and a small TCP rendezvous (below) hands it to the other nodes; then
