@@ -15,7 +15,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "engine/kv_cache.h"
 #include "engine/model_config.h"
 #include "engine/weights.h"
 #include "kernels/comm.h"
@@ -110,8 +109,8 @@ void model_free(Model *m);
 int model_max_cols(const Model *m);
 
 // One step over b: rows 0..b->n_tokens (<= max_tokens) of token ids at their positions; K and
-// V of every row are written into kv (this rank's heads) at b->slot_mapping, attention reads kv
-// through b->block_tables. logits: [b->n_sample, vocab] (the whole vocabulary), row i for batch
+// V of every row are written into the paged cache kv ([cfg.n_layers] layers of this rank's KV
+// heads: a KVCache's layers) at b->slot_mapping, attention reads it through b->block_tables. logits: [b->n_sample, vocab] (the whole vocabulary), row i for batch
 // row b->logits_rows[i]. With tensor parallelism every rank calls this at the same time with
 // the same b and its own kv; rank 0's logits get the result, the other ranks may pass NULL.
-void model_forward(Model *m, const KVCache *kv, const Batch *b, float *logits);
+void model_forward(Model *m, const KVLayer *kv, const Batch *b, float *logits);

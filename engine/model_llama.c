@@ -400,15 +400,15 @@ static void lm_head_split(Model *m, int n_sample, float *logits) {
     }
 }
 
-void model_forward(Model *m, const KVCache *kv, const Batch *b, float *logits) {
+void model_forward(Model *m, const KVLayer *kv, const Batch *b, float *logits) {
     const ModelConfig *c = &m->cfg;
     const ModelWeights *w = &m->w;
     RunState *s = &m->s;
     int T = b->n_tokens, dim = c->dim, hd = c->head_dim;
     CHECK(T > 0 && T <= m->max_tokens, "%d rows, room for %d", T, m->max_tokens);
     CHECK(b->n_sample >= 0 && b->n_sample <= T);
-    CHECK(kv->n_layers == c->n_layers && kv->n_kv_heads == m->n_kv_heads && kv->head_dim == hd,
-          "a cache of %d KV heads for a rank of %d", kv->n_kv_heads, m->n_kv_heads);
+    CHECK(kv[0].n_kv_heads == m->n_kv_heads && kv[0].head_dim == hd, "a cache of %d KV heads for a rank of %d",
+          kv[0].n_kv_heads, m->n_kv_heads);
     const float attn_scale = 1.0f / sqrtf((float)hd);
     Comm *comm = m->comm;
 
@@ -417,7 +417,7 @@ void model_forward(Model *m, const KVCache *kv, const Batch *b, float *logits) {
 
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights *L = &w->layers[l];
-        const KVLayer *cache = &kv->layers[l];
+        const KVLayer *cache = &kv[l];
 
         // attention rmsnorm (from layer 1 on, the previous MLP's output joins the residual first)
         if (l == 0) k_rmsnorm(s->xb, s->x, L->attn_norm, T, dim, c->norm_eps);

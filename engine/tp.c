@@ -20,7 +20,7 @@ static void rank_run(TpGroup *g, int rank, const SchedBlockCopy *copies, int n_c
                      float *logits) {
     // copy-on-write first: the forward below writes into the copies
     for (int i = 0; i < n_copies; i++) kv_cache_copy_block(&g->kv[rank], copies[i].src, copies[i].dst);
-    if (b->n_tokens > 0) model_forward(&g->models[rank], &g->kv[rank], b, logits);
+    if (b->n_tokens > 0) model_forward(&g->models[rank], g->kv[rank].layers, b, logits);
 }
 
 static void *rank_main(void *arg) {

@@ -88,7 +88,7 @@ static void step(Model *m, KVCache *kv, KVSeq *seq, BatchBuf *bb, int pos0, cons
                  float *logits) {
     batch_buf_clear(bb);
     batch_buf_add(bb, seq, kv->block_size, pos0, tokens, n, sample ? 1 : 0);
-    model_forward(m, kv, &bb->b, logits);
+    model_forward(m, kv->layers, &bb->b, logits);
 }
 
 int main(int argc, char **argv) {

@@ -80,7 +80,7 @@ typedef struct {
 
 static void backend_step(Backend *be, const Batch *b, float *logits) {
     if (be->g) gpu_runner_forward(be->g, b, logits);
-    else model_forward(be->m, &be->kv, b, logits);
+    else model_forward(be->m, be->kv.layers, b, logits);
 }
 
 typedef struct {

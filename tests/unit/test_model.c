@@ -183,7 +183,7 @@ static void prefill(KVSeq *s, const int *tokens, int n, int chunk, float *out) {
         int len = MIN(chunk, n - pos);
         batch_buf_clear(&bb);
         batch_buf_add(&bb, s, BLOCK, pos, tokens + pos, len, pos + len == n ? 1 : 0);
-        model_forward(&model, &kv, &bb.b, logits);
+        model_forward(&model, kv.layers, &bb.b, logits);
     }
     memcpy(out, logits, sizeof(float) * model.cfg.vocab);
 }
@@ -553,7 +553,7 @@ static void greedy_run(void) {
                 CHECK(kv_seq_reserve(&seqs[p], &kv, pos + 1, err) == SL_OK, "%s", err);
                 batch_buf_add(&bb, &seqs[p], BLOCK, pos, &greedy.ours[p][step - 1], 1, 1);
             }
-            model_forward(&model, &kv, &bb.b, logits);
+            model_forward(&model, kv.layers, &bb.b, logits);
         }
         for (int p = 0; p < n_golden; p++) {
             const float *l = l0 + (size_t)p * vocab;
@@ -656,7 +656,7 @@ static void teacher_forced_run(const Golden *ref, int n_ref, RowFn row_fn, void 
             p++;
         }
         CHECK(p > first, "a golden sequence longer than %d tokens", MAX_TOKENS);
-        model_forward(&model, &kv, &bb.b, logits);
+        model_forward(&model, kv.layers, &bb.b, logits);
         for (int q = first; q < p; q++) {
             for (int s = 0; s < N_GEN; s++) row_fn(q, s, logits + ((size_t)(q - first) * N_GEN + s) * vocab, ctx);
             kv_seq_release(&seqs[q - first], &kv);
@@ -751,7 +751,7 @@ static void test_chunked_prefill_matches_single(void) {
             batch_buf_clear(&bb);
             batch_buf_add(&bb, &a, BLOCK, pos, &ta, 1, 1);
             batch_buf_add(&bb, &b, BLOCK, pos, &tb, 1, 1);
-            model_forward(&model, &kv, &bb.b, logits);
+            model_forward(&model, kv.layers, &bb.b, logits);
             ta = argmax(logits, vocab);
             tb = argmax(logits + vocab, vocab);
         }

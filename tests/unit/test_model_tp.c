@@ -95,7 +95,7 @@ static void *rank_main(void *arg) {
         if (g->quit) break;
         seen = g->gen;
         pthread_mutex_unlock(&g->mu);
-        model_forward(&g->models[t->rank], &g->kvs[t->rank], g->b, t->rank == 0 ? g->logits : NULL);
+        model_forward(&g->models[t->rank], g->kvs[t->rank].layers, g->b, t->rank == 0 ? g->logits : NULL);
         pthread_mutex_lock(&g->mu);
         if (++g->n_done == g->size) pthread_cond_signal(&g->done);
     }
