@@ -16,7 +16,7 @@ LDLIBS  := $(XCFLAGS) -fopenmp -lpcre2-8 -lmicrohttpd -lcjson -lpthread -lm
 MODEL   ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
 
 # ---- sources
-LIB_SRC    := $(wildcard common/*.c config/*.c kernels/cpu/*.c scheduler/*.c engine/*.c)
+LIB_SRC    := $(wildcard common/*.c config/*.c kernels/cpu/*.c scheduler/*.c engine/*.c engine/*/*.c)
 SERVER_SRC := $(filter-out server/cli_run.c server/main.c,$(wildcard server/*.c))
 TEST_SRC   := $(wildcard tests/unit/test_*.c)
 TOOL_SRC   := $(wildcard tests/tools/*.c)

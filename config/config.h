@@ -39,7 +39,7 @@ typedef struct {
     bool enforce_eager;         // --enforce-eager: no CUDA graphs
 } Config;
 
-// The values --load-format (engine/weights.h's LoadFormat names) and --device take; config_validate
+// The values --load-format (engine/model/weights.h's LoadFormat names) and --device take; config_validate
 // checks them.
 extern const char *const LOAD_FORMAT_NAMES[]; // "auto", "gguf", "safetensors", "dummy", NULL
 extern const char *const DEVICE_NAMES[];      // "auto", "cpu", "cuda", NULL

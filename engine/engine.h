@@ -27,9 +27,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/sampler.h"
-#include "engine/tokenizer.h"
-#include "engine/weights.h"
+#include "engine/sampling/sampler.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "engine/model/weights.h"
 #include "kernels/kernels.h"
 
 // ----------------------------------------------------------------------------

@@ -17,11 +17,11 @@
 
 #include "engine/engine.h"
 #include "engine/gpu_runner.h"
-#include "engine/model.h"
+#include "engine/model/model.h"
 #include "engine/runner.h"
-#include "engine/weights.h"
+#include "engine/model/weights.h"
 #include "kernels/comm.h"
-#include "engine/stop.h"
+#include "engine/sampling/stop.h"
 #include "scheduler/scheduler.h"
 
 // One half of a choice's outbox: the engine fills `pending`, a take swaps it with `taken`.

@@ -8,7 +8,7 @@
 
 #include "common/common.h"
 #include "engine/engine.h"
-#include "engine/template.h"
+#include "engine/template/template.h"
 
 static bool path_is_dir(const char *p) {
     struct stat st;

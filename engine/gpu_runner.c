@@ -1,6 +1,6 @@
 // gpu_runner.c: the model on one CUDA device (--device cuda, issue 7). See gpu_runner.h.
 //
-// The forward mirrors model_forward (engine/model_llama.c) op for op, through the launchers of
+// The forward mirrors model_forward (engine/model/llama.c) op for op, through the launchers of
 // kernels/cuda/cuda_ops.h, on one stream. The weights are bound by model_load_shard (the same
 // names, shapes and variants the CPU backend checks), uploaded once as bf16 matrices and f32
 // vectors, and the host views are dropped.
@@ -189,7 +189,7 @@ void gpu_runner_forward(GpuRunner *g, const Batch *b, float *logits) {
 // ----------------------------------------------------------------------------
 // the runner on the device
 
-#include "engine/model.h"
+#include "engine/model/model.h"
 #include "kernels/cuda/cuda_engine.h"
 #include "kernels/cuda/cuda_ops.h"
 
@@ -249,7 +249,7 @@ const GpuRunnerStats *gpu_runner_stats(const GpuRunner *g) {
 
 // ---- the forward's segments (see the top of the file)
 
-// One projection of the attention input, as model_llama.c's attn_project: out = xb · wᵀ
+// One projection of the attention input, as engine/model/llama.c's attn_project: out = xb · wᵀ
 // (+ bias), then (Qwen3) RMSNorm over each head; tmp holds the un-normed projection.
 static void attn_project(GpuRunner *g, float *out, float *tmp, const KDevMatrix *w, const float *bias,
                          const float *head_norm, int T) {

@@ -13,7 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "engine/weights.h"
+#include "engine/model/weights.h"
 #include "kernels/kernels.h"
 
 typedef struct GpuRunner GpuRunner;

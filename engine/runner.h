@@ -26,7 +26,7 @@
 
 #include "engine/gpu_runner.h"
 #include "engine/kv_cache.h"
-#include "engine/model.h"
+#include "engine/model/model.h"
 #include "engine/tp.h"
 #include "scheduler/scheduler.h"
 

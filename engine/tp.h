@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 #include "engine/kv_cache.h"
-#include "engine/model.h"
+#include "engine/model/model.h"
 #include "scheduler/scheduler.h"
 
 typedef struct TpGroup TpGroup;

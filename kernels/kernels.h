@@ -1,5 +1,5 @@
 // kernels.h: the op interface every backend implements (DESIGN.md §3). The model forward
-// (engine/model_llama.c) is written once against these calls. Today each k_<op>() runs its
+// (engine/model/llama.c) is written once against these calls. Today each k_<op>() runs its
 // CPU implementation in kernels/cpu/<op>.c (OpenMP across cores, SIMD inside); the CUDA twins
 // in kernels/cuda/<op>.cu join behind the same calls with the GPU backend.
 //

@@ -1,6 +1,6 @@
 // chat.h: chat messages -> prompt text, through the model's chat template (the GGUF's
 // tokenizer.chat_template or an HF tokenizer_config.json's chat_template, as the engine found it;
-// or --chat-template FILE) rendered by engine/template.h, or a built-in ChatML rendering when the
+// or --chat-template FILE) rendered by engine/template/template.h, or a built-in ChatML rendering when the
 // model has no template.
 #pragma once
 
@@ -8,8 +8,8 @@
 #include <stddef.h>
 
 #include "engine/engine.h"
-#include "engine/template.h"
-#include "engine/tokenizer.h"
+#include "engine/template/template.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "server/openai.h"
 
 typedef struct {

@@ -18,9 +18,9 @@
 #include "config/config.h"
 #include "engine/engine.h"
 #include "engine/kv_cache.h"
-#include "engine/model.h"
-#include "engine/sampler.h"
-#include "engine/tokenizer.h"
+#include "engine/model/model.h"
+#include "engine/sampling/sampler.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "kernels/kernels.h"
 
 static const char *USAGE =

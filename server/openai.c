@@ -9,7 +9,7 @@
 
 #include "server/openai_impl.h"
 
-#define OAI_MAX_STOP_LEN 1024 // bytes of one stop string (engine/stop.h's STOP_MAX_STRING_LEN)
+#define OAI_MAX_STOP_LEN 1024 // bytes of one stop string (engine/sampling/stop.h's STOP_MAX_STRING_LEN)
 
 void oai_request_free(OaiRequest *r) {
     if (!r) return;

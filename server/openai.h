@@ -89,7 +89,7 @@ typedef struct {
     int n;
     int truncate_prompt_tokens;  // -1: off; k: keep the prompt's last k tokens
 
-    // sampling (same meanings and ranges as engine/sampler.h's SamplingParams)
+    // sampling (same meanings and ranges as engine/sampling/sampler.h's SamplingParams)
     float temperature, top_p, min_p;
     int top_k;
     float presence_penalty, frequency_penalty, repetition_penalty;

@@ -14,7 +14,7 @@
 
 #include "common/common.h"
 #include "engine/gpu_runner.h"
-#include "engine/weights.h"
+#include "engine/model/weights.h"
 
 #define CONTEXT 1000
 #define BLOCK 16

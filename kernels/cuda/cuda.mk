@@ -34,7 +34,7 @@ LDLIBS += $(BUILD)/libsluice_cuda.a $(CUDA_LDLIBS)
 
 # ---- GPU tests and microbenchmarks
 GPU_ENGINE_SRC := tests/gpu/test_gpu_engine.c bench/gpu/bench_gpu_engine.c
-GPU_HOST_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard common/*.c kernels/cpu/*.c) engine/sampler.c)
+GPU_HOST_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard common/*.c kernels/cpu/*.c) engine/sampling/sampler.c)
 GPU_TESTS    := $(patsubst tests/gpu/%.c,$(BUILD)/tests/gpu/%,$(filter-out $(GPU_ENGINE_SRC),$(wildcard tests/gpu/test_*.c)))
 GPU_BENCHES  := $(patsubst bench/gpu/%.c,$(BUILD)/bench/gpu/%,$(filter-out $(GPU_ENGINE_SRC),$(wildcard bench/gpu/*.c)))
 GPU_BINS     += $(GPU_TESTS) $(GPU_BENCHES)

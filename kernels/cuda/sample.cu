@@ -1,5 +1,5 @@
 // sample.cu: sampling on the device, so full rows of logits never cross to the host. The twin
-// is engine/sampler.c (sampler_sample): same pipeline, same parameters, same arithmetic where it
+// is engine/sampling/sampler.c (sampler_sample): same pipeline, same parameters, same arithmetic where it
 // decides anything (the exp polynomial, the penalty formulas, the order of the bias additions).
 //
 // One thread block of 1024 threads per row. In order, as sampler.h lists them:

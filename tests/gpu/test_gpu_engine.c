@@ -30,8 +30,8 @@
 #include "common/common.h"
 #include "engine/gpu_runner.h"
 #include "engine/kv_cache.h"
-#include "engine/model.h"
-#include "engine/weights.h"
+#include "engine/model/model.h"
+#include "engine/model/weights.h"
 #include "tests/unit/test.h"
 
 #define N_DECODE_MAX 24

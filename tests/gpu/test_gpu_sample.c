@@ -1,5 +1,5 @@
 // test_gpu_sample.c: the device sampler (kernels/cuda/sample.cu) against its twin,
-// engine/sampler.c. Without a GPU: SKIP, never pass.
+// engine/sampling/sampler.c. Without a GPU: SKIP, never pass.
 //
 // Two kinds of check, by what the two implementations promise to share:
 //  - SAME: greedy, and temperature / min-p without top-k or top-p, walk the vocabulary in id
@@ -10,7 +10,7 @@
 //    times, and never a token outside the twin's survivor set (sampler_filter).
 // Always: the processed logits (bias, penalties) left in place match the twin's, and logprobs
 // (top ids exactly, values to 1e-4) match whenever they are asked for.
-#include "engine/sampler.h"
+#include "engine/sampling/sampler.h"
 #include "tests/gpu/gpu_test.h"
 
 _Static_assert(KSAMPLE_MAX_LOGPROBS == SAMPLER_MAX_LOGPROBS, "logprob limits differ");

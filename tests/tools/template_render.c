@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "common/common.h"
-#include "engine/template.h"
+#include "engine/template/template.h"
 
 static char *read_stream(FILE *f, size_t *len) {
     size_t cap = 1 << 16, n = 0, got;

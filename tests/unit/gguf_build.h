@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "common/common.h"
-#include "engine/gguf.h"
+#include "engine/model/gguf.h"
 
 typedef struct {
     uint8_t *buf;

@@ -11,8 +11,8 @@
 #include <string.h>
 
 #include "common/common.h"
-#include "engine/model.h"
-#include "engine/weights.h"
+#include "engine/model/model.h"
+#include "engine/model/weights.h"
 #include "kernels/quant.h"
 #include "tests/unit/gguf_build.h"
 

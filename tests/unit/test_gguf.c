@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "common/common.h"
-#include "engine/gguf.h"
+#include "engine/model/gguf.h"
 #include "test.h"
 
 // ---- the real default model

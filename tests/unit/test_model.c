@@ -42,9 +42,9 @@
 #include <unistd.h>
 
 #include "common/common.h"
-#include "engine/gguf.h"
+#include "engine/model/gguf.h"
 #include "engine/kv_cache.h"
-#include "engine/model.h"
+#include "engine/model/model.h"
 #include "tests/unit/gguf_build.h"
 #include "tests/unit/test.h"
 

@@ -1,4 +1,4 @@
-// test_model_tp.c: tensor parallelism and the Llama-family variants of model_llama.c.
+// test_model_tp.c: tensor parallelism and the Llama-family variants of engine/model/llama.c.
 //
 //  - model_tp_check: sizes that do not divide the heads and KV heads are refused with the
 //    valid ones listed, by itself and through model_load_shard.
@@ -42,8 +42,8 @@
 
 #include "common/common.h"
 #include "engine/kv_cache.h"
-#include "engine/model.h"
-#include "engine/weights.h"
+#include "engine/model/model.h"
+#include "engine/model/weights.h"
 #include "kernels/comm.h"
 #include "tests/unit/model_ref.h"
 #include "tests/unit/test.h"

@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 #include "common/common.h"
-#include "engine/safetensors.h"
-#include "engine/weights_impl.h"
+#include "engine/model/safetensors.h"
+#include "engine/model/weights_impl.h"
 #include "tests/unit/test.h"
 
 #define MODELS_DIR TEST_DATA_DIR "/../../config/models"

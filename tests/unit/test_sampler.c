@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "common/common.h"
-#include "engine/sampler.h"
+#include "engine/sampling/sampler.h"
 #include "tests/unit/test.h"
 
 // ---- helpers

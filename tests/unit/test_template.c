@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "common/common.h"
-#include "engine/template.h"
+#include "engine/template/template.h"
 #include "tests/unit/test.h"
 
 typedef struct {

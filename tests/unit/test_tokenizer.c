@@ -8,9 +8,9 @@
 #include <string.h>
 
 #include "common/common.h"
-#include "engine/gguf.h"
-#include "engine/tokenizer.h"
-#include "engine/tokenizer_impl.h"
+#include "engine/model/gguf.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "engine/tokenizer/tokenizer_impl.h"
 #include "tests/unit/test.h"
 #include "tests/unit/tok_cases.h"
 

@@ -29,7 +29,7 @@ for f in "$B"/src/kernels/cuda/*.cu; do
 done
 g++ $CXXF -c "$EMU/emu.cpp" -o "$B/emu.o"
 hobj=()
-for f in common/common.c kernels/cpu/*.c engine/sampler.c; do
+for f in common/common.c kernels/cpu/*.c engine/sampling/sampler.c; do
     o="$B/host_$(echo "$f" | tr / _).o"
     gcc $CF -c "$f" -o "$o"
     hobj+=("$o")
@@ -48,7 +48,7 @@ done
 # The GPU runner over the emulated kernels (its graphs replayed by the emulator's capture): the
 # engine's sources, gpu_runner.c with SLUICE_CUDA, the tiny dummy model (GPU_TEST_QUICK).
 eobj=()
-for f in common/*.c config/*.c kernels/cpu/*.c scheduler/*.c engine/*.c; do
+for f in common/*.c config/*.c kernels/cpu/*.c scheduler/*.c engine/*.c engine/*/*.c; do
     o="$B/eng_$(echo "$f" | tr / _).o"
     gcc $CF -DTEST_DATA_DIR="\"$PWD/tests/data\"" -DTEST_MODEL_PATH="\"$PWD/models/SmolLM2-135M-Instruct.Q4_1.gguf\"" \
         $([ "$f" = engine/gpu_runner.c ] && echo -DSLUICE_CUDA) -c "$f" -o "$o"

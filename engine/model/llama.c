@@ -1,0 +1,459 @@
+// llama.c: the Llama family's weights and forward pass, written once against the op
+// table in kernels/kernels.h (DESIGN.md §3), whole or as one tensor-parallel rank (§6).
+//
+// A pre-norm decoder: x = embed(tokens); per layer x += attn(rmsnorm(x)); x += mlp(rmsnorm(x));
+// logits = lm_head(rmsnorm(x)) for the rows that sample. Each residual add is fused into the
+// next norm (k_add_rmsnorm), so a block's output waits in s->delta until the next norm reads it.
+// Variants: Qwen2 adds a bias to q, k and v; Qwen3 RMS-normalizes each head of q and k before
+// RoPE; Llama 3.1 divides RoPE frequencies by per-pair factors.
+//
+// Tensor parallelism (Megatron): rank r computes its query heads, their KV heads and its slice
+// of the MLP's hidden units, so wq/wk/wv/gate/up are row slices (views: rows of a row-major
+// matrix are contiguous, quantized or not) and wo/down take the matching input columns (copies,
+// see bind_matrix). Each rank's wo and down outputs are partial sums of the whole model's, so
+// one all-reduce after each completes them; the all-reduce adds in rank order, so every rank
+// holds bitwise the same residual stream and nothing else needs to be kept in step.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/common.h"
+#include "engine/model/model.h"
+
+// The LM head with tensor parallelism: split by vocabulary (1: each rank computes its rows'
+// logits, then an all-gather) or replicated (0: rank 0 computes all of them while the other
+// ranks go on to the next step). Measured on the default model at TP=3 on a 2-core machine
+// (30 adjacent pairs of runs, medians of 7-11 steps each): a tie, split/replicated 0.999 for
+// a decode step of 1 sequence (6.05 ms), 1.005 for 8 sequences (18.8 ms), 0.993 for a 256-token
+// prefill (515 ms). The head streams 30 MB of Q8_0 rows; one thread alone reads them in 1.05 ms
+// (~28 GB/s), about the memory's pace, so more cores on it gain little. The split stays: it
+// divides an untied head's memory by the ranks, gains where each rank has its own memory
+// bandwidth (GPUs), and is the all-gather the NCCL path runs.
+#ifndef MODEL_LM_HEAD_SPLIT
+#define MODEL_LM_HEAD_SPLIT 1
+#endif
+
+// ----------------------------------------------------------------------------
+// weights: bind each tensor of the source, checking type and shape, as a view or a copy
+//
+// Binding runs twice: a first pass checks everything and counts the bytes this rank must own
+// (column slices, converted vectors), a second fills the one buffer allocated in between. The
+// second pass cannot fail: it sees the same tensors.
+
+typedef struct {
+    const WeightSource *src;
+    bool *used;      // [n_tensors]: which tensors the forward reads, to reject files with extras
+    size_t bytes;    // weight bytes the forward reads
+    uint8_t *arena;  // pass 2: Model.owned; pass 1: NULL
+    size_t len, cap; // bytes taken (pass 1: counted)
+} Binder;
+
+// n bytes of the rank's own buffer, 64-byte aligned; NULL in the counting pass.
+static void *arena_take(Binder *bd, size_t n) {
+    size_t off = (bd->len + 63) & ~(size_t)63;
+    bd->len = off + n;
+    if (!bd->arena) return NULL;
+    CHECK(bd->len <= bd->cap, "%zu of %zu bytes", bd->len, bd->cap);
+    return bd->arena + off;
+}
+
+static const WTensor *bind_find(Binder *bd, const char *name, char *err) {
+    const WTensor *t = wsrc_find(bd->src, name);
+    if (!t) {
+        seterr(err, "tensor %s is missing", name);
+        return NULL;
+    }
+    CHECK(t >= bd->src->tensors && t < bd->src->tensors + bd->src->n_tensors);
+    bd->used[t - bd->src->tensors] = true;
+    return t;
+}
+
+// Which part of a tensor this rank takes: [lo, lo + n) of its rows (a matrix's output
+// features; a vector's elements) or of a matrix's columns (input features).
+typedef enum { SLICE_ROWS, SLICE_COLS } SliceAxis;
+typedef struct {
+    SliceAxis axis;
+    int64_t lo, n;
+} Slice;
+
+static Slice whole(int64_t n) { return (Slice){SLICE_ROWS, 0, n}; }
+
+// A 2-D weight of rows x cols (ggml order: ne[0] = cols, ne[1] = rows), sliced. A row slice is
+// a view. A column slice is copied row by row into the rank's buffer: in the stored format
+// when it starts and ends on block boundaries (each row's slice is then whole blocks), else
+// dequantized to f32 (a block cut in two has no valid encoding).
+static int bind_matrix(Binder *bd, QMatrix *out, const char *name, int64_t rows, int64_t cols, Slice sl, char *err) {
+    const WTensor *t = bind_find(bd, name, err);
+    if (!t) return SL_ERR;
+    if (t->n_dims != 2 || t->ne[0] != cols || t->ne[1] != rows)
+        return seterr(err, "tensor %s has shape [%lld, %lld] (%d dims), expected [%lld, %lld]", name,
+                      (long long)t->ne[0], (long long)t->ne[1], t->n_dims, (long long)cols, (long long)rows);
+    if (!qtype_dequant_supported(t->type))
+        return seterr(err, "tensor %s has type %s, which the kernels do not support", name, qtype_name(t->type));
+    int blk = qtype_block(t->type);
+    size_t row_bytes = qtype_row_size(t->type, cols);
+    if (cols % blk != 0 || t->nbytes != (size_t)rows * row_bytes)
+        return seterr(err, "tensor %s: %zu bytes do not hold %lld rows of %lld %s values", name, t->nbytes,
+                      (long long)rows, (long long)cols, qtype_name(t->type));
+    const uint8_t *data = t->data;
+    if (sl.axis == SLICE_ROWS) {
+        CHECK(sl.lo >= 0 && sl.n >= 0 && sl.lo + sl.n <= rows);
+        *out = (QMatrix){.type = t->type, .rows = sl.n, .cols = cols, .data = data + (size_t)sl.lo * row_bytes};
+        bd->bytes += (size_t)sl.n * row_bytes;
+        return SL_OK;
+    }
+    CHECK(sl.lo >= 0 && sl.n > 0 && sl.lo + sl.n <= cols);
+    if (sl.lo % blk == 0 && sl.n % blk == 0) {
+        size_t off = qtype_row_size(t->type, sl.lo), n_bytes = qtype_row_size(t->type, sl.n);
+        uint8_t *dst = arena_take(bd, (size_t)rows * n_bytes);
+        *out = (QMatrix){.type = t->type, .rows = rows, .cols = sl.n, .data = dst};
+        bd->bytes += (size_t)rows * n_bytes;
+        for (int64_t r = 0; dst && r < rows; r++) memcpy(dst + r * n_bytes, data + r * row_bytes + off, n_bytes);
+        return SL_OK;
+    }
+    float *dst = arena_take(bd, sizeof(float) * rows * sl.n);
+    *out = (QMatrix){.type = QTYPE_F32, .rows = rows, .cols = sl.n, .data = dst};
+    bd->bytes += sizeof(float) * rows * sl.n;
+    if (!dst) return SL_OK;
+    float *row = xmalloc(sizeof(float) * cols);
+    for (int64_t r = 0; r < rows; r++) {
+        dequant_row(t->type, data + r * row_bytes, row, cols);
+        memcpy(dst + r * sl.n, row + sl.lo, sizeof(float) * sl.n);
+    }
+    free(row);
+    return SL_OK;
+}
+
+// A vector of n values (a norm's weight, a bias, RoPE factors), elements [sl.lo, sl.lo + sl.n).
+// The forward reads f32: an aligned f32 tensor is a view, f16/bf16 (safetensors, dummy
+// weights) or an unaligned f32 one is converted into the rank's buffer.
+static int bind_vector(Binder *bd, const float **out, const char *name, int64_t n, Slice sl, char *err) {
+    const WTensor *t = bind_find(bd, name, err);
+    if (!t) return SL_ERR;
+    if (t->n_dims != 1 || t->ne[0] != n)
+        return seterr(err, "tensor %s has shape [%lld] (%d dims), expected [%lld]", name, (long long)t->ne[0],
+                      t->n_dims, (long long)n);
+    if (t->type != QTYPE_F32 && t->type != QTYPE_F16 && t->type != QTYPE_BF16)
+        return seterr(err, "tensor %s has type %s, expected F32 (or F16/BF16)", name, qtype_name(t->type));
+    if (t->nbytes != qtype_row_size(t->type, n))
+        return seterr(err, "tensor %s: %zu bytes do not hold %lld %s values", name, t->nbytes, (long long)n,
+                      qtype_name(t->type));
+    CHECK(sl.axis == SLICE_ROWS && sl.lo >= 0 && sl.lo + sl.n <= n);
+    bd->bytes += sizeof(float) * sl.n;
+    if (t->type == QTYPE_F32 && ((uintptr_t)t->data & 3) == 0) {
+        *out = (const float *)t->data + sl.lo;
+        return SL_OK;
+    }
+    float *dst = arena_take(bd, sizeof(float) * sl.n);
+    *out = dst;
+    if (dst) {
+        float *all = xmalloc(sizeof(float) * n);
+        dequant_row(t->type, t->data, all, n);
+        memcpy(dst, all + sl.lo, sizeof(float) * sl.n);
+        free(all);
+    }
+    return SL_OK;
+}
+
+static int weights_bind(Model *m, Binder *bd, char *err) {
+    const ModelConfig *c = &m->cfg;
+    ModelWeights *w = &m->w;
+    const int r = m->tp_rank, hd = c->head_dim;
+    const int64_t q_dim = (int64_t)c->n_heads * hd, kv_dim = (int64_t)c->n_kv_heads * hd;
+    const int64_t q_lo = (int64_t)r * m->n_heads * hd, q_n = (int64_t)m->n_heads * hd;
+    const int64_t kv_lo = (int64_t)r * m->n_kv_heads * hd, kv_n = (int64_t)m->n_kv_heads * hd;
+    const int64_t f_lo = (int64_t)r * m->ffn_dim, f_n = m->ffn_dim;
+    const Slice q_rows = {SLICE_ROWS, q_lo, q_n}, kv_rows = {SLICE_ROWS, kv_lo, kv_n};
+    char name[96];
+#define NAME(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
+    if (bind_matrix(bd, &w->tok_embd, "token_embd.weight", c->vocab, c->dim, whole(c->vocab), err)) return SL_ERR;
+    for (int l = 0; l < c->n_layers; l++) {
+        LayerWeights *L = &w->layers[l];
+        if (bind_vector(bd, &L->attn_norm, NAME("blk.%d.attn_norm.weight", l), c->dim, whole(c->dim), err) ||
+            bind_matrix(bd, &L->wq, NAME("blk.%d.attn_q.weight", l), q_dim, c->dim, q_rows, err) ||
+            bind_matrix(bd, &L->wk, NAME("blk.%d.attn_k.weight", l), kv_dim, c->dim, kv_rows, err) ||
+            bind_matrix(bd, &L->wv, NAME("blk.%d.attn_v.weight", l), kv_dim, c->dim, kv_rows, err) ||
+            bind_matrix(bd, &L->wo, NAME("blk.%d.attn_output.weight", l), c->dim, q_dim,
+                        (Slice){SLICE_COLS, q_lo, q_n}, err) ||
+            bind_vector(bd, &L->ffn_norm, NAME("blk.%d.ffn_norm.weight", l), c->dim, whole(c->dim), err) ||
+            bind_matrix(bd, &L->w_gate, NAME("blk.%d.ffn_gate.weight", l), c->ffn_dim, c->dim,
+                        (Slice){SLICE_ROWS, f_lo, f_n}, err) ||
+            bind_matrix(bd, &L->w_up, NAME("blk.%d.ffn_up.weight", l), c->ffn_dim, c->dim,
+                        (Slice){SLICE_ROWS, f_lo, f_n}, err) ||
+            bind_matrix(bd, &L->w_down, NAME("blk.%d.ffn_down.weight", l), c->dim, c->ffn_dim,
+                        (Slice){SLICE_COLS, f_lo, f_n}, err))
+            return SL_ERR;
+        if (c->qkv_bias && (bind_vector(bd, &L->bq, NAME("blk.%d.attn_q.bias", l), q_dim, q_rows, err) ||
+                            bind_vector(bd, &L->bk, NAME("blk.%d.attn_k.bias", l), kv_dim, kv_rows, err) ||
+                            bind_vector(bd, &L->bv, NAME("blk.%d.attn_v.bias", l), kv_dim, kv_rows, err)))
+            return SL_ERR;
+        if (c->qk_norm && (bind_vector(bd, &L->q_norm, NAME("blk.%d.attn_q_norm.weight", l), hd, whole(hd), err) ||
+                           bind_vector(bd, &L->k_norm, NAME("blk.%d.attn_k_norm.weight", l), hd, whole(hd), err)))
+            return SL_ERR;
+    }
+    if (bind_vector(bd, &w->output_norm, "output_norm.weight", c->dim, whole(c->dim), err)) return SL_ERR;
+    if (wsrc_find(bd->src, "rope_freqs.weight") &&
+        bind_vector(bd, &w->rope_freq_factors, "rope_freqs.weight", c->rope_dim / 2, whole(c->rope_dim / 2), err))
+        return SL_ERR;
+#undef NAME
+    // The LM head: this rank's vocabulary rows (all of them, or none when replicated on rank 0).
+    Slice lm = {SLICE_ROWS, m->vocab_lo, m->vocab_n};
+    if (c->tied_embeddings) {
+        // the same bytes as the embedding, already counted
+        size_t row_bytes = qtype_row_size(w->tok_embd.type, c->dim);
+        w->output = (QMatrix){.type = w->tok_embd.type, .rows = lm.n, .cols = c->dim,
+                              .data = (const uint8_t *)w->tok_embd.data + (size_t)lm.lo * row_bytes};
+    } else if (bind_matrix(bd, &w->output, "output.weight", c->vocab, c->dim, lm, err)) {
+        return SL_ERR;
+    }
+    // A tensor we do not read means a variant we do not implement (biases, extra norms, ...):
+    // running without it would be silently wrong.
+    for (int i = 0; i < bd->src->n_tensors; i++)
+        if (!bd->used[i])
+            return seterr(err, "tensor %s is not part of the %s forward pass implemented here",
+                          bd->src->tensors[i].name, c->arch);
+    return SL_OK;
+}
+
+// ----------------------------------------------------------------------------
+// tensor-parallel shares
+
+int model_tp_check(const ModelConfig *c, int tp_size, char *err) {
+    char valid[160] = "";
+    for (int n = 1; n <= c->n_kv_heads; n++)
+        if (c->n_heads % n == 0 && c->n_kv_heads % n == 0 && c->ffn_dim % n == 0)
+            snprintf(valid + strlen(valid), sizeof valid - strlen(valid), "%s%d", valid[0] ? ", " : "", n);
+    if (tp_size >= 1 && c->n_heads % tp_size == 0 && c->n_kv_heads % tp_size == 0 && c->ffn_dim % tp_size == 0)
+        return SL_OK;
+    if (tp_size >= 1 && c->n_heads % tp_size == 0 && c->n_kv_heads % tp_size == 0)
+        return seterr(err, "tensor parallel size %d does not divide the model's feed-forward width %d; valid sizes: %s",
+                      tp_size, c->ffn_dim, valid);
+    return seterr(err, "tensor parallel size %d does not divide the model's %d attention heads and %d KV heads; "
+                  "valid sizes: %s", tp_size, c->n_heads, c->n_kv_heads, valid);
+}
+
+// The split LM head's shard width (ceil: the last rank's is shorter) and the sampled rows per
+// all-gather: as many as keep one gather within the all-reduce's max_tokens * dim floats.
+static void lm_head_plan(const ModelConfig *c, int max_tokens, int tp_size, int *shard, int *rows) {
+    *shard = (c->vocab + tp_size - 1) / tp_size;
+    int64_t fit = (int64_t)max_tokens * c->dim / *shard;
+    *rows = (int)MAX(1, MIN(fit, max_tokens));
+}
+
+size_t model_comm_max_floats(const ModelConfig *c, int max_tokens, int tp_size) {
+    size_t n = (size_t)max_tokens * c->dim;
+    if (MODEL_LM_HEAD_SPLIT && tp_size > 1) {
+        int shard, rows;
+        lm_head_plan(c, max_tokens, tp_size, &shard, &rows);
+        n = MAX(n, (size_t)shard * rows);
+    }
+    return n;
+}
+
+// ----------------------------------------------------------------------------
+// activations: one slab, carved into the RunState buffers
+
+static void runstate_alloc(RunState *s, const Model *m, int max_tokens) {
+    const ModelConfig *c = &m->cfg;
+    size_t T = (size_t)max_tokens;
+    size_t q_dim = (size_t)m->n_heads * c->head_dim, kv_dim = (size_t)m->n_kv_heads * c->head_dim;
+    bool split = MODEL_LM_HEAD_SPLIT && m->tp_size > 1;
+    if (split) lm_head_plan(c, max_tokens, m->tp_size, &s->lm_shard, &s->lm_rows);
+    size_t lm = split ? (size_t)s->lm_rows * s->lm_shard : 0;
+    struct { float **field; size_t n; } parts[] = {
+        {&s->x, T * c->dim},       {&s->xb, T * c->dim},   {&s->q, T * q_dim},
+        {&s->k, T * kv_dim},       {&s->v, T * kv_dim},    {&s->att, T * q_dim},
+        {&s->delta, T * c->dim},   {&s->gate, T * m->ffn_dim}, {&s->up, T * m->ffn_dim},
+        {&s->xs, T * c->dim},      {&s->lm_part, lm},      {&s->lm_all, lm * m->tp_size},
+    };
+    // each buffer starts on a 64-byte boundary (16 floats) for aligned SIMD rows
+    size_t total = 0;
+    for (size_t i = 0; i < ARRAY_LEN(parts); i++) total += (parts[i].n + 15) & ~(size_t)15;
+    s->slab = xmalloc_aligned(total * sizeof(float));
+    s->bytes = total * sizeof(float);
+    // zeroed once so that no kernel (or collective) ever reads uninitialized padding
+    memset(s->slab, 0, s->bytes);
+    size_t off = 0;
+    for (size_t i = 0; i < ARRAY_LEN(parts); i++) {
+        *parts[i].field = parts[i].n ? s->slab + off : NULL;
+        off += (parts[i].n + 15) & ~(size_t)15;
+    }
+}
+
+// ----------------------------------------------------------------------------
+// load / free
+
+int model_load_shard(Model *m, WeightSource *src, int max_tokens, int tp_rank, int tp_size, Comm *comm,
+                     char *err) {
+    memset(m, 0, sizeof *m);
+    CHECK(max_tokens > 0 && tp_size >= 1 && tp_rank >= 0 && tp_rank < tp_size);
+    CHECK(tp_size == 1 || (comm && comm->rank == tp_rank && comm->size == tp_size), "rank %d of %d", tp_rank, tp_size);
+    m->cfg = src->cfg;
+    const ModelConfig *c = &m->cfg;
+    char why[ERR_MAX];
+    if (model_tp_check(c, tp_size, why) != SL_OK) return seterr(err, "%s: %s", src->path, why);
+    m->tp_rank = tp_rank, m->tp_size = tp_size;
+    m->comm = tp_size > 1 ? comm : NULL;
+    m->n_heads = c->n_heads / tp_size;
+    m->n_kv_heads = c->n_kv_heads / tp_size;
+    m->ffn_dim = c->ffn_dim / tp_size;
+    if (MODEL_LM_HEAD_SPLIT) {
+        int shard = (c->vocab + tp_size - 1) / tp_size;
+        m->vocab_lo = MIN(c->vocab, tp_rank * shard);
+        m->vocab_n = MIN(c->vocab, m->vocab_lo + shard) - m->vocab_lo;
+    } else {
+        m->vocab_lo = 0;
+        m->vocab_n = tp_rank == 0 ? c->vocab : 0;
+    }
+    m->src = src;
+    m->w.layers = xcalloc(c->n_layers, sizeof(LayerWeights));
+
+    Binder bd = {.src = src, .used = xcalloc(src->n_tensors ? src->n_tensors : 1, sizeof(bool))};
+    int rc = weights_bind(m, &bd, why);
+    if (rc == SL_OK) {
+        m->owned_bytes = bd.len;
+        m->owned = bd.len ? xmalloc_aligned(bd.len) : NULL;
+        bd = (Binder){.src = src, .used = bd.used, .arena = m->owned, .cap = bd.len};
+        CHECK(weights_bind(m, &bd, why) == SL_OK, "%s", why);
+        m->weight_bytes = bd.bytes;
+    }
+    free(bd.used);
+    if (rc != SL_OK) {
+        seterr(err, "%s: %s", src->path, why);
+        model_free(m);
+        return SL_ERR;
+    }
+    m->max_tokens = max_tokens;
+    runstate_alloc(&m->s, m, max_tokens);
+    return SL_OK;
+}
+
+int model_load(Model *m, const char *path, int max_tokens, char *err) {
+    memset(m, 0, sizeof *m);
+    WeightSource *src = xcalloc(1, sizeof *src);
+    if (wsrc_open(src, path, LOAD_AUTO, err) != SL_OK) {
+        free(src);
+        return SL_ERR;
+    }
+    if (model_load_shard(m, src, max_tokens, 0, 1, NULL, err) != SL_OK) {
+        wsrc_close(src);
+        free(src);
+        return SL_ERR;
+    }
+    m->owns_src = true;
+    return SL_OK;
+}
+
+void model_free(Model *m) {
+    free(m->w.layers);
+    free(m->s.slab);
+    free(m->owned);
+    if (m->owns_src && m->src) {
+        wsrc_close(m->src);
+        free(m->src);
+    }
+    memset(m, 0, sizeof *m);
+}
+
+int model_max_cols(const Model *m) {
+    return MAX(MAX(m->cfg.dim, m->ffn_dim), m->n_heads * m->cfg.head_dim);
+}
+
+// ----------------------------------------------------------------------------
+// forward
+
+// Copies the rows that get logits next to each other, so the LM head runs on those only.
+// (A host copy: the CUDA backend will need this as an op.)
+static void rows_gather(float *out, const float *x, const int *rows, int n, int dim) {
+    for (int i = 0; i < n; i++) memcpy(out + (size_t)i * dim, x + (size_t)rows[i] * dim, sizeof(float) * dim);
+}
+
+// One projection of the attention input: out = xb · wᵀ (+ bias), then (Qwen3) RMSNorm over
+// each head of head_dim. tmp: room for the un-normed projection (norms do not run in place).
+static void attn_project(float *out, float *tmp, const float *xb, const QMatrix *w, const float *bias,
+                         const float *head_norm, int T, int head_dim, float eps) {
+    float *y = head_norm ? tmp : out;
+    k_matmul(y, xb, w, T);
+    if (bias) k_add_bias(y, bias, T, (int)w->rows);
+    if (head_norm) k_rmsnorm(out, y, head_norm, T * (int)(w->rows / head_dim), head_dim, eps);
+}
+
+// The LM head of a rank holding vocabulary rows [vocab_lo, vocab_lo + vocab_n): chunks of
+// sampled rows go through the rank's rows, then an all-gather of every rank's [rows, vocab_n]
+// block (padded to lm_shard columns: a collective moves the same n on every rank), and rank 0
+// interleaves the blocks into whole-vocabulary rows.
+static void lm_head_split(Model *m, int n_sample, float *logits) {
+    RunState *s = &m->s;
+    const int vocab = m->cfg.vocab, shard = s->lm_shard, dim = m->cfg.dim;
+    for (int i0 = 0; i0 < n_sample; i0 += s->lm_rows) {
+        int n = MIN(s->lm_rows, n_sample - i0);
+        if (m->vocab_n > 0) k_matmul(s->lm_part, s->xs + (size_t)i0 * dim, &m->w.output, n);
+        comm_all_gather(m->comm, s->lm_part, s->lm_all, (size_t)n * shard);
+        if (m->tp_rank != 0 || !logits) continue;
+        for (int r = 0; r < m->tp_size; r++) {
+            int lo = MIN(vocab, r * shard), len = MIN(vocab, lo + shard) - lo;
+            const float *part = s->lm_all + (size_t)r * n * shard;
+            for (int i = 0; i < n; i++)
+                memcpy(logits + (size_t)(i0 + i) * vocab + lo, part + (size_t)i * len, sizeof(float) * len);
+        }
+    }
+}
+
+void model_forward(Model *m, const KVLayer *kv, const Batch *b, float *logits) {
+    const ModelConfig *c = &m->cfg;
+    const ModelWeights *w = &m->w;
+    RunState *s = &m->s;
+    int T = b->n_tokens, dim = c->dim, hd = c->head_dim;
+    CHECK(T > 0 && T <= m->max_tokens, "%d rows, room for %d", T, m->max_tokens);
+    CHECK(b->n_sample >= 0 && b->n_sample <= T);
+    CHECK(kv[0].n_kv_heads == m->n_kv_heads && kv[0].head_dim == hd, "a cache of %d KV heads for a rank of %d",
+          kv[0].n_kv_heads, m->n_kv_heads);
+    const float attn_scale = 1.0f / sqrtf((float)hd);
+    Comm *comm = m->comm;
+
+    // token embeddings start the residual stream
+    k_embed(s->x, &w->tok_embd, b->token_ids, T);
+
+    for (int l = 0; l < c->n_layers; l++) {
+        const LayerWeights *L = &w->layers[l];
+        const KVLayer *cache = &kv[l];
+
+        // attention rmsnorm (from layer 1 on, the previous MLP's output joins the residual first)
+        if (l == 0) k_rmsnorm(s->xb, s->x, L->attn_norm, T, dim, c->norm_eps);
+        else k_add_rmsnorm(s->xb, s->x, s->delta, L->attn_norm, T, dim, c->norm_eps);
+
+        // QKV projections of this rank's heads (att is free until attention: the norms' scratch)
+        attn_project(s->q, s->att, s->xb, &L->wq, L->bq, L->q_norm, T, hd, c->norm_eps);
+        attn_project(s->k, s->att, s->xb, &L->wk, L->bk, L->k_norm, T, hd, c->norm_eps);
+        attn_project(s->v, s->att, s->xb, &L->wv, L->bv, NULL, T, hd, c->norm_eps);
+
+        // RoPE on q and k, then this step's K and V into the paged cache
+        k_rope_kv_write(s->q, s->k, s->v, b, cache, m->n_heads, c->rope_dim, c->rope_base, w->rope_freq_factors,
+                        c->rope_layout);
+
+        // paged causal attention over each sequence's cached context, and the output projection
+        // (this rank's heads' share of it, summed over the ranks)
+        k_attention(s->att, s->q, cache, b, m->n_heads, attn_scale);
+        k_matmul(s->delta, s->att, &L->wo, T);
+        if (comm) comm_all_reduce_sum(comm, s->delta, (size_t)T * dim);
+
+        // ffn rmsnorm, after the attention output joins the residual
+        k_add_rmsnorm(s->xb, s->x, s->delta, L->ffn_norm, T, dim, c->norm_eps);
+
+        // SwiGLU MLP: down(silu(gate(x)) * up(x)) over this rank's hidden units, summed
+        k_matmul(s->gate, s->xb, &L->w_gate, T);
+        k_matmul(s->up, s->xb, &L->w_up, T);
+        k_silu_mul(s->gate, s->gate, s->up, T, m->ffn_dim); // in place: elementwise
+        k_matmul(s->delta, s->gate, &L->w_down, T);
+        if (comm) comm_all_reduce_sum(comm, s->delta, (size_t)T * dim);
+    }
+
+    // final norm (the last MLP's output joins first) and the LM head, on the sampled rows only
+    if (b->n_sample == 0) return;
+    k_add_rmsnorm(s->xb, s->x, s->delta, w->output_norm, T, dim, c->norm_eps);
+    rows_gather(s->xs, s->xb, b->logits_rows, b->n_sample, dim);
+    if (s->lm_part) lm_head_split(m, b->n_sample, logits);
+    else if (m->vocab_n == c->vocab) k_matmul(logits, s->xs, &w->output, b->n_sample);
+    // else: the replicated head, computed by rank 0 alone
+}
