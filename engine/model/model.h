@@ -7,7 +7,7 @@
 //   Model        one rank's weights, as QMatrix views into the source's tensors (no conversion:
 //                the kernels compute on the stored formats) except what sharding or a format
 //                forces to be copied, plus the activation buffers, allocated once at load for up
-//                to max_tokens rows per step
+//                to max_tokens rows per step (model.c)
 //   model_forward  one step: writes every row's K and V (this rank's heads) into the paged cache
 //                and returns the logits of the batch's logits_rows (llama.c)
 #pragma once
