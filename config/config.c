@@ -264,9 +264,8 @@ int config_flags(Config *c, Flag *out) {
         {"--block-size", "SLUICE_BLOCK_SIZE", FLAG_INT, &c->block_size, 1, 1024,
          "tokens per KV-cache block (a power of two)", ""},
         {"--kv-cache-memory", "SLUICE_KV_CACHE_MEMORY", FLAG_SIZE, &c->kv_cache_memory, 0, 0,
-         "bytes for the KV cache, K/M/G = powers of 1024 (0 = automatic: the daemon takes "
-         "min(2 GiB, RAM/4), RAM capped by a container's memory limit; sluice-run what its one "
-         "sequence needs)", ""},
+         "bytes for the KV cache, K/M/G = powers of 1024 (0 = automatic: min(2 GiB, RAM/4), RAM "
+         "capped by a container's memory limit; pages are touched only as the cache fills)", ""},
         {"--long-prefill-token-threshold", "SLUICE_LONG_PREFILL_TOKEN_THRESHOLD", FLAG_INT,
          &c->long_prefill_token_threshold, 0, 1 << 24,
          "most prompt tokens one sequence computes in a step, so running decodes wait less (0 = no cap)", ""},

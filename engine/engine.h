@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config/config.h"
 #include "engine/sampling/sampler.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/model/weights.h"
@@ -59,6 +60,9 @@ typedef struct {
 } EngineConfig;
 
 void engine_config_defaults(EngineConfig *c);
+// The engine's settings from the parsed flags (config/config.h), as both programs (sluice and
+// sluice-run) map them. c must have passed config_parse (its names are valid).
+EngineConfig engine_config_from(const Config *c);
 
 typedef struct Engine Engine;
 typedef struct EngineRequest EngineRequest;
@@ -100,24 +104,6 @@ const Tokenizer *engine_tokenizer(const Engine *e);
 const char *engine_chat_template(const Engine *e);
 const char *engine_chat_template_origin(const Engine *e);
 const char *engine_device_name(EngineDevice d); // "auto", "cpu", "cuda"
-
-// ----------------------------------------------------------------------------
-// the tokenizer and chat template that go with a model (engine_text.c; sluice-run uses it too)
-
-typedef struct {
-    Tokenizer *tok;
-    char *chat_template;         // Jinja source; NULL when there is none
-    char tok_origin[1024];       // where each came from, for the log
-    char template_origin[1024];
-} EngineText;
-
-// tokenizer_path (--tokenizer) when given: a .gguf file (its tokenizer.ggml.* metadata and
-// tokenizer.chat_template) or an HF tokenizer directory (tokenizer.json; tokenizer_config.json's
-// chat_template). Else the model's own: the GGUF's metadata, or tokenizer.json and
-// tokenizer_config.json beside the model's config.json; none is an error ("the model has no
-// tokenizer; pass --tokenizer"). A missing chat template is not an error (chat_template NULL).
-int engine_text_open(EngineText *t, const WeightSource *src, const char *tokenizer_path, char *err);
-void engine_text_close(EngineText *t); // accepts a zeroed struct
 
 // ----------------------------------------------------------------------------
 // requests

@@ -24,6 +24,22 @@
 #include "engine/sampling/stop.h"
 #include "scheduler/scheduler.h"
 
+// ---- the tokenizer and chat template that go with a model (engine_text.c)
+typedef struct {
+    Tokenizer *tok;
+    char *chat_template;         // Jinja source; NULL when there is none
+    char tok_origin[1024];       // where each came from, for the log
+    char template_origin[1024];
+} EngineText;
+
+// tokenizer_path (--tokenizer) when given: a .gguf file (its tokenizer.ggml.* metadata and
+// tokenizer.chat_template) or an HF tokenizer directory (tokenizer.json; tokenizer_config.json's
+// chat_template). Else the model's own: the GGUF's metadata, or tokenizer.json and
+// tokenizer_config.json beside the model's config.json; none is an error ("the model has no
+// tokenizer; pass --tokenizer"). A missing chat template is not an error (chat_template NULL).
+int engine_text_open(EngineText *t, const WeightSource *src, const char *tokenizer_path, char *err);
+void engine_text_close(EngineText *t); // accepts a zeroed struct
+
 // One half of a choice's outbox: the engine fills `pending`, a take swaps it with `taken`.
 typedef struct {
     int32_t *tokens;           // (cap_tokens)

@@ -1,13 +1,12 @@
 // engine_text.c: which tokenizer and chat template go with a model (see engine_text_open in
-// engine.h). Kept apart from engine.c so that sluice-run links it without the engine thread or
-// the GPU runner.
+// engine_impl.h): the file-finding rules, kept apart from the engine thread in engine.c.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "common/common.h"
-#include "engine/engine.h"
+#include "engine/engine_impl.h"
 #include "engine/template/template.h"
 
 static bool path_is_dir(const char *p) {

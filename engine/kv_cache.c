@@ -3,9 +3,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/common.h"
-#include "config/config.h" // fmt_bytes
 
 static size_t kv_elem_bytes(KVType t) { return t == KV_F32 ? 4 : 2; }
 
@@ -20,23 +20,18 @@ int kv_cache_blocks_in(size_t mem_bytes, size_t per_block, int block_size) {
     return (int)MIN(n, cap);
 }
 
-int kv_cache_init(KVCache *kv, int n_layers, int n_kv_heads, int head_dim, int block_size,
-                  KVType dtype, size_t mem_bytes, char *err) {
-    memset(kv, 0, sizeof *kv);
-    CHECK(n_layers > 0 && n_kv_heads > 0 && head_dim > 0 && block_size > 0);
-    size_t per_block = kv_cache_block_bytes(n_layers, n_kv_heads, head_dim, block_size, dtype);
-    int num_blocks = kv_cache_blocks_in(mem_bytes, per_block, block_size);
-    if (num_blocks < 1) {
-        char a[32], b[32];
-        return seterr(err, "--kv-cache-memory: %s holds no KV block (one block of %d tokens takes %s)",
-                      fmt_bytes(mem_bytes, a, sizeof a), block_size, fmt_bytes(per_block, b, sizeof b));
-    }
-    kv_cache_init_blocks(kv, n_layers, n_kv_heads, head_dim, block_size, dtype, num_blocks);
-    return SL_OK;
+size_t kv_cache_default_memory(void) {
+    size_t cap = (size_t)2 << 30;
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    size_t ram = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0;
+    size_t limit = cgroup_memory_limit("/sys/fs/cgroup"); // a container's share, when it has one
+    if (limit > 0 && (ram == 0 || limit < ram)) ram = limit;
+    if (ram > 0) cap = MIN(cap, ram / 4);
+    return cap;
 }
 
-void kv_cache_init_blocks(KVCache *kv, int n_layers, int n_kv_heads, int head_dim, int block_size, KVType dtype,
-                          int num_blocks) {
+void kv_cache_init(KVCache *kv, int n_layers, int n_kv_heads, int head_dim, int block_size, KVType dtype,
+                   int num_blocks) {
     memset(kv, 0, sizeof *kv);
     CHECK(n_layers > 0 && n_kv_heads > 0 && head_dim > 0 && block_size > 0 && num_blocks > 0);
     kv->n_layers = n_layers;
@@ -61,10 +56,6 @@ void kv_cache_init_blocks(KVCache *kv, int n_layers, int n_kv_heads, int head_di
         L->head_dim = head_dim;
         L->dtype = dtype;
     }
-    kv->free_ids = xmalloc(sizeof(int) * (size_t)num_blocks);
-    // pushed in reverse so that the first allocations get ids 0, 1, 2, ...
-    for (int i = 0; i < num_blocks; i++) kv->free_ids[i] = num_blocks - 1 - i;
-    kv->n_free = num_blocks;
 }
 
 void kv_cache_copy_block(KVCache *kv, int src, int dst) {
@@ -81,43 +72,7 @@ void kv_cache_copy_block(KVCache *kv, int src, int dst) {
 void kv_cache_free(KVCache *kv) {
     free(kv->slab);
     free(kv->layers);
-    free(kv->free_ids);
     memset(kv, 0, sizeof *kv);
-}
-
-int kv_cache_block_alloc(KVCache *kv) {
-    if (kv->n_free == 0) return -1;
-    return kv->free_ids[--kv->n_free];
-}
-
-void kv_cache_block_release(KVCache *kv, int id) {
-    CHECK(id >= 0 && id < kv->num_blocks && kv->n_free < kv->num_blocks, "block %d", id);
-    kv->free_ids[kv->n_free++] = id;
-}
-
-// ----------------------------------------------------------------------------
-// one sequence
-
-int kv_seq_reserve(KVSeq *s, KVCache *kv, int n_positions, char *err) {
-    int need = (n_positions + kv->block_size - 1) / kv->block_size;
-    if (need > s->cap) {
-        s->cap = MAX(need, 2 * s->cap);
-        s->blocks = xrealloc(s->blocks, sizeof(int) * s->cap);
-    }
-    while (s->n_blocks < need) {
-        int id = kv_cache_block_alloc(kv);
-        if (id < 0)
-            return seterr(err, "KV cache full: %d tokens need %d blocks of %d, %d in the cache",
-                          n_positions, need, kv->block_size, kv->num_blocks);
-        s->blocks[s->n_blocks++] = id;
-    }
-    return SL_OK;
-}
-
-void kv_seq_release(KVSeq *s, KVCache *kv) {
-    for (int i = s->n_blocks - 1; i >= 0; i--) kv_cache_block_release(kv, s->blocks[i]);
-    free(s->blocks);
-    memset(s, 0, sizeof *s);
 }
 
 // ----------------------------------------------------------------------------
@@ -167,27 +122,26 @@ void batch_buf_clear(BatchBuf *bb) {
     bb->query_start[0] = 0;
 }
 
-int batch_buf_add(BatchBuf *bb, const KVSeq *s, int block_size, int pos0, const int *tokens, int n,
-                  int n_logits) {
+int batch_buf_add(BatchBuf *bb, const int *block_table, int n_blocks, int block_size, int pos0, const int *tokens,
+                  int n, int n_logits) {
     Batch *b = &bb->b;
     CHECK(n > 0 && n_logits >= 0 && n_logits <= n);
     CHECK(b->n_tokens + n <= bb->max_tokens, "%d + %d rows > %d", b->n_tokens, n, bb->max_tokens);
     CHECK(b->n_seqs < bb->max_seqs);
     int ctx = pos0 + n;
-    int n_blocks = (ctx + block_size - 1) / block_size;
-    CHECK(n_blocks <= s->n_blocks && n_blocks <= bb->max_blocks_per_seq, "%d positions, %d blocks held",
-          ctx, s->n_blocks);
+    int need = (ctx + block_size - 1) / block_size;
+    CHECK(need <= n_blocks && need <= bb->max_blocks_per_seq, "%d positions, %d blocks held", ctx, n_blocks);
     int row0 = b->n_tokens, seq = b->n_seqs;
     for (int i = 0; i < n; i++) {
         int p = pos0 + i;
         bb->token_ids[row0 + i] = tokens[i];
         bb->positions[row0 + i] = p;
-        bb->slot_mapping[row0 + i] = s->blocks[p / block_size] * block_size + p % block_size;
+        bb->slot_mapping[row0 + i] = block_table[p / block_size] * block_size + p % block_size;
     }
     for (int i = n - n_logits; i < n; i++) bb->logits_rows[b->n_sample++] = row0 + i;
     int *table = bb->block_tables + (size_t)seq * bb->max_blocks_per_seq;
-    memcpy(table, s->blocks, sizeof(int) * n_blocks);
-    for (int i = n_blocks; i < bb->max_blocks_per_seq; i++) table[i] = -1;
+    memcpy(table, block_table, sizeof(int) * need);
+    for (int i = need; i < bb->max_blocks_per_seq; i++) table[i] = -1;
     bb->context_lens[seq] = ctx;
     b->n_tokens += n;
     b->n_seqs++;

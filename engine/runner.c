@@ -4,22 +4,11 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "common/common.h"
 #include "config/config.h" // fmt_bytes
 
 static inline int cdiv(int a, int b) { return (a + b - 1) / b; }
-
-size_t runner_default_kv_memory(void) {
-    size_t cap = (size_t)2 << 30;
-    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    size_t ram = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0;
-    size_t limit = cgroup_memory_limit("/sys/fs/cgroup"); // a container's share, when it has one
-    if (limit > 0 && (ram == 0 || limit < ram)) ram = limit;
-    if (ram > 0) cap = MIN(cap, ram / 4);
-    return cap;
-}
 
 // What both backends share: the batch arrays and the logits rows.
 static void runner_init_common(Runner *r, int vocab, const RunnerConfig *cfg) {
@@ -43,7 +32,7 @@ int runner_init_cpu(Runner *r, Model *models, int tp_size, const RunnerConfig *c
     for (int i = 0; i < tp_size; i++)
         block_bytes += kv_cache_block_bytes(c->n_layers, models[i].n_kv_heads, c->head_dim, cfg->block_size,
                                             cfg->kv_dtype);
-    size_t mem = cfg->kv_cache_memory ? cfg->kv_cache_memory : runner_default_kv_memory();
+    size_t mem = cfg->kv_cache_memory ? cfg->kv_cache_memory : kv_cache_default_memory();
     int num_blocks = kv_cache_blocks_in(mem, block_bytes, cfg->block_size);
     if (num_blocks < 1) {
         char a[32], b[32];
@@ -58,7 +47,7 @@ int runner_init_cpu(Runner *r, Model *models, int tp_size, const RunnerConfig *c
     r->block_bytes = block_bytes;
     r->kv = xcalloc((size_t)tp_size, sizeof(KVCache));
     for (int i = 0; i < tp_size; i++) {
-        kv_cache_init_blocks(&r->kv[i], c->n_layers, models[i].n_kv_heads, c->head_dim, cfg->block_size, cfg->kv_dtype,
+        kv_cache_init(&r->kv[i], c->n_layers, models[i].n_kv_heads, c->head_dim, cfg->block_size, cfg->kv_dtype,
                              num_blocks);
         r->kv_bytes += r->kv[i].bytes;
     }
@@ -150,11 +139,9 @@ void runner_step(Runner *r, const SchedOutput *out) {
     for (int e = 0; e < out->num_entries; e++) {
         const SchedEntry *en = &out->entries[e];
         const Sequence *seq = en->seq;
-        // a view of the sequence's block table in the shape batch_buf_add reads
-        KVSeq view = {.blocks = seq->block_table, .n_blocks = seq->num_blocks, .cap = seq->max_blocks};
         int samples = en->num_samples > 0;
-        batch_buf_add(bb, &view, r->cfg.block_size, en->start_pos, seq->tokens + en->start_pos,
-                      en->num_new_tokens, samples);
+        batch_buf_add(bb, seq->block_table, seq->num_blocks, r->cfg.block_size, en->start_pos,
+                      seq->tokens + en->start_pos, en->num_new_tokens, samples);
         r->entry_logits_row[e] = samples ? n_sample++ : -1;
     }
     CHECK(bb->b.n_tokens == out->num_tokens && bb->b.n_sample == n_sample);

@@ -18,7 +18,7 @@
 //
 // Memory plan (CPU): --kv-cache-memory bytes over all ranks together, rounded down to whole
 // blocks (a block = every rank's share of every layer's K and V); 0 picks
-// runner_default_kv_memory(). Everything is allocated by runner_init_*; runner_step never
+// kv_cache_default_memory(). Everything is allocated by runner_init_*; runner_step never
 // allocates.
 #pragma once
 
@@ -35,7 +35,7 @@ typedef struct {
     int max_num_seqs;           // entries per step at most
     int max_num_batched_tokens; // rows per step at most (the models were loaded for this many)
     int max_model_len;          // longest sequence: sizes the block-table rows
-    size_t kv_cache_memory;     // CPU: bytes of KV cache, all ranks; 0 = runner_default_kv_memory()
+    size_t kv_cache_memory;     // CPU: bytes of KV cache, all ranks; 0 = kv_cache_default_memory()
     KVType kv_dtype;            // CPU cache element type
     int threads_per_rank;       // CPU: k_init's thread count on each rank
 } RunnerConfig;
@@ -45,7 +45,7 @@ typedef struct {
     // ---- CPU backend
     Model *models;              // [tp_size], not owned
     int tp_size;
-    KVCache *kv;                // [tp_size] each rank's cache (their free lists are unused)
+    KVCache *kv;                // [tp_size] each rank's cache, the same block ids on every rank
     TpGroup tp;
     // ---- CUDA backend
     GpuRunner *gpu;             // not owned; NULL on the CPU
@@ -58,11 +58,6 @@ typedef struct {
     size_t block_bytes;         // one block: every rank, every layer, K and V
     size_t kv_bytes;            // the whole cache, all ranks
 } Runner;
-
-// min(2 GiB, a quarter of physical memory or of the cgroup's memory.max when that is smaller):
-// enough for tens of thousands of tokens of a small model, and the slab's pages are only touched
-// as blocks fill.
-size_t runner_default_kv_memory(void);
 
 // CPU: the KV caches (the same num_blocks on every rank), the batch arrays and the rank threads
 // (ranks 1..tp_size-1, each k_init'ing itself). SL_ERR when the memory holds no block.

@@ -26,30 +26,6 @@ static const char *USAGE =
     "usage: sluice [flags]\n"
     "An OpenAI-compatible LLM server: POST /v1/chat/completions, /v1/completions and more.";
 
-static EngineConfig engine_config_from(const Config *c) {
-    EngineConfig e;
-    engine_config_defaults(&e);
-    e.max_num_batched_tokens = c->max_num_batched_tokens;
-    e.max_num_seqs = c->max_num_seqs;
-    e.block_size = c->block_size;
-    e.enable_prefix_caching = c->enable_prefix_caching;
-    e.long_prefill_token_threshold = c->long_prefill_token_threshold;
-    e.max_model_len = c->max_model_len;
-    e.kv_cache_memory = c->kv_cache_memory;
-    e.threads = config_threads(c);
-    e.seed = c->seed;
-    e.tensor_parallel_size = c->tensor_parallel_size;
-    int f = load_format_parse(c->load_format); // config_validate checked the name
-    CHECK(f >= 0, "--load-format %s", c->load_format);
-    e.load_format = (LoadFormat)f;
-    e.tokenizer = c->tokenizer; // read by engine_create only
-    e.device = !strcmp(c->device, "cuda") ? ENGINE_DEVICE_CUDA : !strcmp(c->device, "cpu") ? ENGINE_DEVICE_CPU
-                                                                                          : ENGINE_DEVICE_AUTO;
-    e.gpu_memory_utilization = c->gpu_memory_utilization;
-    e.enforce_eager = c->enforce_eager;
-    return e;
-}
-
 int main(int argc, char **argv) {
     char err[ERR_MAX];
     Config cfg;

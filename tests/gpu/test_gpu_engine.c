@@ -126,9 +126,8 @@ static void run_step(Backend *cpu, Backend *gpu, Seqs *s, const int *which, int 
     for (int w = 0; w < n_which; w++) {
         int p = which[w];
         for (int i = 0; i < SEQ_BLOCKS; i++) blocks[p][i] = p * SEQ_BLOCKS + i;
-        KVSeq view = {.blocks = blocks[p], .n_blocks = SEQ_BLOCKS, .cap = SEQ_BLOCKS};
         int pos0 = step == 0 ? 0 : s->len[p] - 1, n = step == 0 ? s->len[p] : 1;
-        batch_buf_add(&bb, &view, BLOCK, pos0, s->tokens[p] + pos0, n, 1);
+        batch_buf_add(&bb, blocks[p], SEQ_BLOCKS, BLOCK, pos0, s->tokens[p] + pos0, n, 1);
     }
     float *lc = xmalloc(sizeof(float) * n_which * vocab), *lg = xmalloc(sizeof(float) * n_which * vocab);
     backend_step(cpu, &bb.b, lc);
@@ -193,8 +192,7 @@ static void check_copy_block(GpuRunner *g, int vocab) {
         batch_buf_init(&bb, 1, 1, SEQ_BLOCKS);
         int blocks[SEQ_BLOCKS];
         for (int i = 0; i < SEQ_BLOCKS; i++) blocks[i] = (pass ? p : q) * SEQ_BLOCKS + i;
-        KVSeq view = {.blocks = blocks, .n_blocks = SEQ_BLOCKS, .cap = SEQ_BLOCKS};
-        batch_buf_add(&bb, &view, BLOCK, pos, &seqs.tokens[p][pos], 1, 1);
+        batch_buf_add(&bb, blocks, SEQ_BLOCKS, BLOCK, pos, &seqs.tokens[p][pos], 1, 1);
         out[pass] = xmalloc(sizeof(float) * vocab);
         gpu_runner_forward(g, &bb.b, out[pass]);
         batch_buf_free(&bb);
@@ -212,11 +210,7 @@ static void test_model(const ModelCase *mc) {
     const ModelConfig *c = &m.cfg;
     k_init((int)MAX(1, MIN(16, sysconf(_SC_NPROCESSORS_ONLN))), MAX_PROMPTS * MAX_LEN, model_max_cols(&m));
     Backend cpu = {.m = &m};
-    ASSERT(kv_cache_init(&cpu.kv, c->n_layers, c->n_kv_heads, c->head_dim, BLOCK, KV_F32,
-                         kv_cache_block_bytes(c->n_layers, c->n_kv_heads, c->head_dim, BLOCK, KV_F32) * MAX_PROMPTS *
-                             SEQ_BLOCKS,
-                         err) == SL_OK,
-           "%s", err);
+    kv_cache_init(&cpu.kv, c->n_layers, c->n_kv_heads, c->head_dim, BLOCK, KV_F32, MAX_PROMPTS * SEQ_BLOCKS);
     int all[MAX_PROMPTS];
     for (int p = 0; p < n_prompts; p++) all[p] = p;
 

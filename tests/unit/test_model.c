@@ -159,30 +159,40 @@ done:
 // ----------------------------------------------------------------------------
 // running the model: one KV cache, sequences prefilled in chunks, decode batches
 
+#define SEQ_SLOTS 16              // sequences the cache holds at once
+#define SEQ_BLOCKS (512 / BLOCK) // blocks of each: 512 tokens
+
 static KVCache kv;
 static BatchBuf bb;
 static float *logits; // [MAX_TOKENS, vocab]
+// The tests' sequences need no block allocator (the engine's is the block pool): sequence slot s
+// owns blocks s, s + SEQ_SLOTS, s + 2 * SEQ_SLOTS, ..., interleaved so that no block table is
+// the identity.
+static int seq_table[SEQ_SLOTS][SEQ_BLOCKS];
 
 static void kv_setup(void) {
-    char err[ERR_MAX];
     // room for every golden prompt + continuation at once (16 prompts of 512 tokens)
-    size_t bytes = kv_cache_block_bytes(model.cfg.n_layers, model.cfg.n_kv_heads, model.cfg.head_dim, BLOCK, KV_F16) *
-                   (size_t)(16 * 512 / BLOCK);
-    CHECK(kv_cache_init(&kv, model.cfg.n_layers, model.cfg.n_kv_heads, model.cfg.head_dim, BLOCK, KV_F16, bytes,
-                        err) == SL_OK, "%s", err);
-    batch_buf_init(&bb, MAX_TOKENS, 16, 512 / BLOCK);
+    kv_cache_init(&kv, model.cfg.n_layers, model.cfg.n_kv_heads, model.cfg.head_dim, BLOCK, KV_F16,
+                  SEQ_SLOTS * SEQ_BLOCKS);
+    for (int s = 0; s < SEQ_SLOTS; s++)
+        for (int j = 0; j < SEQ_BLOCKS; j++) seq_table[s][j] = j * SEQ_SLOTS + s;
+    batch_buf_init(&bb, MAX_TOKENS, SEQ_SLOTS, SEQ_BLOCKS);
     logits = xmalloc(sizeof(float) * (size_t)MAX_TOKENS * model.cfg.vocab);
 }
 
-// Prefills tokens[0..n) of a fresh sequence in chunks of `chunk`; the logits of the last row go
-// to out (vocab floats).
-static void prefill(KVSeq *s, const int *tokens, int n, int chunk, float *out) {
-    char err[ERR_MAX];
-    CHECK(kv_seq_reserve(s, &kv, n, err) == SL_OK, "%s", err);
+// Appends rows pos0..pos0+n-1 of the sequence in slot s to the batch (see batch_buf_add).
+static void seq_add(int s, int pos0, const int *tokens, int n, int n_logits) {
+    CHECK(s >= 0 && s < SEQ_SLOTS && pos0 + n <= SEQ_BLOCKS * BLOCK, "slot %d, %d positions", s, pos0 + n);
+    batch_buf_add(&bb, seq_table[s], SEQ_BLOCKS, BLOCK, pos0, tokens, n, n_logits);
+}
+
+// Prefills tokens[0..n) of a fresh sequence in slot s in chunks of `chunk`; the logits of the
+// last row go to out (vocab floats).
+static void prefill(int s, const int *tokens, int n, int chunk, float *out) {
     for (int pos = 0; pos < n; pos += chunk) {
         int len = MIN(chunk, n - pos);
         batch_buf_clear(&bb);
-        batch_buf_add(&bb, s, BLOCK, pos, tokens + pos, len, pos + len == n ? 1 : 0);
+        seq_add(s, pos, tokens + pos, len, pos + len == n ? 1 : 0);
         model_forward(&model, kv.layers, &bb.b, logits);
     }
     memcpy(out, logits, sizeof(float) * model.cfg.vocab);
@@ -455,55 +465,68 @@ static void test_config_max_len(void) {
 // KV cache and Batch building
 
 static void test_kv_cache_blocks(void) {
-    char err[ERR_MAX] = "";
-    KVCache c;
     size_t per = kv_cache_block_bytes(2, 1, 32, 4, KV_F32);
     EXPECT_EQ_INT(per, 2 * 2 * 4 * 32 * 4);
-    EXPECT_EQ_INT(kv_cache_init(&c, 2, 1, 32, 4, KV_F32, per - 1, err), SL_ERR);
-    EXPECT(strstr(err, "holds no KV block") != NULL, "%s", err);
-    ASSERT(kv_cache_init(&c, 2, 1, 32, 4, KV_F32, per * 3 + per / 2, err) == SL_OK);
+    EXPECT_EQ_INT(kv_cache_block_bytes(2, 1, 32, 4, KV_F16), per / 2);
+    EXPECT_EQ_INT(kv_cache_blocks_in(per - 1, per, 4), 0);
+    EXPECT_EQ_INT(kv_cache_blocks_in(per * 3 + per / 2, per, 4), 3);
+    EXPECT_EQ_INT(kv_cache_blocks_in((size_t)1 << 50, 1, 16), (1 << 30) / 16); // every slot id fits an int
+    size_t def = kv_cache_default_memory();
+    EXPECT(def >= ((size_t)1 << 20) && def <= ((size_t)2 << 30), "default KV memory %zu", def);
+
+    KVCache c;
+    kv_cache_init(&c, 2, 1, 32, 4, KV_F32, 3);
     EXPECT_EQ_INT(c.num_blocks, 3);
+    EXPECT_EQ_INT(c.bytes, 3 * per);
     // layers and K/V are disjoint, consecutive carvings of the slab
+    EXPECT((char *)c.layers[0].k == (char *)c.slab);
     EXPECT((char *)c.layers[0].v - (char *)c.layers[0].k == 3 * 4 * 32 * 4);
     EXPECT((char *)c.layers[1].k - (char *)c.layers[0].v == 3 * 4 * 32 * 4);
-    KVSeq a = {0}, b = {0};
-    EXPECT_EQ_INT(kv_seq_reserve(&a, &c, 5, err), SL_OK); // 2 blocks
-    EXPECT_EQ_INT(a.n_blocks, 2);
-    EXPECT_EQ_INT(kv_seq_reserve(&b, &c, 8, err), SL_ERR); // needs 2, 1 left
-    EXPECT(strstr(err, "KV cache full") != NULL, "%s", err);
-    EXPECT_EQ_INT(c.n_free, 0);
-    kv_seq_release(&b, &c);
-    EXPECT_EQ_INT(c.n_free, 1);
+    EXPECT_EQ_INT(c.layers[1].num_blocks, 3);
+    // copy-on-write: block 0 -> block 2 in every layer, K and V; block 1 untouched
+    float *f = c.slab;
+    size_t nf = c.bytes / sizeof(float), per_half_block = 4 * 32; // floats of one block of one K (or V)
+    for (size_t i = 0; i < nf; i++) f[i] = (float)i;
+    kv_cache_copy_block(&c, 0, 2);
+    int bad = 0;
+    for (size_t i = 0; i < nf; i++) {
+        size_t half = i / (3 * per_half_block), blk = i / per_half_block % 3, off = i % per_half_block;
+        float want = blk == 2 ? (float)(half * 3 * per_half_block + off) : (float)i;
+        bad += f[i] != want;
+    }
+    EXPECT_EQ_INT(bad, 0);
 
-    // a batch of two sequences: a (positions 3..4, both sampled) and a new one (position 0)
-    KVSeq s2 = {0};
-    EXPECT_EQ_INT(kv_seq_reserve(&s2, &c, 1, err), SL_OK);
+    // a batch of two sequences: a (blocks 2, 0; positions 3..4, both sampled) and a new one
+    // (block 1; position 0)
+    const int a[] = {2, 0}, b[] = {1};
     BatchBuf B;
     batch_buf_init(&B, 8, 2, 3);
     int ta[] = {11, 12}, tb[] = {21};
-    EXPECT_EQ_INT(batch_buf_add(&B, &a, 4, 3, ta, 2, 2), 0);
-    EXPECT_EQ_INT(batch_buf_add(&B, &s2, 4, 0, tb, 1, 1), 2);
+    EXPECT_EQ_INT(batch_buf_add(&B, a, 2, 4, 3, ta, 2, 2), 0);
+    EXPECT_EQ_INT(batch_buf_add(&B, b, 1, 4, 0, tb, 1, 1), 2);
     EXPECT_EQ_INT(B.b.n_tokens, 3);
     EXPECT_EQ_INT(B.b.n_seqs, 2);
     EXPECT_EQ_INT(B.b.n_sample, 3);
-    EXPECT_EQ_INT(B.b.slot_mapping[0], a.blocks[0] * 4 + 3);
-    EXPECT_EQ_INT(B.b.slot_mapping[1], a.blocks[1] * 4 + 0);
-    EXPECT_EQ_INT(B.b.slot_mapping[2], s2.blocks[0] * 4 + 0);
+    EXPECT_EQ_INT(B.b.token_ids[1], 12);
+    EXPECT_EQ_INT(B.b.slot_mapping[0], 2 * 4 + 3);
+    EXPECT_EQ_INT(B.b.slot_mapping[1], 0 * 4 + 0);
+    EXPECT_EQ_INT(B.b.slot_mapping[2], 1 * 4 + 0);
     EXPECT_EQ_INT(B.b.query_start[1], 2);
     EXPECT_EQ_INT(B.b.query_start[2], 3);
     EXPECT_EQ_INT(B.b.context_lens[0], 5);
     EXPECT_EQ_INT(B.b.context_lens[1], 1);
-    EXPECT_EQ_INT(B.b.block_tables[1], a.blocks[1]);
-    EXPECT_EQ_INT(B.b.block_tables[3], s2.blocks[0]);
+    EXPECT_EQ_INT(B.b.block_tables[0], 2);
+    EXPECT_EQ_INT(B.b.block_tables[1], 0);
+    EXPECT_EQ_INT(B.b.block_tables[2], -1); // beyond the context: unused
+    EXPECT_EQ_INT(B.b.block_tables[3], 1);
+    EXPECT_EQ_INT(B.b.block_tables[4], -1);
     EXPECT_EQ_INT(B.b.positions[1], 4);
     EXPECT_EQ_INT(B.b.logits_rows[2], 2);
     batch_buf_clear(&B);
     EXPECT_EQ_INT(B.b.n_tokens, 0);
     batch_buf_free(&B);
-    kv_seq_release(&a, &c);
-    kv_seq_release(&s2, &c);
-    EXPECT_EQ_INT(c.n_free, 3);
     kv_cache_free(&c);
+    kv_cache_free(&c); // a zeroed cache frees to nothing
 }
 
 // ----------------------------------------------------------------------------
@@ -535,23 +558,21 @@ static void greedy_run(void) {
     greedy.done = true;
     const Golden *refs[N_REFS] = {golden, exact_prompts_match() ? exact : NULL};
     int vocab = model.cfg.vocab;
-    KVSeq *seqs = xcalloc(n_golden, sizeof(KVSeq));
+    CHECK(n_golden <= SEQ_SLOTS);
     greedy.ours = xcalloc(n_golden, sizeof *greedy.ours);
     float *rows = xmalloc(sizeof(float) * vocab * n_golden);
     bool (*in_sync)[N_REFS] = xcalloc(n_golden, sizeof *in_sync);
-    char err[ERR_MAX];
     for (int step = 0; step < N_GEN; step++) {
         const float *l0 = logits;
         if (step == 0) {
-            for (int p = 0; p < n_golden; p++) prefill(&seqs[p], golden[p].tokens, golden[p].n_tokens, MAX_TOKENS,
+            for (int p = 0; p < n_golden; p++) prefill(p, golden[p].tokens, golden[p].n_tokens, MAX_TOKENS,
                                                        rows + (size_t)p * vocab);
             l0 = rows;
         } else {
             batch_buf_clear(&bb);
             for (int p = 0; p < n_golden; p++) {
                 int pos = golden[p].n_tokens + step - 1;
-                CHECK(kv_seq_reserve(&seqs[p], &kv, pos + 1, err) == SL_OK, "%s", err);
-                batch_buf_add(&bb, &seqs[p], BLOCK, pos, &greedy.ours[p][step - 1], 1, 1);
+                seq_add(p, pos, &greedy.ours[p][step - 1], 1, 1);
             }
             model_forward(&model, kv.layers, &bb.b, logits);
         }
@@ -566,8 +587,6 @@ static void greedy_run(void) {
             }
         }
     }
-    for (int p = 0; p < n_golden; p++) kv_seq_release(&seqs[p], &kv);
-    free(seqs);
     free(rows);
     free(in_sync);
 }
@@ -638,20 +657,17 @@ static void teacher_forced_run(const Golden *ref, int n_ref, RowFn row_fn, void 
     int vocab = model.cfg.vocab;
     int p = 0;
     while (p < n_ref) {
-        KVSeq seqs[16] = {{0}};
         int first = p, rows = 0;
-        int *tokens[16];
+        int *tokens[SEQ_SLOTS];
         batch_buf_clear(&bb);
-        while (p < n_ref && p - first < 16) {
+        while (p < n_ref && p - first < SEQ_SLOTS) {
             const Golden *g = &ref[p];
             int n = g->n_tokens + N_GEN - 1; // the last greedy token is never fed
             if (rows + n > MAX_TOKENS) break;
             int *t = tokens[p - first] = xmalloc(sizeof(int) * n);
             memcpy(t, g->tokens, sizeof(int) * g->n_tokens);
             memcpy(t + g->n_tokens, g->greedy, sizeof(int) * (N_GEN - 1));
-            char msg[ERR_MAX];
-            CHECK(kv_seq_reserve(&seqs[p - first], &kv, n, msg) == SL_OK, "%s", msg);
-            batch_buf_add(&bb, &seqs[p - first], BLOCK, 0, t, n, N_GEN);
+            seq_add(p - first, 0, t, n, N_GEN);
             rows += n;
             p++;
         }
@@ -659,7 +675,6 @@ static void teacher_forced_run(const Golden *ref, int n_ref, RowFn row_fn, void 
         model_forward(&model, kv.layers, &bb.b, logits);
         for (int q = first; q < p; q++) {
             for (int s = 0; s < N_GEN; s++) row_fn(q, s, logits + ((size_t)(q - first) * N_GEN + s) * vocab, ctx);
-            kv_seq_release(&seqs[q - first], &kv);
             free(tokens[q - first]);
         }
     }
@@ -735,28 +750,23 @@ static void test_chunked_prefill_matches_single(void) {
     const int picks[] = {5, 8, 11}; // long plain, system chat, long chat
     for (size_t i = 0; i < ARRAY_LEN(picks); i++) {
         const Golden *g = &golden[picks[i]];
-        KVSeq a = {0}, b = {0};
-        prefill(&a, g->tokens, g->n_tokens, MAX_TOKENS, one);
-        prefill(&b, g->tokens, g->n_tokens, 7, chunked);
+        prefill(0, g->tokens, g->n_tokens, MAX_TOKENS, one);
+        prefill(1, g->tokens, g->n_tokens, 7, chunked);
         double max_diff = 0;
         for (int v = 0; v < vocab; v++) max_diff = MAX(max_diff, fabs(one[v] - chunked[v]));
         EXPECT(max_diff < 1e-3, "prompt %d: chunked logits differ by %g", picks[i], max_diff);
         // decode both sequences side by side in one batch
         int ta = argmax(one, vocab), tb = argmax(chunked, vocab);
-        char err[ERR_MAX];
         for (int s = 0; s < 16; s++) {
             EXPECT_EQ_INT(ta, tb);
             int pos = g->n_tokens + s;
-            CHECK(kv_seq_reserve(&a, &kv, pos + 1, err) == SL_OK && kv_seq_reserve(&b, &kv, pos + 1, err) == SL_OK);
             batch_buf_clear(&bb);
-            batch_buf_add(&bb, &a, BLOCK, pos, &ta, 1, 1);
-            batch_buf_add(&bb, &b, BLOCK, pos, &tb, 1, 1);
+            seq_add(0, pos, &ta, 1, 1);
+            seq_add(1, pos, &tb, 1, 1);
             model_forward(&model, kv.layers, &bb.b, logits);
             ta = argmax(logits, vocab);
             tb = argmax(logits + vocab, vocab);
         }
-        kv_seq_release(&a, &kv);
-        kv_seq_release(&b, &kv);
     }
     free(one);
     free(chunked);

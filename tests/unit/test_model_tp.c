@@ -125,9 +125,7 @@ static int ranks_start(Ranks *g, WeightSource *src, int size, int n_blocks, KVTy
             return SL_ERR;
         }
         const Model *m = &g->models[r];
-        size_t per = kv_cache_block_bytes(m->cfg.n_layers, m->n_kv_heads, m->cfg.head_dim, BLOCK, kv_type);
-        CHECK(kv_cache_init(&g->kvs[r], m->cfg.n_layers, m->n_kv_heads, m->cfg.head_dim, BLOCK, kv_type,
-                            per * n_blocks, err) == SL_OK, "%s", err);
+        kv_cache_init(&g->kvs[r], m->cfg.n_layers, m->n_kv_heads, m->cfg.head_dim, BLOCK, kv_type, n_blocks);
     }
     pthread_mutex_init(&g->mu, NULL);
     pthread_cond_init(&g->go, NULL);
@@ -222,9 +220,18 @@ static void golden_load(void) {
 // ----------------------------------------------------------------------------
 // greedy decoding of the golden prompts on TP=1 and TP=N in lock step
 
+// Sequence p's blocks: [p * SEQ_BLOCKS, (p + 1) * SEQ_BLOCKS), one block table for every rank
+// (the engine's come from the block pool).
+#define SEQ_BLOCKS (MAX_TOKENS / BLOCK + 1)
+static const int *seq_blocks(int p) {
+    static int table[64][SEQ_BLOCKS];
+    CHECK(p >= 0 && p < 64);
+    for (int j = 0; j < SEQ_BLOCKS; j++) table[p][j] = p * SEQ_BLOCKS + j;
+    return table[p];
+}
+
 typedef struct {
     Ranks *g;
-    KVSeq *seqs; // [n_golden]; blocks come from rank 0's cache (one block table for all ranks)
     BatchBuf bb;
     int *tok;    // [n_golden] the token each prompt feeds next
 } Run;
@@ -272,23 +279,20 @@ static Compare greedy_compare(Ranks *a, Ranks *b, int n_gen, bool vs_exact) {
     float *logits[2];
     bool *in_sync = xmalloc(n_golden * sizeof(bool)), *in_exact[2];
     for (int i = 0; i < 2; i++) {
-        runs[i].seqs = xcalloc(n_golden, sizeof(KVSeq));
         runs[i].tok = xcalloc(n_golden, sizeof(int));
-        batch_buf_init(&runs[i].bb, MAX_TOKENS, n_golden, MAX_TOKENS / BLOCK + 1);
+        batch_buf_init(&runs[i].bb, MAX_TOKENS, n_golden, SEQ_BLOCKS);
         logits[i] = xmalloc(sizeof(float) * (size_t)n_golden * vocab);
         in_exact[i] = xmalloc(n_golden * sizeof(bool));
     }
     Compare cmp = {0};
-    char err[ERR_MAX];
     for (int step = 0; step < n_gen; step++) {
         for (int i = 0; i < 2; i++) {
             Run *r = &runs[i];
             if (step == 0) {
                 for (int p = 0; p < n_golden; p++) {
                     const Golden *g = &golden[p];
-                    CHECK(kv_seq_reserve(&r->seqs[p], &r->g->kvs[0], g->n_tokens, err) == SL_OK, "%s", err);
                     batch_buf_clear(&r->bb);
-                    batch_buf_add(&r->bb, &r->seqs[p], BLOCK, 0, g->tokens, g->n_tokens, 1);
+                    batch_buf_add(&r->bb, seq_blocks(p), SEQ_BLOCKS, BLOCK, 0, g->tokens, g->n_tokens, 1);
                     ranks_forward(r->g, &r->bb.b, logits[i] + (size_t)p * vocab);
                 }
                 continue;
@@ -296,8 +300,7 @@ static Compare greedy_compare(Ranks *a, Ranks *b, int n_gen, bool vs_exact) {
             batch_buf_clear(&r->bb);
             for (int p = 0; p < n_golden; p++) {
                 int pos = golden[p].n_tokens + step - 1;
-                CHECK(kv_seq_reserve(&r->seqs[p], &r->g->kvs[0], pos + 1, err) == SL_OK, "%s", err);
-                batch_buf_add(&r->bb, &r->seqs[p], BLOCK, pos, &r->tok[p], 1, 1);
+                batch_buf_add(&r->bb, seq_blocks(p), SEQ_BLOCKS, BLOCK, pos, &r->tok[p], 1, 1);
             }
             ranks_forward(r->g, &r->bb.b, logits[i]);
         }
@@ -328,8 +331,6 @@ static Compare greedy_compare(Ranks *a, Ranks *b, int n_gen, bool vs_exact) {
     }
     for (int p = 0; p < n_golden; p++) cmp.n_identical += in_sync[p];
     for (int i = 0; i < 2; i++) {
-        for (int p = 0; p < n_golden; p++) kv_seq_release(&runs[i].seqs[p], &runs[i].g->kvs[0]);
-        free(runs[i].seqs);
         free(runs[i].tok);
         batch_buf_free(&runs[i].bb);
         free(logits[i]);
@@ -414,7 +415,7 @@ static void test_default_tp3(void) {
     WeightSource src;
     char err[ERR_MAX];
     ASSERT(wsrc_open(&src, TEST_MODEL_PATH, LOAD_AUTO, err) == SL_OK, "%s", err);
-    int n_blocks = n_golden * (MAX_TOKENS / BLOCK + 1);
+    int n_blocks = n_golden * SEQ_BLOCKS;
     Ranks one, three;
     ASSERT(ranks_start(&one, &src, 1, n_blocks, KV_F16, err) == SL_OK, "%s", err);
     ASSERT(ranks_start(&three, &src, 3, n_blocks, KV_F16, err) == SL_OK, "%s", err);
@@ -447,14 +448,11 @@ static void test_default_tp3(void) {
 
 // Every position's logits of one sequence from ranks g (prefilled in one step).
 static void ranks_all_logits(Ranks *g, const int *tokens, int n, float *logits) {
-    KVSeq s = {0};
     BatchBuf bb;
-    char err[ERR_MAX];
-    batch_buf_init(&bb, MAX_TOKENS, 1, MAX_TOKENS / BLOCK + 1);
-    CHECK(kv_seq_reserve(&s, &g->kvs[0], n, err) == SL_OK, "%s", err);
-    batch_buf_add(&bb, &s, BLOCK, 0, tokens, n, n);
+    batch_buf_init(&bb, MAX_TOKENS, 1, SEQ_BLOCKS);
+    CHECK((n + BLOCK - 1) / BLOCK <= g->kvs[0].num_blocks, "%d tokens, %d blocks", n, g->kvs[0].num_blocks);
+    batch_buf_add(&bb, seq_blocks(0), SEQ_BLOCKS, BLOCK, 0, tokens, n, n);
     ranks_forward(g, &bb.b, logits);
-    kv_seq_release(&s, &g->kvs[0]);
     batch_buf_free(&bb);
 }
 
@@ -576,7 +574,7 @@ static void test_variant_errors(void) {
 // config config/models/tiny-8h4kv (bf16 weights) when it is there, and a Q8_0 one written here.
 static void tp_golden(WeightSource *src, const char *what) {
     char err[ERR_MAX];
-    int n_blocks = n_golden * (MAX_TOKENS / BLOCK + 1);
+    int n_blocks = n_golden * SEQ_BLOCKS;
     Ranks one;
     ASSERT(ranks_start(&one, src, 1, n_blocks, KV_F16, err) == SL_OK, "%s: %s", what, err);
     for (int size = 2; size <= 4; size += 2) {
