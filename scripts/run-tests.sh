@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every unit test binary under $BUILD/tests, then the Python tests (pytest over tests/)
-# unless SKIP_API=1. Each unit binary prints "N passed, N failed";
+# Checks the tree's layout rules (scripts/check-layout.py: includes point one way, no file over
+# 1,000 lines), runs every unit test binary under $BUILD/tests, then the Python tests (pytest over
+# tests/) unless SKIP_API=1. The layout check and each unit binary print "N passed, N failed";
 # this script adds them up and ends with one such line for the whole suite.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,16 @@ BUILD=${BUILD:-build}
 # barriers slow a loaded 2-core machine by 10x or more).
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 total_pass=0; total_fail=0; broken=()
+
+echo "== layout (scripts/check-layout.py)"
+out=$(python3 scripts/check-layout.py 2>&1); rc=$?
+printf '%s\n' "$out" | grep -E '^FAIL|^  |passed, [0-9]+ failed' || true
+line=$(printf '%s\n' "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed' | tail -n1)
+if [ -z "$line" ]; then
+    printf '%s\n' "$out" | tail -n 30; broken+=("check-layout (rc $rc, no summary)"); total_fail=$((total_fail + 1))
+else
+    total_pass=$((total_pass + $(echo "$line" | cut -d' ' -f1))); total_fail=$((total_fail + $(echo "$line" | cut -d' ' -f3)))
+fi
 
 for t in "$BUILD"/tests/test_*; do
     [ -x "$t" ] || continue
