@@ -295,9 +295,11 @@ static void engine_sample_one(Engine *e, EngineRequest *r, const SchedEntry *en,
         memcpy(e->row_copy, row, (size_t)vocab * sizeof(float));
         logits = e->row_copy;
     }
-    stop_mask_logits(&r->stop, e->eog_ids, e->n_eog, logits, s->num_out);
+    // min_tokens: EOS and stop tokens are banned after the raw logprobs are taken (vLLM's order)
+    int n_ban = stop_min_tokens_ban(&r->stop, e->eog_ids, e->n_eog, s->num_out, e->ban);
     SampleLogprobs lp;
-    int32_t tok = sampler_sample(&s->params, &s->sampler, logits, vocab, &e->scratch, r->want_logprobs ? &lp : NULL);
+    int32_t tok = sampler_sample_banned(&s->params, &s->sampler, logits, vocab, e->ban, n_ban, &e->scratch,
+                                        r->want_logprobs ? &lp : NULL);
     sampler_state_accept(&s->sampler, tok);
     s->num_out++;
 
@@ -478,6 +480,7 @@ static void engine_free(Engine *e) {
     sampler_scratch_free(&e->scratch);
     free(e->row_copy);
     free(e->eog_ids);
+    free(e->ban);
     free(e->detok_buf);
     free(e->sampled);
     free(e->stop_flags);
@@ -647,6 +650,7 @@ int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path,
     e->eog_ids = xmalloc((size_t)vocab * sizeof(int32_t));
     for (int id = 0; id < vocab; id++)
         if (tok_is_eog(e->tok, id)) e->eog_ids[e->n_eog++] = id;
+    e->ban = xmalloc(((size_t)e->n_eog + STOP_MAX_TOKEN_IDS) * sizeof(int32_t));
     e->detok_cap = detok_out_cap(e->tok);
     e->detok_buf = xmalloc((size_t)e->detok_cap);
     e->sampled = xcalloc((size_t)c->max_num_seqs, sizeof(int32_t));

@@ -129,6 +129,7 @@ struct Engine {
     float *row_copy;           // (vocab) a logits row for all but the last of n samples
     int32_t *eog_ids;          // every end-of-generation token of the tokenizer
     int n_eog;
+    int32_t *ban;              // (n_eog + STOP_MAX_TOKEN_IDS) this sample's tokens min_tokens holds off
     char *detok_buf;           // (detok_cap)
     int detok_cap;
     int32_t *sampled;          // (max_num_seqs) this step's tokens, by sample row

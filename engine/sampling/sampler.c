@@ -1,6 +1,8 @@
 // sampler.c: see sampler.h. In order: the parameters (defaults, validation), the per-request
 // generator, the per-request token counts the penalties read, the scratch, then the sampling
-// pipeline (bias, penalties, greedy, temperature, min-p, top-k, top-p, the draw) and logprobs.
+// pipeline (bans, bias, penalties, greedy, temperature, min-p, top-k, top-p, the draw) and
+// logprobs. The CPU twin of kernels/cuda/sample.cu (k_sample_cuda), checked against it by
+// tests/gpu/test_gpu_sample.c.
 //
 // Hot loops run over blocks of SAMPLER_BLOCK = 16 x 16 tokens: `omp simd` loops (the Makefile's
 // -fopenmp enables them) keep 16 lanes of sums or maxima in one vector register, and scalar work
@@ -667,17 +669,21 @@ static void logprobs_fill(const float *x, int vocab, int32_t chosen, int n_top,
 
 // ----------------------------------------------------------------------------
 
-int32_t sampler_sample(const SamplingParams *p, SamplerState *st, float *logits, int vocab,
-                       SamplerScratch *sc, SampleLogprobs *lp) {
+int32_t sampler_sample_banned(const SamplingParams *p, SamplerState *st, float *logits, int vocab,
+                              const int32_t *ban, int n_ban, SamplerScratch *sc, SampleLogprobs *lp) {
     CHECK(vocab == st->vocab && vocab <= sc->vocab, "vocab %d, state %d, scratch %d", vocab,
           st->vocab, sc->vocab);
     double u = sampler_rng_uniform(&st->rng); // exactly one draw per token, greedy or not
     bool want_lp = lp && p->logprobs >= 0;
     const float *lp_src = logits;
     if (want_lp && p->logprobs_mode == SAMPLER_LOGPROBS_RAW &&
-        (p->n_logit_bias > 0 || st->track_output)) {
+        (n_ban > 0 || p->n_logit_bias > 0 || st->track_output)) {
         memcpy(sc->raw, logits, (size_t)vocab * sizeof(float));
         lp_src = sc->raw;
+    }
+    for (int i = 0; i < n_ban; i++) {
+        CHECK(ban[i] >= 0 && ban[i] < vocab, "banned id %d of %d", ban[i], vocab);
+        logits[ban[i]] = -INFINITY;
     }
     sampler_apply_logit_bias(p, logits, vocab);
     sampler_apply_penalties(p, st, logits);
@@ -685,4 +691,9 @@ int32_t sampler_sample(const SamplingParams *p, SamplerState *st, float *logits,
                                                       : sample_random(p, logits, vocab, sc, u);
     if (want_lp) logprobs_fill(lp_src, vocab, token, p->logprobs, sc, lp);
     return token;
+}
+
+int32_t sampler_sample(const SamplingParams *p, SamplerState *st, float *logits, int vocab,
+                       SamplerScratch *sc, SampleLogprobs *lp) {
+    return sampler_sample_banned(p, st, logits, vocab, NULL, 0, sc, lp);
 }

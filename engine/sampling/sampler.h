@@ -4,7 +4,9 @@
 // The pipeline (vLLM V1's order, see vllm/v1/sample/sampler.py):
 //   1. logprobs source: in SAMPLER_LOGPROBS_RAW mode (vLLM's default "raw_logprobs") the logprobs
 //      are those of the model's own logits, before anything below touches them;
-//   2. logit bias: logit[id] += bias (OpenAI logit_bias, -100..100);
+//   2. banned tokens (sampler_sample_banned: what min_tokens holds back, EOS and stop tokens,
+//      vLLM's MinTokensLogitsProcessor) get -inf; then logit bias: logit[id] += bias (OpenAI
+//      logit_bias, -100..100);
 //   3. penalties: repetition over prompt AND output tokens (logit > 0 ? logit / r : logit * r),
 //      then frequency (- f * count) and presence (- p if count > 0) over OUTPUT tokens only;
 //      in SAMPLER_LOGPROBS_PROCESSED mode the logprobs are taken here;
@@ -150,8 +152,15 @@ typedef struct {
 // The next token for one request. logits (vocab floats) are modified in place (bias, penalties).
 // When params->logprobs >= 0 and lp is not NULL, fills lp. The caller then appends the token and
 // calls sampler_state_accept(). params must have passed sampling_params_validate().
+// The CUDA twin is kernels/cuda/sample.cu (k_sample_cuda), compared with this one by
+// tests/gpu/test_gpu_sample.c.
 int32_t sampler_sample(const SamplingParams *p, SamplerState *st, float *logits, int vocab,
                        SamplerScratch *sc, SampleLogprobs *lp);
+// The same with ban[0..n_ban) made impossible for this step (step 2 above: after raw logprobs are
+// taken, so a client asking for them still sees EOS's own probability while min_tokens holds it
+// off; processed logprobs see -inf). n_ban 0 is sampler_sample.
+int32_t sampler_sample_banned(const SamplingParams *p, SamplerState *st, float *logits, int vocab,
+                              const int32_t *ban, int n_ban, SamplerScratch *sc, SampleLogprobs *lp);
 
 // The survivors of temperature, min-p, top-k and top-p for already biased and penalised logits
 // (temperature >= SAMPLER_TEMP_EPS): writes them to sc->cand[0..n) as (unnormalised probability,

@@ -2,7 +2,6 @@
 #define _GNU_SOURCE // memmem
 #include "engine/sampling/stop.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,11 +55,13 @@ void stop_spec_free(StopSpec *s) {
     memset(s, 0, sizeof(*s));
 }
 
-void stop_mask_logits(const StopSpec *s, const int32_t *eog_ids, int n_eog, float *logits, int num_out) {
-    if (num_out >= s->min_tokens) return;
+int stop_min_tokens_ban(const StopSpec *s, const int32_t *eog_ids, int n_eog, int num_out, int32_t *out) {
+    if (num_out >= s->min_tokens) return 0;
+    int n = 0;
     if (!s->ignore_eos)
-        for (int i = 0; i < n_eog; i++) logits[eog_ids[i]] = -INFINITY;
-    for (int i = 0; i < s->n_token_ids; i++) logits[s->token_ids[i]] = -INFINITY;
+        for (int i = 0; i < n_eog; i++) out[n++] = eog_ids[i];
+    for (int i = 0; i < s->n_token_ids; i++) out[n++] = s->token_ids[i];
+    return n;
 }
 
 StopKind stop_check_token(const StopSpec *s, const Tokenizer *t, int32_t token, int num_out) {

@@ -3,7 +3,8 @@
 //
 //   tokens   EOS (every end-of-generation token of the tokenizer, unless ignore_eos) and the
 //            request's stop_token_ids end a sequence once it has min_tokens outputs; before that
-//            stop_mask_logits() makes them impossible to sample (vLLM's MinTokensLogitsProcessor).
+//            stop_min_tokens_ban() lists them for the sampler to make impossible (vLLM's
+//            MinTokensLogitsProcessor: after raw logprobs, so those still show their chance).
 //            The stopping token counts as an output token; its text is left out unless
 //            include_stop_str_in_output.
 //   strings  stop strings are matched in the generated text, across token boundaries: the last
@@ -54,9 +55,11 @@ int stop_spec_init(StopSpec *s, const char *const *strs, int n_strs, const int32
                    int vocab, int min_tokens, bool ignore_eos, bool include_stop_str, char *err);
 void stop_spec_free(StopSpec *s); // accepts a zeroed struct
 
-// While fewer than min_tokens tokens have been generated (num_out, before this one), sets the
-// logits of the EOS tokens (eog_ids, unless ignore_eos) and of stop_token_ids to -inf.
-void stop_mask_logits(const StopSpec *s, const int32_t *eog_ids, int n_eog, float *logits, int num_out);
+// The tokens this step may not sample (sampler_sample_banned): while fewer than min_tokens tokens
+// have been generated (num_out, before this one), the EOS tokens (eog_ids, unless ignore_eos) and
+// stop_token_ids, written to out (room for n_eog + STOP_MAX_TOKEN_IDS). Returns how many: 0 from
+// min_tokens on.
+int stop_min_tokens_ban(const StopSpec *s, const int32_t *eog_ids, int n_eog, int num_out, int32_t *out);
 
 // Whether the token just generated (the num_out-th) ends the sequence by itself.
 StopKind stop_check_token(const StopSpec *s, const Tokenizer *t, int32_t token, int num_out);

@@ -140,7 +140,8 @@ void kattn_plan_counts(const KAttnPlan *p, int *decode_rows, int *decode_blocks,
 void k_attention_cuda(float *out, const float *q, const KVLayer *cache, const Batch *b,
                       const KAttnPlan *plan, int n_heads, float scale, KStream *s);
 
-// ---- sampling on the device (sample.cu); the twin is engine/sampling/sampler.c's sampler_sample.
+// ---- sampling on the device (sample.cu); the CPU twin is engine/sampling/sampler.c's
+// sampler_sample (min_tokens bans not yet: see sample.cu).
 // One row of logits per request. Same pipeline and parameters as sampler.h: logit bias, then
 // penalties, then greedy or temperature / min-p / top-k / top-p and one draw. The draw uses u,
 // the request's next uniform from its own seeded generator (sampler_rng_uniform on the host), so

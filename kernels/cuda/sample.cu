@@ -1,6 +1,11 @@
-// sample.cu: sampling on the device, so full rows of logits never cross to the host. The twin
-// is engine/sampling/sampler.c (sampler_sample): same pipeline, same parameters, same arithmetic where it
-// decides anything (the exp polynomial, the penalty formulas, the order of the bias additions).
+// sample.cu: sampling on the device, so full rows of logits never cross to the host.
+// CPU twin: engine/sampling/sampler.c (sampler_sample; not in kernels/cpu/, because sampling
+// parameters and per-request state are the engine's): same pipeline, same parameters, same
+// arithmetic where it decides anything (the exp polynomial, the penalty formulas, the order of
+// the bias additions). Compared by tests/gpu/test_gpu_sample.c.
+// Not here yet: the twin's banned tokens (sampler_sample_banned: what min_tokens holds off,
+// masked after raw logprobs). Until KSampleRow carries them, a row with a ban must be sampled on
+// the host; the engine samples every row on the host today (the GPU runner returns logits).
 //
 // One thread block of 1024 threads per row. In order, as sampler.h lists them:
 //   logprobs of the raw row (if asked), logit bias (one thread, array order: repeated ids add up

@@ -93,6 +93,25 @@ def test_logprobs(server, client):
     assert "".join(t.token for t in lp) == out.choices[0].message.content
 
 
+def test_min_tokens_keeps_the_eos_logprob(server, client):
+    """min_tokens holds EOS off after the logprobs are taken (vLLM's order): the token chosen in
+    its place is the runner-up, and EOS still shows the probability the model gives it."""
+    kw = dict(model=server.model_id(), messages=MSGS, temperature=0, logprobs=True, top_logprobs=3)
+    ref = client.chat.completions.create(max_tokens=32, **kw).choices[0]
+    assert ref.finish_reason == "stop"
+    ref_lp = ref.logprobs.content
+    n = len(ref_lp)  # the last one is EOS
+    eos = ref_lp[-1].token
+    held = client.chat.completions.create(max_tokens=n + 1, extra_body={"min_tokens": n + 1}, **kw).choices[0]
+    lp = held.logprobs.content
+    assert held.finish_reason == "length" and len(lp) == n + 1
+    assert [t.token for t in lp[:n - 1]] == [t.token for t in ref_lp[:n - 1]]
+    at = lp[n - 1]
+    assert at.token == ref_lp[-1].top_logprobs[1].token and at.logprob == ref_lp[-1].top_logprobs[1].logprob
+    assert at.top_logprobs[0].token == eos
+    assert at.top_logprobs[0].logprob == ref_lp[-1].logprob > -100
+
+
 def test_stop_string(server, client):
     kw = dict(model=server.model_id(), messages=MSGS, max_tokens=12, temperature=0)
     full = client.chat.completions.create(**kw).choices[0].message.content

@@ -257,6 +257,21 @@ static void test_abort(void) {
 
 static void test_parallel_samples(void) { parallel_samples_at(1); }
 
+// A greedy job of up to 48 tokens on a chat prompt whose answer is one sentence and EOS.
+static Job stops_base(Engine *e) {
+    const char *chat = "<|im_start|>user\nWrite one sentence about a river in spring.<|im_end|>\n<|im_start|>assistant\n";
+    Job base;
+    memset(&base, 0, sizeof(base));
+    int *ids = NULL, cap = 0;
+    base.n_prompt = tok_encode(engine_tokenizer(e), chat, strlen(chat), false, true, &ids, &cap);
+    memcpy(base.prompt, ids, (size_t)base.n_prompt * sizeof(int32_t));
+    free(ids);
+    engine_params_defaults(&base.params);
+    base.params.sampling.temperature = 0;
+    base.params.max_tokens = 48;
+    return base;
+}
+
 // Stop strings across a token boundary, include_stop_str_in_output, stop_token_ids, EOS,
 // ignore_eos, min_tokens and logprobs, on a chat prompt with a known greedy answer.
 static void test_stops(void) {
@@ -264,16 +279,7 @@ static void test_stops(void) {
     Engine *e = engine_open(&c);
     ASSERT(e);
     const Tokenizer *tok = engine_tokenizer(e);
-    const char *chat = "<|im_start|>user\nWrite one sentence about a river in spring.<|im_end|>\n<|im_start|>assistant\n";
-    Job base;
-    memset(&base, 0, sizeof(base));
-    int *ids = NULL, cap = 0;
-    base.n_prompt = tok_encode(tok, chat, strlen(chat), false, true, &ids, &cap);
-    memcpy(base.prompt, ids, (size_t)base.n_prompt * sizeof(int32_t));
-    free(ids);
-    engine_params_defaults(&base.params);
-    base.params.sampling.temperature = 0;
-    base.params.max_tokens = 48;
+    Job base = stops_base(e);
 
     Job ref = base;
     jobs_run_alone(e, &ref, 1);
@@ -392,6 +398,86 @@ static void test_stops(void) {
     engine_destroy(e);
 }
 
+// Runs j alone with logprobs (top 5) in the given mode and keeps every token's logprobs in lp.
+static void job_logprobs(Engine *e, Job *j, SamplerLogprobsMode mode, SampleLogprobs *lp) {
+    j->params.sampling.logprobs = 5;
+    j->params.sampling.logprobs_mode = mode;
+    EngineRequest *r;
+    ASSERT(job_submit(e, j, &r));
+    EngineOutput o;
+    j->n_out = 0;
+    do {
+        engine_request_wait(r, 5.0);
+        engine_request_take(r, &o);
+        const EngineChoice *ch = &o.choices[0];
+        for (int k = 0; k < ch->n_tokens && j->n_out < MAX_OUT; k++, j->n_out++) {
+            ASSERT(ch->logprobs, "no logprobs");
+            j->out[j->n_out] = ch->tokens[k];
+            lp[j->n_out] = ch->logprobs[k];
+        }
+        j->finish = ch->finish;
+    } while (!o.finished);
+    engine_request_release(r);
+}
+
+// The logprob lp gives token id, or NAN when it is not among lp's top ones.
+static float lp_of(const SampleLogprobs *lp, int32_t id) {
+    for (int i = 0; i < lp->n_top; i++)
+        if (lp->top_ids[i] == id) return lp->top_logprobs[i];
+    return NAN;
+}
+
+// min_tokens holds EOS and stop tokens off after the raw logprobs are taken, as vLLM does: in the
+// default (raw) mode a held-off token keeps the probability the model gives it, where it used to
+// show -inf; in processed mode it has none.
+static void test_min_tokens_logprobs(void) {
+    EngineConfig c = cfg_make(128, 4, true, 16 << 20);
+    Engine *e = engine_open(&c);
+    ASSERT(e);
+    static SampleLogprobs ref_lp[MAX_OUT], lp[MAX_OUT];
+    Job ref = stops_base(e);
+    job_logprobs(e, &ref, SAMPLER_LOGPROBS_RAW, ref_lp);
+    int n = ref.n_out;
+    int32_t eos = tok_eos(engine_tokenizer(e));
+    ASSERT(ref.finish == ENGINE_FINISH_STOP && ref.out[n - 1] == eos && n >= 4, "reference of %d tokens ends in %d", n,
+           ref.out[n - 1]);
+    EXPECT_EQ_INT(ref_lp[n - 1].top_ids[0], eos); // greedy: EOS was the likeliest at the last step
+
+    // EOS held off for one more token: at step n-1 EOS is still the model's top token, with the
+    // reference's logprob; the token chosen instead is the runner-up
+    Job j = stops_base(e);
+    j.params.min_tokens = n;
+    j.params.max_tokens = n;
+    job_logprobs(e, &j, SAMPLER_LOGPROBS_RAW, lp);
+    EXPECT_EQ_INT(j.n_out, n);
+    EXPECT(memcmp(j.out, ref.out, (size_t)(n - 1) * sizeof(int32_t)) == 0, "min_tokens changed the first tokens");
+    const SampleLogprobs *a = &lp[n - 1], *b = &ref_lp[n - 1];
+    EXPECT(a->token != eos && a->token == b->top_ids[1], "chose %d, the runner-up is %d", a->token, b->top_ids[1]);
+    EXPECT_EQ_INT(a->top_ids[0], eos);
+    EXPECT(isfinite(lp_of(a, eos)) && lp_of(a, eos) == b->top_logprobs[0], "EOS logprob %g, reference %g",
+           lp_of(a, eos), b->top_logprobs[0]);
+    EXPECT(a->logprob == b->top_logprobs[1], "chosen %g, reference %g", a->logprob, b->top_logprobs[1]);
+
+    // a stop token held off at the first step: the same, and in processed mode it has no chance
+    int32_t first = ref.out[0];
+    Job k = stops_base(e);
+    k.params.stop_token_ids = &first;
+    k.params.n_stop_token_ids = 1;
+    k.params.min_tokens = 1;
+    k.params.max_tokens = 1;
+    job_logprobs(e, &k, SAMPLER_LOGPROBS_RAW, lp);
+    EXPECT(lp[0].token == ref_lp[0].top_ids[1] && lp[0].top_ids[0] == first, "chose %d, top %d", lp[0].token,
+           lp[0].top_ids[0]);
+    EXPECT(lp_of(&lp[0], first) == ref_lp[0].top_logprobs[0], "%g", lp_of(&lp[0], first));
+    job_logprobs(e, &k, SAMPLER_LOGPROBS_PROCESSED, lp);
+    EXPECT(lp[0].token == ref_lp[0].top_ids[1] && lp[0].top_ids[0] == lp[0].token, "chose %d, top %d", lp[0].token,
+           lp[0].top_ids[0]);
+    EXPECT(isnan(lp_of(&lp[0], first)), "a held-off token among the processed top 5: %g", lp_of(&lp[0], first));
+    EngineStats st;
+    expect_pool_whole(e, &st);
+    engine_destroy(e);
+}
+
 int main(int argc, char **argv) {
     log_level = LOG_WARN;
     if (!corpus_load()) return test_summary();
@@ -404,5 +490,6 @@ int main(int argc, char **argv) {
     RUN(test_abort);
     RUN(test_parallel_samples);
     RUN(test_stops);
+    RUN(test_min_tokens_logprobs);
     return test_summary();
 }
