@@ -1,4 +1,4 @@
-// weights_impl.h: what the weight sources share inside engine/ (weights.c, weights_dummy.c,
+// weights_impl.h: what the weight sources share inside engine/model/ (weights.c, weights_dummy.c,
 // model_hf.c) and the unit tests; not part of the interface in weights.h.
 #pragma once
 

@@ -1,4 +1,4 @@
-// stop.c: stop tokens, min_tokens masking and stop strings across token boundaries. See stop.h.
+// stop.c: stop tokens, min_tokens bans and stop strings across token boundaries. See stop.h.
 #define _GNU_SOURCE // memmem
 #include "engine/sampling/stop.h"
 
