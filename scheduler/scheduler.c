@@ -72,7 +72,7 @@ int sched_init(Scheduler *s, const SchedConfig *cfg, char *err) {
     if (cfg->max_num_seqs < 1) return seterr(err, "max_num_seqs must be >= 1 (got %d)", cfg->max_num_seqs);
     if (cfg->max_model_len < 2) return seterr(err, "max_model_len must be >= 2 (got %d)", cfg->max_model_len);
     if (cfg->max_num_batched_tokens < cfg->max_num_seqs)
-        return seterr(err, "max_num_batched_tokens (%d) must be >= max_num_seqs (%d)",
+        return seterr(err, "--max-num-batched-tokens (%d) must be >= --max-num-seqs (%d)",
                       cfg->max_num_batched_tokens, cfg->max_num_seqs);
     if (cfg->block_size < 1) return seterr(err, "block size must be >= 1 (got %d)", cfg->block_size);
     long need = cdiv(cfg->max_model_len, cfg->block_size);

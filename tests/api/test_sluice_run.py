@@ -154,6 +154,7 @@ def test_engine_flags_apply():
      "the prompt has 5 tokens, the context limit is 4 (--max-model-len)"),
     (["--prompt", ""], 2, "--prompt: expected a value"),
     (["--max-tokens", "0", "--prompt", "x"], 2, "--max-tokens"),
+    (["--max-num-batched-tokens", "7", "--prompt", "x"], 2, "--max-num-batched-tokens (7) must be >= --max-num-seqs"),
     (["--no-such-flag"], 2, "--no-such-flag"),
 ])
 def test_errors(args, status, message):

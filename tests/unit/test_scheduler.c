@@ -215,7 +215,7 @@ static void test_config_errors(void) {
     EXPECT(strstr(err, "max_model_len") != NULL, "%s", err);
     c = cfg_make(2, 4, 16, 8, 64);
     EXPECT_EQ_INT(sched_init(&s, &c, err), SL_ERR);
-    EXPECT(strstr(err, "max_num_batched_tokens") != NULL, "%s", err);
+    EXPECT(strstr(err, "--max-num-batched-tokens (2) must be >= --max-num-seqs (4)") != NULL, "%s", err);
     c = cfg_make(64, 4, 16, 4, 64);
     EXPECT_EQ_INT(sched_init(&s, &c, err), SL_OK);
     sched_free(&s);
