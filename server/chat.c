@@ -81,8 +81,9 @@ static cJSON *messages_json(const OaiRequest *r) {
         const OaiMessage *m = &r->messages[i];
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "role", m->role);
-        if (m->content) cJSON_AddStringToObject(o, "content", m->content);
-        else cJSON_AddNullToObject(o, "content");
+        // An assistant turn that only calls tools comes with "content": null or none at all (every
+        // SDK sends it so); templates concatenate content, so they get "" as vLLM hands them.
+        cJSON_AddStringToObject(o, "content", m->content ? m->content : "");
         if (m->name) cJSON_AddStringToObject(o, "name", m->name);
         if (m->tool_call_id) cJSON_AddStringToObject(o, "tool_call_id", m->tool_call_id);
         cJSON *calls = parse_json(m->tool_calls_json);

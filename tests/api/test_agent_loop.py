@@ -1,0 +1,51 @@
+"""The turn after a tool call, as every SDK sends it: an assistant message with "content": null (or
+no content at all) and tool_calls, then a tool message. Templates concatenate content, so the
+server hands them "" (vLLM's rule) and the request is a 200, on the default model's template and
+on the templates of tests/data/chat_templates that accept a tool turn (one of them renders tool
+calls)."""
+import pytest
+
+from conftest import ROOT
+
+TEMPLATE_DIR = ROOT / "tests" / "data" / "chat_templates"
+
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}
+
+
+def loop_messages(assistant):
+    return [{"role": "user", "content": "What is the weather in Paris?"}, assistant,
+            {"role": "tool", "tool_call_id": "call_1", "content": "18 C and sunny"}]
+
+
+# None: the model's own template (the default model's, which ignores tool calls). The other
+# templates of tests/data/chat_templates raise "roles must alternate" on a tool message, as they do
+# in jinja2.
+TEMPLATES = [None, "qwen2.5-instruct.jinja", "granite-3.0-instruct.jinja", "smollm2-135m-instruct.jinja"]
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_tool_turn_with_null_content(start_server, template):
+    srv = start_server(*(["--chat-template", str(TEMPLATE_DIR / template)] if template else []))
+    client = srv.client()
+    for assistant in ({"role": "assistant", "content": None, "tool_calls": [CALL]},
+                      {"role": "assistant", "tool_calls": [CALL]}):
+        out = client.chat.completions.create(model=srv.model_id(), messages=loop_messages(assistant), tools=TOOLS,
+                                             max_tokens=4, temperature=0)
+        assert out.choices[0].finish_reason in ("stop", "length")
+        assert out.usage.prompt_tokens > 10
+
+
+def test_tool_call_is_rendered(start_server):
+    """A template that renders tool calls shows the call in the prompt: the same turn with the call
+    costs more prompt tokens than with an empty assistant message."""
+    srv = start_server("--chat-template", str(TEMPLATE_DIR / "qwen2.5-instruct.jinja"))
+    client = srv.client()
+    with_call = client.chat.completions.create(
+        model=srv.model_id(), messages=loop_messages({"role": "assistant", "content": None, "tool_calls": [CALL]}),
+        tools=TOOLS, max_tokens=1)
+    without = client.chat.completions.create(
+        model=srv.model_id(), messages=loop_messages({"role": "assistant", "content": ""}), tools=TOOLS, max_tokens=1)
+    assert with_call.usage.prompt_tokens > without.usage.prompt_tokens + 5
