@@ -409,7 +409,7 @@ static int part_prompt(Server *s, GenReq *g, int i, int32_t **ids, int *n, int *
         *n = keep;
     }
     p->n_prompt = *n;
-    return oai_check_context(r, *n, s->info.max_model_len, max_out, e);
+    return oai_check_context(r, *n, s->info.max_model_len, s->opt.max_tokens, max_out, e);
 }
 
 static enum MHD_Result queue_stream(Server *s, GenReq *g, struct MHD_Connection *c) {

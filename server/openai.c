@@ -561,7 +561,8 @@ out:
     return rc;
 }
 
-int oai_check_context(const OaiRequest *r, int n_prompt, int max_model_len, int *max_out, ApiError *e) {
+int oai_check_context(const OaiRequest *r, int n_prompt, int max_model_len, int max_tokens_cap, int *max_out,
+                      ApiError *e) {
     const char *param = r->kind == OAI_CHAT ? "messages" : "prompt";
     const char *what = r->kind == OAI_CHAT ? "messages" : "prompt";
     if (n_prompt >= max_model_len)
@@ -576,5 +577,6 @@ int oai_check_context(const OaiRequest *r, int n_prompt, int max_model_len, int 
                          max_model_len, (long long)n_prompt + r->max_tokens, n_prompt, what, r->max_tokens, what);
     int room = max_model_len - n_prompt;
     *max_out = r->max_tokens > 0 ? r->max_tokens : r->kind == OAI_COMPLETION ? MIN(16, room) : room;
+    if (max_tokens_cap > 0) *max_out = MIN(*max_out, max_tokens_cap);
     return SL_OK;
 }

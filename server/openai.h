@@ -140,8 +140,10 @@ int oai_parse(OaiKind kind, const char *body, size_t len, const OaiLimits *lim, 
 
 // The context check once the prompt is tokenized: n_prompt tokens (+ max_tokens when given)
 // must fit max_model_len. SL_ERR + 400 context_length_exceeded otherwise. *max_out gets the
-// output budget per choice: max_tokens, or what the context leaves (completions: at most 16).
-int oai_check_context(const OaiRequest *r, int n_prompt, int max_model_len, int *max_out,
+// output budget per choice: max_tokens, or when the request has none what the context leaves
+// (completions: at most 16), at most max_tokens_cap (--max-tokens-cap; 0 = no cap), which
+// oai_parse already applied to a max_tokens the request gives.
+int oai_check_context(const OaiRequest *r, int n_prompt, int max_model_len, int max_tokens_cap, int *max_out,
                       ApiError *e);
 
 // Helpers shared with the other endpoints (/tokenize, /detokenize).

@@ -190,3 +190,16 @@ def test_long_prefill_token_threshold_same_text(server, start_server):
     got = capped.post("/v1/completions", body).json()
     assert got["usage"] == want["usage"] and got["usage"]["prompt_tokens"] > 300
     assert got["choices"][0]["text"] == want["choices"][0]["text"]
+
+
+def test_max_tokens_cap_without_max_tokens(start_server):
+    """--max-tokens-cap bounds a request that leaves max_tokens out (it used to run to the end
+    of the context): chat and completions stop at the cap with finish_reason "length"."""
+    srv = start_server("--max-tokens-cap", "8", "--max-model-len", "512")
+    client = srv.client()
+    out = client.chat.completions.create(model=srv.model_id(), messages=MSGS, temperature=0,
+                                         extra_body={"ignore_eos": True})
+    assert out.usage.completion_tokens == 8 and out.choices[0].finish_reason == "length"
+    out = client.completions.create(model=srv.model_id(), prompt="Once upon a time", temperature=0,
+                                    extra_body={"ignore_eos": True})
+    assert out.usage.completion_tokens == 8 and out.choices[0].finish_reason == "length"

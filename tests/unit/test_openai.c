@@ -155,27 +155,38 @@ static void test_context(void) {
     ApiError e = {0};
     ASSERT(parse(OAI_CHAT, "{" CHAT_MSGS ",\"max_tokens\":100}", &r, &e) == SL_OK);
     int max_out = 0;
-    EXPECT(oai_check_context(&r, 1000, 2048, &max_out, &e) == SL_OK);
+    EXPECT(oai_check_context(&r, 1000, 2048, 0, &max_out, &e) == SL_OK);
     EXPECT_EQ_INT(max_out, 100);
-    EXPECT(oai_check_context(&r, 2000, 2048, &max_out, &e) == SL_ERR);
+    EXPECT(oai_check_context(&r, 2000, 2048, 0, &max_out, &e) == SL_ERR);
     EXPECT_EQ_INT(e.status, 400);
     EXPECT_STR_EQ(e.code, "context_length_exceeded");
     EXPECT_STR_EQ(e.param, "messages");
     EXPECT(strstr(e.message, "maximum context length is 2048 tokens") && strstr(e.message, "2100"), "%s", e.message);
-    EXPECT(oai_check_context(&r, 2048, 2048, &max_out, &e) == SL_ERR);
+    EXPECT(oai_check_context(&r, 2048, 2048, 0, &max_out, &e) == SL_ERR);
     oai_request_free(&r);
     // no max_tokens: chat gets what the context leaves, completions 16 at most
     ASSERT(parse(OAI_CHAT, "{" CHAT_MSGS "}", &r, &e) == SL_OK);
-    EXPECT(oai_check_context(&r, 48, 2048, &max_out, &e) == SL_OK);
+    EXPECT(oai_check_context(&r, 48, 2048, 0, &max_out, &e) == SL_OK);
     EXPECT_EQ_INT(max_out, 2000);
     oai_request_free(&r);
     ASSERT(parse(OAI_COMPLETION, "{\"prompt\":\"x\"}", &r, &e) == SL_OK);
-    EXPECT(oai_check_context(&r, 48, 2048, &max_out, &e) == SL_OK);
+    EXPECT(oai_check_context(&r, 48, 2048, 0, &max_out, &e) == SL_OK);
     EXPECT_EQ_INT(max_out, 16);
-    EXPECT(oai_check_context(&r, 2040, 2048, &max_out, &e) == SL_OK);
+    EXPECT(oai_check_context(&r, 2040, 2048, 0, &max_out, &e) == SL_OK);
     EXPECT_EQ_INT(max_out, 8);
-    EXPECT(oai_check_context(&r, 5000, 2048, &max_out, &e) == SL_ERR);
+    EXPECT(oai_check_context(&r, 5000, 2048, 0, &max_out, &e) == SL_ERR);
     EXPECT_STR_EQ(e.param, "prompt");
+    oai_request_free(&r);
+    // --max-tokens-cap bounds the budget of a request without max_tokens too
+    ASSERT(parse(OAI_CHAT, "{" CHAT_MSGS "}", &r, &e) == SL_OK);
+    EXPECT(oai_check_context(&r, 48, 2048, 64, &max_out, &e) == SL_OK);
+    EXPECT_EQ_INT(max_out, 64);
+    EXPECT(oai_check_context(&r, 2000, 2048, 64, &max_out, &e) == SL_OK);
+    EXPECT_EQ_INT(max_out, 48);
+    oai_request_free(&r);
+    ASSERT(parse(OAI_COMPLETION, "{\"prompt\":\"x\"}", &r, &e) == SL_OK);
+    EXPECT(oai_check_context(&r, 48, 2048, 8, &max_out, &e) == SL_OK);
+    EXPECT_EQ_INT(max_out, 8);
     oai_request_free(&r);
 }
 
