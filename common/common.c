@@ -125,6 +125,12 @@ char *file_read_all(const char *path, size_t *len_out, char *err) {
     return buf;
 }
 
+size_t utf8_count_chars(const char *s, size_t n) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += ((unsigned char)s[i] & 0xc0) != 0x80;
+    return k;
+}
+
 int utf8_char_len(const unsigned char *s, size_t n, int *bad) {
     unsigned c = s[0];
     if (c < 0x80) return 1;

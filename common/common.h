@@ -73,6 +73,10 @@ size_t mem_peak_rss(void);
 // U+FFFD (Unicode's "maximal subpart", as Python and browsers do); -k when the k bytes left are
 // a valid but incomplete prefix (only possible when the input ends early).
 int utf8_char_len(const unsigned char *s, size_t n, int *bad);
+// Characters that start in s[0..n): the bytes that are not UTF-8 continuation bytes. On
+// well-formed text its length in code points (what Python's len() and a client's string index
+// count); a piece that ends inside a character counts it where it starts.
+size_t utf8_count_chars(const char *s, size_t n);
 
 // ---- container limits (cgroup v2), so that defaults sized from "the machine" fit a container's
 // share of it. root is where the cgroup hierarchy is mounted ("/sys/fs/cgroup"); this process's

@@ -122,7 +122,8 @@ static void choice_output(GenReq *g, GenChoice *gc, int index, const EngineChoic
                      .tokens = lp ? g->scratch : NULL, .n_tokens = lp ? ec->n_tokens : 0,
                      .text_offset = gc->text_offset};
     resp_sse_delta(&g->out, &g->meta, &rc);
-    gc->text_offset += ec->text_len;
+    for (int i = 0; lp && i < ec->n_tokens; i++)
+        gc->text_offset += utf8_count_chars(rc.tokens[i].piece, rc.tokens[i].piece_len);
 }
 
 static int finish_metric(EngineFinish f) {
@@ -228,7 +229,7 @@ static void stream_begin(GenReq *g) {
         if (!p->echo) continue;
         RespChoice rc = {.index = i, .text = p->echo, .text_len = p->echo_len, .stop_token = -1};
         resp_sse_delta(&g->out, &g->meta, &rc);
-        g->choices[i].text_offset = p->echo_len;
+        g->choices[i].text_offset = utf8_count_chars(p->echo, p->echo_len);
     }
     g->stream_started = true;
 }
@@ -298,7 +299,8 @@ static enum MHD_Result reply_final(GenReq *g, struct MHD_Connection *c) {
         if (g->req.logprobs >= 0) {
             rc[i].tokens = gc->toks;
             rc[i].n_tokens = gc->n_toks;
-            rc[i].text_offset = g->parts[i / g->req.n].echo_len;
+            const GenPart *p = &g->parts[i / g->req.n];
+            rc[i].text_offset = utf8_count_chars(p->echo, p->echo_len);
         }
     }
     RespUsage u = usage_sum(g);

@@ -243,11 +243,13 @@ static void completion_logprobs(SBuf *b, const RespChoice *c) {
         }
         sbuf_put(b, "}", 1);
     }
+    // positions in the text as the client's language indexes it: code points (vLLM's Python
+    // string lengths), not bytes
     sbuf_puts(b, "],\"text_offset\":[");
     size_t off = c->text_offset;
     for (int i = 0; i < c->n_tokens; i++) {
         sbuf_printf(b, i ? ",%zu" : "%zu", off);
-        off += c->tokens[i].piece_len;
+        off += utf8_count_chars(c->tokens[i].piece, c->tokens[i].piece_len);
     }
     sbuf_puts(b, "]}");
 }

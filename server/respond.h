@@ -62,7 +62,8 @@ typedef struct {
     int32_t stop_token;      // the matched stop token id (-1: none); both absent -> null
     const RespToken *tokens; // (n_tokens) when logprobs were asked for, else NULL
     int n_tokens;
-    size_t text_offset;      // completions logprobs: offset of text[0] in the full choice text
+    size_t text_offset;      // completions logprobs: where tokens[0] starts in the full choice text,
+                             // in characters (code points), as text_offset counts
 } RespChoice;
 
 typedef struct {

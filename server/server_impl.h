@@ -92,7 +92,7 @@ typedef struct {
     SBuf text;                   // non-streaming: the text so far (echo first)
     RespToken *toks;             // non-streaming logprobs (n_toks)
     int n_toks, cap_toks;
-    size_t text_offset;          // bytes of this choice's text before the next token
+    size_t text_offset;          // characters (code points) of this choice's text before the next token
     bool role_sent;              // chat stream: the role chunk went out (with the first token, as vLLM)
 } GenChoice;
 

@@ -203,3 +203,29 @@ def test_max_tokens_cap_without_max_tokens(start_server):
     out = client.completions.create(model=srv.model_id(), prompt="Once upon a time", temperature=0,
                                     extra_body={"ignore_eos": True})
     assert out.usage.completion_tokens == 8 and out.choices[0].finish_reason == "length"
+
+
+def test_text_offset_counts_characters(client, server):
+    """Completions logprobs' text_offset indexes the returned text as the client's language does
+    (code points, vLLM's Python string positions), not bytes: on accented text each token's piece
+    stands at its offset, streaming or not; a token that is part of a character starts where it
+    does."""
+    kw = dict(model=server.model_id(), prompt="L'été dernier, à l'école, les élèves", max_tokens=12, temperature=0,
+              logprobs=1)
+    out = client.completions.create(**kw).choices[0]
+    lp = out.logprobs
+    assert any(ord(ch) > 127 for ch in out.text), out.text  # the case the test is about
+    for tok, off in zip(lp.tokens, lp.text_offset):
+        assert out.text[off:off + len(tok)] == tok, (tok, off, out.text)
+    assert lp.text_offset[-1] + len(lp.tokens[-1]) == len(out.text)
+    # streaming: the same offsets, chunk by chunk
+    offsets = []
+    for chunk in client.completions.create(stream=True, **kw):
+        if chunk.choices and chunk.choices[0].logprobs:
+            offsets += chunk.choices[0].logprobs.text_offset
+    assert offsets == lp.text_offset
+    # a continuation with tokens that are parts of characters (byte tokens): offsets never pass
+    # the end of the text (in bytes they ran to three times its length)
+    out = client.completions.create(**{**kw, "prompt": "日本の首都は"}).choices[0]
+    assert out.logprobs.text_offset == sorted(out.logprobs.text_offset)
+    assert out.logprobs.text_offset[-1] < len(out.text)
