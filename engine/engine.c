@@ -27,6 +27,15 @@ void engine_config_defaults(EngineConfig *c) {
                         .gpu_memory_utilization = 0.9, .enforce_eager = false};
 }
 
+// cache_salt: the root of a request's chain of block hashes. Different roots make every block hash
+// and parent differ, so requests with different salts (or none) never share a KV block.
+static uint64_t salt_root(const char *salt) {
+    uint64_t h = 0xcbf29ce484222325ULL; // FNV-1a over the bytes, then mixed
+    for (const unsigned char *c = (const unsigned char *)salt; *c; c++) h = (h ^ *c) * 0x100000001b3ULL;
+    h = engine_mix64(h ^ BLOCKPOOL_HASH_ROOT);
+    return h ? h : 1; // 0 means "no salt"
+}
+
 EngineConfig engine_config_from(const Config *c) {
     EngineConfig e;
     engine_config_defaults(&e);
@@ -160,7 +169,8 @@ int engine_submit(Engine *e, const int32_t *prompt, int n_prompt, const EnginePa
         sp.has_seed = true;
     }
 
-    SeqParams sq = {.priority = p->priority, .max_tokens = p->max_tokens, .n = p->n};
+    SeqParams sq = {.priority = p->priority, .max_tokens = p->max_tokens, .n = p->n,
+                    .hash_root = p->cache_salt ? salt_root(p->cache_salt) : 0};
     seq_init(&r->seq, r->id, prompt, n_prompt, &sq, e->info.max_model_len, e->info.block_size);
     int max_output = r->seq.max_tokens_total - n_prompt;
     r->samples = xcalloc((size_t)r->n, sizeof(Sample));

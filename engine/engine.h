@@ -123,6 +123,8 @@ typedef struct {
     int n_stop;
     bool include_stop_str_in_output;
     bool skip_special_tokens;   // leave control tokens out of the text (default true)
+    const char *cache_salt;     // prefix caching: KV blocks are shared only between requests with the
+                                // same salt (vLLM's cache_salt); NULL = the common cache. Read at submit
 } EngineParams;
 
 void engine_params_defaults(EngineParams *p);

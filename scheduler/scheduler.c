@@ -272,7 +272,7 @@ static bool sched_try_admit(Scheduler *s, SchedOutput *out, Sequence *seq) {
         seq_hash_blocks(seq, bs);
         int max_hits = (seq->num_tokens - 1) / bs;
         for (; hits < max_hits; hits++) {
-            uint64_t parent = hits == 0 ? BLOCKPOOL_HASH_ROOT : seq->block_hashes[hits - 1];
+            uint64_t parent = hits == 0 ? seq->hash_root : seq->block_hashes[hits - 1];
             int32_t id = blockpool_lookup(p, seq->block_hashes[hits], parent,
                                           seq->tokens + (size_t)hits * bs, seq->adapter_id);
             if (id < 0) break;
@@ -362,7 +362,7 @@ static void seq_promote_blocks(Scheduler *s, Sequence *seq) {
     if (!s->cfg.enable_prefix_caching || full <= seq->num_promoted_blocks) return;
     seq_hash_blocks(seq, bs);
     for (int b = seq->num_promoted_blocks; b < full; b++) {
-        uint64_t parent = b == 0 ? BLOCKPOOL_HASH_ROOT : seq->block_hashes[b - 1];
+        uint64_t parent = b == 0 ? seq->hash_root : seq->block_hashes[b - 1];
         blockpool_promote(&s->pool, seq->block_table[b], seq->block_hashes[b], parent,
                           seq->tokens + (size_t)b * bs, seq->adapter_id);
     }

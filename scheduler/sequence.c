@@ -23,6 +23,7 @@ static void seq_init_fields(Sequence *s, int64_t id, int sample_index, const Seq
     s->n_samples = params->n;
     s->priority = params->priority;
     s->adapter_id = params->adapter_id;
+    s->hash_root = params->hash_root ? params->hash_root : BLOCKPOOL_HASH_ROOT;
     s->max_tokens = params->max_tokens;
     s->status = SEQ_WAITING;
     s->num_cached_tokens = -1;
@@ -80,7 +81,7 @@ int seq_order_cmp(const Sequence *a, const Sequence *b) {
 void seq_hash_blocks(Sequence *seq, int block_size) {
     int full = seq->num_tokens / block_size;
     for (int i = seq->num_hashed_blocks; i < full; i++) {
-        uint64_t parent = i == 0 ? BLOCKPOOL_HASH_ROOT : seq->block_hashes[i - 1];
+        uint64_t parent = i == 0 ? seq->hash_root : seq->block_hashes[i - 1];
         seq->block_hashes[i] = blockpool_hash_block(parent, seq->tokens + (size_t)i * block_size,
                                                     block_size, seq->adapter_id);
     }

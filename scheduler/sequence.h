@@ -40,6 +40,8 @@ typedef struct {
     int max_tokens;     // output tokens at most; 0 = until max_model_len
     int n;              // parallel samples of the prompt (>= 1)
     int32_t adapter_id; // part of every block hash, so two adapters never share KV; 0 = none
+    uint64_t hash_root; // the parent hash of the first block (cache_salt: blocks are shared only
+                        // between sequences with the same root); 0 = BLOCKPOOL_HASH_ROOT
 } SeqParams;
 
 typedef struct Sequence Sequence;
@@ -49,6 +51,7 @@ struct Sequence {
     int n_samples;      // n of the request (the same in parent and children)
     int priority;
     int32_t adapter_id;
+    uint64_t hash_root; // parent hash of block 0 (SeqParams.hash_root, or BLOCKPOOL_HASH_ROOT)
     uint64_t arrival;   // admission order, set by sched_add; children share the parent's
     SeqStatus status;
     SeqFinishReason finish_reason;

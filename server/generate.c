@@ -77,10 +77,12 @@ static void gen_notify(void *ctx) {
 }
 
 static void token_fill(const Tokenizer *tok, const SampleLogprobs *lp, RespToken *t) {
+    t->token = lp->token;
     t->piece = tok_piece(tok, lp->token, &t->piece_len);
     t->logprob = lp->logprob;
     t->n_top = MIN(lp->n_top, OAI_MAX_LOGPROBS);
     for (int k = 0; k < t->n_top; k++) {
+        t->top_token[k] = lp->top_ids[k];
         t->top_piece[k] = tok_piece(tok, lp->top_ids[k], &t->top_len[k]);
         t->top_logprob[k] = lp->top_logprobs[k];
     }
@@ -97,9 +99,19 @@ static RespChoice choice_view(const GenReq *g, const GenChoice *gc, int index) {
 }
 
 // One choice's new output: an SSE delta (streaming) or appended text and logprobs.
+// stream_options.continuous_usage_stats: the usage so far of the choice whose chunk goes out next
+// (vLLM's: the prompt, and this choice's output tokens).
+static void live_usage(GenReq *g, int index) {
+    if (!g->meta.continuous_usage) return;
+    const GenPart *p = &g->parts[index / g->req.n];
+    g->meta.live = (RespUsage){.prompt_tokens = p->n_prompt, .completion_tokens = g->choices[index].num_tokens,
+                               .cached_tokens = p->last.cached_tokens};
+}
+
 static void choice_output(GenReq *g, GenChoice *gc, int index, const EngineChoice *ec, bool emit) {
     const Tokenizer *tok = g->srv->tok;
     bool lp = g->req.logprobs >= 0 && ec->logprobs && ec->n_tokens > 0;
+    gc->num_tokens = ec->num_tokens;
     if (!emit) return;
     if (!g->req.stream) {
         sbuf_put(&gc->text, ec->text, ec->text_len);
@@ -121,6 +133,7 @@ static void choice_output(GenReq *g, GenChoice *gc, int index, const EngineChoic
     RespChoice rc = {.index = index, .text = ec->text, .text_len = ec->text_len, .stop_token = -1,
                      .tokens = lp ? g->scratch : NULL, .n_tokens = lp ? ec->n_tokens : 0,
                      .text_offset = gc->text_offset};
+    live_usage(g, index);
     resp_sse_delta(&g->out, &g->meta, &rc);
     for (int i = 0; lp && i < ec->n_tokens; i++)
         gc->text_offset += utf8_count_chars(rc.tokens[i].piece, rc.tokens[i].piece_len);
@@ -176,6 +189,7 @@ void gen_pump(GenReq *g, bool emit) {
             // a client's TTFT (vLLM's: first chunk with choices) must include the prompt.
             if (emit && g->req.stream && g->req.kind == OAI_CHAT && !gc->role_sent &&
                 ec->finish != ENGINE_FINISH_ABORT && (ec->n_tokens > 0 || ec->finish != ENGINE_FINISH_NONE)) {
+                live_usage(g, index);
                 resp_sse_chat_role(&g->out, &g->meta, index);
                 gc->role_sent = true;
             }
@@ -188,6 +202,7 @@ void gen_pump(GenReq *g, bool emit) {
             if (ec->finish == ENGINE_FINISH_ABORT) g->aborted = true;
             if (emit && g->req.stream && ec->finish != ENGINE_FINISH_ABORT) {
                 RespChoice rc = choice_view(g, gc, index);
+                live_usage(g, index);
                 resp_sse_finish(&g->out, &g->meta, &rc);
             }
         }
@@ -228,6 +243,7 @@ static void stream_begin(GenReq *g) {
         const GenPart *p = &g->parts[i / g->req.n];
         if (!p->echo) continue;
         RespChoice rc = {.index = i, .text = p->echo, .text_len = p->echo_len, .stop_token = -1};
+        live_usage(g, i);
         resp_sse_delta(&g->out, &g->meta, &rc);
         g->choices[i].text_offset = utf8_count_chars(p->echo, p->echo_len);
     }
@@ -381,6 +397,7 @@ static void engine_params_from(const OaiRequest *r, EngineParams *ep) {
     ep->n_stop = r->n_stop;
     ep->include_stop_str_in_output = r->include_stop_str_in_output;
     ep->skip_special_tokens = r->skip_special_tokens;
+    ep->cache_salt = r->cache_salt;
 }
 
 // The token ids of part i (malloc'd), its echo text when asked, and the context check.
@@ -392,12 +409,13 @@ static int part_prompt(Server *s, GenReq *g, int i, int32_t **ids, int *n, int *
     *ids = NULL;
     if (r->kind == OAI_CHAT) {
         if (chat_render(&s->chat, r, &text, &len, e) != SL_OK) return SL_ERR;
-        int *v = NULL, cap = 0; // the template writes BOS itself when the model wants one
-        *n = tok_encode(s->tok, text, len, false, true, &v, &cap);
+        // the template writes BOS itself when the model wants one; add_special_tokens adds another
+        int *v = NULL, cap = 0;
+        *n = tok_encode(s->tok, text, len, r->add_special_tokens && tok_add_bos(s->tok), true, &v, &cap);
         *ids = (int32_t *)v;
         free(text);
     } else if (r->prompts[i].text) {
-        *ids = server_encode(s, r->prompts[i].text, r->prompts[i].len, true, n);
+        *ids = server_encode(s, r->prompts[i].text, r->prompts[i].len, r->add_special_tokens, n);
         if (r->echo) p->echo = xstrndup(r->prompts[i].text, r->prompts[i].len), p->echo_len = r->prompts[i].len;
     } else {
         *n = r->prompts[i].n_ids;
@@ -464,6 +482,8 @@ enum MHD_Result gen_start(Server *s, HttpConn *hc, struct MHD_Connection *c, Oai
             if (p->echo && !r->stream) sbuf_put(&gc->text, p->echo, p->echo_len); // streams send it first
         }
         resp_meta_init(&g->meta, kind, s->model_name, "fp_sluice", r->stream && r->include_usage);
+        g->meta.continuous_usage = r->stream && r->continuous_usage;
+        g->meta.tokens_as_ids = r->tokens_as_ids;
         if (r->request_id)
             snprintf(g->meta.id, sizeof g->meta.id, "%s%.38s", kind == OAI_CHAT ? "chatcmpl-" : "cmpl-", r->request_id);
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);

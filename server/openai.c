@@ -37,6 +37,7 @@ void oai_request_free(OaiRequest *r) {
     free(r->stop_token_ids);
     free(r->user);
     free(r->request_id);
+    free(r->cache_salt);
     memset(r, 0, sizeof *r);
 }
 
@@ -412,9 +413,11 @@ static int parse_stop(OaiRequest *r, const cJSON *root, int vocab, ApiError *e) 
 
 // Known fields this server cannot honour: a 400 when they ask for something, never a silent drop.
 static int reject_unsupported(const cJSON *root, ApiError *e) {
+    // structured output (vLLM's guided_* and structured_outputs, llama.cpp's grammar and
+    // json_schema) arrives in its own issue: until then a 400, never a silent 200
     static const char *const NONNULL[] = {"guided_json", "guided_regex", "guided_choice", "guided_grammar",
-                                          "structured_outputs", "prompt_logprobs", "logits_processors",
-                                          "chat_template", "suffix"};
+                                          "structured_outputs", "grammar", "json_schema", "prompt_logprobs",
+                                          "logits_processors", "chat_template", "suffix"};
     static const char *const NONEMPTY[] = {"allowed_token_ids", "bad_words"};
     for (size_t i = 0; i < ARRAY_LEN(NONNULL); i++) {
         const cJSON *v = oai_field(root, NONNULL[i]);
@@ -428,6 +431,11 @@ static int reject_unsupported(const cJSON *root, ApiError *e) {
             return api_error(e, 400, NULL, "unsupported_parameter", NONEMPTY[i],
                              "Unsupported parameter: '%s' is not supported by this server.", NONEMPTY[i]);
     }
+    bool beam;
+    if (oai_get_bool(root, "use_beam_search", false, &beam, e) != SL_OK) return SL_ERR;
+    if (beam)
+        return api_error(e, 400, NULL, "unsupported_value", "use_beam_search",
+                         "Invalid 'use_beam_search': beam search is not supported by this server.");
     return SL_OK;
 }
 
@@ -516,6 +524,9 @@ static int parse_stream(OaiRequest *r, const cJSON *root, ApiError *e) {
     const cJSON *iu = oai_field(so, "include_usage");
     if (iu && !cJSON_IsBool(iu)) return oai_bad_type(e, "stream_options", "a boolean 'include_usage'", iu);
     r->include_usage = iu && cJSON_IsTrue(iu);
+    const cJSON *cu = oai_field(so, "continuous_usage_stats");
+    if (cu && !cJSON_IsBool(cu)) return oai_bad_type(e, "stream_options", "a boolean 'continuous_usage_stats'", cu);
+    r->continuous_usage = r->include_usage && cu && cJSON_IsTrue(cu); // vLLM: both must be set
     return SL_OK;
 }
 
@@ -544,8 +555,21 @@ int oai_parse(OaiKind kind, const char *body, size_t len, const OaiLimits *lim, 
         oai_get_bool(root, "skip_special_tokens", true, &r->skip_special_tokens, e) ||
         oai_get_bool(root, "include_stop_str_in_output", false, &r->include_stop_str_in_output, e) ||
         oai_get_int(root, "priority", INT32_MIN, INT32_MAX, 0, &prio, e) || oai_get_str(root, "user", &r->user, e) ||
-        oai_get_str(root, "request_id", &r->request_id, e))
+        oai_get_str(root, "request_id", &r->request_id, e) ||
+        oai_get_bool(root, "add_special_tokens", kind == OAI_COMPLETION, &r->add_special_tokens, e) ||
+        oai_get_bool(root, "return_tokens_as_token_ids", false, &r->tokens_as_ids, e) ||
+        oai_get_str(root, "cache_salt", &r->cache_salt, e))
         goto out;
+    if (r->cache_salt && !r->cache_salt[0]) {
+        api_error(e, 400, NULL, "invalid_value", "cache_salt", "Invalid 'cache_salt': expected a non-empty string.");
+        goto out;
+    }
+    if (kind == OAI_CHAT && r->echo) { // vLLM's chat echo (prepend the last message) is not implemented
+        api_error(e, 400, NULL, "unsupported_value", "echo",
+                  "Invalid 'echo': echo on chat completions is not supported by this server.");
+        goto out;
+    }
+    if (kind == OAI_COMPLETION && parse_response_format(root, e) != SL_OK) goto out;
     r->priority = (int)prio;
     if (kind == OAI_COMPLETION && r->echo && r->logprobs >= 0) {
         api_error(e, 400, NULL, "unsupported_value", "echo",

@@ -82,6 +82,12 @@ typedef struct {
     int n_prompts;
     bool echo;
 
+    // both: vLLM extras
+    bool add_special_tokens;     // BOS as the tokenizer asks: default false for chat (the template
+                                 // writes it), true for completions
+    bool tokens_as_ids;          // return_tokens_as_token_ids: logprobs name tokens "token_id:N"
+    char *cache_salt;            // prefix-cache isolation: blocks are shared only within one salt
+
     // generation length and count
     int max_tokens;              // -1: not given (chat: up to the context; completions: 16)
     const char *max_tokens_param; // "max_tokens" or "max_completion_tokens" (for messages)
@@ -112,6 +118,8 @@ typedef struct {
     // streaming and scheduling
     bool stream;
     bool include_usage;          // stream_options.include_usage
+    bool continuous_usage;       // stream_options.continuous_usage_stats (with include_usage): usage
+                                 // so far in every chunk
     int priority;                // vLLM: lower runs first
     char *user;
     char *request_id;            // vLLM extra; NULL when absent

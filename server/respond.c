@@ -134,6 +134,7 @@ static void json_cstr(SBuf *b, const char *s) {
 // shared pieces
 
 void resp_meta_init(RespMeta *m, OaiKind kind, const char *model, const char *fingerprint, bool include_usage) {
+    memset(m, 0, sizeof *m);
     unsigned char rnd[12];
     if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
         // no entropy source: the clock and a counter still keep ids distinct in this process
@@ -177,29 +178,43 @@ static void token_bytes(SBuf *b, const char *p, size_t n) {
     sbuf_put(b, "]", 1);
 }
 
+// A token as logprobs name it: its text, or with return_tokens_as_token_ids "token_id:N" (vLLM's
+// form, for clients that need ids where a piece is not valid UTF-8), written into buf. Chat's
+// "bytes" are those of whichever name it got, as in vLLM.
+static const char *token_label(const RespMeta *m, int32_t id, const char *piece, size_t *len, char buf[32]) {
+    if (!m->tokens_as_ids) return piece;
+    *len = (size_t)snprintf(buf, 32, "token_id:%d", (int)id);
+    return buf;
+}
+
 // chat: {"content":[{token, logprob, bytes, top_logprobs:[…]}…],"refusal":null}
-static void chat_logprobs(SBuf *b, const RespChoice *c) {
+static void chat_logprobs(SBuf *b, const RespMeta *m, const RespChoice *c) {
     if (!c->tokens) {
         sbuf_puts(b, "null");
         return;
     }
+    char buf[32];
     sbuf_puts(b, "{\"content\":[");
     for (int i = 0; i < c->n_tokens; i++) {
         const RespToken *t = &c->tokens[i];
+        size_t len = t->piece_len;
+        const char *name = token_label(m, t->token, t->piece, &len, buf);
         sbuf_puts(b, i ? ",{\"token\":" : "{\"token\":");
-        json_str(b, t->piece, t->piece_len);
+        json_str(b, name, len);
         sbuf_puts(b, ",\"logprob\":");
         json_float(b, t->logprob);
         sbuf_puts(b, ",\"bytes\":");
-        token_bytes(b, t->piece, t->piece_len);
+        token_bytes(b, name, len);
         sbuf_puts(b, ",\"top_logprobs\":[");
         for (int k = 0; k < t->n_top; k++) {
+            len = t->top_len[k];
+            name = token_label(m, t->top_token[k], t->top_piece[k], &len, buf);
             sbuf_puts(b, k ? ",{\"token\":" : "{\"token\":");
-            json_str(b, t->top_piece[k], t->top_len[k]);
+            json_str(b, name, len);
             sbuf_puts(b, ",\"logprob\":");
             json_float(b, t->top_logprob[k]);
             sbuf_puts(b, ",\"bytes\":");
-            token_bytes(b, t->top_piece[k], t->top_len[k]);
+            token_bytes(b, name, len);
             sbuf_put(b, "}", 1);
         }
         sbuf_puts(b, "]}");
@@ -207,8 +222,15 @@ static void chat_logprobs(SBuf *b, const RespChoice *c) {
     sbuf_puts(b, "],\"refusal\":null}");
 }
 
+// completions: one token's name as a JSON string
+static void completion_token(SBuf *b, const RespMeta *m, int32_t id, const char *piece, size_t len) {
+    char buf[32];
+    const char *name = token_label(m, id, piece, &len, buf);
+    json_str(b, name, len);
+}
+
 // completions: {"tokens":[…],"token_logprobs":[…],"top_logprobs":[{piece:lp}…],"text_offset":[…]}
-static void completion_logprobs(SBuf *b, const RespChoice *c) {
+static void completion_logprobs(SBuf *b, const RespMeta *m, const RespChoice *c) {
     if (!c->tokens) {
         sbuf_puts(b, "null");
         return;
@@ -216,7 +238,7 @@ static void completion_logprobs(SBuf *b, const RespChoice *c) {
     sbuf_puts(b, "{\"tokens\":[");
     for (int i = 0; i < c->n_tokens; i++) {
         if (i) sbuf_put(b, ",", 1);
-        json_str(b, c->tokens[i].piece, c->tokens[i].piece_len);
+        completion_token(b, m, c->tokens[i].token, c->tokens[i].piece, c->tokens[i].piece_len);
     }
     sbuf_puts(b, "],\"token_logprobs\":[");
     for (int i = 0; i < c->n_tokens; i++) {
@@ -230,14 +252,17 @@ static void completion_logprobs(SBuf *b, const RespChoice *c) {
         bool chosen_listed = false;
         for (int k = 0; k < t->n_top; k++) {
             if (k) sbuf_put(b, ",", 1);
-            json_str(b, t->top_piece[k], t->top_len[k]);
+            completion_token(b, m, t->top_token[k], t->top_piece[k], t->top_len[k]);
             sbuf_put(b, ":", 1);
             json_float(b, t->top_logprob[k]);
-            chosen_listed |= t->top_len[k] == t->piece_len && !memcmp(t->top_piece[k], t->piece, t->piece_len);
+            // a key appears once: the same piece (or id) is the chosen token's entry already
+            chosen_listed |= m->tokens_as_ids ? t->top_token[k] == t->token
+                                              : t->top_len[k] == t->piece_len &&
+                                                    !memcmp(t->top_piece[k], t->piece, t->piece_len);
         }
         if (!chosen_listed) { // OpenAI lists the chosen token too
             if (t->n_top) sbuf_put(b, ",", 1);
-            json_str(b, t->piece, t->piece_len);
+            completion_token(b, m, t->token, t->piece, t->piece_len);
             sbuf_put(b, ":", 1);
             json_float(b, t->logprob);
         }
@@ -271,7 +296,7 @@ void resp_chat_body(SBuf *b, const RespMeta *m, const RespChoice *c, int n, cons
         sbuf_printf(b, "%s{\"index\":%d,\"message\":{\"role\":\"assistant\",\"content\":", i ? "," : "", c[i].index);
         json_str(b, c[i].text ? c[i].text : "", c[i].text_len);
         sbuf_puts(b, ",\"refusal\":null},\"logprobs\":");
-        chat_logprobs(b, &c[i]);
+        chat_logprobs(b, m, &c[i]);
         sbuf_puts(b, ",\"finish_reason\":");
         json_cstr(b, c[i].finish_reason);
         stop_reason(b, &c[i]);
@@ -289,7 +314,7 @@ void resp_completion_body(SBuf *b, const RespMeta *m, const RespChoice *c, int n
         sbuf_printf(b, "%s{\"index\":%d,\"text\":", i ? "," : "", c[i].index);
         json_str(b, c[i].text ? c[i].text : "", c[i].text_len);
         sbuf_puts(b, ",\"logprobs\":");
-        completion_logprobs(b, &c[i]);
+        completion_logprobs(b, m, &c[i]);
         sbuf_puts(b, ",\"finish_reason\":");
         json_cstr(b, c[i].finish_reason);
         stop_reason(b, &c[i]);
@@ -316,6 +341,12 @@ void resp_error_body(SBuf *b, const ApiError *e) {
 // SSE
 
 static void chunk_tail(SBuf *b, const RespMeta *m) {
+    if (m->continuous_usage) {
+        sbuf_puts(b, "],\"usage\":");
+        usage(b, &m->live);
+        sbuf_puts(b, "}\n\n");
+        return;
+    }
     sbuf_puts(b, m->include_usage ? "],\"usage\":null}\n\n" : "]}\n\n");
 }
 
@@ -336,13 +367,13 @@ void resp_sse_delta(SBuf *b, const RespMeta *m, const RespChoice *c) {
         sbuf_printf(b, ",\"choices\":[{\"index\":%d,\"delta\":{\"content\":", c->index);
         json_str(b, c->text ? c->text : "", c->text_len);
         sbuf_puts(b, "},\"logprobs\":");
-        chat_logprobs(b, c);
+        chat_logprobs(b, m, c);
         sbuf_puts(b, ",\"finish_reason\":null}");
     } else {
         sbuf_printf(b, ",\"choices\":[{\"index\":%d,\"text\":", c->index);
         json_str(b, c->text ? c->text : "", c->text_len);
         sbuf_puts(b, ",\"logprobs\":");
-        completion_logprobs(b, c);
+        completion_logprobs(b, m, c);
         sbuf_puts(b, ",\"finish_reason\":");
         json_cstr(b, c->finish_reason);
         if (c->finish_reason) stop_reason(b, c);

@@ -34,20 +34,29 @@ void json_float(SBuf *b, float v);             // shortest text that reads back 
 // ---- what the generation path hands over
 
 typedef struct {
+    int prompt_tokens, completion_tokens, cached_tokens;
+} RespUsage;
+
+typedef struct {
     OaiKind kind;
     char id[48];             // "chatcmpl-…" / "cmpl-…", the same in every chunk
     int64_t created;         // unix seconds
     const char *model;       // the served model name
     const char *fingerprint; // system_fingerprint, or NULL (written as null)
     bool include_usage;      // streaming: "usage":null in every chunk and a usage chunk at the end
+    bool continuous_usage;   // streaming (continuous_usage_stats): `live` instead of null in every chunk
+    RespUsage live;          // the usage so far of the choice whose chunk is written next
+    bool tokens_as_ids;      // return_tokens_as_token_ids: logprobs name tokens "token_id:N"
 } RespMeta;
 
 // One token with its logprob and alternatives, as bytes (a token may be part of a character).
 typedef struct {
+    int32_t token;
     const char *piece;       // the token's bytes
     size_t piece_len;
     float logprob;
     int n_top;
+    int32_t top_token[OAI_MAX_LOGPROBS];
     const char *top_piece[OAI_MAX_LOGPROBS];
     size_t top_len[OAI_MAX_LOGPROBS];
     float top_logprob[OAI_MAX_LOGPROBS];
@@ -65,10 +74,6 @@ typedef struct {
     size_t text_offset;      // completions logprobs: where tokens[0] starts in the full choice text,
                              // in characters (code points), as text_offset counts
 } RespChoice;
-
-typedef struct {
-    int prompt_tokens, completion_tokens, cached_tokens;
-} RespUsage;
 
 // Fills meta->id with prefix + 24 random hex digits and created with the clock.
 void resp_meta_init(RespMeta *m, OaiKind kind, const char *model, const char *fingerprint, bool include_usage);

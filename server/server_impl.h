@@ -94,6 +94,7 @@ typedef struct {
     int n_toks, cap_toks;
     size_t text_offset;          // characters (code points) of this choice's text before the next token
     bool role_sent;              // chat stream: the role chunk went out (with the first token, as vLLM)
+    int num_tokens;              // output tokens so far (continuous usage stats)
 } GenChoice;
 
 // One engine request: the chat prompt, or one prompt of a completions batch.

@@ -65,6 +65,22 @@ CASES = [
     ("16 prompt [999999]", CMPL, '{"prompt":[999999]}', 400, "prompt"),
     ("16 prompt [-1]", CMPL, '{"prompt":[-1]}', 400, "prompt"),
     ("17 NUL", CHAT, '{"messages":[{"role":"user","content":"a\\u0000b"}]}', 400, "messages"),
+    # what the server cannot honour is a 400 naming the field, never a silent 200
+    ("18 completions response_format json", CMPL, '{"prompt":"x","response_format":{"type":"json_object"}}', 400,
+     "response_format"),
+    ("18 completions response_format sound", CMPL, '{"prompt":"x","response_format":{"type":"sound"}}', 400,
+     "response_format"),
+    ("18 grammar (llama.cpp)", CHAT, chat(grammar="root ::= \"a\""), 400, "grammar"),
+    ("18 json_schema (llama.cpp)", CMPL, '{"prompt":"x","json_schema":{"type":"object"}}', 400, "json_schema"),
+    ("18 use_beam_search", CHAT, chat(use_beam_search=True), 400, "use_beam_search"),
+    ("18 use_beam_search 1", CMPL, '{"prompt":"x","use_beam_search":1}', 400, "use_beam_search"),
+    ("18 chat echo", CHAT, chat(echo=True), 400, "echo"),
+    ("18 cache_salt ''", CHAT, chat(cache_salt=""), 400, "cache_salt"),
+    ("18 cache_salt 5", CHAT, chat(cache_salt=5), 400, "cache_salt"),
+    ("18 add_special_tokens 'yes'", CMPL, '{"prompt":"x","add_special_tokens":"yes"}', 400, "add_special_tokens"),
+    ("18 continuous_usage_stats 1", CHAT, chat(stream=True, stream_options={"include_usage": True,
+                                                                            "continuous_usage_stats": 1}), 400,
+     "stream_options"),
 ]
 
 
@@ -94,6 +110,14 @@ def test_wrong_content_type(server):
 
 def test_unknown_fields_ignored(server):
     r = server.post(CHAT, data=chat(temperature=0, frobnicate={"x": [1, 2]}, metadata={"a": "b"}, store=False).encode())
+    assert r.status_code == 200, r.text
+
+
+def test_refusable_fields_at_their_defaults(server):
+    """The refused fields are fine at the values that ask for nothing."""
+    r = server.post(CHAT, data=chat(use_beam_search=False, echo=False, grammar=None, response_format={"type": "text"}))
+    assert r.status_code == 200, r.text
+    r = server.post(CMPL, {"prompt": "x", "max_tokens": 2, "response_format": {"type": "text"}, "json_schema": None})
     assert r.status_code == 200, r.text
 
 

@@ -166,16 +166,22 @@ static void test_chunked_prefill(void) {
 
 static void test_preemption(void) { preemption_at(1); }
 
+// A greedy job on the corpus' first 200 tokens (12 full blocks and a partial one).
+static Job corpus_job(int max_tokens) {
+    Job j;
+    memset(&j, 0, sizeof(j));
+    for (int i = 0; i < 200; i++) j.prompt[i] = corpus_ids[i];
+    j.n_prompt = 200;
+    engine_params_defaults(&j.params);
+    j.params.max_tokens = max_tokens;
+    j.params.sampling.temperature = 0;
+    return j;
+}
+
 // A request sharing a 200-token prefix with an earlier one reuses 12 cached blocks and makes the
 // same tokens as with the cache off.
 static void test_prefix_cache(void) {
-    Job a, b[2];
-    memset(&a, 0, sizeof(a));
-    for (int i = 0; i < 200; i++) a.prompt[i] = corpus_ids[i];
-    a.n_prompt = 200;
-    engine_params_defaults(&a.params);
-    a.params.max_tokens = 1;
-    a.params.sampling.temperature = 0;
+    Job a = corpus_job(1), b[2];
     for (int k = 0; k < 2; k++) {
         b[k] = a;
         for (int i = 0; i < 20; i++) b[k].prompt[200 + i] = corpus_ids[210 + i];
@@ -203,6 +209,34 @@ static void test_prefix_cache(void) {
         engine_destroy(e);
     }
     jobs_compare(&b[0], &b[1], 1, "prefix cache on vs off");
+}
+
+// cache_salt: a request reuses the KV blocks of earlier requests with the same salt only; other
+// salts and no salt never share, while the output stays what the same request computes alone.
+static void test_cache_salt(void) {
+    EngineConfig c = cfg_make(512, 4, true, 32 << 20);
+    Engine *e = engine_open(&c);
+    ASSERT(e);
+    Job base = corpus_job(4);
+    // (salt, cached prompt tokens expected: 0, or at least the 192 of the 12 full blocks)
+    const struct {
+        const char *salt;
+        bool hit;
+    } runs[] = {{"alice", false}, {"alice", true}, {"bob", false}, {NULL, false}, {NULL, true}, {"bob", true},
+                {"alice", true}, {"alicf", false}};
+    Job first = base;
+    for (size_t i = 0; i < ARRAY_LEN(runs); i++) {
+        Job j = base;
+        j.params.cache_salt = runs[i].salt;
+        jobs_run_alone(e, &j, 1);
+        if (runs[i].hit) EXPECT(j.cached >= 192, "run %zu (%s): cached %d", i, runs[i].salt, j.cached);
+        else EXPECT(j.cached == 0, "run %zu (%s): cached %d", i, runs[i].salt ? runs[i].salt : "none", j.cached);
+        if (i == 0) first = j;
+        else jobs_compare(&first, &j, 1, "a salted run");
+    }
+    EngineStats st;
+    expect_pool_whole(e, &st);
+    engine_destroy(e);
 }
 
 // Aborts land between steps: a request aborted mid-prefill or mid-decode finishes with "abort"
@@ -487,6 +521,7 @@ int main(int argc, char **argv) {
     RUN(test_chunked_prefill);
     RUN(test_preemption);
     RUN(test_prefix_cache);
+    RUN(test_cache_salt);
     RUN(test_abort);
     RUN(test_parallel_samples);
     RUN(test_stops);
