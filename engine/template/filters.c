@@ -23,6 +23,7 @@ static int64_t arg_int(Render *r, Value v, const char *what) {
     if (v.type == V_INT) return v.i;
     if (v.type == V_BOOL) return v.b;
     if (v.type == V_UNDEF) fail_undefined(r, v);
+    v_refuse_big(r, v, v, what);
     rt_error(r, "%s: '%s' object cannot be interpreted as an integer", what, v_typename(v));
 }
 
@@ -238,7 +239,8 @@ FILTER(f_int) {
     double f;
     switch (in.type) {
     case V_UNDEF: fail_undefined(r, in);
-    case V_INT: return in;
+    case V_INT:
+    case V_BIGINT: return in;
     case V_BOOL: return v_int(in.b);
     case V_FLOAT:
         if (isnan(in.f)) return p[0];
@@ -263,6 +265,11 @@ FILTER(f_float) {
     if (in.type == V_UNDEF) fail_undefined(r, in);
     if (in.type == V_FLOAT) return in;
     if (in.type == V_INT || in.type == V_BOOL) return v_float(v_num(in));
+    if (in.type == V_BIGINT) { // correctly rounded, as Python's float(int)
+        f = strtod(in.s->s, NULL);
+        if (isinf(f)) rt_error(r, "int too large to convert to float");
+        return v_float(f);
+    }
     if (in.type == V_STR && str_parse_float(in.s->s, in.s->len, &f)) return v_float(f);
     return p[0];
 }
@@ -415,6 +422,8 @@ FILTER(f_round) {
         rt_error(r, "method must be common, ceil or floor");
     int64_t prec = arg_int(r, p[0], "round precision");
     if (in.type == V_UNDEF) fail_undefined(r, in);
+    if (in.type == V_BIGINT && !strcmp(method, "common") && prec >= 0) return in; // round(int, n) is the int
+    v_refuse_big(r, in, in, "round");
     if (!v_is_number(in)) rt_error(r, "type %s doesn't define __round__ method", v_typename(in));
     double x = v_num(in), scale = pow(10.0, (double)prec);
     if (!strcmp(method, "common")) {
@@ -441,6 +450,10 @@ FILTER(f_abs) {
     if (in.type == V_FLOAT) return v_float(fabs(in.f));
     if (in.type == V_INT && in.i != INT64_MIN) return v_int(in.i < 0 ? -in.i : in.i);
     if (in.type == V_BOOL) return v_int(in.b);
+    if (in.type == V_INT || in.type == V_BIGINT) { // INT64_MIN and beyond: drop the sign of the digits
+        Str *t = v_to_str(r, in);
+        return t->s[0] == '-' ? v_int_text(r, t->s + 1, t->len - 1) : in;
+    }
     if (in.type == V_UNDEF) fail_undefined(r, in);
     rt_error(r, "bad operand type for abs(): '%s'", v_typename(in));
 }
@@ -526,6 +539,7 @@ FILTER(f_sum) {
         Value v = p[0].type == V_NONE ? items->v[i] : attr_path(r, items->v[i], p[0], v_none());
         if (acc.type == V_STR) rt_error(r, "sum() can't sum strings [use ''.join(seq) instead]");
         if (v.type == V_UNDEF) fail_undefined(r, v);
+        if (v_is_numeric(acc) && v_is_numeric(v)) v_refuse_big(r, acc, v, "sum");
         if (v_is_number(acc) && v_is_number(v)) {
             if (acc.type == V_FLOAT || v.type == V_FLOAT)
                 acc = v_float(v_num(acc) + v_num(v));
