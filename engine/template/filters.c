@@ -231,6 +231,19 @@ FILTER(f_string) {
     return keep_markup(in, soft_str(r, in));
 }
 
+// A decimal integer too long for int64 ("[+-]?[0-9]+" between ASCII spaces), or false.
+static bool long_decimal(Render *r, Str *s, Value *out) {
+    size_t a = 0, b = s->len;
+    while (a < b && strchr(" \t\n\r\f\v", s->s[a])) a++;
+    while (b > a && strchr(" \t\n\r\f\v", s->s[b - 1])) b--;
+    size_t d = a < b && (s->s[a] == '-' || s->s[a] == '+') ? a + 1 : a;
+    if (d == b) return false;
+    for (size_t i = d; i < b; i++)
+        if (s->s[i] < '0' || s->s[i] > '9') return false;
+    *out = v_int_text(r, s->s + a, b - a);
+    return true;
+}
+
 FILTER(f_int) {
     static const char *const n[] = {"default", "base"};
     Value p[2] = {v_int(0), v_int(10)};
@@ -248,6 +261,8 @@ FILTER(f_int) {
         return v_int((int64_t)in.f);
     case V_STR:
         if (str_parse_int(in.s->s, in.s->len, (int)arg_int(r, p[1], "int base"), &i)) return v_int(i);
+        Value big;
+        if (arg_int(r, p[1], "int base") == 10 && long_decimal(r, in.s, &big)) return big; // Python's int is exact
         if (str_parse_float(in.s->s, in.s->len, &f) && !isnan(f)) {
             if (fabs(f) >= 9.2e18) rt_error(r, "cannot convert float infinity or too large a float to integer");
             return v_int((int64_t)f);

@@ -6,7 +6,8 @@
 //   value.c             arena, values, Python str()/repr(), equality and order
 //   text.c              UTF-8 and Unicode helpers, Python float repr, str methods
 //   format.c            `fmt % args` and fmt.format(...)
-//   json.c              cJSON -> values, json.dumps for the tojson filter
+//   json.c              cJSON -> values, json.dumps for the tojson filter, JSON text that
+//                       keeps number literals (tmpl_json_parse / tmpl_json_print)
 //   eval.c              statements and expressions, scopes, loops, macros
 //   filters.c           filters
 //   tests.c             tests (`is ...`)
