@@ -73,7 +73,8 @@ static void render_chatml(const OaiRequest *r, SBuf *b) {
     if (r->add_generation_prompt) sbuf_puts(b, "<|im_start|>assistant\n");
 }
 
-static cJSON *parse_json(const char *s) { return s ? cJSON_Parse(s) : NULL; }
+// the request's JSON as openai.c kept it (tmpl_json_print), numbers as the client wrote them
+static cJSON *parse_json(const char *s) { return s ? tmpl_json_parse(s, strlen(s), NULL, false) : NULL; }
 
 static cJSON *messages_json(const OaiRequest *r) {
     cJSON *arr = cJSON_CreateArray();

@@ -10,6 +10,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "engine/template/template.h"
 #include "server/openai_impl.h"
 
 int api_error(ApiError *e, int status, const char *type, const char *code, const char *param,
@@ -137,10 +138,11 @@ cJSON *oai_parse_object(const char *body, size_t len, ApiError *e) {
     }
     if (oai_scan_body(body, len, e) != SL_OK) return NULL;
     // The caller's buffer has a NUL at body[len] (and no NUL before it: scanned), so parsing
-    // len + 1 bytes with require_null_terminated rejects trailing garbage.
+    // len + 1 bytes with require_null_terminated rejects trailing garbage. Numbers keep their
+    // source text: tools and tool calls reach the chat template as the client wrote them.
     CHECK(body[len] == 0, "request bodies are NUL-terminated");
     const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(body, len + 1, &end, 1);
+    cJSON *root = tmpl_json_parse(body, len + 1, &end, true);
     if (!root) {
         size_t at = end && end >= body && end <= body + len ? (size_t)(end - body) : len;
         api_error(e, 400, NULL, NULL, NULL,
@@ -245,11 +247,7 @@ int oai_get_str(const cJSON *o, const char *key, char **out, ApiError *e) {
     return SL_OK;
 }
 
-char *oai_json_dup(const cJSON *v) {
-    char *s = cJSON_PrintUnformatted(v);
-    CHECK(s, "cJSON_PrintUnformatted ran out of memory");
-    return s;
-}
+char *oai_json_dup(const cJSON *v) { return tmpl_json_print(v); }
 
 int oai_token_ids(const cJSON *arr, int vocab, const char *param, int32_t **ids, int *n, ApiError *e) {
     *ids = NULL;

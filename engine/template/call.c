@@ -92,6 +92,7 @@ static int64_t need_int(Render *r, Value v, const char *what) {
     if (v.type == V_INT) return v.i;
     if (v.type == V_BOOL) return v.b;
     if (v.type == V_UNDEF) fail_undefined(r, v);
+    v_refuse_big(r, v, v, what);
     rt_error(r, "%s: '%s' object cannot be interpreted as an integer", what, v_typename(v));
 }
 

@@ -150,6 +150,7 @@ static const char *op_text[] = {"+", "-", "*", "/", "//", "%", "**"};
 
 static Value binop(Render *r, int op, Value a, Value b) {
     need_defined(r, a, b);
+    if (v_is_numeric(a) && v_is_numeric(b)) v_refuse_big(r, a, b, op_text[op]);
     bool num = v_is_number(a) && v_is_number(b);
     bool ints = num && a.type != V_FLOAT && b.type != V_FLOAT;
     int64_t x = ints ? int_of(a) : 0, y = ints ? int_of(b) : 0, z;
@@ -279,7 +280,7 @@ static bool compare(Render *r, int op, Value a, Value b) {
     case CMP_NOTIN: return !contains(r, b, a);
     default: break;
     }
-    int c = v_is_number(a) && v_is_number(b) ? v_num_cmp(a, b) : v_cmp(r, a, b); // 2: NaN, unordered
+    int c = v_is_numeric(a) && v_is_numeric(b) ? v_num_cmp(a, b) : v_cmp(r, a, b); // 2: NaN, unordered
     return op == CMP_LT ? c == -1 : op == CMP_LE ? (c == -1 || c == 0) : op == CMP_GT ? c == 1 : (c == 1 || c == 0);
 }
 
@@ -448,9 +449,18 @@ Value eval_expr(Render *r, const Node *n, Scope *s) {
         Value v = eval_expr(r, n->a, s);
         r->at = n;
         if (v.type == V_UNDEF) fail_undefined(r, v);
-        if (n->kind == N_POS && v_is_number(v)) return v.type == V_BOOL ? v_int(v.b) : v;
+        if (n->kind == N_POS && v_is_numeric(v)) return v.type == V_BOOL ? v_int(v.b) : v;
         if (v.type == V_FLOAT) return v_float(-v.f);
         if ((v.type == V_INT || v.type == V_BOOL) && int_of(v) != INT64_MIN) return v_int(-int_of(v));
+        if (v.type == V_INT || v.type == V_BIGINT) { // exact: flip the sign of the digits
+            Str *t = v_to_str(r, v);
+            if (t->s[0] == '-') return v_int_text(r, t->s + 1, t->len - 1);
+            SBuf b = {0};
+            sb_putc(r, &b, '-');
+            sb_put(r, &b, t->s, t->len);
+            Str *neg = sb_str(r, &b);
+            return v_int_text(r, neg->s, neg->len);
+        }
         rt_error(r, "bad operand type for unary %s: '%s'", n->kind == N_NEG ? "-" : "+", v_typename(v));
     }
     case N_BINOP: {

@@ -23,6 +23,7 @@ static int64_t arg_int(Render *r, Value v, const char *what) {
     if (v.type == V_INT) return v.i;
     if (v.type == V_BOOL) return v.b;
     if (v.type == V_UNDEF) fail_undefined(r, v);
+    v_refuse_big(r, v, v, what);
     rt_error(r, "%s: '%s' object cannot be interpreted as an integer", what, v_typename(v));
 }
 
@@ -230,6 +231,19 @@ FILTER(f_string) {
     return keep_markup(in, soft_str(r, in));
 }
 
+// A decimal integer too long for int64 ("[+-]?[0-9]+" between ASCII spaces), or false.
+static bool long_decimal(Render *r, Str *s, Value *out) {
+    size_t a = 0, b = s->len;
+    while (a < b && strchr(" \t\n\r\f\v", s->s[a])) a++;
+    while (b > a && strchr(" \t\n\r\f\v", s->s[b - 1])) b--;
+    size_t d = a < b && (s->s[a] == '-' || s->s[a] == '+') ? a + 1 : a;
+    if (d == b) return false;
+    for (size_t i = d; i < b; i++)
+        if (s->s[i] < '0' || s->s[i] > '9') return false;
+    *out = v_int_text(r, s->s + a, b - a);
+    return true;
+}
+
 FILTER(f_int) {
     static const char *const n[] = {"default", "base"};
     Value p[2] = {v_int(0), v_int(10)};
@@ -238,7 +252,8 @@ FILTER(f_int) {
     double f;
     switch (in.type) {
     case V_UNDEF: fail_undefined(r, in);
-    case V_INT: return in;
+    case V_INT:
+    case V_BIGINT: return in;
     case V_BOOL: return v_int(in.b);
     case V_FLOAT:
         if (isnan(in.f)) return p[0];
@@ -246,6 +261,8 @@ FILTER(f_int) {
         return v_int((int64_t)in.f);
     case V_STR:
         if (str_parse_int(in.s->s, in.s->len, (int)arg_int(r, p[1], "int base"), &i)) return v_int(i);
+        Value big;
+        if (arg_int(r, p[1], "int base") == 10 && long_decimal(r, in.s, &big)) return big; // Python's int is exact
         if (str_parse_float(in.s->s, in.s->len, &f) && !isnan(f)) {
             if (fabs(f) >= 9.2e18) rt_error(r, "cannot convert float infinity or too large a float to integer");
             return v_int((int64_t)f);
@@ -263,6 +280,11 @@ FILTER(f_float) {
     if (in.type == V_UNDEF) fail_undefined(r, in);
     if (in.type == V_FLOAT) return in;
     if (in.type == V_INT || in.type == V_BOOL) return v_float(v_num(in));
+    if (in.type == V_BIGINT) { // correctly rounded, as Python's float(int)
+        f = strtod(in.s->s, NULL);
+        if (isinf(f)) rt_error(r, "int too large to convert to float");
+        return v_float(f);
+    }
     if (in.type == V_STR && str_parse_float(in.s->s, in.s->len, &f)) return v_float(f);
     return p[0];
 }
@@ -415,6 +437,8 @@ FILTER(f_round) {
         rt_error(r, "method must be common, ceil or floor");
     int64_t prec = arg_int(r, p[0], "round precision");
     if (in.type == V_UNDEF) fail_undefined(r, in);
+    if (in.type == V_BIGINT && !strcmp(method, "common") && prec >= 0) return in; // round(int, n) is the int
+    v_refuse_big(r, in, in, "round");
     if (!v_is_number(in)) rt_error(r, "type %s doesn't define __round__ method", v_typename(in));
     double x = v_num(in), scale = pow(10.0, (double)prec);
     if (!strcmp(method, "common")) {
@@ -441,6 +465,10 @@ FILTER(f_abs) {
     if (in.type == V_FLOAT) return v_float(fabs(in.f));
     if (in.type == V_INT && in.i != INT64_MIN) return v_int(in.i < 0 ? -in.i : in.i);
     if (in.type == V_BOOL) return v_int(in.b);
+    if (in.type == V_INT || in.type == V_BIGINT) { // INT64_MIN and beyond: drop the sign of the digits
+        Str *t = v_to_str(r, in);
+        return t->s[0] == '-' ? v_int_text(r, t->s + 1, t->len - 1) : in;
+    }
     if (in.type == V_UNDEF) fail_undefined(r, in);
     rt_error(r, "bad operand type for abs(): '%s'", v_typename(in));
 }
@@ -526,6 +554,7 @@ FILTER(f_sum) {
         Value v = p[0].type == V_NONE ? items->v[i] : attr_path(r, items->v[i], p[0], v_none());
         if (acc.type == V_STR) rt_error(r, "sum() can't sum strings [use ''.join(seq) instead]");
         if (v.type == V_UNDEF) fail_undefined(r, v);
+        if (v_is_numeric(acc) && v_is_numeric(v)) v_refuse_big(r, acc, v, "sum");
         if (v_is_number(acc) && v_is_number(v)) {
             if (acc.type == V_FLOAT || v.type == V_FLOAT)
                 acc = v_float(v_num(acc) + v_num(v));

@@ -101,6 +101,7 @@ static void format_value(Render *r, SBuf *b, Value v, const char *spec, size_t s
         put_padded(r, b, v.s->s, bytes, n, sp.width, sp.fill, sp.align ? sp.align : '<', 0);
         return;
     }
+    v_refuse_big(r, v, v, "format");
     if (!v_is_number(v)) rt_error(r, "unsupported format string passed to %s.__format__", v_typename(v));
     char align = sp.align ? sp.align : '>';
     if (sp.zero && !sp.align) align = '=', strcpy(sp.fill, "0");
@@ -355,6 +356,7 @@ Str *str_percent_format(Render *r, Str *fmt, Value args) {
             continue;
         }
         if (v.type == V_UNDEF) fail_undefined(r, v);
+        v_refuse_big(r, v, v, "% format");
         if (!v_is_number(v)) rt_error(r, "%%%c format: a real number is required, not %s", conv, v_typename(v));
         char cf[24];
         if (strchr("diu", conv)) {

@@ -1,6 +1,7 @@
-// json.c: request JSON (cJSON) -> template values, and Python's json.dumps for the
-// `tojson` filter (HF's: ensure_ascii=False, separators ', ' / ': ', or ',' / ': ' once
-// indented, keys in insertion order unless sort_keys).
+// json.c: request JSON (cJSON) -> template values with each number as Python's json.loads
+// makes it, and Python's json.dumps for the `tojson` filter (HF's: ensure_ascii=False,
+// separators ', ' / ': ', or ',' / ': ' once indented, keys in insertion order unless
+// sort_keys).
 #define _GNU_SOURCE
 #include <math.h>
 #include <stdio.h>
@@ -50,8 +51,11 @@ Value json_to_value(Render *r, const cJSON *j) {
     if (cJSON_IsTrue(j)) return v_bool(true);
     if (cJSON_IsFalse(j)) return v_bool(false);
     if (cJSON_IsNumber(j)) {
+        const char *lit = j->valuestring; // the source text, where tmpl_json_parse kept it
+        if (lit && !strpbrk(lit, ".eE")) return v_int_text(r, lit, strlen(lit));
         double d = j->valuedouble;
-        // cJSON keeps no "1" vs "1.0": whole numbers become ints, as JSON from clients means
+        if (lit) return v_float(d);
+        // no source text: a short integer literal (or a number made in C); whole means int
         if (d == floor(d) && fabs(d) < 9.2e18) return v_int((int64_t)d);
         return v_float(d);
     }
@@ -136,6 +140,7 @@ static Str *dump_key(Render *r, Value k) {
     switch (k.type) {
     case V_STR: return k.s;
     case V_INT: snprintf(buf, sizeof buf, "%lld", (long long)k.i); break;
+    case V_BIGINT: return k.s;
     case V_FLOAT:
         if (isnan(k.f))
             strcpy(buf, "NaN");
@@ -157,6 +162,7 @@ static void dump_value(Render *r, SBuf *b, Value v, const Dumps *o, int level) {
     case V_NONE: sb_puts(r, b, "null"); return;
     case V_BOOL: sb_puts(r, b, v.b ? "true" : "false"); return;
     case V_INT: sb_printf(r, b, "%lld", (long long)v.i); return;
+    case V_BIGINT: sb_put(r, b, v.s->s, v.s->len); return;
     case V_FLOAT: dump_float(r, b, v.f); return;
     case V_STR: dump_string(r, b, v.s->s, v.s->len, o->ensure_ascii); return;
     case V_LIST:
@@ -221,4 +227,98 @@ Str *json_dumps(Render *r, Value v, bool ensure_ascii, const char *indent, const
     SBuf b = {0};
     dump_value(r, &b, v, &o, 0);
     return sb_str(r, &b);
+}
+
+// ---- request JSON text that keeps its numbers
+//
+// cJSON stores every number as a double, so "1.0" and "1" or a 30-digit integer and its
+// rounding cannot be told apart afterwards. cJSON keeps arrays and members in document order,
+// so the number tokens of the text, in order, are the number nodes of a pre-order walk; the
+// literal goes into the node's valuestring, which cJSON leaves unused for numbers but copies
+// (cJSON_Duplicate) and frees (cJSON_Delete) all the same.
+
+typedef struct {
+    const char **at;
+    size_t *len;
+    size_t n, cap;
+} Literals;
+
+// The number tokens of text[0, n): outside strings only numbers hold '-' or digits, and in a
+// text cJSON parsed each token is the whole run of number characters (a number followed by
+// more of them is a parse error).
+static void scan_numbers(const char *text, size_t n, Literals *out) {
+    for (size_t i = 0; i < n;) {
+        char c = text[i];
+        if (c == '"') {
+            for (i++; i < n && text[i] != '"'; i++)
+                if (text[i] == '\\') i++;
+            i++;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t k = i;
+            while (k < n && text[k] && strchr("0123456789+-eE.", text[k])) k++;
+            if (out->n == out->cap) {
+                out->cap = out->cap ? 2 * out->cap : 64;
+                out->at = xrealloc(out->at, out->cap * sizeof *out->at);
+                out->len = xrealloc(out->len, out->cap * sizeof *out->len);
+            }
+            out->at[out->n] = text + i;
+            out->len[out->n++] = k - i;
+            i = k;
+        } else
+            i++;
+    }
+}
+
+static size_t count_numbers(const cJSON *j) {
+    size_t n = cJSON_IsNumber(j) ? 1 : 0;
+    for (const cJSON *c = j->child; c; c = c->next) n += count_numbers(c);
+    return n;
+}
+
+// Only literals the double cannot stand for: a fraction or exponent (a float even when
+// whole), or an integer of 16 digits or more; short integers need no copy, which keeps a long
+// array of token ids cheap.
+static void attach_literals(cJSON *j, const Literals *lit, size_t *next) {
+    if (cJSON_IsNumber(j)) {
+        const char *s = lit->at[*next];
+        size_t len = lit->len[(*next)++];
+        if (len >= 16 || memchr(s, '.', len) || memchr(s, 'e', len) || memchr(s, 'E', len)) {
+            cJSON_free(j->valuestring);
+            j->valuestring = cJSON_malloc(len + 1);
+            CHECK(j->valuestring, "out of memory");
+            memcpy(j->valuestring, s, len);
+            j->valuestring[len] = 0;
+        }
+    }
+    for (cJSON *c = j->child; c; c = c->next) attach_literals(c, lit, next);
+}
+
+cJSON *tmpl_json_parse(const char *text, size_t len, const char **end, bool require_null_terminated) {
+    const char *stop = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &stop, require_null_terminated);
+    if (end) *end = stop;
+    if (!root) return NULL;
+    Literals lit = {0};
+    scan_numbers(text, (size_t)(stop - text), &lit);
+    size_t next = 0;
+    if (lit.n == count_numbers(root)) attach_literals(root, &lit, &next); // else keep the doubles
+    free(lit.at);
+    free(lit.len);
+    return root;
+}
+
+// Numbers with a literal become raw nodes of a copy, which cJSON prints verbatim.
+static void literals_to_raw(cJSON *j) {
+    if (cJSON_IsNumber(j) && j->valuestring) j->type = cJSON_Raw | (j->type & ~0xFF);
+    for (cJSON *c = j->child; c; c = c->next) literals_to_raw(c);
+}
+
+char *tmpl_json_print(const cJSON *j) {
+    cJSON *copy = cJSON_Duplicate(j, true);
+    CHECK(copy, "cJSON_Duplicate ran out of memory");
+    literals_to_raw(copy);
+    char *s = cJSON_PrintUnformatted(copy);
+    CHECK(s, "cJSON_PrintUnformatted ran out of memory");
+    cJSON_Delete(copy);
+    return s;
 }

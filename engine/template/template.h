@@ -45,8 +45,18 @@ TmplLimits tmpl_limits_default(void);
 int tmpl_parse(ChatTemplate **out, const char *src, size_t len, char *err);
 void tmpl_free(ChatTemplate *t); // accepts NULL
 
+// Request JSON for templates: cJSON_ParseWithLengthOpts that also keeps, in each number
+// node's valuestring, the number's source text where the double loses it (a fraction or
+// exponent, 16 digits or more). The template then sees numbers as Python's json.loads makes
+// them: `1.0` a float, a 30-digit integer an int with all its digits. cJSON_Delete frees the
+// literals and cJSON_Duplicate copies them; cJSON_Print drops them, tmpl_json_print keeps
+// them (compact, malloc'd).
+cJSON *tmpl_json_parse(const char *text, size_t len, const char **end, bool require_null_terminated);
+char *tmpl_json_print(const cJSON *j);
+
 // Renders with the variables of `vars` (a JSON object: each key is a template variable).
-// JSON numbers that are whole become Python ints, others floats (cJSON keeps no "1.0").
+// A number with a kept literal (tmpl_json_parse) is a float when written with a fraction or
+// exponent, else an int of any size; one without is an int when whole, else a float.
 // On success *out is a malloc'd NUL-terminated string the caller frees, *out_len its length.
 // On failure returns TMPL_ERR_* with a one-line message in err and *out = NULL.
 // lim may be NULL for the defaults.

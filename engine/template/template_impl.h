@@ -6,7 +6,8 @@
 //   value.c             arena, values, Python str()/repr(), equality and order
 //   text.c              UTF-8 and Unicode helpers, Python float repr, str methods
 //   format.c            `fmt % args` and fmt.format(...)
-//   json.c              cJSON -> values, json.dumps for the tojson filter
+//   json.c              cJSON -> values, json.dumps for the tojson filter, JSON text that
+//                       keeps number literals (tmpl_json_parse / tmpl_json_print)
 //   eval.c              statements and expressions, scopes, loops, macros
 //   filters.c           filters
 //   tests.c             tests (`is ...`)
@@ -38,7 +39,9 @@ void *arena_alloc(Arena *a, size_t n); // zeroed, 16-byte aligned; NULL only pas
 void arena_free(Arena *a);
 
 // ---- values
-typedef enum { V_UNDEF, V_NONE, V_BOOL, V_INT, V_FLOAT, V_STR, V_LIST, V_DICT, V_NS, V_FUNC, V_LOOP } VType;
+// V_BIGINT is a Python int beyond int64 (from request JSON): its canonical decimal text in
+// .s, printed and compared exactly; arithmetic on it is a render error, never a rounded value.
+typedef enum { V_UNDEF, V_NONE, V_BOOL, V_INT, V_FLOAT, V_STR, V_LIST, V_DICT, V_NS, V_FUNC, V_LOOP, V_BIGINT } VType;
 
 // What kind of Python object a V_LIST stands for: they differ in repr, len(), truthiness
 // and indexing (a generator is always true and has no len, a dict view cannot be indexed).
@@ -66,7 +69,7 @@ typedef struct {
         bool b;
         int64_t i;
         double f;
-        Str *s;
+        Str *s; // V_STR, V_BIGINT
         List *l;
         Dict *d; // V_DICT and V_NS
         Func *fn;
@@ -343,10 +346,15 @@ void v_write_str(Render *r, SBuf *b, Value v);  // Python str(v)
 void v_write_repr(Render *r, SBuf *b, Value v); // Python repr(v)
 Str *v_to_str(Render *r, Value v);              // str(v), no copy for strings
 bool v_eq(Render *r, Value a, Value b);         // Python ==
-int v_num_cmp(Value a, Value b);                // numbers: -1, 0, 1, or 2 when unordered (NaN)
+int v_num_cmp(Value a, Value b);                // numerics: -1, 0, 1, or 2 when unordered (NaN)
 int v_cmp(Render *r, Value a, Value b);         // Python <, or a TypeError
-bool v_is_number(Value v);                      // int, float or bool
+bool v_is_number(Value v);                      // int, float or bool: what v_num reads exactly
+bool v_is_numeric(Value v);                     // those or a V_BIGINT: what compares as a number
 double v_num(Value v);
+Value v_int_text(Render *r, const char *s, size_t len); // "[+-]?[0-9]+" -> V_INT, or V_BIGINT beyond 64 bits
+// Fails the render when v (or w) is a V_BIGINT, for the operation `what` that would need
+// more than 64 bits; a template error is better than a rounded number.
+void v_refuse_big(Render *r, Value v, Value w, const char *what);
 Value v_iterable(Render *r, Value v);                              // the V_LIST to iterate v by, or a TypeError
 List *v_items(Render *r, Value v);                                 // iterate: list of elements (marks generators spent)
 __attribute__((noreturn)) void fail_undefined(Render *r, Value u); // the UndefinedError for using u

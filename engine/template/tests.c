@@ -48,7 +48,7 @@ TEST(t_false) {
 }
 TEST(t_integer) {
     no_args(r, a, name);
-    return in.type == V_INT;
+    return in.type == V_INT || in.type == V_BIGINT;
 }
 TEST(t_float) {
     no_args(r, a, name);
@@ -56,7 +56,7 @@ TEST(t_float) {
 }
 TEST(t_number) {
     no_args(r, a, name);
-    return v_is_number(in);
+    return v_is_numeric(in);
 }
 TEST(t_string) {
     no_args(r, a, name);
@@ -87,6 +87,7 @@ TEST(t_iterable) {
 
 static Value mod2(Render *r, Value in, Value by) {
     if (in.type == V_UNDEF) fail_undefined(r, in);
+    if (v_is_numeric(in) && v_is_numeric(by)) v_refuse_big(r, in, by, "%");
     if (!v_is_number(in) || !v_is_number(by))
         rt_error(r, "unsupported operand type(s) for %%: '%s' and '%s'", v_typename(in), v_typename(by));
     if (v_num(by) == 0) rt_error(r, "integer division or modulo by zero");
@@ -150,7 +151,7 @@ static bool cmp_test(Render *r, Value in, const Args *a, const char *name, int o
     Value o = one_arg(r, a, name);
     if (op == CMP_EQ) return v_eq(r, in, o);
     if (op == CMP_NE) return !v_eq(r, in, o);
-    int c = v_is_number(in) && v_is_number(o) ? v_num_cmp(in, o) : v_cmp(r, in, o);
+    int c = v_is_numeric(in) && v_is_numeric(o) ? v_num_cmp(in, o) : v_cmp(r, in, o);
     return op == CMP_LT ? c == -1 : op == CMP_LE ? (c == -1 || c == 0) : op == CMP_GT ? c == 1 : (c == 1 || c == 0);
 }
 TEST(t_eq) { return cmp_test(r, in, a, name, CMP_EQ); }

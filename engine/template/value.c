@@ -193,7 +193,8 @@ const char *v_typename(Value v) {
     case V_UNDEF: return "Undefined";
     case V_NONE: return "NoneType";
     case V_BOOL: return "bool";
-    case V_INT: return "int";
+    case V_INT:
+    case V_BIGINT: return "int";
     case V_FLOAT: return "float";
     case V_STR: return v.sub ? "Markup" : "str";
     case V_LIST:
@@ -358,7 +359,8 @@ void v_write_str(Render *r, SBuf *b, Value v) {
         fmt_float(buf, sizeof buf, v.f);
         sb_puts(r, b, buf);
         return;
-    case V_STR: sb_put(r, b, v.s->s, v.s->len); return;
+    case V_STR:
+    case V_BIGINT: sb_put(r, b, v.s->s, v.s->len); return;
     default: v_write_repr(r, b, v); return;
     }
 }
@@ -374,13 +376,67 @@ Str *v_to_str(Render *r, Value v) {
 
 bool v_is_number(Value v) { return v.type == V_INT || v.type == V_FLOAT || v.type == V_BOOL; }
 
+bool v_is_numeric(Value v) { return v_is_number(v) || v.type == V_BIGINT; }
+
 double v_num(Value v) { return v.type == V_FLOAT ? v.f : v.type == V_INT ? (double)v.i : (double)v.b; }
 
 static int64_t as_int(Value v) { return v.type == V_BOOL ? (int64_t)v.b : v.i; }
 
+Value v_int_text(Render *r, const char *s, size_t len) {
+    bool neg = len && s[0] == '-';
+    if (len && (s[0] == '-' || s[0] == '+')) s++, len--;
+    while (len > 1 && s[0] == '0') s++, len--;
+    if (len < 19 || (len == 19 && memcmp(s, neg ? "9223372036854775808" : "9223372036854775807", 19) <= 0)) {
+        uint64_t u = 0;
+        for (size_t i = 0; i < len; i++) u = u * 10 + (uint64_t)(s[i] - '0');
+        return v_int(neg ? (int64_t)(0 - u) : (int64_t)u);
+    }
+    SBuf b = {0};
+    if (neg) sb_putc(r, &b, '-');
+    sb_put(r, &b, s, len);
+    Value v = {.type = V_BIGINT};
+    v.s = sb_str(r, &b);
+    return v;
+}
+
+void v_refuse_big(Render *r, Value v, Value w, const char *what) {
+    Value big = v.type == V_BIGINT ? v : w;
+    if (big.type == V_BIGINT)
+        rt_error(r, "%s: the integer %s does not fit in 64 bits (sluice integers are 64-bit)", what, big.s->s);
+}
+
+// Canonical decimal integers ("0" or "-?[1-9][0-9]*"), by value.
+static int dec_cmp(const char *a, const char *b) {
+    bool na = *a == '-', nb = *b == '-';
+    if (na != nb) return na ? -1 : 1;
+    size_t la = strlen(a), lb = strlen(b);
+    int c = la != lb ? (la < lb ? -1 : 1) : memcmp(a, b, la);
+    c = c < 0 ? -1 : c > 0;
+    return na ? -c : c;
+}
+
+// A V_BIGINT against any numeric b, exactly (as v_num_cmp). A V_BIGINT lies beyond int64, so
+// against an int, or a float nearer zero than 2^63, its sign decides; a float beyond that is
+// whole and prints exactly with %.0f.
+static int big_cmp(Value a, Value b) {
+    int sign = a.s->s[0] == '-' ? -1 : 1;
+    if (b.type == V_BIGINT) return dec_cmp(a.s->s, b.s->s);
+    if (b.type != V_FLOAT || fabs(b.f) < 9223372036854775808.0) return sign;
+    if (isnan(b.f)) return 2;
+    if (isinf(b.f)) return b.f > 0 ? -1 : 1;
+    char buf[400];
+    snprintf(buf, sizeof buf, "%.0f", b.f);
+    return dec_cmp(a.s->s, buf);
+}
+
 // Exact comparison of numbers as Python does it (an int and a float compare by value,
 // not after rounding the int): -1, 0, 1, or 2 when a NaN makes them unordered.
 int v_num_cmp(Value a, Value b) {
+    if (a.type == V_BIGINT) return big_cmp(a, b);
+    if (b.type == V_BIGINT) {
+        int c = big_cmp(b, a);
+        return c == 2 ? 2 : -c;
+    }
     if (a.type != V_FLOAT && b.type != V_FLOAT) {
         int64_t x = as_int(a), y = as_int(b);
         return x < y ? -1 : x > y;
@@ -410,7 +466,7 @@ int v_num_cmp(Value a, Value b) {
 }
 
 bool v_eq(Render *r, Value a, Value b) {
-    if (v_is_number(a) && v_is_number(b)) return v_num_cmp(a, b) == 0;
+    if (v_is_numeric(a) && v_is_numeric(b)) return v_num_cmp(a, b) == 0;
     if (a.type != b.type) return false;
     switch (a.type) {
     case V_UNDEF:
@@ -449,7 +505,7 @@ bool v_eq(Render *r, Value a, Value b) {
 int v_cmp(Render *r, Value a, Value b) {
     if (a.type == V_UNDEF) fail_undefined(r, a);
     if (b.type == V_UNDEF) fail_undefined(r, b);
-    if (v_is_number(a) && v_is_number(b)) {
+    if (v_is_numeric(a) && v_is_numeric(b)) {
         int c = v_num_cmp(a, b);
         return c == 2 ? 0 : c; // NaN: neither smaller nor larger
     }

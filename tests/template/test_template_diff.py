@@ -195,6 +195,43 @@ CONTEXTS["system_user/special_tokens"] = dict(
 CONTEXTS["multi_turn/empty_tokens"] = dict(CONTEXTS["multi_turn/agp=0"], bos_token="", eos_token="")
 CONTEXTS["user/chat_template_kwargs"] = dict(CONTEXTS["user/agp=1"], enable_thinking=False, custom_flag="on")
 
+# Numbers as clients write them, kept as JSON text: both sides parse these exact bytes
+# (jinja2 through json.loads), so `1.0` must stay a float, `1e16` print as 1e+16, `-0.0` keep
+# its sign and integers past 2^53 (or 64 bits) keep every digit, in tool schemas and in
+# tool-call arguments.
+NUMBER_TOOL = """{"type": "function", "function": {"name": "set_level", "description": "Set a level.",
+  "parameters": {"type": "object", "properties": {
+    "level": {"type": "number", "minimum": 0.0, "maximum": 1e16, "default": 1.0, "multipleOf": 0.5},
+    "offset": {"type": "number", "default": -0.0, "exclusiveMinimum": -1.5e-07, "scale": 2E-3},
+    "id": {"type": "integer", "minimum": 9007199254740993, "maximum": 123456789012345678901234567890,
+           "default": -123456789012345678901234567890, "plain": 7, "negzero": -0, "e": 1E16}},
+  "required": ["level"]}}}"""
+NUMBER_ARGS = """{"level": 1.0, "offset": -0.0, "big": 1e16, "exact": 9007199254740993,
+  "huge": 123456789012345678901234567890, "neg": -123456789012345678901234567890, "tiny": 1.5e-07,
+  "nested": [0.0, 100.0, 2.50, -1E+2, 18446744073709551616, 9223372036854775807, -9223372036854775808], "int": 3}"""
+NUMBER_MESSAGES = """[{"role": "user", "content": "Set the level."},
+  {"role": "assistant", "content": "", "tool_calls": [
+    {"type": "function", "function": {"name": "set_level", "arguments": %s}},
+    {"id": "call_1", "type": "function", "function": {"name": "set_level", "arguments": "{\\"level\\": 1.0}"}}]},
+  {"role": "tool", "name": "set_level", "content": "ok"},
+  {"role": "assistant", "content": "Done."}]""" % NUMBER_ARGS
+NUMBER_CONTENTS = """[{"role": "user", "content": 1.0}, {"role": "assistant", "content": -0.0},
+  {"role": "user", "content": 1e16}, {"role": "assistant", "content": 9007199254740993},
+  {"role": "user", "content": 123456789012345678901234567890}]"""
+RAW_CONTEXTS = {}
+for agp in (0, 1):
+    tail = f'"add_generation_prompt": {"true" if agp else "false"}, "documents": null, "bos_token": "<s>", "eos_token": "</s>"'
+    RAW_CONTEXTS[f"numbers/tools/agp={agp}"] = f'{{"messages": {NUMBER_MESSAGES}, "tools": [{NUMBER_TOOL}], {tail}}}'
+    RAW_CONTEXTS[f"numbers/tool_call/agp={agp}"] = f'{{"messages": {NUMBER_MESSAGES}, "tools": null, {tail}}}'
+    RAW_CONTEXTS[f"numbers/content/agp={agp}"] = f'{{"messages": {NUMBER_CONTENTS}, "tools": null, {tail}}}'
+for name, text in RAW_CONTEXTS.items():
+    CONTEXTS[name] = json.loads(text)
+
+
+def context_json(name):
+    """The JSON text of a context: as written for the raw ones, else json.dumps."""
+    return RAW_CONTEXTS.get(name) or json.dumps(CONTEXTS[name], ensure_ascii=False)
+
 
 # ---- running both sides
 
@@ -217,7 +254,7 @@ def sluice_results(template_name):
         paths = []
         for i, name in enumerate(names):
             p = Path(tmp) / f"{i}.json"
-            p.write_text(json.dumps(CONTEXTS[name], ensure_ascii=False), encoding="utf-8")
+            p.write_text(context_json(name), encoding="utf-8")
             paths.append(str(p))
         proc = subprocess.run(
             [str(binary), str(TEMPLATE_DIR / template_name), "--batch", *paths], capture_output=True, timeout=300
@@ -243,7 +280,7 @@ def reference_template(template_name):
 
 def reference_render(template_name, context_name):
     # the same JSON text the driver reads, so both sides see the same values
-    vars = json.loads(json.dumps(CONTEXTS[context_name], ensure_ascii=False))
+    vars = json.loads(context_json(context_name))
     try:
         return ("ok", reference_template(template_name).render(**vars))
     except TemplateError as e:

@@ -36,7 +36,7 @@ static cJSON *read_vars(const char *path) {
         fprintf(stderr, "%s\n", err);
         return NULL;
     }
-    cJSON *vars = cJSON_ParseWithLength(text, len);
+    cJSON *vars = tmpl_json_parse(text, len, NULL, false); // numbers as the server reads them
     free(text);
     if (!vars || !cJSON_IsObject(vars)) {
         fprintf(stderr, "%s: expected a JSON object of variables\n", path);

@@ -34,6 +34,12 @@ static const char *DEFAULT_VARS =
     " \"tool_calls\": [{\"function\": {\"name\": \"f\", \"arguments\": {\"x\": 1, \"y\": \"é\"}}}]},"
     " {\"role\": \"tool\", \"content\": \"42\"}]}";
 
+// Numbers as a client writes them in a request (parsed with tmpl_json_parse, as the server does).
+#define NUMBER_VARS                                                                                            \
+    "{\"a\": 1.0, \"z\": -0.0, \"e\": 1e16, \"p\": 9007199254740993, \"h\": 123456789012345678901234567890,"        \
+    " \"nh\": -123456789012345678901234567890, \"m\": 9223372036854775807, \"mm\": -9223372036854775808,"             \
+    " \"t\": 1.5e-07, \"hf\": 123456789012345678901234567890.0, \"w\": 9223372036854775808, \"n0\": -0}"
+
 static const Case lexer_cases[] = {
     {"{% if true %}\nyes\n{% endif %}\nafter", NULL, "yes\nafter"},
     {"  {% if true %}\n  indented\n  {% endif %}\n", NULL, "  indented\n"},
@@ -337,6 +343,37 @@ static const Case syntax_cases[] = {
     {"{{ 'a' | nosuchfilter }}", NULL, "PARSE:line 1, column 10: no filter named 'nosuchfilter'"},
 };
 
+static const Case numbers_cases[] = {
+    {"{{ a }}|{{ z }}|{{ e }}|{{ p }}|{{ h }}|{{ nh }}|{{ t }}|{{ n0 }}|{{ w }}|{{ hf }}", NUMBER_VARS,
+     "1.0|-0.0|1e+16|9007199254740993|123456789012345678901234567890|-123456789012345678901234567890|1.5e-07|0|"
+     "9223372036854775808|1.2345678901234568e+29"},
+    {"{{ [a, z, e, p, h, nh, t, n0, w, hf]|tojson }}|{{ {'k': h, 'f': a}|tojson(indent=1) }}", NUMBER_VARS,
+     "[1.0, -0.0, 1e+16, 9007199254740993, 123456789012345678901234567890, -123456789012345678901234567890, 1.5e-07, "
+     "0, 9223372036854775808, 1.2345678901234568e+29]|{\n \"k\": 123456789012345678901234567890,\n \"f\": 1.0\n}"},
+    {"{{ h|string }}|{{ h|int }}|{{ h|float }}|{{ h|abs }}|{{ nh|abs }}|{{ -h }}|{{ -mm }}|{{ +nh }}|{{ h|round }}|"
+     "{{ h ~ '!' }}|{{ '%s' % h }}|{{ '{}'.format(h) }}|{{ a|int }}|{{ z|string }}|"
+     "{{ ' -123456789012345678901234567890 '|int }}",
+     NUMBER_VARS,
+     "123456789012345678901234567890|123456789012345678901234567890|1.2345678901234568e+29|"
+     "123456789012345678901234567890|123456789012345678901234567890|-123456789012345678901234567890|"
+     "9223372036854775808|-123456789012345678901234567890|123456789012345678901234567890|"
+     "123456789012345678901234567890!|123456789012345678901234567890|123456789012345678901234567890|1|-0.0|"
+     "-123456789012345678901234567890"},
+    {"{{ h == h }}|{{ h == nh }}|{{ h != p }}|{{ h > m }}|{{ nh < mm }}|{{ w > m }}|{{ w == 9223372036854775808.0 }}|"
+     "{{ h == hf }}|{{ h < hf }}|{{ hf < h }}|{{ h > 1e300 }}|{{ p == 9007199254740992.0 }}|{{ a == 1 }}|{{ z == 0 }}",
+     NUMBER_VARS, "True|False|True|True|True|True|True|False|False|True|False|False|True|True"},
+    {"{{ h is integer }}|{{ h is number }}|{{ a is float }}|{{ a is integer }}|{{ p is integer }}|{{ h in [1, h] }}|"
+     "{{ {h: 'x'}[h] }}|{{ h is gt(m) }}|{{ h is eq(h) }}",
+     NUMBER_VARS, "True|True|True|False|True|True|x|True|True"},
+    {"{{ [h, nh, m, mm, 1e30, 2.5, w]|sort }}|{{ [h, nh, m]|max }}|{{ [h, nh, m]|min }}|{{ [h, h, nh]|unique|list }}|"
+     "{{ {'h': h, 'l': [a, z]} }}",
+     NUMBER_VARS,
+     "[-123456789012345678901234567890, -9223372036854775808, 2.5, 9223372036854775807, 9223372036854775808, "
+     "123456789012345678901234567890, 1e+30]|123456789012345678901234567890|-123456789012345678901234567890|"
+     "[123456789012345678901234567890, -123456789012345678901234567890]|{'h': 123456789012345678901234567890, 'l': "
+     "[1.0, -0.0]}"},
+};
+
 static const Case generation_cases[] = {
     {"{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}[{{ m.role }}]{% endgeneration %}{% else %}{{ m.role }}{% endif %}{% endfor %}",
      NULL, "systemuser[assistant]tool"},
@@ -345,8 +382,10 @@ static const Case generation_cases[] = {
 #define NOW 1700000000 // strftime_now() sees 2023-11-14 22:13:20 UTC
 
 // Runs one case; on a mismatch writes why into `why` and returns false.
+static cJSON *parse_vars(const char *text) { return tmpl_json_parse(text, strlen(text), NULL, false); }
+
 static bool case_run(const Case *c, char *why, size_t why_len) {
-    cJSON *vars = cJSON_Parse(c->vars ? c->vars : DEFAULT_VARS);
+    cJSON *vars = parse_vars(c->vars ? c->vars : DEFAULT_VARS);
     if (!vars) {
         snprintf(why, why_len, "bad vars JSON");
         return false;
@@ -405,6 +444,7 @@ TABLE_TEST(globals)
 TABLE_TEST(undefined)
 TABLE_TEST(syntax)
 TABLE_TEST(generation)
+TABLE_TEST(numbers)
 
 // ---- sluice's own behaviour (no jinja2 counterpart)
 
@@ -484,7 +524,16 @@ static void test_big_json(void) {
     free(big);
 }
 
-// Where sluice knowingly differs from Python: 64-bit integers, and cJSON keeping no "1.0".
+static int render_json(const char *tpl, const cJSON *vars, char **out, char *err) {
+    ChatTemplate *t = NULL;
+    if (tmpl_parse(&t, tpl, strlen(tpl), err) != SL_OK) return 99;
+    int rc = tmpl_render(t, vars, NULL, out, NULL, err);
+    tmpl_free(t);
+    return rc;
+}
+
+// Where sluice knowingly differs from Python: arithmetic is 64-bit, and JSON that did not come
+// through tmpl_json_parse (cJSON alone) has no "1.0": a whole double is an int.
 static void test_known_differences(void) {
     char err[ERR_MAX], *out = NULL;
     EXPECT_EQ_INT(render_str("{{ 9223372036854775807 + 1 }}", NULL, NULL, &out, err), TMPL_ERR_RENDER);
@@ -492,6 +541,49 @@ static void test_known_differences(void) {
     EXPECT_EQ_INT(render_str("{{ a }} {{ b }} {{ a is integer }}", "{\"a\": 1.0, \"b\": 2.5}", NULL, &out, err), SL_OK);
     EXPECT_STR_EQ(out, "1 2.5 True");
     free(out);
+}
+
+// Integers beyond 64 bits print and compare exactly (numbers_cases) but are not computed with:
+// each operation that would need them is a render error that says so, never a rounded value.
+// The literals travel through cJSON_Duplicate and tmpl_json_print as the server moves them.
+static void test_big_numbers(void) {
+    static const char *const refused[] = {
+        "{{ h + 1 }}", "{{ 1 - h }}", "{{ h * 2 }}", "{{ h / 2 }}", "{{ h // 2 }}", "{{ h % 7 }}", "{{ 2 ** h }}",
+        "{{ [1, h]|sum }}", "{{ h|round(-1) }}", "{{ h is even }}", "{{ range(h) }}", "{{ '%d' % h }}",
+        "{{ '{:d}'.format(h) }}", "{{ h + 1.5 }}",
+    };
+    char err[ERR_MAX], *out = NULL;
+    for (size_t i = 0; i < ARRAY_LEN(refused); i++) {
+        ChatTemplate *t = NULL;
+        EXPECT_EQ_INT(tmpl_parse(&t, refused[i], strlen(refused[i]), err), SL_OK);
+        cJSON *vars = parse_vars("{\"h\": 123456789012345678901234567890, \"l\": [1]}");
+        int rc = tmpl_render(t, vars, NULL, &out, NULL, err);
+        EXPECT(rc == TMPL_ERR_RENDER && strstr(err, "123456789012345678901234567890 does not fit in 64 bits"),
+               "%s: rc %d, %s", refused[i], rc, rc ? err : out);
+        cJSON_Delete(vars);
+        tmpl_free(t);
+    }
+    // what 64 bits hold still computes, at the edges too
+    cJSON *edges = parse_vars("{\"m\": 9223372036854775807, \"mm\": -9223372036854775808}");
+    EXPECT_EQ_INT(render_json("{{ m - 1 }} {{ mm + 1 }} {{ -m }} {{ mm|abs }}", edges, &out, err), SL_OK);
+    EXPECT_STR_EQ(out, "9223372036854775806 -9223372036854775807 -9223372036854775807 9223372036854775808");
+    free(out);
+    cJSON_Delete(edges);
+
+    const char *text = "{\"x\": [1.0, -0.0, 1e16, 123456789012345678901234567890, 7, 2.50, -0], \"k\": {\"f\": 1E+2}}";
+    cJSON *j = parse_vars(text);
+    cJSON *copy = cJSON_Duplicate(j, true);
+    char *printed = tmpl_json_print(copy);
+    EXPECT_STR_EQ(printed, "{\"x\":[1.0,-0.0,1e16,123456789012345678901234567890,7,2.50,-0],\"k\":{\"f\":1E+2}}");
+    cJSON *again = parse_vars(printed);
+    EXPECT_EQ_INT(render_json("{{ x }} {{ k|tojson }}", again, &out, err), SL_OK);
+    EXPECT_STR_EQ(out, "[1.0, -0.0, 1e+16, 123456789012345678901234567890, 7, 2.5, 0] {\"f\": 100.0}");
+    free(out);
+    EXPECT(cJSON_IsNumber(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "x"), 0)), "the node stays a number for C code");
+    free(printed);
+    cJSON_Delete(again);
+    cJSON_Delete(copy);
+    cJSON_Delete(j);
 }
 
 static void test_context_build(void) {
@@ -628,7 +720,7 @@ static void dump_cases(void) {
     } tables[] = {
 #define T(g) {g##_cases, ARRAY_LEN(g##_cases)}
         T(lexer), T(literals), T(operators), T(if), T(for), T(set), T(macro), T(filters), T(tests), T(methods),
-        T(globals), T(undefined), T(syntax), T(generation),
+        T(globals), T(undefined), T(syntax), T(generation), T(numbers),
 #undef T
     };
     for (size_t k = 0; k < ARRAY_LEN(tables); k++)
@@ -636,9 +728,9 @@ static void dump_cases(void) {
             const Case *c = &tables[k].c[i];
             cJSON *j = cJSON_CreateObject();
             cJSON_AddStringToObject(j, "template", c->tpl);
-            cJSON_AddItemToObject(j, "vars", cJSON_Parse(c->vars ? c->vars : DEFAULT_VARS));
+            cJSON_AddItemToObject(j, "vars", parse_vars(c->vars ? c->vars : DEFAULT_VARS));
             cJSON_AddStringToObject(j, "want", c->want);
-            char *s = cJSON_PrintUnformatted(j);
+            char *s = tmpl_json_print(j); // jinja2 must see the numbers as written
             puts(s);
             free(s);
             cJSON_Delete(j);
@@ -666,9 +758,11 @@ int main(int argc, char **argv) {
     TEST_RUN(test_undefined);
     TEST_RUN(test_syntax);
     TEST_RUN(test_generation);
+    TEST_RUN(test_numbers);
     TEST_RUN(test_limits);
     TEST_RUN(test_big_json);
     TEST_RUN(test_known_differences);
+    TEST_RUN(test_big_numbers);
     TEST_RUN(test_context_build);
     TEST_RUN(test_default_model_template);
     TEST_RUN(test_tokenizer_config);
