@@ -76,6 +76,20 @@ static void render_chatml(const OaiRequest *r, SBuf *b) {
 // the request's JSON as openai.c kept it (tmpl_json_print), numbers as the client wrote them
 static cJSON *parse_json(const char *s) { return s ? tmpl_json_parse(s, strlen(s), NULL, false) : NULL; }
 
+// Tool-call arguments arrive as a JSON string (OpenAI's format); templates read them as an object
+// (`tool_call.arguments | tojson`, `.items()`), so they get the parsed value, as vLLM hands them.
+// An empty string is {} (vLLM); a string that is not JSON stays a string.
+static void tool_call_arguments(cJSON *calls) {
+    cJSON *c;
+    cJSON_ArrayForEach(c, calls) {
+        cJSON *fn = cJSON_GetObjectItemCaseSensitive(c, "function");
+        cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
+        if (!cJSON_IsString(args)) continue;
+        cJSON *v = args->valuestring[0] ? parse_json(args->valuestring) : cJSON_CreateObject();
+        if (v) cJSON_ReplaceItemInObjectCaseSensitive(fn, "arguments", v);
+    }
+}
+
 static cJSON *messages_json(const OaiRequest *r) {
     cJSON *arr = cJSON_CreateArray();
     for (int i = 0; i < r->n_messages; i++) {
@@ -88,7 +102,10 @@ static cJSON *messages_json(const OaiRequest *r) {
         if (m->name) cJSON_AddStringToObject(o, "name", m->name);
         if (m->tool_call_id) cJSON_AddStringToObject(o, "tool_call_id", m->tool_call_id);
         cJSON *calls = parse_json(m->tool_calls_json);
-        if (calls) cJSON_AddItemToObject(o, "tool_calls", calls);
+        if (calls) {
+            tool_call_arguments(calls);
+            cJSON_AddItemToObject(o, "tool_calls", calls);
+        }
         cJSON_AddItemToArray(arr, o);
     }
     return arr;

@@ -49,3 +49,9 @@ def test_tool_call_is_rendered(start_server):
     without = client.chat.completions.create(
         model=srv.model_id(), messages=loop_messages({"role": "assistant", "content": ""}), tools=TOOLS, max_tokens=1)
     assert with_call.usage.prompt_tokens > without.usage.prompt_tokens + 5
+    # the arguments reach the template as an object (vLLM parses the JSON string), so qwen2.5's
+    # `arguments | tojson` writes the object, not a quoted string
+    body = {"messages": loop_messages({"role": "assistant", "content": None, "tool_calls": [CALL]}), "tools": TOOLS}
+    ids = srv.post("/tokenize", body).json()["tokens"]
+    prompt = srv.post("/detokenize", {"tokens": ids}).json()["prompt"]
+    assert '{"name": "get_weather", "arguments": {"city": "Paris"}}' in prompt, prompt

@@ -60,8 +60,13 @@ def jinja2_prompt(template_text, body):
     from test_template_diff import hf_environment
 
     req = json.loads(body)
-    msgs = [{k: m.get(k) for k in ("role", "content")} | {k: m[k] for k in ("tool_call_id", "tool_calls") if k in m}
-            for m in req["messages"]]
+    # as vLLM hands messages to a template: content None is "", tool-call arguments are parsed
+    msgs = [{"role": m["role"], "content": m.get("content") or ""} |
+            {k: m[k] for k in ("tool_call_id", "tool_calls") if k in m} for m in req["messages"]]
+    for m in msgs:
+        for call in m.get("tool_calls", []):
+            args = call["function"]["arguments"]
+            call["function"]["arguments"] = json.loads(args) if args else {}
     return hf_environment().from_string(template_text).render(
         **req.get("chat_template_kwargs", {}), messages=msgs, tools=req["tools"], documents=None,
         add_generation_prompt=req["add_generation_prompt"])
