@@ -85,7 +85,8 @@ void flag_set_default(Flag *f) {
         if (*(size_t *)f->dst == 0) snprintf(f->def, sizeof f->def, "0");
         else fmt_bytes(*(size_t *)f->dst, f->def, sizeof f->def);
         break;
-    case FLAG_STR: snprintf(f->def, sizeof f->def, "%s", *(char **)f->dst ? *(char **)f->dst : "(none)"); break;
+    case FLAG_STR:
+    case FLAG_LIST: snprintf(f->def, sizeof f->def, "%s", *(char **)f->dst ? *(char **)f->dst : "(none)"); break;
     case FLAG_BOOL: snprintf(f->def, sizeof f->def, "%s", *(bool *)f->dst ? "on" : "off"); break;
     case FLAG_LOGLEVEL: snprintf(f->def, sizeof f->def, "%s", LOG_LEVEL_NAMES[*(LogLevel *)f->dst]); break;
     }
@@ -144,6 +145,7 @@ int flag_set(Flag *f, const char *value, const char *source, char *err) {
             return seterr(err, "%s: expected a size such as 1073741824, 512M or 2GiB, got '%s'", source, value);
         return SL_OK;
     case FLAG_STR:
+    case FLAG_LIST:
         if (!value[0]) return seterr(err, "%s: expected a value, got an empty string", source);
         free(*(char **)f->dst);
         *(char **)f->dst = xstrdup(value);
@@ -194,6 +196,19 @@ int flags_parse_args(Flag *flags, int n, int argc, char **argv, char *err) {
         else if (f->kind == FLAG_BOOL) value = "true";
         else if (i + 1 < argc) value = argv[++i];
         else return seterr(err, "%s: missing value", f->name);
+        if (f->kind == FLAG_LIST && !eq) { // the values up to the next flag, as one text
+            size_t len_all = strlen(value);
+            int j = i + 1;
+            for (; j < argc && strncmp(argv[j], "--", 2) != 0; j++) len_all += 1 + strlen(argv[j]);
+            char *joined = xmalloc(len_all + 1), *w = joined;
+            w += sprintf(w, "%s", value);
+            for (int k = i + 1; k < j; k++) w += sprintf(w, " %s", argv[k]);
+            i = j - 1;
+            int rc = flag_set(f, joined, f->name, err);
+            free(joined);
+            if (rc != SL_OK) return SL_ERR;
+            continue;
+        }
         if (flag_set(f, value, f->name, err) != SL_OK) return SL_ERR;
     }
     return SL_OK;
@@ -202,7 +217,7 @@ int flags_parse_args(Flag *flags, int n, int argc, char **argv, char *err) {
 void flags_print_help(FILE *out, const char *usage, const Flag *flags, int n) {
     static const char *hints[] = {
         [FLAG_INT] = "N", [FLAG_U64] = "N", [FLAG_FLOAT] = "X", [FLAG_SIZE] = "BYTES",
-        [FLAG_STR] = "S", [FLAG_BOOL] = "", [FLAG_LOGLEVEL] = "LEVEL",
+        [FLAG_STR] = "S", [FLAG_LIST] = "LIST", [FLAG_BOOL] = "", [FLAG_LOGLEVEL] = "LEVEL",
     };
     fprintf(out, "%s\n\nFlags (environment variables apply when the flag is not given):\n", usage);
     for (int i = 0; i < n; i++) {

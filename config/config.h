@@ -52,6 +52,9 @@ typedef enum {
     FLAG_FLOAT,  // float, within [min, max]
     FLAG_SIZE,   // size_t bytes: "1073741824", "512M", "1.5GiB", "2G" (K/M/G/T are powers of 1024)
     FLAG_STR,    // char * (owned: the old value is freed on assignment)
+    FLAG_LIST,   // char *, like FLAG_STR, but on the command line it also takes the arguments that
+                 //   follow up to the next --flag, joined by spaces (vLLM's nargs="+": --name a b);
+                 //   the program splits the text (JSON list, or comma/space-separated)
     FLAG_BOOL,   // bool: "--flag" sets true; the environment takes 1/0/true/false/yes/no
     FLAG_LOGLEVEL, // LogLevel: debug, info, warning (or warn), error
 } FlagKind;
@@ -73,7 +76,8 @@ int flag_set(Flag *f, const char *value, const char *source, char *err);
 
 // Applies every SLUICE_* variable that is set.
 int flags_apply_env(Flag *flags, int n, char *err);
-// Parses argv[1..argc) as "--name value", "--name=value" or, for booleans, "--name".
+// Parses argv[1..argc) as "--name value", "--name=value", for booleans "--name", and for lists
+// "--name v1 v2 ..." (a repeated flag replaces the earlier value, as argparse does).
 // Returns SL_OK, CONFIG_HELP when -h/--help is among them, or SL_ERR naming the bad argument.
 int flags_parse_args(Flag *flags, int n, int argc, char **argv, char *err);
 // Prints usage, then one line per flag: name, value hint, help, default and env variable.

@@ -400,6 +400,20 @@ static void engine_params_from(const OaiRequest *r, EngineParams *ep) {
     ep->cache_salt = r->cache_salt;
 }
 
+// --enable-log-requests: the prompt as a JSON string, cut to --max-log-len characters (vLLM
+// slices the Python string: code points, so a character is never split).
+static void log_prompt_add(GenReq *g, const char *text, size_t len) {
+    int max = g->srv->opt.max_log_len;
+    size_t cut = len;
+    if (max >= 0) {
+        int chars = 0;
+        for (cut = 0; cut < len; cut++)
+            if (((unsigned char)text[cut] & 0xC0) != 0x80 && chars++ == max) break;
+    }
+    if (g->log_prompt.len) sbuf_puts(&g->log_prompt, ",");
+    json_str(&g->log_prompt, text, cut);
+}
+
 // The token ids of part i (malloc'd), its echo text when asked, and the context check.
 static int part_prompt(Server *s, GenReq *g, int i, int32_t **ids, int *n, int *max_out, ApiError *e) {
     const OaiRequest *r = &g->req;
@@ -413,6 +427,7 @@ static int part_prompt(Server *s, GenReq *g, int i, int32_t **ids, int *n, int *
         int *v = NULL, cap = 0;
         *n = tok_encode(s->tok, text, len, r->add_special_tokens && tok_add_bos(s->tok), true, &v, &cap);
         *ids = (int32_t *)v;
+        if (s->opt.enable_log_requests) log_prompt_add(g, text, len);
         free(text);
     } else if (r->prompts[i].text) {
         *ids = server_encode(s, r->prompts[i].text, r->prompts[i].len, r->add_special_tokens, n);
@@ -423,6 +438,16 @@ static int part_prompt(Server *s, GenReq *g, int i, int32_t **ids, int *n, int *
         memcpy(*ids, r->prompts[i].ids, sizeof(int32_t) * (size_t)*n);
         if (r->echo) p->echo = tok_decode(s->tok, (const int *)*ids, *n, false, &p->echo_len);
     }
+    if (s->opt.enable_log_requests && r->kind != OAI_CHAT) {
+        if (r->prompts[i].text) {
+            log_prompt_add(g, r->prompts[i].text, r->prompts[i].len);
+        } else { // token ids: the text they stand for
+            size_t tlen = 0;
+            char *t = tok_decode(s->tok, (const int *)*ids, *n, false, &tlen);
+            log_prompt_add(g, t, tlen);
+            free(t);
+        }
+    }
     int keep = r->truncate_prompt_tokens < 0 ? s->info.max_model_len : r->truncate_prompt_tokens;
     if (keep > 0 && *n > keep) { // vLLM keeps the prompt's end
         memmove(*ids, *ids + (*n - keep), sizeof(int32_t) * (size_t)keep);
@@ -432,12 +457,24 @@ static int part_prompt(Server *s, GenReq *g, int i, int32_t **ids, int *n, int *
     return oai_check_context(r, *n, s->info.max_model_len, s->opt.max_tokens, max_out, e);
 }
 
+// The response id, as vLLM: "<prefix><X-Request-Id>", else "<prefix><request_id>" from the body,
+// else the id the headers phase made (so that an early error and the response name the same id).
+// Without a client header the response's X-Request-Id is this id.
+static void request_id(HttpConn *hc, const OaiRequest *r, RespMeta *m) {
+    const char *prefix = r->kind == OAI_CHAT ? "chatcmpl-" : "cmpl-";
+    const char *base = hc->client_id ? hc->client_id : r->request_id;
+    if (base) snprintf(m->id, sizeof m->id, "%s%.*s", prefix, (int)(sizeof m->id - 1 - strlen(prefix)), base);
+    else snprintf(m->id, sizeof m->id, "%s", hc->req_id);
+    if (!hc->client_id) snprintf(hc->req_id, sizeof hc->req_id, "%s", m->id);
+}
+
 static enum MHD_Result queue_stream(Server *s, GenReq *g, struct MHD_Connection *c) {
     struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4 * 1024, gen_reader, g, NULL);
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    access_decorate(s, c, resp, 200);
     enum MHD_Result ret = MHD_queue_response(c, 200, resp);
     MHD_destroy_response(resp);
     metrics_http_status(&s->metrics, 200);
@@ -447,7 +484,7 @@ static enum MHD_Result queue_stream(Server *s, GenReq *g, struct MHD_Connection 
 enum MHD_Result gen_start(Server *s, HttpConn *hc, struct MHD_Connection *c, OaiKind kind) {
     ApiError e;
     OaiLimits lim = {.vocab = s->info.vocab, .max_n = s->opt.max_n, .max_tokens = s->opt.max_tokens,
-                     .model_names = s->model_names, .n_model_names = 1};
+                     .model_names = (const char *const *)s->names.items, .n_model_names = s->names.n};
     GenReq *g = xcalloc(1, sizeof *g);
     g->srv = s;
     g->fd = -1;
@@ -481,11 +518,11 @@ enum MHD_Result gen_start(Server *s, HttpConn *hc, struct MHD_Connection *c, Oai
             gc->stop_token = gc->stop_str = -1;
             if (p->echo && !r->stream) sbuf_put(&gc->text, p->echo, p->echo_len); // streams send it first
         }
-        resp_meta_init(&g->meta, kind, s->model_name, "fp_sluice", r->stream && r->include_usage);
+        // vLLM reports the name the request used (any served name), else the first
+        resp_meta_init(&g->meta, kind, r->model ? r->model : s->model_name, "fp_sluice", r->stream && r->include_usage);
         g->meta.continuous_usage = r->stream && r->continuous_usage;
         g->meta.tokens_as_ids = r->tokens_as_ids;
-        if (r->request_id)
-            snprintf(g->meta.id, sizeof g->meta.id, "%s%.38s", kind == OAI_CHAT ? "chatcmpl-" : "cmpl-", r->request_id);
+        request_id(hc, r, &g->meta);
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
         g->fd = ci ? ci->connect_fd : -1;
         g->conn = c; // before submit: a notify may come at once
@@ -534,6 +571,29 @@ enum MHD_Result gen_start(Server *s, HttpConn *hc, struct MHD_Connection *c, Oai
     return r->stream ? queue_stream(s, g, c) : wait_or_reply(g, c);
 }
 
+void gen_stats(const GenReq *g, GenStats *st) {
+    RespUsage u = usage_sum(g);
+    memset(st, 0, sizeof *st);
+    st->prompt_tokens = u.prompt_tokens;
+    st->cached_tokens = u.cached_tokens;
+    st->completion_tokens = u.completion_tokens;
+    for (int i = 0; i < g->n_parts; i++) {
+        double t = g->parts[i].last.t_first_token;
+        if (t > 0 && (st->t_first_token == 0 || t < st->t_first_token)) st->t_first_token = t;
+    }
+    size_t k = 0;
+    for (int i = 0; i < g->n_choices && k + 8 < sizeof st->finish; i++) {
+        const GenChoice *gc = &g->choices[i];
+        // a choice still running when the connection ends is aborted right after this line
+        const char *f = gc->finished ? engine_finish_name(gc->finish) : "abort";
+        k += (size_t)snprintf(st->finish + k, sizeof st->finish - k, "%s%s", i ? "," : "", f);
+    }
+    if (k >= sizeof st->finish) k = sizeof st->finish - 1;
+    if (!k) snprintf(st->finish, sizeof st->finish, "-");
+    st->prompt = g->log_prompt.len ? g->log_prompt.data : NULL;
+    st->prompt_list = g->req.kind != OAI_CHAT;
+}
+
 void gen_abort(GenReq *g) {
     for (int i = 0; i < g->n_parts; i++)
         if (g->parts[i].er) engine_abort(g->srv->engine, g->parts[i].id);
@@ -566,6 +626,7 @@ void gen_free(GenReq *g) {
     free(g->parts);
     free(g->scratch);
     sbuf_free(&g->out);
+    sbuf_free(&g->log_prompt);
     oai_request_free(&g->req);
     pthread_mutex_destroy(&g->mu);
     free(g);

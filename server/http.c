@@ -40,6 +40,10 @@ void server_options_defaults(ServerOptions *o) {
     o->max_queued_requests = 256;
     o->keepalive = 10.0f;
     o->shutdown_timeout = 30.0f;
+    o->allowed_origins = xstrdup("[\"*\"]"); // vLLM's defaults: any origin, method and header
+    o->allowed_methods = xstrdup("[\"*\"]");
+    o->allowed_headers = xstrdup("[\"*\"]");
+    o->max_log_len = -1;
 }
 
 void server_options_free(ServerOptions *o) {
@@ -47,6 +51,9 @@ void server_options_free(ServerOptions *o) {
     free(o->api_key);
     free(o->served_model_name);
     free(o->chat_template);
+    free(o->allowed_origins);
+    free(o->allowed_methods);
+    free(o->allowed_headers);
     memset(o, 0, sizeof *o);
 }
 
@@ -56,8 +63,9 @@ int server_flags(ServerOptions *o, Flag *out) {
         {"--port", "SLUICE_PORT", FLAG_INT, &o->port, 0, 65535, "TCP port (0 = any free port)", ""},
         {"--api-key", "SLUICE_API_KEY", FLAG_STR, &o->api_key, 0, 0,
          "require 'Authorization: Bearer KEY' (health, version and metrics stay open)", ""},
-        {"--served-model-name", "SLUICE_SERVED_MODEL_NAME", FLAG_STR, &o->served_model_name, 0, 0,
-         "model id in the API (default: the model file name without .gguf)", ""},
+        {"--served-model-name", "SLUICE_SERVED_MODEL_NAME", FLAG_LIST, &o->served_model_name, 0, 0,
+         "model ids ('a b', a,b or [\"a\",\"b\"]): requests may name any, /v1/models lists all, responses "
+         "report the one asked for, else the first (none: the model file name without .gguf)", ""},
         {"--chat-template", "SLUICE_CHAT_TEMPLATE", FLAG_STR, &o->chat_template, 0, 0,
          "Jinja chat template file replacing the model's own", ""},
         {"--max-body-size", "SLUICE_MAX_BODY_SIZE", FLAG_SIZE, &o->max_body_size, 0, 0,
@@ -78,6 +86,18 @@ int server_flags(ServerOptions *o, Flag *out) {
          "seconds between ': keep-alive' comments on an idle stream", ""},
         {"--shutdown-timeout", "SLUICE_SHUTDOWN_TIMEOUT", FLAG_FLOAT, &o->shutdown_timeout, 0, 86400,
          "seconds in-flight requests may run after SIGTERM before they are aborted", ""},
+        {"--allowed-origins", "SLUICE_ALLOWED_ORIGINS", FLAG_LIST, &o->allowed_origins, 0, 0,
+         "CORS: origins browsers may call from, a JSON list or comma-separated (\"*\": any)", ""},
+        {"--allowed-methods", "SLUICE_ALLOWED_METHODS", FLAG_LIST, &o->allowed_methods, 0, 0,
+         "CORS: methods a preflight may ask for (\"*\": any)", ""},
+        {"--allowed-headers", "SLUICE_ALLOWED_HEADERS", FLAG_LIST, &o->allowed_headers, 0, 0,
+         "CORS: request headers a preflight may ask for (\"*\": any)", ""},
+        {"--allow-credentials", "SLUICE_ALLOW_CREDENTIALS", FLAG_BOOL, &o->allow_credentials, 0, 0,
+         "CORS: allow credentials (cookies, Authorization); the request's Origin is echoed instead of *", ""},
+        {"--enable-log-requests", "SLUICE_ENABLE_LOG_REQUESTS", FLAG_BOOL, &o->enable_log_requests, 0, 0,
+         "put the prompt text in each request's log line (off: never logged)", ""},
+        {"--max-log-len", "SLUICE_MAX_LOG_LEN", FLAG_INT, &o->max_log_len, -1, 1 << 30,
+         "characters of the prompt the request log line keeps (-1: all)", ""},
     };
     int n = (int)ARRAY_LEN(rows);
     CHECK(n <= SERVER_MAX_FLAGS);
@@ -97,6 +117,7 @@ enum MHD_Result http_reply(struct MHD_Connection *c, Server *s, int status, cons
     if (!r) return MHD_NO;
     if (ctype) MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     if (status == 429 || status == 503) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (s) access_decorate(s, c, r, status);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
     if (s) metrics_http_status(&s->metrics, status);
@@ -131,21 +152,36 @@ typedef enum {
 } RouteId;
 
 static const struct {
-    const char *path; // exact, or a prefix ending in '/' for R_MODEL
+    const char *path;      // exact, or a prefix ending in '/' for R_MODEL
     const char *method;
-    bool open;        // served without the API key
+    bool open;             // served without the API key
+    const char *id_prefix; // of the request id when the client sends no X-Request-Id (vLLM's)
 } ROUTES[R_COUNT] = {
-    [R_HEALTH] = {"/health", "GET", true},
-    [R_READY] = {"/health/ready", "GET", true},
-    [R_MODELS] = {"/v1/models", "GET", false},
-    [R_MODEL] = {"/v1/models/", "GET", false},
-    [R_VERSION] = {"/version", "GET", true},
-    [R_METRICS] = {"/metrics", "GET", true},
-    [R_TOKENIZE] = {"/tokenize", "POST", false},
-    [R_DETOKENIZE] = {"/detokenize", "POST", false},
-    [R_CHAT] = {"/v1/chat/completions", "POST", false},
-    [R_COMPLETIONS] = {"/v1/completions", "POST", false},
+    [R_HEALTH] = {"/health", "GET", true, ""},
+    [R_READY] = {"/health/ready", "GET", true, ""},
+    [R_MODELS] = {"/v1/models", "GET", false, ""},
+    [R_MODEL] = {"/v1/models/", "GET", false, ""},
+    [R_VERSION] = {"/version", "GET", true, ""},
+    [R_METRICS] = {"/metrics", "GET", true, ""},
+    [R_TOKENIZE] = {"/tokenize", "POST", false, "tokn-"},
+    [R_DETOKENIZE] = {"/detokenize", "POST", false, "tokn-"},
+    [R_CHAT] = {"/v1/chat/completions", "POST", false, "chatcmpl-"},
+    [R_COMPLETIONS] = {"/v1/completions", "POST", false, "cmpl-"},
 };
+
+typedef struct {
+    HttpConn *cur; // the request in progress on this TCP connection, or NULL
+} ConnSlot;
+
+static ConnSlot *conn_slot(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+HttpConn *http_conn_of(struct MHD_Connection *c) {
+    ConnSlot *slot = conn_slot(c);
+    return slot ? slot->cur : NULL;
+}
 
 // The route of url, or -1; *method_ok says whether method is the route's (HEAD counts as GET).
 static int route_find(const char *url, const char *method, bool *method_ok) {
@@ -206,6 +242,7 @@ static int headers_check(Server *s, HttpConn *hc, struct MHD_Connection *c, cons
         sbuf_free(&b);
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, ROUTES[route].method);
+        access_decorate(s, c, r, 405);
         *ret = MHD_queue_response(c, 405, r);
         MHD_destroy_response(r);
         metrics_http_status(&s->metrics, 405);
@@ -271,8 +308,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         hc->url = url;
         hc->route = -1;
         *con_cls = hc;
+        ConnSlot *slot = conn_slot(c);
+        if (slot) slot->cur = hc;
+        bool method_ok;
+        int route = route_find(url, method, &method_ok);
+        hc->probe = route >= 0 && ROUTES[route].open;
+        access_begin(hc, c, method, url, route >= 0 ? ROUTES[route].id_prefix : "");
         enum MHD_Result ret = MHD_YES;
-        if (headers_check(s, hc, c, url, method, &ret) != SL_OK) hc->responded = true;
+        if (access_preflight(s, hc, c, &ret) || headers_check(s, hc, c, url, method, &ret) != SL_OK)
+            hc->responded = true;
         return ret;
     }
     if (hc->responded) { // refused in the headers phase: MHD discards the body
@@ -301,13 +345,30 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
     (void)cls;
-    (void)c;
     HttpConn *hc = *con_cls;
     if (!hc) return;
+    access_log(hc); // before gen_conn_closed: from then on the live thread owns hc->gen
     if (hc->gen) gen_conn_closed(hc->gen, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
+    ConnSlot *slot = conn_slot(c);
+    if (slot && slot->cur == hc) slot->cur = NULL;
     sbuf_free(&hc->body);
+    free(hc->client_id);
     free(hc);
     *con_cls = NULL;
+}
+
+// The connection's request, for replies made where only the connection is at hand (routes.c):
+// MHD keeps a context per TCP connection, and the requests on one connection come one at a time.
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+    (void)cls;
+    (void)c;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        *socket_context = xcalloc(1, sizeof(ConnSlot));
+    } else {
+        free(*socket_context);
+        *socket_context = NULL;
+    }
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap) {
@@ -358,10 +419,21 @@ int server_start(Server **out, const ServerOptions *o, Engine *engine, const cha
     s->opt.api_key = o->api_key ? xstrdup(o->api_key) : NULL;
     s->opt.served_model_name = o->served_model_name ? xstrdup(o->served_model_name) : NULL;
     s->opt.chat_template = o->chat_template ? xstrdup(o->chat_template) : NULL;
+    s->opt.allowed_origins = xstrdup(o->allowed_origins);
+    s->opt.allowed_methods = xstrdup(o->allowed_methods);
+    s->opt.allowed_headers = xstrdup(o->allowed_headers);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->live_cond, NULL);
     metrics_init(&s->metrics);
     atomic_store(&s->state, SERVER_LOADING);
+    // the list flags are checked before anything starts: a typo is a setting error (exit 2) at once
+    if (access_init(s, err) != SL_OK ||
+        (o->served_model_name &&
+         str_list_parse(o->served_model_name, "--served-model-name", &s->names, err) != SL_OK)) {
+        freeaddrinfo(ai);
+        server_stop(s);
+        return SL_ERR;
+    }
     raise_fd_limit(o->max_connections);
 
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
@@ -371,7 +443,7 @@ int server_start(Server **out, const ServerOptions *o, Engine *engine, const cha
         MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->http_threads, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->timeout,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
         MHD_OPTION_END);
     freeaddrinfo(ai);
@@ -395,9 +467,7 @@ int server_set_engine(Server *s, Engine *engine, const char *model_path, char *e
     s->engine = engine;
     s->tok = engine_tokenizer(engine);
     s->info = *engine_info(engine);
-    if (s->opt.served_model_name) {
-        s->model_name = xstrdup(s->opt.served_model_name);
-    } else { // "models/SmolLM2-135M-Instruct.Q4_1.gguf" -> "SmolLM2-135M-Instruct.Q4_1"
+    if (s->names.n == 0) { // "models/SmolLM2-135M-Instruct.Q4_1.gguf" -> "SmolLM2-135M-Instruct.Q4_1"
         // a directory given as "dir/" is named by its last component, not ""
         size_t plen = strlen(model_path);
         while (plen > 1 && model_path[plen - 1] == '/') plen--;
@@ -406,9 +476,11 @@ int server_set_engine(Server *s, Engine *engine, const char *model_path, char *e
             if (model_path[i] == '/') base = model_path + i + 1;
         size_t n = (size_t)(model_path + plen - base);
         if (n > 5 && !strcmp(base + n - 5, ".gguf")) n -= 5;
-        s->model_name = xstrndup(base, n);
+        s->names.items = xmalloc(sizeof(char *));
+        s->names.items[0] = xstrndup(base, n);
+        s->names.n = 1;
     }
-    s->model_names[0] = s->model_name;
+    s->model_name = s->names.items[0];
     s->created = (int64_t)time(NULL);
     if (chat_init(&s->chat, model_path, engine, s->opt.chat_template, err) != SL_OK) return SL_ERR;
     if (s->opt.max_queued_tokens == 0) s->opt.max_queued_tokens = 16 * s->info.max_model_len;
@@ -450,7 +522,8 @@ void server_stop(Server *s) {
     metrics_free(&s->metrics);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->live_cond);
-    free(s->model_name);
+    str_list_free(&s->names);
+    access_free(s);
     server_options_free(&s->opt);
     free(s);
 }

@@ -23,7 +23,8 @@ typedef struct {
     char *host;                 // --host: address to bind (127.0.0.1; 0.0.0.0 or :: to expose)
     int port;                   // --port (8000; 0 picks a free one)
     char *api_key;              // --api-key: require "Authorization: Bearer KEY" (NULL: open)
-    char *served_model_name;    // --served-model-name (NULL: the model file name without .gguf)
+    char *served_model_name;    // --served-model-name: names the API answers to, the first one
+                                //   reported by default (NULL: the model file name without .gguf)
     char *chat_template;        // --chat-template: a Jinja file replacing the model's template
     size_t max_body_size;       // --max-body-size: request bodies above this get 413
     int max_connections;        // --max-connections: open HTTP connections at most
@@ -35,11 +36,17 @@ typedef struct {
     int max_queued_tokens;      // --max-queued-tokens: prompt tokens not yet started (0: auto)
     float keepalive;            // --keepalive-interval: seconds between SSE ": keep-alive" while idle
     float shutdown_timeout;     // --shutdown-timeout: seconds to drain on SIGTERM before aborting
+    char *allowed_origins;      // --allowed-origins: CORS origins (a list, see server/access.c)
+    char *allowed_methods;      // --allowed-methods: CORS methods a preflight may ask for
+    char *allowed_headers;      // --allowed-headers: CORS request headers a preflight may ask for
+    bool allow_credentials;     // --allow-credentials: Access-Control-Allow-Credentials: true
+    bool enable_log_requests;   // --enable-log-requests: the prompt text in the request log line
+    int max_log_len;            // --max-log-len: characters of it at most (-1: no limit)
 } ServerOptions;
 
 void server_options_defaults(ServerOptions *o);
 void server_options_free(ServerOptions *o);
-#define SERVER_MAX_FLAGS 16
+#define SERVER_MAX_FLAGS 24
 // The option rows for config_parse's `extra` (bound to o, defaults recorded); returns the count.
 int server_flags(ServerOptions *o, Flag *out);
 

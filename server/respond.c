@@ -133,8 +133,7 @@ static void json_cstr(SBuf *b, const char *s) {
 // ----------------------------------------------------------------------------
 // shared pieces
 
-void resp_meta_init(RespMeta *m, OaiKind kind, const char *model, const char *fingerprint, bool include_usage) {
-    memset(m, 0, sizeof *m);
+void resp_new_id(char *out, size_t cap, const char *prefix) {
     unsigned char rnd[12];
     if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
         // no entropy source: the clock and a counter still keep ids distinct in this process
@@ -144,8 +143,13 @@ void resp_meta_init(RespMeta *m, OaiKind kind, const char *model, const char *fi
         memcpy(rnd, &t, 8);
         memcpy(rnd + 8, &c, 4);
     }
-    int k = snprintf(m->id, sizeof m->id, "%s", kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
-    for (size_t i = 0; i < sizeof rnd; i++) k += snprintf(m->id + k, sizeof m->id - (size_t)k, "%02x", rnd[i]);
+    int k = snprintf(out, cap, "%s", prefix);
+    for (size_t i = 0; i < sizeof rnd && (size_t)k < cap; i++) k += snprintf(out + k, cap - (size_t)k, "%02x", rnd[i]);
+}
+
+void resp_meta_init(RespMeta *m, OaiKind kind, const char *model, const char *fingerprint, bool include_usage) {
+    memset(m, 0, sizeof *m);
+    resp_new_id(m->id, sizeof m->id, kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
     m->kind = kind;
     m->created = (int64_t)time(NULL);
     m->model = model;

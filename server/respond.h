@@ -33,13 +33,16 @@ void json_float(SBuf *b, float v);             // shortest text that reads back 
 
 // ---- what the generation path hands over
 
+// Room for a response id: a prefix and a client's X-Request-Id (vLLM builds "chatcmpl-<X-Request-Id>").
+#define RESP_ID_MAX 160
+
 typedef struct {
     int prompt_tokens, completion_tokens, cached_tokens;
 } RespUsage;
 
 typedef struct {
     OaiKind kind;
-    char id[48];             // "chatcmpl-…" / "cmpl-…", the same in every chunk
+    char id[RESP_ID_MAX];    // "chatcmpl-…" / "cmpl-…", the same in every chunk
     int64_t created;         // unix seconds
     const char *model;       // the served model name
     const char *fingerprint; // system_fingerprint, or NULL (written as null)
@@ -75,6 +78,8 @@ typedef struct {
                              // in characters (code points), as text_offset counts
 } RespChoice;
 
+// out = prefix + 24 random hex digits (truncated to cap).
+void resp_new_id(char *out, size_t cap, const char *prefix);
 // Fills meta->id with prefix + 24 random hex digits and created with the clock.
 void resp_meta_init(RespMeta *m, OaiKind kind, const char *model, const char *fingerprint, bool include_usage);
 

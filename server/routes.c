@@ -29,9 +29,10 @@ enum MHD_Result route_ready(Server *s, struct MHD_Connection *c) {
     return http_reply_error(c, s, &e);
 }
 
-static void model_object(Server *s, SBuf *b) {
+// One card per served name, each with the same root (vLLM's: every name is the same model).
+static void model_object(Server *s, SBuf *b, const char *name) {
     sbuf_puts(b, "{\"id\":");
-    json_str(b, s->model_name, strlen(s->model_name));
+    json_str(b, name, strlen(name));
     sbuf_printf(b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"sluice\",\"root\":", (long long)s->created);
     json_str(b, s->model_name, strlen(s->model_name));
     sbuf_printf(b, ",\"parent\":null,\"max_model_len\":%d}", s->info.max_model_len);
@@ -40,7 +41,10 @@ static void model_object(Server *s, SBuf *b) {
 enum MHD_Result route_models(Server *s, struct MHD_Connection *c) {
     SBuf b = {0};
     sbuf_puts(&b, "{\"object\":\"list\",\"data\":[");
-    model_object(s, &b);
+    for (int i = 0; i < s->names.n; i++) {
+        if (i) sbuf_puts(&b, ",");
+        model_object(s, &b, s->names.items[i]);
+    }
     sbuf_puts(&b, "]}");
     enum MHD_Result ret = http_reply_json(c, s, 200, &b);
     sbuf_free(&b);
@@ -48,14 +52,14 @@ enum MHD_Result route_models(Server *s, struct MHD_Connection *c) {
 }
 
 enum MHD_Result route_model(Server *s, struct MHD_Connection *c, const char *id) {
-    if (strcmp(id, s->model_name) != 0) {
+    if (!str_list_has(&s->names, id, false)) {
         ApiError e;
         api_error(&e, 404, NULL, "model_not_found", "model",
                   "The model `%.200s` does not exist or you do not have access to it.", id);
         return http_reply_error(c, s, &e);
     }
     SBuf b = {0};
-    model_object(s, &b);
+    model_object(s, &b, id);
     enum MHD_Result ret = http_reply_json(c, s, 200, &b);
     sbuf_free(&b);
     return ret;
@@ -99,7 +103,7 @@ int32_t *server_encode(const Server *s, const char *text, size_t len, bool add_s
 static int check_model(Server *s, const cJSON *root, ApiError *e) {
     const cJSON *m = oai_field(root, "model");
     if (m && !cJSON_IsString(m)) return oai_bad_type(e, "model", "a string", m);
-    if (m && strcmp(m->valuestring, s->model_name) != 0)
+    if (m && !str_list_has(&s->names, m->valuestring, false))
         return api_error(e, 404, NULL, "model_not_found", "model",
                          "The model `%.200s` does not exist or you do not have access to it.", m->valuestring);
     return SL_OK;

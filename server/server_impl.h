@@ -28,6 +28,13 @@ typedef enum { SERVER_LOADING = 0, SERVER_READY, SERVER_DRAINING } ServerState;
 
 typedef struct GenReq GenReq;
 
+// A list flag's values (access.c: a JSON list, or comma/space-separated).
+typedef struct {
+    char **items;
+    int n;
+    bool any;                     // "*" is among them
+} StrList;
+
 struct Server {
     ServerOptions opt;            // copied; strings owned
     struct MHD_Daemon *mhd;
@@ -36,8 +43,9 @@ struct Server {
     Engine *engine;               // set once by server_set_engine (then state becomes READY)
     const Tokenizer *tok;
     EngineInfo info;
-    char *model_name;
-    const char *model_names[1];
+    StrList names;                // the served model names (--served-model-name, else the file's)
+    const char *model_name;       // names.items[0]: metrics' label, responses' default `model`
+    StrList cors_origins, cors_methods, cors_headers;
     int64_t created;
     ChatRenderer chat;
     Metrics metrics;
@@ -61,6 +69,14 @@ typedef struct {
     size_t body_seen;             // bytes received, kept counting past the cap
     bool responded;               // a response was queued in the headers phase
     GenReq *gen;                  // set while a generation request is in flight
+    // for the response headers and the log line (access.c)
+    char method[16];
+    char path[256];               // the URL, cut (MHD's copy may be gone when the request is logged)
+    bool probe;                   // an open probe route (health, metrics, ...): logged at debug
+    char *client_id;              // the client's X-Request-Id (echoed), or NULL
+    char req_id[RESP_ID_MAX];     // else ours: the response id (chatcmpl-..., cmpl-...) or a new one
+    int status;                   // the status queued (0: none)
+    double t_start;               // the headers phase
 } HttpConn;
 
 // ---- http.c: replies (each queues a response on conn; MHD_YES/NO for the handler to return)
@@ -68,6 +84,28 @@ enum MHD_Result http_reply(struct MHD_Connection *c, Server *s, int status, cons
                            size_t len);
 enum MHD_Result http_reply_json(struct MHD_Connection *c, Server *s, int status, const SBuf *body);
 enum MHD_Result http_reply_error(struct MHD_Connection *c, Server *s, const ApiError *e);
+
+// ---- access.c: what every response carries (CORS, X-Request-Id) and the per-request log line
+
+// Parses a list flag's text: a JSON list of strings, else items separated by commas or spaces.
+int str_list_parse(const char *text, const char *flag, StrList *out, char *err);
+void str_list_free(StrList *l);
+bool str_list_has(const StrList *l, const char *item, bool icase);
+// The CORS lists from the options (SL_ERR + err naming the flag).
+int access_init(Server *s, char *err);
+void access_free(Server *s);
+// The request id of hc (the client's X-Request-Id, or prefix + random), and the start time.
+void access_begin(HttpConn *hc, struct MHD_Connection *c, const char *method, const char *url, const char *prefix);
+const char *access_id(const HttpConn *hc);
+// The connection's current request (set by http.c for each request; NULL outside one).
+HttpConn *http_conn_of(struct MHD_Connection *c);
+// A CORS preflight (OPTIONS + Origin + Access-Control-Request-Method) is answered here, before
+// authentication, as Starlette's CORSMiddleware does: true when it was (*ret set).
+bool access_preflight(Server *s, HttpConn *hc, struct MHD_Connection *c, enum MHD_Result *ret);
+// Adds the CORS headers and X-Request-Id to a response about to be queued with status.
+void access_decorate(Server *s, struct MHD_Connection *c, struct MHD_Response *r, int status);
+// The request's log line (the completion callback; before a generation request is let go).
+void access_log(HttpConn *hc);
 
 // ---- routes.c: handlers that answer at once (the body, when any, is complete)
 enum MHD_Result route_health(Server *s, struct MHD_Connection *c);
@@ -110,6 +148,15 @@ typedef struct {
     size_t echo_len;
 } GenPart;
 
+// What the request log line says of a generation request (gen_stats).
+typedef struct {
+    int prompt_tokens, cached_tokens, completion_tokens;
+    double t_first_token;        // time_now_s() of the first token of any part; 0: none
+    char finish[64];             // the choices' finish reasons, comma-separated ("abort" if unfinished)
+    const char *prompt;          // --enable-log-requests: the prompts as JSON strings, comma-separated
+    bool prompt_list;            // completions: written as a list (a request may carry several)
+} GenStats;
+
 struct GenReq {
     Server *srv;
     GenReq *prev, *next;         // Server.live (Server.mu)
@@ -121,6 +168,7 @@ struct GenReq {
     int n_choices;
     int fd;                      // the connection's socket, peeked while suspended
     int seqs_held;               // admission: sequences still counted in Server.queued_seqs
+    SBuf log_prompt;             // --enable-log-requests: the prompts, JSON-escaped and truncated
     RespToken *scratch;          // streaming logprobs of one delta
     int cap_scratch;
 
@@ -144,6 +192,7 @@ enum MHD_Result gen_resume(Server *s, HttpConn *hc, struct MHD_Connection *c);
 void gen_conn_closed(GenReq *g, bool ok);
 // Takes what the engine has produced; with emit false (orphans) it is only counted.
 void gen_pump(GenReq *g, bool emit);
+void gen_stats(const GenReq *g, GenStats *st);
 // engine_abort on every part (finished ones are ignored by the engine).
 void gen_abort(GenReq *g);
 // Releases the engine requests and frees g (all parts finished, MHD done with it).

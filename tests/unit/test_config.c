@@ -194,6 +194,32 @@ static void test_extra_flags(void) {
     free(prompt);
 }
 
+// A list flag takes the arguments up to the next flag (vLLM's nargs="+"); = takes one text;
+// a repeated flag replaces the earlier value, as argparse's default action does.
+static void test_list_flag(void) {
+    char *names = NULL;
+    Flag extra[] = {{"--served-model-name", NULL, FLAG_LIST, &names, 0, 0, "names", ""}};
+    char *argv[] = {"prog", "--served-model-name", "a", "b", "c", "--seed", "3"};
+    Config c;
+    config_defaults(&c);
+    char err[ERR_MAX] = "";
+    EXPECT_EQ_INT(config_parse(&c, extra, 1, 7, argv, "usage", err), SL_OK);
+    EXPECT_STR_EQ(names, "a b c");
+    EXPECT(c.seed == 3);
+    config_free(&c);
+    char *again[] = {"prog", "--served-model-name", "a", "b", "--served-model-name=x,y"};
+    config_defaults(&c);
+    EXPECT_EQ_INT(config_parse(&c, extra, 1, 5, again, "usage", err), SL_OK);
+    EXPECT_STR_EQ(names, "x,y");
+    config_free(&c);
+    char *last[] = {"prog", "--served-model-name", "only"};
+    config_defaults(&c);
+    EXPECT_EQ_INT(config_parse(&c, extra, 1, 3, last, "usage", err), SL_OK);
+    EXPECT_STR_EQ(names, "only");
+    config_free(&c);
+    free(names);
+}
+
 static void test_help(void) {
     Config c;
     config_defaults(&c);
@@ -295,6 +321,7 @@ int main(void) {
     TEST_RUN(test_flags_invalid);
     TEST_RUN(test_env);
     TEST_RUN(test_extra_flags);
+    TEST_RUN(test_list_flag);
     TEST_RUN(test_help);
     TEST_RUN(test_helpers);
     TEST_RUN(test_cgroup_limits);
