@@ -108,6 +108,7 @@ typedef struct {
     double t_last_tokens;        // when tokens last came, for inter-token latency
     char *echo;                  // completions echo: the prompt text (NULL otherwise)
     size_t echo_len;
+    SampleLogprobs *plp;         // (n_prompt) prompt logprobs, copied from the take that had them
 } GenPart;
 
 struct GenReq {
