@@ -61,7 +61,8 @@ EngineConfig engine_config_from(const Config *c) {
 }
 
 void engine_params_defaults(EngineParams *p) {
-    *p = (EngineParams){.sampling = sampling_params_default(), .n = 1, .skip_special_tokens = true};
+    *p = (EngineParams){.sampling = sampling_params_default(), .n = 1, .skip_special_tokens = true,
+                        .prompt_logprobs = -1};
 }
 
 // ----------------------------------------------------------------------------
@@ -108,6 +109,12 @@ static int submit_validate(const Engine *e, const int32_t *prompt, int n_prompt,
     if (p->max_tokens > 0 && p->min_tokens > p->max_tokens)
         return seterr(err, "Invalid 'min_tokens': must be <= max_tokens (%d), got %d", p->max_tokens, p->min_tokens);
     if (sampling_params_validate(&p->sampling, in->vocab, err) != SL_OK) return SL_ERR;
+    if (p->prompt_logprobs < -1 || p->prompt_logprobs > SAMPLER_MAX_LOGPROBS)
+        return seterr(err, "Invalid 'prompt_logprobs': expected a value between 0 and %d, got %d",
+                      SAMPLER_MAX_LOGPROBS, p->prompt_logprobs);
+    if (p->prompt_logprobs >= 0 && in->device != ENGINE_DEVICE_CPU)
+        return seterr(err, "Invalid 'prompt_logprobs': not supported on --device %s yet (the GPU runner returns "
+                      "sampled rows' logits only)", engine_device_name(in->device));
     int len = in->max_model_len;
     if (n_prompt >= len) {
         seterr(err, "This model's maximum context length is %d tokens. However, your request has %d input "
@@ -139,6 +146,13 @@ int engine_submit(Engine *e, const int32_t *prompt, int n_prompt, const EnginePa
     r->n = p->n;
     r->n_prompt = n_prompt;
     r->want_logprobs = p->sampling.logprobs >= 0;
+    r->prompt_lp = p->prompt_logprobs;
+    if (r->prompt_lp >= 0) {
+        r->plp = xcalloc((size_t)n_prompt, sizeof(SampleLogprobs));
+        r->plp[0] = (SampleLogprobs){.token = prompt[0], .n_top = -1}; // nothing comes before it
+        for (int i = 1; i < n_prompt; i++) r->plp[i].token = prompt[i];
+        r->plp_done = n_prompt == 1;
+    }
     pthread_mutex_init(&r->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -170,7 +184,8 @@ int engine_submit(Engine *e, const int32_t *prompt, int n_prompt, const EnginePa
     }
 
     SeqParams sq = {.priority = p->priority, .max_tokens = p->max_tokens, .n = p->n,
-                    .hash_root = p->cache_salt ? salt_root(p->cache_salt) : 0};
+                    .hash_root = p->cache_salt ? salt_root(p->cache_salt) : 0,
+                    .no_prefix_hits = p->prompt_logprobs >= 0};
     seq_init(&r->seq, r->id, prompt, n_prompt, &sq, e->info.max_model_len, e->info.block_size);
     int max_output = r->seq.max_tokens_total - n_prompt;
     r->samples = xcalloc((size_t)r->n, sizeof(Sample));
@@ -342,14 +357,45 @@ static void engine_sample_one(Engine *e, EngineRequest *r, const SchedEntry *en,
     engine_touch(e, r);
 }
 
+// Reduces this step's prompt rows to (logprob of the next prompt token, top-k) right after the
+// forward, into each request's plp (allocated at submit); the request publishes them once the
+// whole prompt is done. A row's logits depend only on its own sequence (the kernels are batch
+// invariant), so the result does not depend on the chunking or on the other entries.
+static void engine_prompt_logprobs(Engine *e, const SchedOutput *out) {
+    for (int i = 0; i < out->num_entries; i++) {
+        if (e->prompt_rows[i] == 0) continue;
+        const SchedEntry *en = &out->entries[i];
+        EngineRequest *r = engine_map_get(&e->map, en->seq->id);
+        for (int j = 0; j < e->prompt_rows[i]; j++) {
+            int pos = en->start_pos + j + 1;
+            sampler_logprobs(runner_prompt_row(&e->runner, i, j), e->info.vocab, r->plp[pos].token, r->prompt_lp,
+                             &e->scratch, &r->plp[pos]);
+        }
+        if (en->start_pos + e->prompt_rows[i] == r->n_prompt - 1) r->plp_done = true;
+    }
+}
+
 static void engine_step(Engine *e) {
     SchedOutput *out = &e->out;
     atomic_fetch_add(&e->steps_begun, 1);
     double t0 = time_now_s();
     sched_schedule(&e->sched, out);
     double t1 = time_now_s();
-    runner_step(&e->runner, out);
+    bool any_prompt_rows = false;
+    for (int i = 0; i < out->num_entries; i++) {
+        const SchedEntry *en = &out->entries[i];
+        EngineRequest *r = engine_map_get(&e->map, en->seq->id);
+        e->prompt_rows[i] = 0;
+        if (!r || r->prompt_lp < 0 || r->plp_done) continue;
+        // rows start_pos.. predict prompt tokens start_pos+1..; the prompt's last row predicts the
+        // first output token (sampling's row, not a prompt logprob)
+        int end = MIN(en->start_pos + en->num_new_tokens, r->n_prompt - 1);
+        e->prompt_rows[i] = MAX(0, end - en->start_pos);
+        any_prompt_rows |= e->prompt_rows[i] > 0;
+    }
+    runner_step(&e->runner, out, any_prompt_rows ? e->prompt_rows : NULL);
     double t2 = time_now_s();
+    if (any_prompt_rows) engine_prompt_logprobs(e, out);
 
     for (int i = 0; i < out->num_entries; i++) {
         const SchedEntry *en = &out->entries[i];
@@ -362,6 +408,14 @@ static void engine_step(Engine *e) {
             pthread_mutex_unlock(&r->mu);
         }
         if (en->num_samples == 0) continue;
+        if (r->plp_done && !r->plp_ready) { // the prompt is complete: the first take carries them
+            CHECK(r->prompt_lp >= 0);
+            pthread_mutex_lock(&r->mu);
+            r->plp_ready = true;
+            r->has_new = true;
+            pthread_mutex_unlock(&r->mu);
+            engine_touch(e, r);
+        }
         if (!r->prompt_counted) {
             r->prompt_counted = true;
             e->st.prompt_tokens += (uint64_t)r->n_prompt;
@@ -447,6 +501,8 @@ static bool engine_take_inbox(Engine *e) {
         char err[ERR_MAX];
         int rc = sched_add(&e->sched, &r->seq, err);
         CHECK(rc == SL_OK, "engine_submit let through a request the scheduler rejects: %s", err);
+        if (r->prompt_lp >= 0 && !e->prompt_rows_ready) // once, outside the step (see runner.h)
+            e->prompt_rows_ready = runner_reserve_prompt_rows(&e->runner);
         engine_map_put(&e->map, r);
         r->active_next = e->active_head;
         if (e->active_head) e->active_head->active_prev = r;
@@ -493,6 +549,7 @@ static void engine_free(Engine *e) {
     free(e->ban);
     free(e->detok_buf);
     free(e->sampled);
+    free(e->prompt_rows);
     free(e->stop_flags);
     free(e->touched);
     free(e->map.keys);
@@ -664,6 +721,7 @@ int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path,
     e->detok_cap = detok_out_cap(e->tok);
     e->detok_buf = xmalloc((size_t)e->detok_cap);
     e->sampled = xcalloc((size_t)c->max_num_seqs, sizeof(int32_t));
+    e->prompt_rows = xcalloc((size_t)c->max_num_seqs, sizeof(int));
     e->stop_flags = xcalloc((size_t)c->max_num_seqs, sizeof(bool));
     e->touched = xcalloc((size_t)c->max_num_seqs + 1, sizeof(EngineRequest *));
 

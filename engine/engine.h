@@ -123,6 +123,11 @@ typedef struct {
     int n_stop;
     bool include_stop_str_in_output;
     bool skip_special_tokens;   // leave control tokens out of the text (default true)
+    int prompt_logprobs;        // vLLM's prompt_logprobs: -1 none; k in 0..SAMPLER_MAX_LOGPROBS: the
+                                // logprob of each prompt token given those before it, plus the k
+                                // best alternatives (raw log_softmax, like logprobs_mode raw). Such
+                                // a request takes no prefix-cache hit (every prompt row is computed),
+                                // and needs --device cpu
     const char *cache_salt;     // prefix caching: KV blocks are shared only between requests with the
                                 // same salt (vLLM's cache_salt); NULL = the common cache. Read at submit
 } EngineParams;
@@ -180,6 +185,10 @@ typedef struct {
     int n_choices;
     bool finished;                   // every choice has finished: nothing more will come
     int prompt_tokens;
+    const SampleLogprobs *prompt_logprobs; // (prompt_tokens) with EngineParams.prompt_logprobs >= 0, in
+                                     // the first take after the prompt is computed (NULL in every
+                                     // other): entry i is prompt token i given tokens 0..i-1, with
+                                     // n_top alternatives; entry 0 has none (n_top -1, logprob 0)
     int completion_tokens;           // all choices together
     int cached_tokens;               // prompt tokens served from the prefix cache
     int num_preemptions;

@@ -77,6 +77,11 @@ struct EngineRequest {
     atomic_int refs;
     int n, n_prompt;
     bool want_logprobs;
+    int prompt_lp;             // EngineParams.prompt_logprobs (-1 none)
+    SampleLogprobs *plp;       // (n_prompt) prompt logprobs, written by the engine thread until
+                               // plp_done, then read-only (the consumer reads them after a take)
+    bool plp_done;             // engine thread: every prompt row reduced
+    bool plp_ready, plp_given; // under mu: published; handed out by a take
     int32_t *bias_ids;         // owned copies of the logit bias the params point at
     float *bias_vals;
     StopSpec stop;
@@ -133,6 +138,8 @@ struct Engine {
     char *detok_buf;           // (detok_cap)
     int detok_cap;
     int32_t *sampled;          // (max_num_seqs) this step's tokens, by sample row
+    int *prompt_rows;          // (max_num_seqs) per entry, prompt rows wanted (runner_step)
+    bool prompt_rows_ready;    // runner_reserve_prompt_rows done
     bool *stop_flags;          // (max_num_seqs)
     EngineRequest **touched;   // (max_num_seqs + 1) requests to notify after this step
     int n_touched;

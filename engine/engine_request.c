@@ -112,6 +112,7 @@ void engine_request_destroy(EngineRequest *r) {
     stop_spec_free(&r->stop);
     free(r->bias_ids);
     free(r->bias_vals);
+    free(r->plp);
     for (int i = 0; i < r->n; i++) {
         outbox_free(&r->pending[i]);
         outbox_free(&r->taken[i]);
@@ -188,6 +189,11 @@ bool engine_request_take(EngineRequest *r, EngineOutput *out) {
                                     .stop_str = st->stop_str, .num_tokens = st->num_tokens};
     }
     *out = r->out;
+    out->prompt_logprobs = NULL;
+    if (r->plp_ready && !r->plp_given) { // once: the rows never change after plp_ready
+        out->prompt_logprobs = r->plp;
+        r->plp_given = true;
+    }
     out->choices = r->view;
     out->n_choices = r->n;
     out->finished = r->finished;

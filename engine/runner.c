@@ -17,7 +17,9 @@ static void runner_init_common(Runner *r, int vocab, const RunnerConfig *cfg) {
     r->vocab = vocab;
     batch_buf_init(&r->bb, cfg->max_num_batched_tokens, cfg->max_num_seqs, cdiv(cfg->max_model_len, cfg->block_size));
     r->entry_logits_row = xmalloc((size_t)cfg->max_num_seqs * sizeof(int));
-    r->logits = xmalloc_aligned((size_t)cfg->max_num_seqs * vocab * sizeof(float));
+    r->entry_prompt_row = xmalloc((size_t)cfg->max_num_seqs * sizeof(int));
+    r->logits_cap = cfg->max_num_seqs;
+    r->logits = xmalloc_aligned((size_t)r->logits_cap * vocab * sizeof(float));
 }
 
 int runner_init_cpu(Runner *r, Model *models, int tp_size, const RunnerConfig *cfg, char *err) {
@@ -73,6 +75,7 @@ void runner_free(Runner *r) {
     free(r->kv);
     batch_buf_free(&r->bb);
     free(r->entry_logits_row);
+    free(r->entry_prompt_row);
     free(r->logits);
     memset(r, 0, sizeof(*r));
 }
@@ -132,19 +135,40 @@ void runner_log_plan(const Runner *r, int max_model_len) {
     }
 }
 
-void runner_step(Runner *r, const SchedOutput *out) {
+bool runner_reserve_prompt_rows(Runner *r) {
+    if (r->gpu) return false;
+    int rows = MAX(r->cfg.max_num_seqs, r->cfg.max_num_batched_tokens); // a step never has more logits rows
+    if (r->logits_cap >= rows) return true;
+    free(r->logits);
+    r->logits = xmalloc_aligned((size_t)rows * r->vocab * sizeof(float));
+    r->logits_cap = rows;
+    char b[32];
+    log_info("prompt logprobs: logits grown to %d rows (%s)", rows,
+             fmt_bytes((size_t)rows * r->vocab * sizeof(float), b, sizeof b));
+    return true;
+}
+
+void runner_step(Runner *r, const SchedOutput *out, const int *prompt_rows) {
     BatchBuf *bb = &r->bb;
     batch_buf_clear(bb);
     int n_sample = 0;
     for (int e = 0; e < out->num_entries; e++) {
         const SchedEntry *en = &out->entries[e];
         const Sequence *seq = en->seq;
-        int samples = en->num_samples > 0;
+        int samples = en->num_samples > 0, n = en->num_new_tokens;
+        int want = prompt_rows ? prompt_rows[e] : 0;
+        CHECK(want >= 0 && want <= n);
+        // batch_buf_add takes the chunk's last rows: for prompt rows take them all, so the
+        // sampling row (the last) and the prompt rows (the first `want`) share one range
+        int n_logits = want > 0 ? n : samples;
         batch_buf_add(bb, seq->block_table, seq->num_blocks, r->cfg.block_size, en->start_pos,
-                      seq->tokens + en->start_pos, en->num_new_tokens, samples);
-        r->entry_logits_row[e] = samples ? n_sample++ : -1;
+                      seq->tokens + en->start_pos, n, n_logits);
+        r->entry_prompt_row[e] = want > 0 ? n_sample : -1;
+        r->entry_logits_row[e] = samples ? n_sample + n_logits - 1 : -1;
+        n_sample += n_logits;
     }
     CHECK(bb->b.n_tokens == out->num_tokens && bb->b.n_sample == n_sample);
+    CHECK(n_sample <= r->logits_cap, "%d logits rows, room for %d", n_sample, r->logits_cap);
     if (r->gpu) {
         // copy-on-write first: the forward writes into the copies
         for (int i = 0; i < out->num_copies; i++) gpu_runner_copy_block(r->gpu, out->copies[i].src, out->copies[i].dst);

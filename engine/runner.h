@@ -52,7 +52,11 @@ typedef struct {
     // ---- both
     BatchBuf bb;                // the step's Batch arrays
     int *entry_logits_row;      // (max_num_seqs,) logits row of entry e, -1 when it samples nothing
-    float *logits;              // (max_num_seqs, vocab) rows of this step's sampling entries
+    int *entry_prompt_row;      // (max_num_seqs,) logits row of entry e's first chunk row when the
+                                // step asked for its prompt rows, else -1
+    float *logits;              // (logits_cap, vocab) rows of this step's sampling entries, then
+                                // whole chunks of entries that want prompt logprobs
+    int logits_cap;             // max_num_seqs; max_num_batched_tokens once prompt rows are reserved
     int vocab;                  // the model's (the logits' row length)
     int num_blocks;
     size_t block_bytes;         // one block: every rank, every layer, K and V
@@ -75,8 +79,20 @@ void runner_thread_done(const Runner *r);
 // Logs the memory plan (weights, activations, logits, KV cache in blocks and tokens) in one table.
 void runner_log_plan(const Runner *r, int max_model_len);
 
+// Makes room for a logits row per batched token (prompt logprobs: every row of a chunk), on the
+// CPU only (false on the GPU, whose logits buffer is its own). Called by the engine thread outside
+// the step, once, when the first request with prompt logprobs arrives: an engine that never serves
+// one never pays max_num_batched_tokens x vocab floats.
+bool runner_reserve_prompt_rows(Runner *r);
+
 // Copies, Batch, forward (see the top of this file). The scheduler's step must be pending.
-void runner_step(Runner *r, const SchedOutput *out);
+// prompt_rows (NULL = none) is per entry the number of leading chunk rows whose logits the caller
+// wants (prompt logprobs); such an entry gets a logits row for every row of its chunk, its first at
+// runner_prompt_row. Needs runner_reserve_prompt_rows.
+void runner_step(Runner *r, const SchedOutput *out, const int *prompt_rows);
+static inline float *runner_prompt_row(const Runner *r, int e, int j) {
+    return r->logits + (size_t)(r->entry_prompt_row[e] + j) * r->vocab;
+}
 // The logits (vocab floats) of entry e, which must sample.
 static inline float *runner_logits_row(const Runner *r, int e) {
     return r->logits + (size_t)r->entry_logits_row[e] * r->vocab;

@@ -270,7 +270,7 @@ static bool sched_try_admit(Scheduler *s, SchedOutput *out, Sequence *seq) {
     int hits = 0, idle_hits = 0;
     if (s->cfg.enable_prefix_caching) {
         seq_hash_blocks(seq, bs);
-        int max_hits = (seq->num_tokens - 1) / bs;
+        int max_hits = seq->no_prefix_hits ? 0 : (seq->num_tokens - 1) / bs;
         for (; hits < max_hits; hits++) {
             uint64_t parent = hits == 0 ? seq->hash_root : seq->block_hashes[hits - 1];
             int32_t id = blockpool_lookup(p, seq->block_hashes[hits], parent,

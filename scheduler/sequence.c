@@ -24,6 +24,7 @@ static void seq_init_fields(Sequence *s, int64_t id, int sample_index, const Seq
     s->priority = params->priority;
     s->adapter_id = params->adapter_id;
     s->hash_root = params->hash_root ? params->hash_root : BLOCKPOOL_HASH_ROOT;
+    s->no_prefix_hits = params->no_prefix_hits;
     s->max_tokens = params->max_tokens;
     s->status = SEQ_WAITING;
     s->num_cached_tokens = -1;

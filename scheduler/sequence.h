@@ -42,6 +42,8 @@ typedef struct {
     int32_t adapter_id; // part of every block hash, so two adapters never share KV; 0 = none
     uint64_t hash_root; // the parent hash of the first block (cache_salt: blocks are shared only
                         // between sequences with the same root); 0 = BLOCKPOOL_HASH_ROOT
+    bool no_prefix_hits; // compute every prompt token (prompt logprobs need every prompt row's
+                         // logits); its blocks are still offered to the cache for others
 } SeqParams;
 
 typedef struct Sequence Sequence;
@@ -52,6 +54,7 @@ struct Sequence {
     int priority;
     int32_t adapter_id;
     uint64_t hash_root; // parent hash of block 0 (SeqParams.hash_root, or BLOCKPOOL_HASH_ROOT)
+    bool no_prefix_hits; // SeqParams.no_prefix_hits
     uint64_t arrival;   // admission order, set by sched_add; children share the parent's
     SeqStatus status;
     SeqFinishReason finish_reason;

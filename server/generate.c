@@ -80,11 +80,22 @@ static void token_fill(const Tokenizer *tok, const SampleLogprobs *lp, RespToken
     t->token = lp->token;
     t->piece = tok_piece(tok, lp->token, &t->piece_len);
     t->logprob = lp->logprob;
-    t->n_top = MIN(lp->n_top, OAI_MAX_LOGPROBS);
+    t->n_top = MAX(0, MIN(lp->n_top, OAI_MAX_LOGPROBS)); // a prompt's first token has none (-1)
+    t->no_logprob = false;
+    t->rank = lp->rank;
     for (int k = 0; k < t->n_top; k++) {
         t->top_token[k] = lp->top_ids[k];
         t->top_piece[k] = tok_piece(tok, lp->top_ids[k], &t->top_len[k]);
         t->top_logprob[k] = lp->top_logprobs[k];
+    }
+}
+
+// The prompt's tokens as logprobs entries, k alternatives each; the first has none (null).
+static void prompt_tokens_fill(const Tokenizer *tok, const SampleLogprobs *plp, int n, int k, RespToken *t) {
+    for (int i = 0; i < n; i++) {
+        token_fill(tok, &plp[i], &t[i]);
+        t[i].n_top = MIN(t[i].n_top, k);
+        t[i].no_logprob = i == 0;
     }
 }
 
@@ -112,7 +123,7 @@ static void choice_output(GenReq *g, GenChoice *gc, int index, const EngineChoic
     const Tokenizer *tok = g->srv->tok;
     bool lp = g->req.logprobs >= 0 && ec->logprobs && ec->n_tokens > 0;
     gc->num_tokens = ec->num_tokens;
-    if (!emit) return;
+    if (!emit || g->req.max_tokens == 0) return; // echo with max_tokens 0: the prompt alone
     if (!g->req.stream) {
         sbuf_put(&gc->text, ec->text, ec->text_len);
         for (int i = 0; lp && i < ec->n_tokens; i++) {
@@ -208,6 +219,13 @@ void gen_pump(GenReq *g, bool emit) {
         }
         p->last = o;
         p->last.choices = NULL; // valid only until the next take
+        if (o.prompt_logprobs && !p->plp) {
+            p->plp = xmalloc(sizeof(SampleLogprobs) * (size_t)p->n_prompt);
+            memcpy(p->plp, o.prompt_logprobs, sizeof(SampleLogprobs) * (size_t)p->n_prompt);
+        }
+        p->last.prompt_logprobs = NULL;
+        // max_tokens 0 runs one token (the engine always samples after a prompt) that nobody sees
+        if (g->req.max_tokens == 0) p->last.completion_tokens = 0;
         if (o.finished) {
             p->finished = true;
             part_done(g, pi);
@@ -307,22 +325,40 @@ static enum MHD_Result reply_final(GenReq *g, struct MHD_Connection *c) {
         return http_reply_error(c, s, &e);
     }
     RespChoice *rc = xcalloc((size_t)g->n_choices, sizeof(RespChoice));
+    RespToken **own = xcalloc((size_t)g->n_choices * 2, sizeof(RespToken *)); // freed below
+    const OaiRequest *r = &g->req;
     for (int i = 0; i < g->n_choices; i++) {
         GenChoice *gc = &g->choices[i];
+        const GenPart *p = &g->parts[i / r->n];
         rc[i] = choice_view(g, gc, i);
         rc[i].text = gc->text.data ? gc->text.data : "";
         rc[i].text_len = gc->text.len;
-        if (g->req.logprobs >= 0) {
+        if (r->logprobs >= 0 && r->echo && p->plp) { // the prompt's tokens first, then the output's
+            int np = p->n_prompt;
+            RespToken *t = own[2 * i] = xmalloc(sizeof(RespToken) * (size_t)(np + gc->n_toks));
+            prompt_tokens_fill(g->srv->tok, p->plp, np, r->logprobs, t);
+            if (gc->n_toks) memcpy(t + np, gc->toks, sizeof(RespToken) * (size_t)gc->n_toks);
+            rc[i].tokens = t;
+            rc[i].n_tokens = np + gc->n_toks;
+            rc[i].text_offset = 0;
+        } else if (r->logprobs >= 0) {
             rc[i].tokens = gc->toks;
             rc[i].n_tokens = gc->n_toks;
-            const GenPart *p = &g->parts[i / g->req.n];
             rc[i].text_offset = utf8_count_chars(p->echo, p->echo_len);
+        }
+        if (r->prompt_logprobs >= 0 && p->plp) {
+            RespToken *t = own[2 * i + 1] = xmalloc(sizeof(RespToken) * (size_t)p->n_prompt);
+            prompt_tokens_fill(g->srv->tok, p->plp, p->n_prompt, r->prompt_logprobs, t);
+            rc[i].prompt_lp = t;
+            rc[i].n_prompt_lp = p->n_prompt;
         }
     }
     RespUsage u = usage_sum(g);
     SBuf b = {0};
     if (g->req.kind == OAI_CHAT) resp_chat_body(&b, &g->meta, rc, g->n_choices, &u);
     else resp_completion_body(&b, &g->meta, rc, g->n_choices, &u);
+    for (int i = 0; i < 2 * g->n_choices; i++) free(own[i]);
+    free(own);
     free(rc);
     enum MHD_Result ret = http_reply_json(c, s, 200, &b);
     sbuf_free(&b);
@@ -387,6 +423,8 @@ static void engine_params_from(const OaiRequest *r, EngineParams *ep) {
     sp->has_seed = r->has_seed;
     sp->seed = r->seed;
     sp->logprobs = r->logprobs;
+    // echo with logprobs shows the prompt's logprobs: the engine computes the larger k of the two
+    ep->prompt_logprobs = MAX(r->prompt_logprobs, r->echo ? r->logprobs : -1);
     ep->min_tokens = r->min_tokens;
     ep->n = r->n;
     ep->priority = r->priority;
@@ -536,7 +574,7 @@ enum MHD_Result gen_start(Server *s, HttpConn *hc, struct MHD_Connection *c, Oai
     for (int i = 0; rc == SL_OK && i < g->n_parts; i++) {
         char err[ERR_MAX];
         GenPart *p = &g->parts[i];
-        ep.max_tokens = max_out[i];
+        ep.max_tokens = r->max_tokens == 0 ? 1 : max_out[i];
         ep.min_tokens = MIN(r->min_tokens, max_out[i]);
         int src = engine_submit(s->engine, ids[i], n_ids[i], &ep, gen_notify, g, &p->er, err);
         if (src != SL_OK) {
@@ -615,6 +653,7 @@ void gen_free(GenReq *g) {
         if (g->parts) {
             release_part_tokens(g, &g->parts[i]);
             free(g->parts[i].echo);
+            free(g->parts[i].plp);
         }
     }
     release_seqs(g);

@@ -416,7 +416,7 @@ static int reject_unsupported(const cJSON *root, ApiError *e) {
     // structured output (vLLM's guided_* and structured_outputs, llama.cpp's grammar and
     // json_schema) arrives in its own issue: until then a 400, never a silent 200
     static const char *const NONNULL[] = {"guided_json", "guided_regex", "guided_choice", "guided_grammar",
-                                          "structured_outputs", "grammar", "json_schema", "prompt_logprobs",
+                                          "structured_outputs", "grammar", "json_schema",
                                           "logits_processors", "chat_template", "suffix"};
     static const char *const NONEMPTY[] = {"allowed_token_ids", "bad_words"};
     for (size_t i = 0; i < ARRAY_LEN(NONNULL); i++) {
@@ -476,6 +476,8 @@ static int parse_sampling(OaiRequest *r, const cJSON *root, const OaiLimits *lim
         if (oai_get_int(root, "logprobs", 0, OAI_MAX_LOGPROBS, -1, &v, e) != SL_OK) return SL_ERR;
         r->logprobs = (int)v;
     }
+    if (oai_get_int(root, "prompt_logprobs", 0, OAI_MAX_LOGPROBS, -1, &v, e) != SL_OK) return SL_ERR;
+    r->prompt_logprobs = (int)v;
     return SL_OK;
 }
 
@@ -483,7 +485,11 @@ static int parse_lengths(OaiRequest *r, const cJSON *root, const OaiLimits *lim,
     int64_t v;
     int64_t cap = lim->max_tokens > 0 ? lim->max_tokens : INT32_MAX;
     r->max_tokens_param = oai_field(root, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
-    if (oai_get_int(root, r->max_tokens_param, 1, cap, -1, &v, e) != SL_OK) return SL_ERR;
+    // vLLM: 0 with echo on completions (the prompt alone, e.g. for its logprobs)
+    bool echo;
+    if (oai_get_bool(root, "echo", false, &echo, e) != SL_OK) return SL_ERR;
+    int min = r->kind == OAI_COMPLETION && echo ? 0 : 1;
+    if (oai_get_int(root, r->max_tokens_param, min, cap, -1, &v, e) != SL_OK) return SL_ERR;
     r->max_tokens = (int)v;
     if (oai_get_int(root, "min_tokens", 0, INT32_MAX, 0, &v, e) != SL_OK) return SL_ERR;
     r->min_tokens = (int)v;
@@ -571,9 +577,11 @@ int oai_parse(OaiKind kind, const char *body, size_t len, const OaiLimits *lim, 
     }
     if (kind == OAI_COMPLETION && parse_response_format(root, e) != SL_OK) goto out;
     r->priority = (int)prio;
-    if (kind == OAI_COMPLETION && r->echo && r->logprobs >= 0) {
-        api_error(e, 400, NULL, "unsupported_value", "echo",
-                  "Invalid 'echo': echo with logprobs needs prompt logprobs, which this server does not compute.");
+    // prompt logprobs (and echo, which shows them) reach the whole body only: not yet in streams
+    if (r->stream && (r->prompt_logprobs >= 0 || (r->echo && (r->logprobs >= 0 || r->max_tokens == 0)))) {
+        const char *f = r->prompt_logprobs >= 0 ? "prompt_logprobs" : "echo";
+        api_error(e, 400, NULL, "unsupported_value", f,
+                  "Invalid '%s': prompt logprobs and max_tokens 0 with echo are not supported with stream yet.", f);
         goto out;
     }
     bool parallel;

@@ -89,7 +89,8 @@ typedef struct {
     char *cache_salt;            // prefix-cache isolation: blocks are shared only within one salt
 
     // generation length and count
-    int max_tokens;              // -1: not given (chat: up to the context; completions: 16)
+    int max_tokens;              // -1: not given (chat: up to the context; completions: 16); 0 only
+                                 // with echo (vLLM: the prompt alone, nothing generated)
     const char *max_tokens_param; // "max_tokens" or "max_completion_tokens" (for messages)
     int min_tokens;
     int n;
@@ -105,6 +106,7 @@ typedef struct {
     bool has_seed;
     uint64_t seed;               // an int64 seed, bit-cast
     int logprobs;                // -1: none; 0..20: the chosen token's logprob and this many alternatives
+    int prompt_logprobs;         // vLLM extra: -1 none; 0..20 alternatives per prompt token
 
     // stopping and output
     char **stop;                 // (n_stop) non-empty stop strings

@@ -247,11 +247,16 @@ static void completion_logprobs(SBuf *b, const RespMeta *m, const RespChoice *c)
     sbuf_puts(b, "],\"token_logprobs\":[");
     for (int i = 0; i < c->n_tokens; i++) {
         if (i) sbuf_put(b, ",", 1);
-        json_float(b, c->tokens[i].logprob);
+        if (c->tokens[i].no_logprob) sbuf_puts(b, "null");
+        else json_float(b, c->tokens[i].logprob);
     }
     sbuf_puts(b, "],\"top_logprobs\":[");
     for (int i = 0; i < c->n_tokens; i++) {
         const RespToken *t = &c->tokens[i];
+        if (t->no_logprob) { // echo: nothing predicts the prompt's first token
+            sbuf_puts(b, i ? ",null" : "null");
+            continue;
+        }
         sbuf_puts(b, i ? ",{" : "{");
         bool chosen_listed = false;
         for (int k = 0; k < t->n_top; k++) {
@@ -283,6 +288,37 @@ static void completion_logprobs(SBuf *b, const RespMeta *m, const RespChoice *c)
     sbuf_puts(b, "]}");
 }
 
+static void prompt_lp_entry(SBuf *b, int32_t id, float lp, int rank, const char *piece, size_t len) {
+    sbuf_printf(b, "\"%d\":{\"logprob\":", id);
+    json_float(b, lp);
+    sbuf_printf(b, ",\"rank\":%d,\"decoded_token\":", rank);
+    json_str(b, piece, len);
+    sbuf_put(b, "}", 1);
+}
+
+// vLLM's prompt_logprobs: [null, {"<id>": {"logprob", "rank", "decoded_token"}, ...}, ...], the prompt
+// token first, then the top-k alternatives (ranks 1..k) that are not it.
+static void prompt_logprobs(SBuf *b, const RespChoice *c) {
+    sbuf_puts(b, ",\"prompt_logprobs\":[");
+    for (int i = 0; i < c->n_prompt_lp; i++) {
+        const RespToken *t = &c->prompt_lp[i];
+        if (i) sbuf_put(b, ",", 1);
+        if (t->no_logprob) {
+            sbuf_puts(b, "null");
+            continue;
+        }
+        sbuf_put(b, "{", 1);
+        prompt_lp_entry(b, t->token, t->logprob, t->rank, t->piece, t->piece_len);
+        for (int k = 0; k < t->n_top; k++)
+            if (t->top_token[k] != t->token) {
+                sbuf_put(b, ",", 1);
+                prompt_lp_entry(b, t->top_token[k], t->top_logprob[k], k + 1, t->top_piece[k], t->top_len[k]);
+            }
+        sbuf_put(b, "}", 1);
+    }
+    sbuf_put(b, "]", 1);
+}
+
 static void stop_reason(SBuf *b, const RespChoice *c) {
     sbuf_puts(b, ",\"stop_reason\":");
     if (c->stop_str) json_cstr(b, c->stop_str);
@@ -306,7 +342,9 @@ void resp_chat_body(SBuf *b, const RespMeta *m, const RespChoice *c, int n, cons
         stop_reason(b, &c[i]);
         sbuf_put(b, "}", 1);
     }
-    sbuf_puts(b, "],\"usage\":");
+    sbuf_put(b, "]", 1);
+    if (n > 0 && c[0].prompt_lp) prompt_logprobs(b, &c[0]); // vLLM: one list for the response
+    sbuf_puts(b, ",\"usage\":");
     usage(b, u);
     sbuf_put(b, "}", 1);
 }
@@ -322,6 +360,7 @@ void resp_completion_body(SBuf *b, const RespMeta *m, const RespChoice *c, int n
         sbuf_puts(b, ",\"finish_reason\":");
         json_cstr(b, c[i].finish_reason);
         stop_reason(b, &c[i]);
+        if (c[i].prompt_lp) prompt_logprobs(b, &c[i]);
         sbuf_put(b, "}", 1);
     }
     sbuf_puts(b, "],\"usage\":");

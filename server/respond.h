@@ -63,6 +63,8 @@ typedef struct {
     const char *top_piece[OAI_MAX_LOGPROBS];
     size_t top_len[OAI_MAX_LOGPROBS];
     float top_logprob[OAI_MAX_LOGPROBS];
+    bool no_logprob;         // the prompt's first token (echo with logprobs): null logprob and top
+    int rank;                // prompt_logprobs: the token's rank in the vocabulary (1 = best)
 } RespToken;
 
 typedef struct {
@@ -76,6 +78,8 @@ typedef struct {
     int n_tokens;
     size_t text_offset;      // completions logprobs: where tokens[0] starts in the full choice text,
                              // in characters (code points), as text_offset counts
+    const RespToken *prompt_lp; // (n_prompt_lp) vLLM's prompt_logprobs, NULL when not asked for:
+    int n_prompt_lp;            // per choice (completions), or the response's from choice 0 (chat)
 } RespChoice;
 
 // out = prefix + 24 random hex digits (truncated to cap).

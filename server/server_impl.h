@@ -146,6 +146,7 @@ typedef struct {
     double t_last_tokens;        // when tokens last came, for inter-token latency
     char *echo;                  // completions echo: the prompt text (NULL otherwise)
     size_t echo_len;
+    SampleLogprobs *plp;         // (n_prompt) prompt logprobs, copied from the take that had them
 } GenPart;
 
 // What the request log line says of a generation request (gen_stats).

@@ -693,6 +693,15 @@ int32_t sampler_sample_banned(const SamplingParams *p, SamplerState *st, float *
     return token;
 }
 
+void sampler_logprobs(const float *logits, int vocab, int32_t token, int n_top, SamplerScratch *sc,
+                      SampleLogprobs *lp) {
+    CHECK(vocab <= sc->vocab && token >= 0 && token < vocab && n_top >= 0 && n_top <= SAMPLER_MAX_LOGPROBS);
+    logprobs_fill(logits, vocab, token, n_top, sc, lp);
+    int above = 0;
+    for (int i = 0; i < vocab; i++) above += logits[i] > logits[token];
+    lp->rank = above + 1;
+}
+
 int32_t sampler_sample(const SamplingParams *p, SamplerState *st, float *logits, int vocab,
                        SamplerScratch *sc, SampleLogprobs *lp) {
     return sampler_sample_banned(p, st, logits, vocab, NULL, 0, sc, lp);

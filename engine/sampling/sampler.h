@@ -147,6 +147,8 @@ typedef struct {
     int n_top;                               // min(params.logprobs, vocab)
     int32_t top_ids[SAMPLER_MAX_LOGPROBS];   // most likely first, ties to the lower id
     float top_logprobs[SAMPLER_MAX_LOGPROBS];
+    int rank;                                // prompt logprobs only: 1 + the ids with a larger logit
+                                             // (vLLM's Logprob.rank); 0 where not computed
 } SampleLogprobs;
 
 // The next token for one request. logits (vocab floats) are modified in place (bias, penalties).
@@ -161,6 +163,13 @@ int32_t sampler_sample(const SamplingParams *p, SamplerState *st, float *logits,
 // off; processed logprobs see -inf). n_ban 0 is sampler_sample.
 int32_t sampler_sample_banned(const SamplingParams *p, SamplerState *st, float *logits, int vocab,
                               const int32_t *ban, int n_ban, SamplerScratch *sc, SampleLogprobs *lp);
+
+// Raw logprobs of `token` and the n_top best (0..SAMPLER_MAX_LOGPROBS) under log_softmax(logits),
+// with the arithmetic sampler_sample uses for raw logprobs, so a prompt token's logprob (prompt
+// logprobs, teacher forcing) equals the one the sampler reports when it generates that token;
+// also fills lp->rank.
+void sampler_logprobs(const float *logits, int vocab, int32_t token, int n_top, SamplerScratch *sc,
+                      SampleLogprobs *lp);
 
 // The survivors of temperature, min-p, top-k and top-p for already biased and penalised logits
 // (temperature >= SAMPLER_TEMP_EPS): writes them to sc->cand[0..n) as (unnormalised probability,

@@ -111,7 +111,8 @@ static const BadCase BAD[] = {
     {"x model number", OAI_CHAT, "{\"model\":5," CHAT_MSGS "}", 400, "model", NULL, "string"},
     {"x stop_token_ids oov", OAI_CHAT, "{" CHAT_MSGS ",\"stop_token_ids\":[49152]}", 400, "stop_token_ids", NULL, "vocabulary"},
     {"x both prompts", OAI_CHAT, "{" CHAT_MSGS ",\"continue_final_message\":true}", 400, "continue_final_message", NULL, "both"},
-    {"x echo logprobs", OAI_COMPLETION, "{\"prompt\":\"x\",\"echo\":true,\"logprobs\":1}", 400, "echo", NULL, "prompt logprobs"},
+    {"x prompt_logprobs 21", OAI_COMPLETION, "{\"prompt\":\"x\",\"prompt_logprobs\":21}", 400, "prompt_logprobs", NULL, "<= 20"},
+    {"x echo logprobs stream", OAI_COMPLETION, "{\"prompt\":\"x\",\"echo\":true,\"logprobs\":1,\"stream\":true}", 400, "echo", NULL, "stream"},
 };
 
 static void test_bad_inputs(void) {
