@@ -501,8 +501,8 @@ static bool engine_take_inbox(Engine *e) {
         char err[ERR_MAX];
         int rc = sched_add(&e->sched, &r->seq, err);
         CHECK(rc == SL_OK, "engine_submit let through a request the scheduler rejects: %s", err);
-        if (r->prompt_lp >= 0 && !e->prompt_rows_ready) // once, outside the step (see runner.h)
-            e->prompt_rows_ready = runner_reserve_prompt_rows(&e->runner);
+        // engine_submit refused prompt logprobs where the runner has no row per batched token
+        CHECK(r->prompt_lp < 0 || runner_has_prompt_rows(&e->runner));
         engine_map_put(&e->map, r);
         r->active_next = e->active_head;
         if (e->active_head) e->active_head->active_prev = r;

@@ -139,7 +139,6 @@ struct Engine {
     int detok_cap;
     int32_t *sampled;          // (max_num_seqs) this step's tokens, by sample row
     int *prompt_rows;          // (max_num_seqs) per entry, prompt rows wanted (runner_step)
-    bool prompt_rows_ready;    // runner_reserve_prompt_rows done
     bool *stop_flags;          // (max_num_seqs)
     EngineRequest **touched;   // (max_num_seqs + 1) requests to notify after this step
     int n_touched;

@@ -10,15 +10,17 @@
 
 static inline int cdiv(int a, int b) { return (a + b - 1) / b; }
 
-// What both backends share: the batch arrays and the logits rows.
-static void runner_init_common(Runner *r, int vocab, const RunnerConfig *cfg) {
+// What both backends share: the batch arrays and the logits rows (logits_rows of them).
+static void runner_init_common(Runner *r, int vocab, const RunnerConfig *cfg, int logits_rows) {
     CHECK(cfg->block_size > 0 && cfg->max_num_seqs > 0 && cfg->max_model_len > 0 && cfg->max_num_batched_tokens > 0);
     r->cfg = *cfg;
     r->vocab = vocab;
     batch_buf_init(&r->bb, cfg->max_num_batched_tokens, cfg->max_num_seqs, cdiv(cfg->max_model_len, cfg->block_size));
     r->entry_logits_row = xmalloc((size_t)cfg->max_num_seqs * sizeof(int));
     r->entry_prompt_row = xmalloc((size_t)cfg->max_num_seqs * sizeof(int));
-    r->logits_cap = cfg->max_num_seqs;
+    r->logits_cap = logits_rows;
+    // a large aligned allocation is fresh anonymous memory: rows beyond the sampled ones cost
+    // address space until prompt logprobs write them
     r->logits = xmalloc_aligned((size_t)r->logits_cap * vocab * sizeof(float));
 }
 
@@ -41,7 +43,8 @@ int runner_init_cpu(Runner *r, Model *models, int tp_size, const RunnerConfig *c
         return seterr(err, "--kv-cache-memory: %s holds no KV block (one block of %d tokens takes %s)",
                       fmt_bytes(mem, a, sizeof a), cfg->block_size, fmt_bytes(block_bytes, b, sizeof b));
     }
-    runner_init_common(r, c->vocab, cfg);
+    // CPU: a logits row per batched token, for prompt logprobs (every row of a chunk)
+    runner_init_common(r, c->vocab, cfg, MAX(cfg->max_num_seqs, cfg->max_num_batched_tokens));
     r->cfg.kv_cache_memory = mem;
     r->models = models;
     r->tp_size = tp_size;
@@ -59,7 +62,7 @@ int runner_init_cpu(Runner *r, Model *models, int tp_size, const RunnerConfig *c
 
 void runner_init_gpu(Runner *r, GpuRunner *g, int vocab, const ModelConfig *mc, const RunnerConfig *cfg) {
     memset(r, 0, sizeof(*r));
-    runner_init_common(r, vocab, cfg);
+    runner_init_common(r, vocab, cfg, cfg->max_num_seqs);
     const GpuRunnerStats *st = gpu_runner_stats(g);
     r->gpu = g;
     r->tp_size = 1;
@@ -120,7 +123,8 @@ void runner_log_plan(const Runner *r, int max_model_len) {
     log_info("  weights      %12s  (%s of them copied or converted at load%s)", fmt_bytes(weights, w, sizeof w),
              fmt_bytes(owned, o, sizeof o), per);
     log_info("  activations  %12s  (%d rows per step%s)", fmt_bytes(act, a, sizeof a), r->models[0].max_tokens, per);
-    log_info("  logits       %12s  (%d rows of %d)", fmt_bytes(logits_bytes, l, sizeof l), r->cfg.max_num_seqs, r->vocab);
+    log_info("  logits       %12s  (%d rows of %d; up to %d rows, untouched until prompt logprobs use them)",
+             fmt_bytes(logits_bytes, l, sizeof l), r->cfg.max_num_seqs, r->vocab, r->logits_cap);
     log_info("  KV cache     %12s  (%d blocks of %d tokens, %s each%s, %s; %ld tokens = %.1f x max_model_len %d)",
              fmt_bytes(r->kv_bytes, kv, sizeof kv), r->num_blocks, r->cfg.block_size,
              fmt_bytes(r->block_bytes, blk, sizeof blk), per, r->cfg.kv_dtype == KV_F16 ? "f16" : "f32", tokens,
@@ -135,17 +139,8 @@ void runner_log_plan(const Runner *r, int max_model_len) {
     }
 }
 
-bool runner_reserve_prompt_rows(Runner *r) {
-    if (r->gpu) return false;
-    int rows = MAX(r->cfg.max_num_seqs, r->cfg.max_num_batched_tokens); // a step never has more logits rows
-    if (r->logits_cap >= rows) return true;
-    free(r->logits);
-    r->logits = xmalloc_aligned((size_t)rows * r->vocab * sizeof(float));
-    r->logits_cap = rows;
-    char b[32];
-    log_info("prompt logprobs: logits grown to %d rows (%s)", rows,
-             fmt_bytes((size_t)rows * r->vocab * sizeof(float), b, sizeof b));
-    return true;
+bool runner_has_prompt_rows(const Runner *r) {
+    return !r->gpu && r->logits_cap >= MAX(r->cfg.max_num_seqs, r->cfg.max_num_batched_tokens);
 }
 
 void runner_step(Runner *r, const SchedOutput *out, const int *prompt_rows) {

@@ -79,16 +79,15 @@ void runner_thread_done(const Runner *r);
 // Logs the memory plan (weights, activations, logits, KV cache in blocks and tokens) in one table.
 void runner_log_plan(const Runner *r, int max_model_len);
 
-// Makes room for a logits row per batched token (prompt logprobs: every row of a chunk), on the
-// CPU only (false on the GPU, whose logits buffer is its own). Called by the engine thread outside
-// the step, once, when the first request with prompt logprobs arrives: an engine that never serves
-// one never pays max_num_batched_tokens x vocab floats.
-bool runner_reserve_prompt_rows(Runner *r);
+// Whether there is a logits row per batched token (prompt logprobs: every row of a chunk): on the
+// CPU, allocated at init (its pages become resident only when prompt logprobs write them); not on
+// the GPU, whose logits buffer holds the sampled rows only.
+bool runner_has_prompt_rows(const Runner *r);
 
 // Copies, Batch, forward (see the top of this file). The scheduler's step must be pending.
 // prompt_rows (NULL = none) is per entry the number of leading chunk rows whose logits the caller
 // wants (prompt logprobs); such an entry gets a logits row for every row of its chunk, its first at
-// runner_prompt_row. Needs runner_reserve_prompt_rows.
+// runner_prompt_row. Needs runner_has_prompt_rows.
 void runner_step(Runner *r, const SchedOutput *out, const int *prompt_rows);
 static inline float *runner_prompt_row(const Runner *r, int e, int j) {
     return r->logits + (size_t)(r->entry_prompt_row[e] + j) * r->vocab;
