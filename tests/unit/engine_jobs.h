@@ -11,12 +11,12 @@
 
 #include "common/common.h"
 #include "engine/engine.h"
+#include "tests/unit/engine_open.h"
 #include "tests/unit/test.h"
 
 #define GEN 8        // tokens per invariance request
 #define NJOBS 16
 #define MAX_OUT 64
-#define BS 16
 
 static const char *CORPUS =
     "The river starts in the hills above the town, where snow melts into a hundred small streams. "
@@ -54,32 +54,6 @@ typedef struct {
     int32_t stop_token;
     uint64_t finish_step;
 } Job;
-
-static EngineConfig cfg_make(int budget, int max_seqs, bool prefix_caching, size_t kv_mem) {
-    EngineConfig c;
-    engine_config_defaults(&c);
-    c.max_num_batched_tokens = budget;
-    c.max_num_seqs = max_seqs;
-    c.block_size = BS;
-    c.enable_prefix_caching = prefix_caching;
-    c.max_model_len = 256;
-    c.kv_cache_memory = kv_mem;
-    c.threads = 2;
-    c.device = ENGINE_DEVICE_CPU;
-    return c;
-}
-
-static Engine *engine_open_path(const EngineConfig *c, const char *path) {
-    char err[ERR_MAX];
-    Engine *e = NULL;
-    if (engine_create(&e, c, path, err) != SL_OK) {
-        TEST_FAIL_("engine_create %s: %s", path, err);
-        return NULL;
-    }
-    return e;
-}
-
-static Engine *engine_open(const EngineConfig *c) { return engine_open_path(c, TEST_MODEL_PATH); }
 
 static bool job_submit(Engine *e, Job *j, EngineRequest **r) {
     char err[ERR_MAX];

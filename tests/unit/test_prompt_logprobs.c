@@ -16,32 +16,12 @@
 
 #include "common/common.h"
 #include "engine/engine.h"
+#include "tests/unit/engine_open.h"
 #include "tests/unit/test.h"
 
 // An argument runs only the tests whose names contain it.
 #define RUN(fn) \
     if (argc < 2 || strstr(#fn, argv[1])) TEST_RUN(fn);
-
-static EngineConfig cfg_make(int budget, int max_seqs, bool prefix_caching, size_t kv_mem) {
-    EngineConfig c;
-    engine_config_defaults(&c);
-    c.max_num_batched_tokens = budget;
-    c.max_num_seqs = max_seqs;
-    c.block_size = 16;
-    c.enable_prefix_caching = prefix_caching;
-    c.max_model_len = 256;
-    c.kv_cache_memory = kv_mem;
-    c.threads = 2;
-    c.device = ENGINE_DEVICE_CPU;
-    return c;
-}
-
-static Engine *engine_open(const EngineConfig *c) {
-    char err[ERR_MAX];
-    Engine *e = NULL;
-    if (engine_create(&e, c, TEST_MODEL_PATH, err) != SL_OK) TEST_FAIL_("engine_create: %s", err);
-    return e;
-}
 
 #define LP_TOL 1e-3f
 #define EXACT_TIE_MARGIN 0.2f // test_model.c: 2 * EXACT_LOGIT_MAX_TOL
