@@ -1,8 +1,9 @@
 """The turn after a tool call, as every SDK sends it: an assistant message with "content": null (or
 no content at all) and tool_calls, then a tool message. Templates concatenate content, so the
-server hands them "" (vLLM's rule) and the request is a 200, on the default model's template and
-on the templates of tests/data/chat_templates that accept a tool turn (one of them renders tool
-calls)."""
+server hands them "" (vLLM's rule, with tool-call arguments parsed from their JSON string) and the
+request is a 200: on the default model's template, on the templates of tests/data/chat_templates
+that accept a tool turn, and on three real models' tool-calling templates
+(tests/data/chat_templates_tools), where the prompt must also be jinja2's byte for byte."""
 import copy
 import json
 import sys

@@ -8,7 +8,10 @@
 // float64 reference checks the top-1 of those prompt rows: while our greedy run follows the exact
 // one, each row's best token is the exact greedy token wherever the exact top-1/top-2 margin is
 // above EXACT_TIE_MARGIN (test_model.c's bound: closer logits may swap within our error).
-// exact.txt's top lines cover decode steps only (no prompt positions), hence this route.
+// exact.txt's top lines cover decode steps only (no prompt positions), hence this route. The
+// exact model's top-5 logits at those steps also check the values: a log-softmax differs from
+// the logits by one constant per row, so logprob(a) - logprob(b) must equal logit(a) - logit(b)
+// within test_model.c's tolerances for our logits against the exact ones.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +27,9 @@
     if (argc < 2 || strstr(#fn, argv[1])) TEST_RUN(fn);
 
 #define LP_TOL 1e-3f
-#define EXACT_TIE_MARGIN 0.2f // test_model.c: 2 * EXACT_LOGIT_MAX_TOL
+#define EXACT_TIE_MARGIN 0.2f     // test_model.c: 2 * EXACT_LOGIT_MAX_TOL
+#define EXACT_LOGIT_MEAN_TOL 0.01  // test_model.c's bounds on our logits against the exact model's
+#define EXACT_LOGIT_MAX_TOL 0.1
 #define N_PROMPTS 4           // golden prompts used (of 12): enough, and fast on 2 cores
 #define CONT 12               // greedy continuation tokens teacher-forced
 #define TOPK 5
@@ -34,6 +39,8 @@ typedef struct {
     int32_t tokens[64];
     int32_t greedy[64];
     float margin[64]; // exact top-1 minus top-2 logit at each greedy step
+    int32_t top_id[64][5]; // the exact model's top-5 ids and logits at each greedy step
+    float top_logit[64][5];
 } Exact;
 
 static Exact ex[N_PROMPTS];
@@ -63,10 +70,11 @@ static bool exact_load(void) {
             p += off;
             for (int i = 0; i < 64 && i < n; i++, p += off)
                 if (sscanf(p, "%d%n", &ex[cur].greedy[i], &off) != 1) goto bad;
-        } else if (cur >= 0 && sscanf(p, "top %d %*d %f %*d", &step, &ex[cur].margin[0]) == 2 && step < 64) {
-            float a, b;
-            if (sscanf(p, "top %*d %*d %f %*d %f", &a, &b) != 2) goto bad;
-            ex[cur].margin[step] = a - b;
+        } else if (cur >= 0 && sscanf(p, "top %d%n", &step, &off) == 1 && step >= 0 && step < 64) {
+            p += off;
+            for (int k = 0; k < 5; k++, p += off)
+                if (sscanf(p, "%d %f%n", &ex[cur].top_id[step][k], &ex[cur].top_logit[step][k], &off) != 2) goto bad;
+            ex[cur].margin[step] = ex[cur].top_logit[step][0] - ex[cur].top_logit[step][1];
         }
     }
     fclose(f);
@@ -129,7 +137,8 @@ static void test_teacher_forcing(void) {
     EngineConfig c = cfg_make(512, 4, false, 32 << 20);
     Engine *e = engine_open(&c);
     ASSERT(e);
-    int checked_top1 = 0;
+    int checked_top1 = 0, n_diff = 0;
+    double sum_diff = 0, max_diff = 0;
     for (int pi = 0; pi < N_PROMPTS; pi++) {
         const Exact *x = &ex[pi];
         int32_t gen[CONT];
@@ -166,6 +175,15 @@ static void test_teacher_forcing(void) {
                 EXPECT(q->top_ids[k] == lp[j].top_ids[k] && fabsf(q->top_logprobs[k] - lp[j].top_logprobs[k]) <= LP_TOL,
                        "prompt %d token %d top %d", pi, j, k);
             follows = follows && gen[j] == x->greedy[j];
+            // values against the exact model: differences to its top-1, for its top-5 ids that
+            // are among ours (near ties may swap the fifth)
+            for (int k = 1; follows && k < 5; k++)
+                for (int m = 0; m < TOPK; m++) {
+                    if (q->top_ids[m] != x->top_id[j][k] || q->top_ids[0] != x->top_id[j][0]) continue;
+                    double d = fabs((double)(q->top_logprobs[m] - q->top_logprobs[0]) -
+                                    (double)(x->top_logit[j][k] - x->top_logit[j][0]));
+                    sum_diff += d, n_diff++, max_diff = MAX(max_diff, d);
+                }
             if (follows && x->margin[j] >= EXACT_TIE_MARGIN) {
                 EXPECT(q->top_ids[0] == x->greedy[j], "prompt %d token %d: best %d, exact %d (margin %g)", pi, j,
                        q->top_ids[0], x->greedy[j], x->margin[j]);
@@ -175,6 +193,12 @@ static void test_teacher_forcing(void) {
     }
     EXPECT(checked_top1 >= N_PROMPTS * CONT / 2, "only %d rows checked against the exact model", checked_top1);
     fprintf(stderr, "     %d prompt rows checked against the exact model's greedy token\n", checked_top1);
+    EXPECT(n_diff >= N_PROMPTS * CONT, "only %d logprob differences compared with the exact model", n_diff);
+    EXPECT(n_diff > 0 && sum_diff / n_diff <= EXACT_LOGIT_MEAN_TOL && max_diff <= EXACT_LOGIT_MAX_TOL,
+           "logprob differences vs the exact logits: mean %g max %g over %d", n_diff ? sum_diff / n_diff : 0.0, max_diff,
+           n_diff);
+    fprintf(stderr, "     logprob(top k) - logprob(top 1) vs the exact logits: mean %.4f max %.4f over %d\n",
+            n_diff ? sum_diff / n_diff : 0.0, max_diff, n_diff);
     engine_destroy(e);
 }
 
