@@ -1,12 +1,14 @@
 // runner.h: the model runner (nano-vllm's model_runner.py, in C). It owns the KV cache and turns
 // one scheduler decision into a forward pass:
 //
-//   runner_step(r, out)   1. copy-on-write block copies (every layer, K and V) from out->copies;
+//   runner_step(r, out, prompt_rows)
+//                         1. copy-on-write block copies (every layer, K and V) from out->copies;
 //                         2. the Batch of DESIGN.md §4: for each entry, rows for its tokens
 //                            [start_pos, start_pos + num_new_tokens) with slots through the
 //                            sequence's block table, the table itself, and one logits row for an
-//                            entry that samples (its last token);
-//                         3. the forward, logits of the sampling entries into r->logits.
+//                            entry that samples (its last token) or, for an entry that wants
+//                            prompt logprobs (prompt_rows), one for every row of its chunk;
+//                         3. the forward, those logits into r->logits.
 //
 // Two backends below the same Batch:
 //   CPU   N = --tensor-parallel-size ranks (engine/tp.h): a Model and a KVCache per rank, the
