@@ -103,13 +103,20 @@ int oai_scan_body(const char *body, size_t len, ApiError *e) {
             continue;
         }
         if (i + 1 >= len) break; // truncated: cJSON reports it
+        const char *where = str_is_key ? NULL : key;
+        // cJSON 1.7.15 turns a malformed \u escape into a NUL byte (the string silently ends
+        // there) and takes any letter after a backslash: refuse both here, and keep scanning
         if (s[i + 1] != 'u') {
+            if (!strchr("\"\\/bfnrt", s[i + 1]) || !s[i + 1])
+                return api_error(e, 400, NULL, NULL, where,
+                                 "Invalid request body: an invalid escape '\\%c' at offset %zu", (char)s[i + 1], i);
             i += 2;
             continue;
         }
         int v = hex4(s + i + 2, len - i - 2);
-        if (v < 0) break; // malformed escape: cJSON reports it
-        const char *where = str_is_key ? NULL : key;
+        if (v < 0)
+            return api_error(e, 400, NULL, NULL, where,
+                             "Invalid request body: a \\u escape without four hex digits at offset %zu", i);
         if (v == 0)
             return api_error(e, 400, NULL, NULL, where,
                              "Invalid request body: strings must not contain NUL (\\u0000 at offset %zu)", i);

@@ -65,6 +65,10 @@ CASES = [
     ("16 prompt [999999]", CMPL, '{"prompt":[999999]}', 400, "prompt"),
     ("16 prompt [-1]", CMPL, '{"prompt":[-1]}', 400, "prompt"),
     ("17 NUL", CHAT, '{"messages":[{"role":"user","content":"a\\u0000b"}]}', 400, "messages"),
+    # cJSON would turn these into a NUL (the text silently cut) or accept any escape letter
+    ("17 \\uZZZZ", CMPL, '{"prompt":"abc\\uZZZZdef"}', 400, "prompt"),
+    ("17 \\u12", CHAT, '{"messages":[{"role":"user","content":"a\\u12"}]}', 400, "messages"),
+    ("17 \\q", CHAT, '{"messages":[{"role":"user","content":"a\\qb"}]}', 400, "messages"),
     # what the server cannot honour is a 400 naming the field, never a silent 200
     ("18 completions response_format json", CMPL, '{"prompt":"x","response_format":{"type":"json_object"}}', 400,
      "response_format"),
