@@ -125,6 +125,13 @@ char *file_read_all(const char *path, size_t *len_out, char *err) {
     return buf;
 }
 
+uint64_t hash_fnv1a(const void *p, size_t n) {
+    const unsigned char *s = p;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3ull;
+    return h;
+}
+
 size_t utf8_count_chars(const char *s, size_t n) {
     size_t k = 0;
     for (size_t i = 0; i < n; i++) k += ((unsigned char)s[i] & 0xc0) != 0x80;

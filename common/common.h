@@ -78,6 +78,10 @@ int utf8_char_len(const unsigned char *s, size_t n, int *bad);
 // count); a piece that ends inside a character counts it where it starts.
 size_t utf8_count_chars(const char *s, size_t n);
 
+// 64-bit FNV-1a of p[0..n): a quick, stable hash for names, keys and salts (tables and seeds;
+// nothing an attacker's collisions can hurt beyond a slower probe).
+uint64_t hash_fnv1a(const void *p, size_t n);
+
 // ---- container limits (cgroup v2), so that defaults sized from "the machine" fit a container's
 // share of it. root is where the cgroup hierarchy is mounted ("/sys/fs/cgroup"); this process's
 // own cgroup (from /proc/self/cgroup) is read under it, else root itself (a container's

@@ -30,9 +30,7 @@ void engine_config_defaults(EngineConfig *c) {
 // cache_salt: the root of a request's chain of block hashes. Different roots make every block hash
 // and parent differ, so requests with different salts (or none) never share a KV block.
 static uint64_t salt_root(const char *salt) {
-    uint64_t h = 0xcbf29ce484222325ULL; // FNV-1a over the bytes, then mixed
-    for (const unsigned char *c = (const unsigned char *)salt; *c; c++) h = (h ^ *c) * 0x100000001b3ULL;
-    h = engine_mix64(h ^ BLOCKPOOL_HASH_ROOT);
+    uint64_t h = engine_mix64(hash_fnv1a(salt, strlen(salt)) ^ BLOCKPOOL_HASH_ROOT);
     return h ? h : 1; // 0 means "no salt"
 }
 

@@ -210,12 +210,6 @@ static int kv_read(Cursor *c, GGUFKV *kv, uint64_t i) {
 
 // ---- duplicate names: an open-addressing hash set over the strings already in g
 
-static uint64_t str_hash(GGUFStr s) {
-    uint64_t h = 1469598103934665603ull; // FNV-1a
-    for (uint64_t i = 0; i < s.len; i++) h = (h ^ (uint8_t)s.ptr[i]) * 1099511628211ull;
-    return h;
-}
-
 static bool str_eq(GGUFStr a, GGUFStr b) {
     return a.len == b.len && memcmp(a.ptr, b.ptr, (size_t)a.len) == 0;
 }
@@ -229,7 +223,7 @@ static bool names_find_dup(const void *base, size_t stride, size_t n, size_t *fi
     bool dup = false;
     for (size_t i = 0; i < n && !dup; i++) {
         GGUFStr s = *(const GGUFStr *)((const char *)base + i * stride);
-        for (size_t h = str_hash(s) & (cap - 1);; h = (h + 1) & (cap - 1)) {
+        for (size_t h = hash_fnv1a(s.ptr, (size_t)s.len) & (cap - 1);; h = (h + 1) & (cap - 1)) {
             if (!slots[h]) { slots[h] = i + 1; break; }
             GGUFStr o = *(const GGUFStr *)((const char *)base + (slots[h] - 1) * stride);
             if (str_eq(s, o)) { *first = slots[h] - 1; *second = i; dup = true; break; }

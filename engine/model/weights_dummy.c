@@ -42,12 +42,6 @@ typedef struct {
     size_t bytes;
 } DummyPlan;
 
-static uint64_t name_hash(const char *s) { // FNV-1a
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-    return h;
-}
-
 static inline uint64_t splitmix64(uint64_t *state) {
     uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -77,7 +71,7 @@ static void plan_add(DummyPlan *p, const char *name, QType type, int64_t ne0, in
         .tensor = p->ws->n_tensors - 1,
         .center = center,
         .half = std * sqrtf(3.0f), // a uniform on [-h, h) has std h / sqrt(3)
-        .seed = name_hash(name),
+        .seed = hash_fnv1a(name, strlen(name)),
         .offset = p->bytes,
         .n = ne0 * ne1,
     };

@@ -10,12 +10,6 @@
 
 #include "engine/template/template_impl.h"
 
-static uint64_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    return h;
-}
-
 // An object with many keys: find duplicate keys through a hash table so a hostile request
 // cannot make the conversion quadratic. Python's json keeps the first position, last value.
 static Value json_object(Render *r, const cJSON *j, size_t n) {
@@ -27,7 +21,7 @@ static Value json_object(Render *r, const cJSON *j, size_t n) {
         const char *key = c->string ? c->string : "";
         size_t kl = strlen(key);
         Value val = json_to_value(r, c);
-        size_t h = (size_t)hash_bytes(key, kl) & (cap - 1);
+        size_t h = (size_t)hash_fnv1a(key, kl) & (cap - 1);
         for (;; h = (h + 1) & (cap - 1)) {
             uint32_t e = slot[h];
             if (!e) {
