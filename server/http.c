@@ -215,11 +215,10 @@ static bool auth_ok(Server *s, struct MHD_Connection *c) {
     return key_equal(h, s->opt.api_key);
 }
 
-// The headers phase: SL_OK to go on reading the body, or a response is queued (*ret).
+// The headers phase for url's route (route_find's answer): SL_OK to go on reading the body, or a
+// response is queued (*ret).
 static int headers_check(Server *s, HttpConn *hc, struct MHD_Connection *c, const char *url, const char *method,
-                         enum MHD_Result *ret) {
-    bool method_ok = false;
-    int route = route_find(url, method, &method_ok);
+                         int route, bool method_ok, enum MHD_Result *ret) {
     char msg[ERR_MAX];
     if (route >= 0 && !ROUTES[route].open && !auth_ok(s, c)) {
         *ret = reply_errorf(c, s, 401, "invalid_request_error", "invalid_api_key",
@@ -310,12 +309,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *con_cls = hc;
         ConnSlot *slot = conn_slot(c);
         if (slot) slot->cur = hc;
-        bool method_ok;
+        bool method_ok = false;
         int route = route_find(url, method, &method_ok);
         hc->probe = route >= 0 && ROUTES[route].open;
         access_begin(hc, c, method, url, route >= 0 ? ROUTES[route].id_prefix : "");
         enum MHD_Result ret = MHD_YES;
-        if (access_preflight(s, hc, c, &ret) || headers_check(s, hc, c, url, method, &ret) != SL_OK)
+        if (access_preflight(s, hc, c, &ret) || headers_check(s, hc, c, url, method, route, method_ok, &ret) != SL_OK)
             hc->responded = true;
         return ret;
     }
