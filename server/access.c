@@ -142,6 +142,12 @@ void access_decorate(Server *s, struct MHD_Connection *c, struct MHD_Response *r
     MHD_add_response_header(r, MHD_HTTP_HEADER_ACCESS_CONTROL_EXPOSE_HEADERS, "X-Request-Id");
 }
 
+static bool safelisted(const char *header) {
+    for (size_t i = 0; i < ARRAY_LEN(SAFELISTED_HEADERS); i++)
+        if (!strcasecmp(header, SAFELISTED_HEADERS[i])) return true;
+    return false;
+}
+
 // Every requested header (a comma-separated list) is allowed: listed or safelisted, any case.
 static bool headers_allowed(const Server *s, const char *req) {
     char buf[1024];
@@ -151,9 +157,7 @@ static bool headers_allowed(const Server *s, const char *req) {
         size_t n = strlen(h);
         while (n && (h[n - 1] == ' ' || h[n - 1] == '\t')) h[--n] = 0;
         if (!n) continue;
-        bool ok = str_list_has(&s->cors_headers, h, true);
-        for (size_t i = 0; !ok && i < ARRAY_LEN(SAFELISTED_HEADERS); i++) ok = !strcasecmp(h, SAFELISTED_HEADERS[i]);
-        if (!ok) return false;
+        if (!str_list_has(&s->cors_headers, h, true) && !safelisted(h)) return false;
     }
     return strlen(req) < sizeof buf;
 }
@@ -197,12 +201,8 @@ bool access_preflight(Server *s, HttpConn *hc, struct MHD_Connection *c, enum MH
     } else {
         for (size_t i = 0; i < ARRAY_LEN(SAFELISTED_HEADERS); i++)
             sbuf_printf(&headers, "%s%s", i ? ", " : "", SAFELISTED_HEADERS[i]);
-        for (int i = 0; i < s->cors_headers.n; i++) {
-            bool safelisted = false;
-            for (size_t k = 0; k < ARRAY_LEN(SAFELISTED_HEADERS); k++)
-                safelisted |= !strcasecmp(s->cors_headers.items[i], SAFELISTED_HEADERS[k]);
-            if (!safelisted) sbuf_printf(&headers, ", %s", s->cors_headers.items[i]);
-        }
+        for (int i = 0; i < s->cors_headers.n; i++)
+            if (!safelisted(s->cors_headers.items[i])) sbuf_printf(&headers, ", %s", s->cors_headers.items[i]);
     }
     if (headers.len) MHD_add_response_header(r, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_HEADERS, headers.data);
     MHD_add_response_header(r, MHD_HTTP_HEADER_ACCESS_CONTROL_MAX_AGE, CORS_MAX_AGE);
