@@ -132,10 +132,19 @@ uint64_t hash_fnv1a(const void *p, size_t n) {
     return h;
 }
 
+static inline bool utf8_starts_char(char c) { return ((unsigned char)c & 0xc0) != 0x80; }
+
 size_t utf8_count_chars(const char *s, size_t n) {
     size_t k = 0;
-    for (size_t i = 0; i < n; i++) k += ((unsigned char)s[i] & 0xc0) != 0x80;
+    for (size_t i = 0; i < n; i++) k += utf8_starts_char(s[i]);
     return k;
+}
+
+size_t utf8_prefix_len(const char *s, size_t n, size_t max_chars) {
+    size_t chars = 0, i = 0;
+    for (; i < n; i++)
+        if (utf8_starts_char(s[i]) && chars++ == max_chars) break;
+    return i;
 }
 
 int utf8_char_len(const unsigned char *s, size_t n, int *bad) {

@@ -77,6 +77,9 @@ int utf8_char_len(const unsigned char *s, size_t n, int *bad);
 // well-formed text its length in code points (what Python's len() and a client's string index
 // count); a piece that ends inside a character counts it where it starts.
 size_t utf8_count_chars(const char *s, size_t n);
+// The bytes of s[0..n)'s first max_chars characters (as utf8_count_chars counts them): a cut that
+// never splits a character.
+size_t utf8_prefix_len(const char *s, size_t n, size_t max_chars);
 
 // 64-bit FNV-1a of p[0..n): a quick, stable hash for names, keys and salts (tables and seeds;
 // nothing an attacker's collisions can hurt beyond a slower probe).

@@ -80,8 +80,8 @@ static void token_fill(const Tokenizer *tok, const SampleLogprobs *lp, RespToken
     t->token = lp->token;
     t->piece = tok_piece(tok, lp->token, &t->piece_len);
     t->logprob = lp->logprob;
-    t->n_top = MAX(0, MIN(lp->n_top, OAI_MAX_LOGPROBS)); // a prompt's first token has none (-1)
-    t->no_logprob = false;
+    t->n_top = MAX(0, MIN(lp->n_top, OAI_MAX_LOGPROBS));
+    t->no_logprob = lp->n_top < 0; // a prompt's first token: nothing predicts it
     t->rank = lp->rank;
     for (int k = 0; k < t->n_top; k++) {
         t->top_token[k] = lp->top_ids[k];
@@ -95,7 +95,6 @@ static void prompt_tokens_fill(const Tokenizer *tok, const SampleLogprobs *plp, 
     for (int i = 0; i < n; i++) {
         token_fill(tok, &plp[i], &t[i]);
         t[i].n_top = MIN(t[i].n_top, k);
-        t[i].no_logprob = i == 0;
     }
 }
 
@@ -442,12 +441,7 @@ static void engine_params_from(const OaiRequest *r, EngineParams *ep) {
 // slices the Python string: code points, so a character is never split).
 static void log_prompt_add(GenReq *g, const char *text, size_t len) {
     int max = g->srv->opt.max_log_len;
-    size_t cut = len;
-    if (max >= 0) {
-        int chars = 0;
-        for (cut = 0; cut < len; cut++)
-            if (((unsigned char)text[cut] & 0xC0) != 0x80 && chars++ == max) break;
-    }
+    size_t cut = max >= 0 ? utf8_prefix_len(text, len, (size_t)max) : len;
     if (g->log_prompt.len) sbuf_puts(&g->log_prompt, ",");
     json_str(&g->log_prompt, text, cut);
 }
