@@ -11,18 +11,26 @@ XCFLAGS ?=
 CFLAGS  := -std=gnu11 $(OPT) $(ARCH) -g -Wall -Wextra -fopenmp -I. -MMD -MP $(XCFLAGS) \
            -DTEST_DATA_DIR='"$(CURDIR)/tests/data"' \
            -DTEST_MODEL_PATH='"$(CURDIR)/models/SmolLM2-135M-Instruct.Q4_1.gguf"'
-LDLIBS  := $(XCFLAGS) -fopenmp -lpcre2-8 -lmicrohttpd -lcjson -lpthread -lm
+# XGrammar (structured output): built from its pinned sdist into a cache outside the repository
+# by scripts/build-xgrammar.sh the first time it is missing; engine/sampling/grammar.cc wraps it.
+SLUICE_CACHE ?= $(HOME)/.cache/sluice
+XGRAMMAR     := $(SLUICE_CACHE)/xgrammar-0.2.8
+XGRAMMAR_LIB := $(XGRAMMAR)/lib/libxgrammar.a
+CXX      ?= g++
+CXXFLAGS := -std=c++17 $(OPT) $(ARCH) -g -Wall -Wextra -I. -isystem $(XGRAMMAR)/include -MMD -MP $(XCFLAGS)
+LDLIBS  := $(XCFLAGS) -fopenmp $(XGRAMMAR_LIB) -lstdc++ -lpcre2-8 -lmicrohttpd -lcjson -lpthread -lm
 
 MODEL   ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
 
 # ---- sources
 LIB_SRC    := $(wildcard common/*.c config/*.c kernels/cpu/*.c scheduler/*.c engine/*.c engine/*/*.c)
+LIB_CXX    := $(wildcard engine/*/*.cc)
 SERVER_SRC := $(filter-out server/cli_run.c server/main.c,$(wildcard server/*.c))
 TEST_SRC   := $(wildcard tests/unit/test_*.c)
 TOOL_SRC   := $(wildcard tests/tools/*.c)
 BENCH_SRC  := $(wildcard bench/*.c)
 
-LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o) $(LIB_CXX:%.cc=$(BUILD)/%.o)
 SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o)
 LIB        := $(BUILD)/libsluice.a
 SERVER_LIB := $(BUILD)/libsluice_server.a
@@ -58,6 +66,13 @@ $(SERVER_LIB): $(SERVER_OBJ)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cc | $(XGRAMMAR_LIB)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
+
+$(XGRAMMAR_LIB):
+	@bash scripts/build-xgrammar.sh >/dev/null
 
 $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)

@@ -254,6 +254,8 @@ void config_defaults(Config *c) {
     c->device = xstrdup("auto");
     c->gpu_memory_utilization = 0.9f;
     c->enforce_eager = false;
+    c->structured_output_cache_size = 64;
+    c->structured_output_compile_timeout = 10;
 }
 
 void config_free(Config *c) {
@@ -301,6 +303,12 @@ int config_flags(Config *c, Flag *out) {
          "share of the GPU's memory for weights, activations and KV cache (0 < X <= 1)", ""},
         {"--enforce-eager", "SLUICE_ENFORCE_EAGER", FLAG_BOOL, &c->enforce_eager, 0, 0,
          "no CUDA graphs: run every GPU step eagerly", ""},
+        {"--structured-output-cache-size", "SLUICE_STRUCTURED_OUTPUT_CACHE_SIZE", FLAG_INT,
+         &c->structured_output_cache_size, 1, 1 << 20,
+         "compiled grammars (JSON schemas, regexes, choices, EBNF) kept for reuse, least recently used dropped", ""},
+        {"--structured-output-compile-timeout", "SLUICE_STRUCTURED_OUTPUT_COMPILE_TIMEOUT", FLAG_FLOAT,
+         &c->structured_output_compile_timeout, 0.001, 3600,
+         "seconds a request waits for its grammar to compile before it fails with 408", ""},
     };
     int n = (int)ARRAY_LEN(rows);
     CHECK(n <= CONFIG_MAX_FLAGS);

@@ -37,6 +37,8 @@ typedef struct {
     char *device;               // --device: one of DEVICE_NAMES (owned)
     float gpu_memory_utilization; // --gpu-memory-utilization: share of the GPU's memory, in (0, 1]
     bool enforce_eager;         // --enforce-eager: no CUDA graphs
+    int structured_output_cache_size; // --structured-output-cache-size: compiled grammars kept (LRU)
+    float structured_output_compile_timeout; // --structured-output-compile-timeout: seconds
 } Config;
 
 // The values --load-format (engine/model/weights.h's LoadFormat names) and --device take; config_validate
@@ -88,7 +90,7 @@ void flags_print_help(FILE *f, const char *usage, const Flag *flags, int n);
 void config_defaults(Config *c);
 void config_free(Config *c);
 // Fills out[0..) with the Config's flag rows bound to c (defaults recorded); returns the count.
-#define CONFIG_MAX_FLAGS 24
+#define CONFIG_MAX_FLAGS 48
 int config_flags(Config *c, Flag *out);
 // Cross-field checks beyond each flag's own range (e.g. block size a power of two).
 int config_validate(const Config *c, char *err);

@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# g++, cmake: XGrammar (scripts/build-xgrammar.sh, structured output)
 # chromium: tests/api/test_browser_cors.py drives it headless to check CORS from a real browser
-DEB_PKGS=(gcc make pkg-config libmicrohttpd-dev libcjson-dev libpcre2-dev python3-venv python3-pip unzip curl wrk chromium)
+DEB_PKGS=(gcc g++ cmake make pkg-config libmicrohttpd-dev libcjson-dev libpcre2-dev python3-venv python3-pip unzip curl wrk chromium)
 PY_PKGS=(pytest==8.3.3 openai==1.54.4 httpx==0.27.2 jinja2==3.1.4 requests==2.32.3 numpy==2.4.6 gguf==0.17.1)
 
 missing=()

@@ -19,6 +19,9 @@ static const double LATENCY_BUCKETS[] = {0.3,  0.5,  0.8,  1.0,  1.5,   2.0,   2
 static const double TOKEN_BUCKETS[] = {1,    2,    5,    10,    20,    50,    100,    200,
                                        500,  1000, 2000, 5000,  10000, 20000, 50000, 100000};
 
+static const double COMPILE_BUCKETS[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                         0.5,   1.0,    2.5,   5.0,  10.0,  30.0, 60.0};
+
 static const char *const FINISH_NAMES[METRICS_FINISH_N] = {"stop", "length", "abort"};
 
 static void hist_init(MetricsHist *h, const double *bounds, int n) {
@@ -37,6 +40,13 @@ void metrics_init(Metrics *m) {
     hist_init(&m->queue, LATENCY_BUCKETS, (int)ARRAY_LEN(LATENCY_BUCKETS));
     hist_init(&m->prompt_len, TOKEN_BUCKETS, (int)ARRAY_LEN(TOKEN_BUCKETS));
     hist_init(&m->gen_len, TOKEN_BUCKETS, (int)ARRAY_LEN(TOKEN_BUCKETS));
+    hist_init(&m->grammar_compile, COMPILE_BUCKETS, (int)ARRAY_LEN(COMPILE_BUCKETS));
+}
+
+void metrics_observe_compile(Metrics *m, double seconds) {
+    pthread_mutex_lock(&m->mu);
+    metrics_hist_observe(&m->grammar_compile, seconds);
+    pthread_mutex_unlock(&m->mu);
 }
 
 void metrics_free(Metrics *m) { pthread_mutex_destroy(&m->mu); }
@@ -169,6 +179,12 @@ void metrics_render(Metrics *m, const MetricsEngine *e, const char *model, SBuf 
             (double)e->num_preemptions);
     counter(b, "prompt_tokens", "Number of prefill tokens processed.", model, (double)e->prompt_tokens);
     counter(b, "generation_tokens", "Number of generation tokens processed.", model, (double)e->generation_tokens);
+    counter(b, "structured_output_requests", "Requests with a structured output constraint.", model,
+            (double)e->grammar_requests);
+    counter(b, "structured_output_cache_hits", "Of those, requests whose grammar was compiled already.", model,
+            (double)e->grammar_cache_hits);
+    gauge(b, "num_requests_constrained", "Requests with a structured output constraint running or waiting.", model,
+          e->num_constrained);
 
     pthread_mutex_lock(&m->mu);
     meta(b, "request_success", "counter", "Count of successfully processed requests, by finish reason.");
@@ -185,6 +201,8 @@ void metrics_render(Metrics *m, const MetricsEngine *e, const char *model, SBuf 
     histogram(b, "request_prompt_tokens", "Number of prefill tokens processed per request.", model, &m->prompt_len);
     histogram(b, "request_generation_tokens", "Number of generation tokens processed per request.", model,
               &m->gen_len);
+    histogram(b, "structured_output_compile_seconds", "Histogram of grammar compile time in seconds (new grammars).",
+              model, &m->grammar_compile);
     meta(b, "http_responses", "counter", "HTTP responses by status class.");
     for (int c = 1; c <= 5; c++) {
         char label[32];

@@ -29,6 +29,7 @@ typedef struct {
     pthread_mutex_t mu;
     MetricsHist ttft, itl, e2e, queue;     // seconds
     MetricsHist prompt_len, gen_len;       // tokens per request
+    MetricsHist grammar_compile;           // seconds per new grammar (structured output)
     uint64_t success[METRICS_FINISH_N];    // finished requests by reason (per choice)
     uint64_t http_status[6];               // responses by status class 1xx..5xx ([0] unused)
     uint64_t rejected_429, rejected_503;
@@ -41,6 +42,8 @@ typedef struct {
     uint64_t prefix_cache_queries, prefix_cache_hits;
     uint64_t num_preemptions;
     uint64_t prompt_tokens, generation_tokens;
+    uint64_t grammar_requests, grammar_cache_hits; // structured output: requests with a grammar, of
+    int num_constrained;                           // which cache hits; constrained requests in flight
 } MetricsEngine;
 
 void metrics_init(Metrics *m);
@@ -56,6 +59,7 @@ void metrics_request_done(Metrics *m, double ttft, double e2e, double queue, int
 // (tokens that arrive together in one step share the step's time).
 void metrics_observe_itl(Metrics *m, double gap, int count);
 void metrics_http_status(Metrics *m, int status);
+void metrics_observe_compile(Metrics *m, double seconds); // a new grammar's compile
 
 // Appends the exposition text. model_name labels every series (vLLM's model_name label).
 void metrics_render(Metrics *m, const MetricsEngine *eng, const char *model_name, SBuf *out);

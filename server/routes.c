@@ -84,6 +84,9 @@ enum MHD_Result route_metrics(Server *s, struct MHD_Connection *c) {
             .num_preemptions = st.num_preemptions,
             .prompt_tokens = st.prompt_tokens,
             .generation_tokens = st.generation_tokens,
+            .grammar_requests = st.grammar_queries,
+            .grammar_cache_hits = st.grammar_cache_hits,
+            .num_constrained = st.num_constrained + st.num_grammar_compiling,
         };
     }
     SBuf b = {0};

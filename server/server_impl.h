@@ -176,6 +176,8 @@ struct GenReq {
     // Owned by the thread running the connection's callbacks, then (orphaned) by the live thread.
     SBuf out;                    // SSE bytes not yet sent
     bool stream_started, ended, all_finished, aborted;
+    bool grammar_ready;          // every part's grammar compiled and queued (structured output)
+    bool refused;                // an error reply went out while waiting for a grammar
     double t_sent;
 
     pthread_mutex_t mu;          // the hand-off between MHD, the engine thread and the live thread
