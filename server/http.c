@@ -98,6 +98,10 @@ int server_flags(ServerOptions *o, Flag *out) {
          "put the prompt text in each request's log line (off: never logged)", ""},
         {"--max-log-len", "SLUICE_MAX_LOG_LEN", FLAG_INT, &o->max_log_len, -1, 1 << 30,
          "characters of the prompt the request log line keeps (-1: all)", ""},
+        {"--metrics-vllm-names", "SLUICE_METRICS_VLLM_NAMES", FLAG_BOOL, &o->metrics_vllm_names, 0, 0,
+         "/metrics also carries vLLM's metrics under their vllm: names, for dashboards written for vLLM", ""},
+        {"--disable-web-ui", "SLUICE_DISABLE_WEB_UI", FLAG_BOOL, &o->disable_web_ui, 0, 0,
+         "no chat page at GET / and /chat (they answer 404)", ""},
     };
     int n = (int)ARRAY_LEN(rows);
     CHECK(n <= SERVER_MAX_FLAGS);

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "server/respond.h"
@@ -57,5 +58,7 @@ void metrics_request_done(Metrics *m, double ttft, double e2e, double queue, int
 void metrics_observe_itl(Metrics *m, double gap, int count);
 void metrics_http_status(Metrics *m, int status);
 
-// Appends the exposition text. model_name labels every series (vLLM's model_name label).
-void metrics_render(Metrics *m, const MetricsEngine *eng, const char *model_name, SBuf *out);
+// Appends the exposition text. model_name labels every series (vLLM's model_name label). With
+// vllm_names (--metrics-vllm-names) the metrics vLLM also has follow again under its vllm:
+// prefix, so that its dashboards and alerts need no change.
+void metrics_render(Metrics *m, const MetricsEngine *eng, const char *model_name, bool vllm_names, SBuf *out);
