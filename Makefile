@@ -14,6 +14,7 @@ CFLAGS  := -std=gnu11 $(OPT) $(ARCH) -g -Wall -Wextra -fopenmp -I. -MMD -MP $(XC
 LDLIBS  := $(XCFLAGS) -fopenmp -lpcre2-8 -lmicrohttpd -lcjson -lpthread -lm
 
 MODEL   ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
+comma   := ,
 
 # ---- sources
 LIB_SRC    := $(wildcard common/*.c config/*.c kernels/cpu/*.c scheduler/*.c engine/*.c engine/*/*.c)
@@ -23,7 +24,7 @@ TOOL_SRC   := $(wildcard tests/tools/*.c)
 BENCH_SRC  := $(wildcard bench/*.c)
 
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o)
-SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o)
+SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/server/web_assets.o
 LIB        := $(BUILD)/libsluice.a
 SERVER_LIB := $(BUILD)/libsluice_server.a
 TESTS      := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -62,6 +63,22 @@ $(BUILD)/%.o: %.c
 $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+# The chat page (server/web.h), built into the binary: web/ and Debian's libjs-marked (the
+# markdown renderer, whose licence is served beside it), as URL,CONTENT_TYPE,FILE.
+MARKED_JS      ?= /usr/share/javascript/marked/marked.min.js
+MARKED_LICENSE ?= /usr/share/doc/libjs-marked/copyright
+WEB_ASSETS := /chat,text/html;charset=utf-8,web/chat.html \
+              /chat/chat.js,text/javascript;charset=utf-8,web/chat.js \
+              /chat/chat.css,text/css;charset=utf-8,web/chat.css \
+              /chat/marked.min.js,text/javascript;charset=utf-8,$(MARKED_JS) \
+              /chat/marked-LICENSE.txt,text/plain;charset=utf-8,$(MARKED_LICENSE)
+$(BUILD)/server/web_assets.c: scripts/embed-web.sh $(foreach a,$(WEB_ASSETS),$(lastword $(subst $(comma), ,$(a))))
+	@mkdir -p $(dir $@)
+	bash scripts/embed-web.sh $(foreach a,$(WEB_ASSETS),'$(a)') > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/server/web_assets.o: $(BUILD)/server/web_assets.c
+	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libsluice_cuda.a: $(CU_OBJ)
 	@rm -f $@
