@@ -11,7 +11,7 @@ XCFLAGS ?=
 CFLAGS  := -std=gnu11 $(OPT) $(ARCH) -g -Wall -Wextra -fopenmp -I. -MMD -MP $(XCFLAGS) \
            -DTEST_DATA_DIR='"$(CURDIR)/tests/data"' \
            -DTEST_MODEL_PATH='"$(CURDIR)/models/SmolLM2-135M-Instruct.Q4_1.gguf"'
-LDLIBS  := $(XCFLAGS) -fopenmp -lpcre2-8 -lmicrohttpd -lcjson -lpthread -lm
+LDLIBS  := $(XCFLAGS) -fopenmp -lpcre2-8 -lmicrohttpd -lcjson -lyaml -lpthread -lm
 
 MODEL   ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
 comma   := ,
