@@ -35,6 +35,9 @@ void metrics_init(Metrics *m) {
     hist_init(&m->itl, ITL_BUCKETS, (int)ARRAY_LEN(ITL_BUCKETS));
     hist_init(&m->e2e, LATENCY_BUCKETS, (int)ARRAY_LEN(LATENCY_BUCKETS));
     hist_init(&m->queue, LATENCY_BUCKETS, (int)ARRAY_LEN(LATENCY_BUCKETS));
+    hist_init(&m->prefill, LATENCY_BUCKETS, (int)ARRAY_LEN(LATENCY_BUCKETS));
+    hist_init(&m->decode, LATENCY_BUCKETS, (int)ARRAY_LEN(LATENCY_BUCKETS));
+    hist_init(&m->inference, LATENCY_BUCKETS, (int)ARRAY_LEN(LATENCY_BUCKETS));
     hist_init(&m->prompt_len, TOKEN_BUCKETS, (int)ARRAY_LEN(TOKEN_BUCKETS));
     hist_init(&m->gen_len, TOKEN_BUCKETS, (int)ARRAY_LEN(TOKEN_BUCKETS));
 }
@@ -56,6 +59,9 @@ void metrics_request_done(Metrics *m, double ttft, double e2e, double queue, int
     metrics_hist_observe(&m->ttft, ttft);
     metrics_hist_observe(&m->e2e, e2e);
     metrics_hist_observe(&m->queue, queue);
+    if (queue >= 0 && ttft >= 0) metrics_hist_observe(&m->prefill, ttft - queue);
+    if (ttft >= 0 && e2e >= 0) metrics_hist_observe(&m->decode, e2e - ttft);
+    if (queue >= 0 && e2e >= 0) metrics_hist_observe(&m->inference, e2e - queue);
     metrics_hist_observe(&m->prompt_len, prompt_tokens);
     metrics_hist_observe(&m->gen_len, gen_tokens);
     for (int i = 0; i < n_choices; i++)
@@ -186,6 +192,10 @@ static void render_vllm_set(const Out *o, Metrics *m, const MetricsEngine *e) {
     histogram(o, "inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", &m->itl);
     histogram(o, "e2e_request_latency_seconds", "Histogram of end to end request latency in seconds.", &m->e2e);
     histogram(o, "request_queue_time_seconds", "Histogram of time spent waiting in the queue in seconds.", &m->queue);
+    histogram(o, "request_inference_time_seconds", "Histogram of time spent running (prefill and decode) in seconds.",
+              &m->inference);
+    histogram(o, "request_prefill_time_seconds", "Histogram of time spent in prefill in seconds.", &m->prefill);
+    histogram(o, "request_decode_time_seconds", "Histogram of time spent in decode in seconds.", &m->decode);
     histogram(o, "request_prompt_tokens", "Number of prefill tokens processed per request.", &m->prompt_len);
     histogram(o, "request_generation_tokens", "Number of generation tokens processed per request.", &m->gen_len);
 }

@@ -29,6 +29,8 @@ enum { METRICS_FINISH_STOP = 0, METRICS_FINISH_LENGTH, METRICS_FINISH_ABORT, MET
 typedef struct {
     pthread_mutex_t mu;
     MetricsHist ttft, itl, e2e, queue;     // seconds
+    MetricsHist prefill, decode, inference; // seconds: first step to first token, first token to
+                                            //   the end, first step to the end (vLLM's phases)
     MetricsHist prompt_len, gen_len;       // tokens per request
     uint64_t success[METRICS_FINISH_N];    // finished requests by reason (per choice)
     uint64_t http_status[6];               // responses by status class 1xx..5xx ([0] unused)
@@ -49,8 +51,8 @@ void metrics_free(Metrics *m);
 
 void metrics_hist_observe(MetricsHist *h, double v); // no locking: for tests and under m->mu
 
-// One request's timings once it finished (seconds; a value < 0 is not observed) and the finish
-// reason of each of its n_choices choices (METRICS_FINISH_*).
+// One request's timings once it finished (seconds from arrival; a value < 0 is not observed; the
+// phases are the differences) and the finish reason of each of its n_choices choices (METRICS_FINISH_*).
 void metrics_request_done(Metrics *m, double ttft, double e2e, double queue, int prompt_tokens, int gen_tokens,
                           const int *finish, int n_choices);
 // count tokens arrived `gap` seconds after the previous ones: count samples of gap / count

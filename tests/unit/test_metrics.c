@@ -63,6 +63,13 @@ static void test_render(void) {
         {"sluice:e2e_request_latency_seconds_bucket{model_name=\"m\\\"x\",le=\"1.5\"} ", "2.0\n"},
         {"sluice:e2e_request_latency_seconds_sum{model_name=\"m\\\"x\"} ", "1.6\n"},
         {"sluice:request_queue_time_seconds_bucket{model_name=\"m\\\"x\",le=\"0.3\"} ", "1.0\n"},
+        // the phases of the first request (the second has no TTFT or queue time): prefill 0.03 s,
+        // decode 1.17 s, running 1.2 s
+        {"sluice:request_prefill_time_seconds_bucket{model_name=\"m\\\"x\",le=\"0.3\"} ", "1.0\n"},
+        {"sluice:request_prefill_time_seconds_count{model_name=\"m\\\"x\"} ", "1.0\n"},
+        {"sluice:request_decode_time_seconds_bucket{model_name=\"m\\\"x\",le=\"1.0\"} ", "0.0\n"},
+        {"sluice:request_decode_time_seconds_bucket{model_name=\"m\\\"x\",le=\"1.5\"} ", "1.0\n"},
+        {"sluice:request_inference_time_seconds_sum{model_name=\"m\\\"x\"} ", "1.2\n"},
         {"sluice:inter_token_latency_seconds_bucket{model_name=\"m\\\"x\",le=\"0.05\"} ", "4.0\n"},
         {"sluice:inter_token_latency_seconds_bucket{model_name=\"m\\\"x\",le=\"0.025\"} ", "0.0\n"},
         {"sluice:request_generation_tokens_bucket{model_name=\"m\\\"x\",le=\"50.0\"} ", "2.0\n"},
