@@ -35,16 +35,18 @@ function headers() {
   return h;
 }
 
+// Resolves when the dialog closes: saved, or dismissed with Escape (the next 401 asks again).
 function askKey() {
   return new Promise((resolve) => {
     const dlg = $("key-dialog");
+    if (dlg.open) return resolve();
     $("key-save").onclick = () => {
       apiKey = $("key-input").value.trim();
       store.set("apiKey", apiKey);
       $("forget-key").hidden = !apiKey;
       dlg.close();
-      resolve();
     };
+    dlg.onclose = () => resolve();
     dlg.showModal();
   });
 }
