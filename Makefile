@@ -77,6 +77,9 @@ $(BUILD)/server/web_assets.c: scripts/embed-web.sh $(foreach a,$(WEB_ASSETS),$(l
 	@mkdir -p $(dir $@)
 	bash scripts/embed-web.sh $(foreach a,$(WEB_ASSETS),'$(a)') > $@.tmp && mv $@.tmp $@
 
+$(MARKED_JS) $(MARKED_LICENSE):
+	@echo "$@ is missing: install Debian's libjs-marked (scripts/setup.sh does)" >&2; exit 1
+
 $(BUILD)/server/web_assets.o: $(BUILD)/server/web_assets.c
 	$(CC) $(CFLAGS) -c $< -o $@
 
