@@ -90,7 +90,8 @@ enum MHD_Result route_metrics(Server *s, struct MHD_Connection *c) {
         };
     }
     SBuf b = {0};
-    metrics_render(&s->metrics, &me, atomic_load(&s->state) != SERVER_LOADING ? s->model_name : "", &b);
+    metrics_render(&s->metrics, &me, atomic_load(&s->state) != SERVER_LOADING ? s->model_name : "",
+                   s->opt.metrics_vllm_names, &b);
     enum MHD_Result ret = http_reply(c, s, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
     sbuf_free(&b);
     return ret;
