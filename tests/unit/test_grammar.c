@@ -367,6 +367,67 @@ static void test_engine_timeout_abort(void) {
     engine_destroy(e); // the compile still running finishes first
 }
 
+// Eight constrained requests in a pool of 9 blocks: each needs a second block at its 17th token,
+// so the scheduler preempts and recomputes; the matchers keep their state through it, and every
+// output equals the one made alone, and is in the grammar.
+static void test_engine_preemption(void) {
+    const char *re = "[a-z]+( [a-z]+)*";
+    EngineConfig c = cfg_make(512, 8, false, 16 << 20);
+    c.max_model_len = 128;
+    Engine *e = engine_open(&c);
+    ASSERT(e);
+    size_t block_bytes = engine_info(e)->kv_cache_bytes / (size_t)engine_info(e)->num_blocks;
+    static const char *prompts[8] = {"The river starts in the hills above the old town where",
+                                     "By the time it reaches the mill it is wide enough and",
+                                     "The miller kept records of every flood for many years",
+                                     "Reading them today you can see the climate change as",
+                                     "In the early years the floods came in April but later",
+                                     "The sluice gates were rebuilt three times by engineers",
+                                     "Visitors walk along the wall and look for the red marks",
+                                     "Children like to stand next to the highest one and say"};
+    Out want[8], got[8];
+    EngineParams p[8];
+    for (int i = 0; i < 8; i++) {
+        p[i] = params(GRAMMAR_REGEX, re, 8);
+        p[i].ignore_eos = true;
+        p[i].sampling.temperature = i % 2 ? 0.8f : 0.0f;
+        p[i].sampling.seed = 5 + (uint64_t)i;
+        p[i].sampling.has_seed = true;
+        EXPECT_EQ_INT(run(e, prompts[i], &p[i], &want[i], 1), SL_OK);
+    }
+    engine_destroy(e);
+
+    c.kv_cache_memory = 9 * block_bytes;
+    e = engine_open(&c);
+    ASSERT(e);
+    EngineRequest *r[8];
+    for (int i = 0; i < 8; i++) {
+        int *ids = NULL, cap = 0;
+        int n = tok_encode(g_tok, prompts[i], strlen(prompts[i]), false, true, &ids, &cap);
+        EXPECT(n <= 16 && n + 8 > 16, "prompt %d: %d tokens", i, n);
+        char err[ERR_MAX];
+        EXPECT(engine_submit(e, (const int32_t *)ids, n, &p[i], NULL, NULL, &r[i], err) == SL_OK, "%s", err);
+        free(ids);
+    }
+    for (int i = 0; i < 8; i++) {
+        memset(&got[i], 0, sizeof got[i]);
+        EngineOutput out;
+        do {
+            engine_request_wait(r[i], 5.0);
+            engine_request_take(r[i], &out);
+            strncat(got[i].text, out.choices[0].text, sizeof got[i].text - strlen(got[i].text) - 1);
+        } while (!out.finished);
+        engine_request_release(r[i]);
+        EXPECT_STR_EQ(got[i].text, want[i].text);
+        EXPECT(accepted(GRAMMAR_REGEX, re, got[i].text) || want[i].finish[0] == ENGINE_FINISH_LENGTH, "%s",
+               got[i].text);
+    }
+    EngineStats st;
+    engine_stats(e, &st);
+    EXPECT(st.num_preemptions >= 2, "%llu preemptions", (unsigned long long)st.num_preemptions);
+    engine_destroy(e);
+}
+
 int main(void) {
     if (!setup()) return test_summary();
     TEST_RUN(test_accept_and_refuse);
@@ -374,6 +435,7 @@ int main(void) {
     TEST_RUN(test_mask_apply);
     TEST_RUN(test_compile_errors);
     TEST_RUN(test_engine);
+    TEST_RUN(test_engine_preemption);
     TEST_RUN(test_engine_timeout_abort);
     grammar_vocab_free(g_vocab);
     tok_free(g_tok);
