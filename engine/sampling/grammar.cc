@@ -6,6 +6,7 @@
 
 #include <picojson.h>
 
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -124,6 +125,67 @@ static bool choice_to_ebnf(const std::string &json, std::string *ebnf, std::stri
     return true;
 }
 
+// llama.cpp's GBNF allows an empty alternative ("ws ::= | \" \"", "(a | )"), which XGrammar's
+// EBNF parser refuses ("Expect element"); everything else of GBNF it reads as is. An empty
+// alternative becomes "" (the empty string, which both dialects read as matching nothing). The
+// scan skips string literals, character classes and comments.
+static std::string gbnf_fill_empty_alternatives(const std::string &src) {
+    enum { START, ITEM, BAR } prev = START; // the last significant token: "::=" / "(", an item, "|"
+    std::vector<size_t> at;                  // offsets where "" goes
+    size_t last_bar = 0;
+    for (size_t i = 0; i < src.size();) {
+        char c = src[i];
+        if (c == '#') {
+            while (i < src.size() && src[i] != '\n') i++;
+        } else if (c == '"' || c == '[') {
+            char end = c == '"' ? '"' : ']';
+            for (i++; i < src.size() && src[i] != end; i++)
+                if (src[i] == '\\') i++;
+            i++;
+            prev = ITEM;
+        } else if (src.compare(i, 3, "::=") == 0) {
+            if (prev == BAR) at.push_back(last_bar + 1); // the previous rule ended on "|"
+            i += 3;
+            prev = START;
+        } else if (c == '|' || c == ')') {
+            if (prev != ITEM) at.push_back(i);
+            last_bar = i++;
+            prev = c == '|' ? BAR : ITEM;
+        } else if (c == '(') {
+            i++;
+            prev = START;
+        } else if (isspace((unsigned char)c)) {
+            i++;
+        } else {
+            // a rule name or reference, or a quantifier: an item (a name followed by "::=" starts
+            // a rule, handled when "::=" comes)
+            bool name = isalnum((unsigned char)c) || c == '_' || c == '-';
+            size_t j = i + 1;
+            while (name && j < src.size() && (isalnum((unsigned char)src[j]) || src[j] == '_' || src[j] == '-')) j++;
+            size_t k = j;
+            while (k < src.size() && (src[k] == ' ' || src[k] == '\t')) k++;
+            bool rule_start = name && src.compare(k, 3, "::=") == 0;
+            if (!rule_start) prev = ITEM;
+            else if (prev == BAR) { // "a ::= x |\nb ::= ..." : the dangling "|" gets its ""
+                at.push_back(last_bar + 1);
+                prev = START;
+            }
+            i = j;
+        }
+    }
+    if (prev == BAR) at.push_back(last_bar + 1);
+    if (at.empty()) return src;
+    std::string out;
+    size_t from = 0;
+    for (size_t pos : at) {
+        out.append(src, from, pos - from);
+        out += " \"\" ";
+        from = pos;
+    }
+    out.append(src, from, std::string::npos);
+    return out;
+}
+
 int grammar_compile(const GrammarVocab *v, GrammarKind kind, const char *text, size_t len, Grammar **out,
                     char *err) {
     *out = nullptr;
@@ -154,7 +216,7 @@ int grammar_compile(const GrammarVocab *v, GrammarKind kind, const char *text, s
             // GBNF / XGrammar EBNF names its rules "name ::= ..."; anything else is read as Lark
             // (vLLM's grammar field accepts both)
             if (src.find("::=") != std::string::npos)
-                *out = new Grammar{compiler.CompileGrammar(src, "root"), v->vocab};
+                *out = new Grammar{compiler.CompileGrammar(gbnf_fill_empty_alternatives(src), "root"), v->vocab};
             else
                 *out = new Grammar{compiler.CompileLark(src), v->vocab};
             break;

@@ -10,6 +10,7 @@
 // a request aborted while its grammar compiles; the compile timeout; the same tokens alone and
 // beside unconstrained requests; the stats.
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -103,6 +104,8 @@ static const struct {
     {GRAMMAR_EBNF, "root ::= expr\nexpr ::= term ((\"+\" | \"-\") term)*\nterm ::= [0-9]+ | \"(\" expr \")\"",
      {"1+2", "(3-4)+15", "7"},
      {"1+", "+1", "(1"}},
+    // GBNF's empty alternatives (in a group, first, last at a rule's end)
+    {GRAMMAR_EBNF, "root ::= \"a\" (\"b\" | ) x\nx ::= | \"c\" |\ny ::= \"z\"", {"a", "ab", "ac", "abc"}, {"b", "aa", "abcc"}},
 };
 
 static void test_accept_and_refuse(void) {
@@ -186,6 +189,44 @@ static void test_compile_errors(void) {
         EXPECT(g == NULL);
         EXPECT(err[0] && !strchr(err, '\n') && !strstr(err, ".cc:"), "one line without a source path: %s", err);
         EXPECT(strstr(err, bad[i].needle), "'%s': %s", bad[i].text, err);
+    }
+}
+
+// llama.cpp's example grammars (tests/data/gbnf): GBNF is read as is, and each takes a sample.
+static void test_llama_cpp_gbnf(void) {
+    static const struct {
+        const char *file, *sample;
+    } G[] = {
+        {"arithmetic.gbnf", "1+2= 3\n"},
+        {"c.gbnf", "int main(int argc){return 0;}"},
+        {"chess.gbnf", "1. e4 e5\n"},
+        {"english.gbnf", "Hello world."},
+        {"japanese.gbnf", "\xe3\x81\x93\xe3\x82\x93\xe3\x81\xab\xe3\x81\xa1\xe3\x81\xaf"},
+        {"json.gbnf", "{\"a\": [1, true, null]}"},
+        {"json_arr.gbnf", "[\n{\"a\": 1},\n2]"},
+        {"list.gbnf", "- milk\n- eggs\n"},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(G); i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/gbnf/%s", TEST_DATA_DIR, G[i].file);
+        FILE *f = fopen(path, "rb");
+        ASSERT(f, "%s", path);
+        static char text[16384];
+        size_t n = fread(text, 1, sizeof text - 1, f);
+        fclose(f);
+        text[n] = '\0';
+        Grammar *g = compile(GRAMMAR_EBNF, text);
+        if (!g) continue;
+        int *ids = NULL, cap = 0;
+        int nt = tok_encode(g_tok, G[i].sample, strlen(G[i].sample), false, false, &ids, &cap);
+        GrammarMatcher *m = grammar_matcher_new(g);
+        int bad = -1;
+        for (int k = 0; k < nt && bad < 0; k++)
+            if (!grammar_matcher_accept(m, ids[k])) bad = k;
+        EXPECT(bad < 0, "%s: '%s' refused at token %d", G[i].file, G[i].sample, bad);
+        grammar_matcher_free(m);
+        free(ids);
+        grammar_free(g);
     }
 }
 
@@ -434,6 +475,7 @@ int main(void) {
     TEST_RUN(test_mask_is_accept);
     TEST_RUN(test_mask_apply);
     TEST_RUN(test_compile_errors);
+    TEST_RUN(test_llama_cpp_gbnf);
     TEST_RUN(test_engine);
     TEST_RUN(test_engine_preemption);
     TEST_RUN(test_engine_timeout_abort);
