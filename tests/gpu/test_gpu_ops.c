@@ -425,7 +425,7 @@ static void attn_case_run(const AttnCase *c, KAttnPlan *plan) {
     Batch hb = {.n_tokens = nt, .n_seqs = c->n_seqs, .positions = pos, .query_start = qs, .context_lens = ctx,
                 .block_tables = bt, .max_blocks_per_seq = max_blocks};
     KVLayer cpu_cache = {kf, vf, num_blocks, bs, nkv, hd, KV_F32};
-    k_attention(ref, q, &cpu_cache, &hb, H, scale);
+    k_attention(ref, q, &cpu_cache, &hb, H, &(AttnOpt){.scale = scale});
 
     int *d_pos = gt_upload(pos, nt * sizeof(int)), *d_qs = gt_upload(qs, (c->n_seqs + 1) * sizeof(int));
     int *d_ctx = gt_upload(ctx, c->n_seqs * sizeof(int));
