@@ -572,7 +572,7 @@ const char *engine_device_name(EngineDevice d) {
 static int engine_pick_device(Engine *e, char *err) {
     EngineConfig *c = &e->cfg;
     char why[ERR_MAX] = "";
-    bool gpu = c->device != ENGINE_DEVICE_CPU && gpu_runner_available(why);
+    bool gpu = c->device != ENGINE_DEVICE_CPU && gpu_runner_available(why) && gpu_runner_supports(&e->src.cfg, why);
     if (c->device == ENGINE_DEVICE_CUDA && !gpu) return seterr(err, "--device cuda: %s", why);
     e->info.device = gpu ? ENGINE_DEVICE_CUDA : ENGINE_DEVICE_CPU;
     if (c->device == ENGINE_DEVICE_AUTO)
@@ -636,8 +636,8 @@ int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path,
         goto fail;
     }
     // the device first: a refusal must not wait for weights to load (or a dummy 8B to generate)
-    if (engine_pick_device(e, err) != SL_OK) goto fail;
     if (wsrc_open(&e->src, model_path, c->load_format, err) != SL_OK) goto fail;
+    if (engine_pick_device(e, err) != SL_OK) goto fail; // (the family decides whether the GPU runner can)
     double open_s = time_now_s() - t0; // mapping the files, or generating dummy weights
     const ModelConfig *mc = &e->src.cfg;
     model_config_log(mc);

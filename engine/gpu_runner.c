@@ -149,6 +149,19 @@ void gpu_plan_log(const GpuPlanInput *in, const GpuPlan *p, const char *device) 
     log_info("  unplanned      %12s  (of the budget)", gib(p->budget > used ? p->budget - used : 0, b[0], 32));
 }
 
+bool gpu_runner_supports(const ModelConfig *c, char *why) {
+    bool windowed = false;
+    for (int l = 0; l < c->n_layers; l++) windowed |= model_layer_window(c, l) > 0;
+    const char *lack = c->gemma                               ? "post-norms, GeGLU, soft-capping, sliding windows"
+                       : c->fused_qkv || c->fused_gate_up     ? "fused QKV and gate-up matrices"
+                       : c->longrope || c->rope_dim != c->head_dim ? "partial rotary and LongRoPE"
+                       : windowed                             ? "sliding-window attention"
+                                                              : NULL;
+    if (!lack) return true;
+    if (why) seterr(why, "the GPU runner does not implement %s's forward (%s) yet", c->arch, lack);
+    return false;
+}
+
 #ifndef SLUICE_CUDA
 // ----------------------------------------------------------------------------
 // a build without CUDA: the runner is never available
@@ -530,7 +543,7 @@ void gpu_runner_destroy(GpuRunner *g) {
 int gpu_runner_create(GpuRunner **out, const WeightSource *src, const GpuRunnerConfig *cfg, char *err) {
     *out = NULL;
     char why[ERR_MAX];
-    if (!gpu_runner_available(why)) return seterr(err, "%s", why);
+    if (!gpu_runner_available(why) || !gpu_runner_supports(&src->cfg, why)) return seterr(err, "%s", why);
     CHECK(cfg->max_num_batched_tokens > 0 && cfg->max_num_seqs > 0 && cfg->max_model_len > 0 && cfg->block_size > 0);
     double t0 = time_now_s();
 
