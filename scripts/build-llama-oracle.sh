@@ -18,14 +18,10 @@ DEST=$CACHE/llama-oracle-$VERSION
 JOBS=${JOBS:-2}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
-if [ -x "$DEST/llama-oracle" ] && [ "$DEST/llama-oracle" -nt "$HERE/oracle/llama-oracle.cpp" ]; then
-    echo "build-llama-oracle: already built" >&2
-    echo "$DEST/llama-oracle"
-    exit 0
-fi
-for tool in cmake g++ make python3; do
-    command -v "$tool" >/dev/null || { echo "build-llama-oracle: $tool is missing" >&2; exit 1; }
-done
+# (rebuilt when the program's source is newer than the binary)
+[ "$DEST/llama-oracle" -nt "$HERE/oracle/llama-oracle.cpp" ] && { echo "$DEST/llama-oracle"; exit 0; }
+missing=$(for t in cmake g++ make python3; do command -v "$t" >/dev/null || echo "$t"; done)
+[ -z "$missing" ] || { echo "build-llama-oracle: missing:" $missing >&2; exit 1; }
 
 mkdir -p "$DEST"
 src=$DEST/llama_cpp_python-$VERSION/vendor/llama.cpp
