@@ -456,6 +456,7 @@ static void engine_publish_stats(Engine *e) {
     s->prefix_cache_queries = p->query_tokens;
     s->prefix_cache_hits = p->hit_tokens;
     s->num_preemptions = e->sched.num_preemptions;
+    s->num_window_freed_blocks = e->sched.num_window_freed_blocks;
     pthread_mutex_lock(&e->inbox_mu);
     e->st_pub = *s;
     e->n_inbox -= e->n_taken;
@@ -583,6 +584,18 @@ static int engine_pick_device(Engine *e, char *err) {
     return SL_OK;
 }
 
+// The window every layer attends within (the widest, when they differ), or 0 when a layer sees
+// the whole context (Gemma's global layers): then no block ever leaves every window.
+static int engine_kv_window(const ModelConfig *mc) {
+    int w = 0;
+    for (int l = 0; l < mc->n_layers; l++) {
+        int lw = model_layer_window(mc, l);
+        if (lw == 0) return 0;
+        w = MAX(w, lw);
+    }
+    return w;
+}
+
 // The CPU ranks: a communicator for more than one, then each rank's share of the weights.
 static int engine_load_cpu(Engine *e, char *err) {
     const EngineConfig *c = &e->cfg;
@@ -693,7 +706,8 @@ int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path,
     SchedConfig sc = {.max_num_batched_tokens = c->max_num_batched_tokens, .max_num_seqs = c->max_num_seqs,
                       .block_size = c->block_size, .num_blocks = runner_num_blocks(&e->runner),
                       .enable_prefix_caching = c->enable_prefix_caching, .max_model_len = c->max_model_len,
-                      .long_prefill_token_threshold = c->long_prefill_token_threshold};
+                      .long_prefill_token_threshold = c->long_prefill_token_threshold,
+                      .kv_window = engine_kv_window(mc)};
     if (sched_init(&e->sched, &sc, err) != SL_OK) goto fail;
 
     snprintf(in->arch, sizeof in->arch, "%s", mc->arch);

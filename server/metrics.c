@@ -167,6 +167,9 @@ void metrics_render(Metrics *m, const MetricsEngine *e, const char *model, SBuf 
             (double)e->prefix_cache_hits);
     counter(b, "num_preemptions", "Cumulative number of preemptions from the engine.", model,
             (double)e->num_preemptions);
+    // (no vLLM counterpart: vLLM keeps a sliding-window model's blocks until the request ends)
+    counter(b, "kv_window_freed_blocks", "KV-cache blocks freed as out of every layer's sliding window.", model,
+            (double)e->num_window_freed_blocks);
     counter(b, "prompt_tokens", "Number of prefill tokens processed.", model, (double)e->prompt_tokens);
     counter(b, "generation_tokens", "Number of generation tokens processed.", model, (double)e->generation_tokens);
 

@@ -221,3 +221,35 @@ def test_tensor_parallel(models, fam):
         finally:
             srv.stop()
     assert outs[0] == outs[1] and outs[0]
+
+
+# ---- Mistral served: a prompt ~4 windows long gives the reference's greedy tokens, and the
+# blocks that left the window went back to the pool (the counter in /metrics)
+
+def test_mistral_window_served(models):
+    hf = models / "mistral-hf"
+    window = json.loads((hf / "config.json").read_text())["sliding_window"]
+    tokens = golden("mistral")["prompt"]
+    want = []
+    for _ in range(10):  # greedy in the float64 reference, while the margin decides it
+        last = mistral_reference(hf, tokens + want, window)[-1]
+        top = np.sort(last)[::-1]
+        if top[0] - top[1] <= MARGIN:
+            break
+        want.append(int(np.argmax(last)))
+    assert len(want) >= 4
+    srv = Server(["--model", str(hf), "--block-size", "4"],
+                 base_args=["--max-model-len", "256", "--kv-cache-memory", "16M", "--timeout", "20"])
+    try:
+        name = srv.get("/v1/models").json()["data"][0]["id"]
+        r = srv.post("/v1/completions", {"model": name, "prompt": tokens, "max_tokens": len(want),
+                                         "temperature": 0, "ignore_eos": True})
+        assert r.status_code == 200, r.text
+        text = srv.post("/detokenize", {"model": name, "tokens": want}).json()["prompt"]
+        assert r.json()["choices"][0]["text"] == text
+        metrics = srv.get("/metrics").text
+        freed = [l for l in metrics.splitlines() if l.startswith("sluice:kv_window_freed_blocks_total")]
+        # 30 + len(want) positions, a window of 8, blocks of 4: all but the last 2-3 blocks freed
+        assert freed and float(freed[0].split()[-1]) >= (len(tokens) + len(want) - window) // 4 - 1, freed
+    finally:
+        srv.stop()
