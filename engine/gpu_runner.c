@@ -346,17 +346,17 @@ void gpu_runner_forward(GpuRunner *g, const Batch *b, float *logits) {
     memcpy(g->hp[IO_BT], b->block_tables, sizeof(int) * nbt);
     int n[IO_N] = {rows, rows, rows, rows, b->n_seqs + 1, b->n_seqs, nbt};
     io_upload(g, n);
-    kattn_plan_build(g->plan, b, c->n_kv_heads, g->s);
+    kattn_plan_build(g->plan, b, c->n_kv_heads, 0, g->s); // (windowed models stay on the CPU)
 
     // segments and attention: the LM head takes every padded row in a graph, the sampled ones eagerly
     Batch db = device_batch(g, rows, b->n_seqs, b->max_blocks_per_seq, gi >= 0 ? rows : b->n_sample);
     Batch da = db;
     da.n_tokens = T; // attention reads the real rows only
-    const float scale = 1.0f / sqrtf((float)c->head_dim);
+    const AttnOpt att = {.scale = 1.0f / sqrtf((float)c->head_dim)};
     for (int seg = 0; seg < g->n_segs; seg++) {
         if (gi >= 0) kgraph_launch(g->graphs[gi * g->n_segs + seg], g->s);
         else seg_run(g, &db, seg);
-        if (seg < c->n_layers) k_attention_cuda(g->att, g->q, &g->kv[seg], &da, g->plan, c->n_heads, scale, g->s);
+        if (seg < c->n_layers) k_attention_cuda(g->att, g->q, &g->kv[seg], &da, g->plan, c->n_heads, &att, g->s);
     }
 
     // the sampled rows' logits down
