@@ -48,13 +48,14 @@ void k_silu_mul(float *out, const float *gate, const float *up, int n_tokens, in
     }
 }
 
-// GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), with
-// tanh(u) = 1 - 2 / (1 + e^{2u}) through the shared exp. Only Gemma uses it, so it stays scalar.
+// GELU, tanh approximation: 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), computed as
+// x · sigmoid(2u) (the same function: 0.5 (1 + tanh(u)) = 1 / (1 + e^{-2u})), which keeps its
+// relative precision in the negative tail where 1 + tanh(u) cancels. Only Gemma uses it, so it
+// stays scalar.
 static inline float gelu_tanh(float x) {
     const float k = 0.7978845608028654f; // sqrt(2 / pi)
     float u = k * (x + 0.044715f * x * x * x);
-    float t = u > 15.0f ? 1.0f : u < -15.0f ? -1.0f : 1.0f - 2.0f / (1.0f + kcpu_expf(2.0f * u));
-    return 0.5f * x * (1.0f + t);
+    return x / (1.0f + kcpu_expf(-2.0f * u));
 }
 
 void k_gelu_mul(float *out, const float *gate, const float *up, int n_tokens, int dim) {

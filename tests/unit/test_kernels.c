@@ -266,6 +266,39 @@ static void test_silu_mul(void) {
     }
 }
 
+// ---- Gemma's elementwise ops: GeGLU (tanh GELU), soft-capping, scaling
+
+static void test_gelu_softcap_scale(void) {
+    static const int shapes[][2] = {{3, 37}, {50, 1536}}; // the second goes parallel
+    for (size_t i = 0; i < ARRAY_LEN(shapes); i++) {
+        int N = shapes[i][0], D = shapes[i][1];
+        size_t n = (size_t)N * D;
+        float *g = xmalloc(sizeof(float) * n), *u = xmalloc(sizeof(float) * n), *o = xmalloc(sizeof(float) * n);
+        fill(g, n, -8.0f, 8.0f);
+        fill(u, n, -2.0f, 2.0f);
+        g[0] = -95.0f, g[n - 1] = 60.0f; // the tails: tanh saturates
+        k_gelu_mul(o, g, u, N, D);
+        int bad = 0;
+        for (size_t k = 0; k < n; k++) {
+            double x = g[k], ref = 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))) * u[k];
+            if (!(fabs(o[k] - ref) <= 1e-5 * (fabs(ref) + 1e-3))) bad++;
+        }
+        EXPECT(bad == 0, "gelu_mul %dx%d: %d values off", N, D, bad);
+        memcpy(o, g, sizeof(float) * n);
+        k_softcap(o, n, 5.0f);
+        bad = 0;
+        for (size_t k = 0; k < n; k++)
+            if (!(fabs(o[k] - 5.0 * tanh(g[k] / 5.0)) <= 1e-6 * 5.0)) bad++;
+        EXPECT(bad == 0, "softcap %dx%d: %d values off", N, D, bad);
+        memcpy(o, g, sizeof(float) * n);
+        k_scale(o, n, 8.0f);
+        bad = 0;
+        for (size_t k = 0; k < n; k++) bad += o[k] != g[k] * 8.0f;
+        EXPECT(bad == 0, "scale: %d values off", bad);
+        free(g), free(u), free(o);
+    }
+}
+
 // ---- embed
 
 static void test_embed(void) {
@@ -592,6 +625,7 @@ int main(void) {
     TEST_RUN(test_matmul_batch_invariance);
     TEST_RUN(test_rmsnorm);
     TEST_RUN(test_silu_mul);
+    TEST_RUN(test_gelu_softcap_scale);
     TEST_RUN(test_embed);
     TEST_RUN(test_rope_kv_write);
     TEST_RUN(test_add_bias);
