@@ -240,15 +240,22 @@ static void test_rmsnorm(void) {
 
 // ---- silu_mul
 
+// A gated MLP's inputs of n values: gate in [-span, span] with far tails at both ends (exp
+// under/overflow territory), up in [-2, 2], and room for the output.
+static void gated_inputs(size_t n, float span, float **g, float **u, float **o) {
+    *g = xmalloc(sizeof(float) * n), *u = xmalloc(sizeof(float) * n), *o = xmalloc(sizeof(float) * n);
+    fill(*g, n, -span, span);
+    fill(*u, n, -2.0f, 2.0f);
+    (*g)[0] = -95.0f, (*g)[n - 1] = 60.0f;
+}
+
 static void test_silu_mul(void) {
     static const int shapes[][2] = {{1, 1536}, {3, 37}, {50, 1536}}; // the last goes parallel
     for (size_t i = 0; i < ARRAY_LEN(shapes); i++) {
         int N = shapes[i][0], D = shapes[i][1];
         size_t n = (size_t)N * D;
-        float *g = xmalloc(sizeof(float) * n), *u = xmalloc(sizeof(float) * n), *o = xmalloc(sizeof(float) * n);
-        fill(g, n, -12.0f, 12.0f);
-        fill(u, n, -2.0f, 2.0f);
-        g[0] = -95.0f, g[n - 1] = 60.0f; // far tails: exp under/overflow territory
+        float *g, *u, *o;
+        gated_inputs(n, 12.0f, &g, &u, &o);
         k_silu_mul(o, g, u, N, D);
         int bad = 0;
         for (size_t k = 0; k < n; k++) {
@@ -273,10 +280,8 @@ static void test_gelu_softcap_scale(void) {
     for (size_t i = 0; i < ARRAY_LEN(shapes); i++) {
         int N = shapes[i][0], D = shapes[i][1];
         size_t n = (size_t)N * D;
-        float *g = xmalloc(sizeof(float) * n), *u = xmalloc(sizeof(float) * n), *o = xmalloc(sizeof(float) * n);
-        fill(g, n, -8.0f, 8.0f);
-        fill(u, n, -2.0f, 2.0f);
-        g[0] = -95.0f, g[n - 1] = 60.0f; // the tails: tanh saturates
+        float *g, *u, *o;
+        gated_inputs(n, 8.0f, &g, &u, &o);
         k_gelu_mul(o, g, u, N, D);
         int bad = 0;
         for (size_t k = 0; k < n; k++) {
