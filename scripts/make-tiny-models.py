@@ -3,7 +3,7 @@
 llama.cpp's converter writes them (GGUF) and as Hugging Face saves them (safetensors +
 config.json), the same weights in both.
 
-    make-tiny-models.py OUT_DIR [--family gemma2|gemma3|phi3|mistral ...] [--seed N]
+    make-tiny-models.py OUT_DIR [--family NAME ...] [--seed N]
 
 writes, per family F, OUT_DIR/F.gguf and OUT_DIR/F-hf/ (config.json, model.safetensors in
 float32, tokenizer.json + tokenizer_config.json through scripts/hf_tokenizer.py). Everything is
@@ -29,6 +29,7 @@ import json
 import math
 import os
 import sys
+import zlib
 
 import numpy as np
 
@@ -53,9 +54,17 @@ FAMILIES = {
     "gemma3": dict(tokenizer="spm-tiny", template="gemma-it", specials=["<start_of_turn>", "<end_of_turn>"],
                    eot="<end_of_turn>", layers=6, dim=64, heads=4, kv_heads=2, head_dim=32, ffn=128,
                    window=8, rope_theta=100000.0, rope_local=10000.0, ctx=256),
+    # Gemma 3 4B+: the global layers' positions divided by 8 (linear RoPE scaling)
+    "gemma3-linear": dict(tokenizer="spm-tiny", template="gemma-it", specials=["<start_of_turn>", "<end_of_turn>"],
+                          eot="<end_of_turn>", layers=6, dim=64, heads=4, kv_heads=2, head_dim=32, ffn=128,
+                          window=8, rope_theta=100000.0, rope_local=10000.0, ctx=256, rope_linear=8.0),
     "phi3": dict(tokenizer="bpe-tiny", template="phi-3", specials=["<|user|>", "<|assistant|>", "<|end|>"],
                  eot="<|end|>", layers=3, dim=64, heads=4, kv_heads=2, head_dim=16, ffn=96,
                  partial_rotary=0.5, rope_theta=10000.0, ctx=256, orig_ctx=64),
+    # a context no longer than the original: LongRoPE's short factors, magnitude 1
+    "phi3-short": dict(tokenizer="bpe-tiny", template="phi-3", specials=["<|user|>", "<|assistant|>", "<|end|>"],
+                       eot="<|end|>", layers=3, dim=64, heads=4, kv_heads=2, head_dim=16, ffn=96,
+                       partial_rotary=0.5, rope_theta=10000.0, ctx=64, orig_ctx=64),
     "mistral": dict(tokenizer="bpe-tiny", template="mistral-instruct", specials=["[INST]", "[/INST]"],
                     eot=None, layers=3, dim=64, heads=4, kv_heads=2, head_dim=16, ffn=128,
                     window=8, rope_theta=10000.0, ctx=256),
@@ -105,8 +114,14 @@ def permute(wt, n_head):
     return wt.reshape(n_head, 2, wt.shape[0] // n_head // 2, *wt.shape[1:]).swapaxes(1, 2).reshape(wt.shape)
 
 
+def arch_of(fam):
+    """The family's model (gemma3-linear is a gemma3, phi3-short a phi3)."""
+    return fam.split("-")[0]
+
+
 def make_weights(fam, spec, vocab, rng):
     """HF-named float32 weights ([out, in] like PyTorch)."""
+    fam = arch_of(fam)
     d, hd, f = spec["dim"], spec["head_dim"], spec["ffn"]
     qd, kvd = spec["heads"] * hd, spec["kv_heads"] * hd
     gemma = fam.startswith("gemma")
@@ -156,6 +171,7 @@ def longrope_factors(spec, rng):
 
 
 def hf_config(fam, spec, vocab, tok_ids, extra):
+    fam = arch_of(fam)
     c = {"hidden_size": spec["dim"], "intermediate_size": spec["ffn"], "num_hidden_layers": spec["layers"],
          "num_attention_heads": spec["heads"], "num_key_value_heads": spec["kv_heads"], "head_dim": spec["head_dim"],
          "vocab_size": vocab, "max_position_embeddings": spec["ctx"], "rope_theta": spec["rope_theta"],
@@ -170,7 +186,9 @@ def hf_config(fam, spec, vocab, tok_ids, extra):
                  query_pre_attn_scalar=spec["head_dim"], sliding_window=spec["window"], sliding_window_pattern=6,
                  layer_types=["full_attention" if (i + 1) % 6 == 0 else "sliding_attention"
                               for i in range(spec["layers"])],
-                 rope_local_base_freq=spec["rope_local"], rope_scaling=None, attn_logit_softcapping=None,
+                 rope_local_base_freq=spec["rope_local"],
+                 rope_scaling={"rope_type": "linear", "factor": spec["rope_linear"]} if "rope_linear" in spec else None,
+                 attn_logit_softcapping=None,
                  final_logit_softcapping=None, tie_word_embeddings=True)
     elif fam == "phi3":
         short, long = extra
@@ -186,6 +204,7 @@ def hf_config(fam, spec, vocab, tok_ids, extra):
 
 
 def write_gguf(path, fam, spec, hf, vocab_fields_spec, extra):
+    fam = arch_of(fam)
     arch = "llama" if fam == "mistral" else fam
     w = gguf.GGUFWriter(path, arch)
     # (not "phi3" in the name: llama.cpp then looks for Phi-3's own special tokens by name)
@@ -208,6 +227,9 @@ def write_gguf(path, fam, spec, hf, vocab_fields_spec, extra):
         w.add_final_logit_softcapping(spec["final_softcap"])
     if fam in ("gemma3", "phi3", "mistral"):
         w.add_rope_freq_base(spec["rope_theta"])
+    if "rope_linear" in spec:
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(spec["rope_linear"])
     if fam == "mistral":
         w.add_rope_dimension_count(hd)
         w.add_vocab_size(vocab_fields_spec)
@@ -271,12 +293,12 @@ def write_safetensors(path, tensors):
 
 def make(out_dir, fam, seed):
     spec = FAMILIES[fam]
-    # one stream per family, so adding a family never changes another's weights
-    rng = np.random.Generator(np.random.PCG64([seed, sorted(FAMILIES).index(fam)]))
+    # one stream per family (keyed by its name), so adding a family never changes another's weights
+    rng = np.random.Generator(np.random.PCG64([seed, zlib.crc32(fam.encode())]))
     fields = {f[0]: f for f in tokenizer_fields(spec["tokenizer"])}
     vocab = len(fields["tokenizer.ggml.tokens"][1]) + len(spec["specials"])
     tok_ids = (int(fields["tokenizer.ggml.bos_token_id"][1]), int(fields["tokenizer.ggml.eos_token_id"][1]))
-    extra = longrope_factors(spec, rng) if fam == "phi3" else None
+    extra = longrope_factors(spec, rng) if arch_of(fam) == "phi3" else None
     hf = make_weights(fam, spec, vocab, rng)
     path = os.path.join(out_dir, fam + ".gguf")
     write_gguf(path, fam, spec, hf, vocab, extra)

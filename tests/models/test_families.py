@@ -41,7 +41,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from daemon import Server  # noqa: E402
 
 BUILD = ROOT / os.environ.get("SLUICE_BUILD", "build")
-FAMILIES = ["gemma2", "gemma3", "phi3", "mistral"]
+# gemma3-linear: Gemma 3 with its global layers' RoPE scaled (4B+); phi3-short: a context no
+# longer than the original, so LongRoPE's short factors
+FAMILIES = ["gemma2", "gemma3", "gemma3-linear", "phi3", "phi3-short", "mistral"]
 LOGIT_TOL = 0.05
 MARGIN = 0.05
 
@@ -96,7 +98,7 @@ def test_matches_llama_cpp(models, fam):
     assert checked >= len(g["logits"]) // 2  # most steps are decided by more than the margin
 
 
-@pytest.mark.parametrize("fam", ["gemma2", "gemma3", "phi3"])
+@pytest.mark.parametrize("fam", ["gemma2", "gemma3", "gemma3-linear", "phi3", "phi3-short"])
 def test_hf_equals_gguf(models, fam):
     g = golden(fam)
     tokens = g["prompt"] + g["greedy"]
@@ -178,7 +180,7 @@ def test_mistral_sliding_window(models):
 
 # ---- over HTTP: each family with its chat template, streamed
 
-@pytest.mark.parametrize("fam", FAMILIES)
+@pytest.mark.parametrize("fam", ["gemma2", "gemma3", "phi3", "mistral"])
 def test_served_streaming(models, fam):
     srv = Server(["--model", str(models / f"{fam}.gguf")],
                  base_args=["--max-model-len", "256", "--kv-cache-memory", "16M", "--timeout", "20"])
