@@ -180,9 +180,14 @@ def test_mistral_sliding_window(models):
 
 # ---- over HTTP: each family with its chat template, streamed
 
-@pytest.mark.parametrize("fam", ["gemma2", "gemma3", "phi3", "mistral"])
-def test_served_streaming(models, fam):
-    srv = Server(["--model", str(models / f"{fam}.gguf")],
+# each family's turn marker in its template (tests/data/chat_templates/<template>.jinja)
+TURN_MARKER = {"gemma2": "<start_of_turn>", "gemma3": "<start_of_turn>", "phi3": "<|user|>", "mistral": "[INST]"}
+
+
+@pytest.mark.parametrize("fam,source", [("gemma2", "gguf"), ("gemma3", "gguf"), ("phi3", "gguf"), ("mistral", "gguf"),
+                                        ("gemma3", "hf"), ("phi3", "hf")])
+def test_served_streaming(models, fam, source):
+    srv = Server(["--model", str(models / (f"{fam}.gguf" if source == "gguf" else f"{fam}-hf"))],
                  base_args=["--max-model-len", "256", "--kv-cache-memory", "16M", "--timeout", "20"])
     try:
         name = srv.get("/v1/models").json()["data"][0]["id"]
@@ -197,10 +202,12 @@ def test_served_streaming(models, fam):
         text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
         assert any(c["choices"] and c["choices"][0].get("finish_reason") == "length" for c in chunks)
         assert text
-        # the chat template came from the file: the prompt is longer than the message alone
+        # the chat template is the family's, from the file (the GGUF's, or tokenizer_config.json)
+        t = srv.post("/tokenize", {"model": name, "messages": body["messages"]}).json()
+        rendered = srv.post("/detokenize", {"model": name, "tokens": t["tokens"]}).json()["prompt"]
+        assert TURN_MARKER[fam] in rendered and "Hello there, how are you?" in rendered, rendered
         u = srv.post("/v1/chat/completions", {**body, "stream": False, "max_tokens": 1}).json()["usage"]
-        n_plain = len(srv.post("/tokenize", {"model": name, "prompt": "Hello there, how are you?"}).json()["tokens"])
-        assert u["prompt_tokens"] > n_plain
+        assert u["prompt_tokens"] == t["count"]
     finally:
         srv.stop()
 
