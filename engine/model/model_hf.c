@@ -2,10 +2,12 @@
 // frequency divisors, and the map from HF tensor names to the GGUF names the binder uses.
 //
 // Supported: LlamaForCausalLM, MistralForCausalLM (a Llama with a sliding window), Qwen2ForCausalLM
-// (biases on q, k, v) and Qwen3ForCausalLM (RMSNorm over each q and k head). Everything the
-// forward pass would get wrong silently (another activation, RoPE scaling other than llama3,
-// biases elsewhere, partial rotary, quantized checkpoints) is refused here with one line naming
-// the key, as model_config_from_gguf does for GGUF metadata.
+// (biases on q, k, v), Qwen3ForCausalLM (RMSNorm over each q and k head), Gemma2ForCausalLM and
+// Gemma3ForCausalLM (gemma.c; their window layout, soft-caps, query scale and local RoPE base)
+// and Phi3ForCausalLM (fused tensors, partial rotary, LongRoPE). Everything the forward pass
+// would get wrong silently (another activation, another RoPE scaling, biases elsewhere, partial
+// rotary outside Phi-3, quantized checkpoints) is refused here with one line naming the key, as
+// model_config_from_gguf does for GGUF metadata.
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
