@@ -86,10 +86,10 @@ static void bench_attention(int n_threads, KVType dt, int n_ctx, int n_rows) {
     float *q = xmalloc(sizeof(float) * n_rows * n_heads * hd), *out = xmalloc(sizeof(float) * n_rows * n_heads * hd);
     for (int i = 0; i < n_rows * n_heads * hd; i++) q[i] = (rand_byte() - 128) / 128.0f;
     double t[BENCH_REPS];
-    k_attention(out, q, &c, &b, n_heads, 0.125f);
+    k_attention(out, q, &c, &b, n_heads, &(AttnOpt){.scale = 0.125f});
     for (int r = 0; r < BENCH_REPS; r++) {
         double t0 = time_now_s();
-        k_attention(out, q, &c, &b, n_heads, 0.125f);
+        k_attention(out, q, &c, &b, n_heads, &(AttnOpt){.scale = 0.125f});
         t[r] = time_now_s() - t0;
     }
     qsort(t, BENCH_REPS, sizeof(double), cmp_double);

@@ -522,6 +522,7 @@ static void engine_publish_stats(Engine *e) {
     s->prefix_cache_queries = p->query_tokens;
     s->prefix_cache_hits = p->hit_tokens;
     s->num_preemptions = e->sched.num_preemptions;
+    s->num_window_freed_blocks = e->sched.num_window_freed_blocks;
     pthread_mutex_lock(&e->inbox_mu);
     e->st_pub = *s;
     e->n_inbox -= e->n_taken;
@@ -649,7 +650,7 @@ const char *engine_device_name(EngineDevice d) {
 static int engine_pick_device(Engine *e, char *err) {
     EngineConfig *c = &e->cfg;
     char why[ERR_MAX] = "";
-    bool gpu = c->device != ENGINE_DEVICE_CPU && gpu_runner_available(why);
+    bool gpu = c->device != ENGINE_DEVICE_CPU && gpu_runner_available(why) && gpu_runner_supports(&e->src.cfg, why);
     if (c->device == ENGINE_DEVICE_CUDA && !gpu) return seterr(err, "--device cuda: %s", why);
     e->info.device = gpu ? ENGINE_DEVICE_CUDA : ENGINE_DEVICE_CPU;
     if (c->device == ENGINE_DEVICE_AUTO)
@@ -658,6 +659,18 @@ static int engine_pick_device(Engine *e, char *err) {
         return seterr(err, "--tensor-parallel-size %d: tensor parallelism runs on the CPU only so far (the GPU engine "
                       "drives one device); pass --device cpu or --tensor-parallel-size 1", c->tensor_parallel_size);
     return SL_OK;
+}
+
+// The window every layer attends within (the widest, when they differ), or 0 when a layer sees
+// the whole context (Gemma's global layers): then no block ever leaves every window.
+static int engine_kv_window(const ModelConfig *mc) {
+    int w = 0;
+    for (int l = 0; l < mc->n_layers; l++) {
+        int lw = model_layer_window(mc, l);
+        if (lw == 0) return 0;
+        w = MAX(w, lw);
+    }
+    return w;
 }
 
 // The CPU ranks: a communicator for more than one, then each rank's share of the weights.
@@ -713,8 +726,8 @@ int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path,
         goto fail;
     }
     // the device first: a refusal must not wait for weights to load (or a dummy 8B to generate)
-    if (engine_pick_device(e, err) != SL_OK) goto fail;
     if (wsrc_open(&e->src, model_path, c->load_format, err) != SL_OK) goto fail;
+    if (engine_pick_device(e, err) != SL_OK) goto fail; // (the family decides whether the GPU runner can)
     double open_s = time_now_s() - t0; // mapping the files, or generating dummy weights
     const ModelConfig *mc = &e->src.cfg;
     model_config_log(mc);
@@ -770,7 +783,8 @@ int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path,
     SchedConfig sc = {.max_num_batched_tokens = c->max_num_batched_tokens, .max_num_seqs = c->max_num_seqs,
                       .block_size = c->block_size, .num_blocks = runner_num_blocks(&e->runner),
                       .enable_prefix_caching = c->enable_prefix_caching, .max_model_len = c->max_model_len,
-                      .long_prefill_token_threshold = c->long_prefill_token_threshold};
+                      .long_prefill_token_threshold = c->long_prefill_token_threshold,
+                      .kv_window = engine_kv_window(mc)};
     if (sched_init(&e->sched, &sc, err) != SL_OK) goto fail;
 
     snprintf(in->arch, sizeof in->arch, "%s", mc->arch);

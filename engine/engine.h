@@ -237,6 +237,7 @@ typedef struct {
     uint64_t prefix_cache_queries;   // prompt tokens looked up
     uint64_t prefix_cache_hits;      // of which served from the cache
     uint64_t num_preemptions;
+    uint64_t num_window_freed_blocks; // KV blocks freed as out of every layer's sliding window
     uint64_t prompt_tokens;          // prompts whose prefill completed
     uint64_t generation_tokens;      // sampled tokens
     uint64_t requests_finished[4];   // by EngineFinish (STOP, LENGTH, ABORT)

@@ -149,6 +149,19 @@ void gpu_plan_log(const GpuPlanInput *in, const GpuPlan *p, const char *device) 
     log_info("  unplanned      %12s  (of the budget)", gib(p->budget > used ? p->budget - used : 0, b[0], 32));
 }
 
+bool gpu_runner_supports(const ModelConfig *c, char *why) {
+    bool windowed = false;
+    for (int l = 0; l < c->n_layers; l++) windowed |= model_layer_window(c, l) > 0;
+    const char *lack = c->gemma                               ? "post-norms, GeGLU, soft-capping, sliding windows"
+                       : c->fused_qkv || c->fused_gate_up     ? "fused QKV and gate-up matrices"
+                       : c->longrope || c->rope_dim != c->head_dim ? "partial rotary and LongRoPE"
+                       : windowed                             ? "sliding-window attention"
+                                                              : NULL;
+    if (!lack) return true;
+    if (why) seterr(why, "the GPU runner does not implement %s's forward (%s) yet", c->arch, lack);
+    return false;
+}
+
 #ifndef SLUICE_CUDA
 // ----------------------------------------------------------------------------
 // a build without CUDA: the runner is never available
@@ -333,17 +346,17 @@ void gpu_runner_forward(GpuRunner *g, const Batch *b, float *logits) {
     memcpy(g->hp[IO_BT], b->block_tables, sizeof(int) * nbt);
     int n[IO_N] = {rows, rows, rows, rows, b->n_seqs + 1, b->n_seqs, nbt};
     io_upload(g, n);
-    kattn_plan_build(g->plan, b, c->n_kv_heads, g->s);
+    kattn_plan_build(g->plan, b, c->n_kv_heads, 0, g->s); // (windowed models stay on the CPU)
 
     // segments and attention: the LM head takes every padded row in a graph, the sampled ones eagerly
     Batch db = device_batch(g, rows, b->n_seqs, b->max_blocks_per_seq, gi >= 0 ? rows : b->n_sample);
     Batch da = db;
     da.n_tokens = T; // attention reads the real rows only
-    const float scale = 1.0f / sqrtf((float)c->head_dim);
+    const AttnOpt att = {.scale = 1.0f / sqrtf((float)c->head_dim)};
     for (int seg = 0; seg < g->n_segs; seg++) {
         if (gi >= 0) kgraph_launch(g->graphs[gi * g->n_segs + seg], g->s);
         else seg_run(g, &db, seg);
-        if (seg < c->n_layers) k_attention_cuda(g->att, g->q, &g->kv[seg], &da, g->plan, c->n_heads, scale, g->s);
+        if (seg < c->n_layers) k_attention_cuda(g->att, g->q, &g->kv[seg], &da, g->plan, c->n_heads, &att, g->s);
     }
 
     // the sampled rows' logits down
@@ -530,7 +543,7 @@ void gpu_runner_destroy(GpuRunner *g) {
 int gpu_runner_create(GpuRunner **out, const WeightSource *src, const GpuRunnerConfig *cfg, char *err) {
     *out = NULL;
     char why[ERR_MAX];
-    if (!gpu_runner_available(why)) return seterr(err, "%s", why);
+    if (!gpu_runner_available(why) || !gpu_runner_supports(&src->cfg, why)) return seterr(err, "%s", why);
     CHECK(cfg->max_num_batched_tokens > 0 && cfg->max_num_seqs > 0 && cfg->max_model_len > 0 && cfg->block_size > 0);
     double t0 = time_now_s();
 

@@ -37,6 +37,11 @@ typedef struct {
 // True when this build has CUDA and a device is visible; otherwise false with the reason
 // ("this build has no CUDA support (built with CUDA=0 or without nvcc)", "no CUDA device: ...").
 bool gpu_runner_available(char *why);
+// True when the GPU runner implements c's forward (the Llama family: Llama, Mistral without a
+// window, Qwen2, Qwen3); otherwise false with one line naming what it lacks, e.g. "the GPU
+// runner does not implement gemma2's forward (post-norms, GeGLU, soft-capping) yet". --device
+// auto then runs on the CPU; --device cuda fails with it.
+bool gpu_runner_supports(const ModelConfig *c, char *why);
 // Uploads src's weights, makes the memory plan and captures the decode graphs. SL_ERR + err when
 // the model does not fit (the message suggests a smaller --max-model-len / --max-num-seqs /
 // --max-num-batched-tokens) or the device fails.

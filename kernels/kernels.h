@@ -94,16 +94,33 @@ void k_add_rmsnorm(float *out, float *residual, const float *delta, const float 
 void k_rope_kv_write(float *q, float *k, const float *v, const Batch *b, const KVLayer *cache,
                      int n_heads, int rope_dim, float freq_base, const float *freq_factors, RopeLayout layout);
 
+// How k_attention scores: scale (usually 1/sqrt(head_dim); Gemma's query_pre_attn_scalar),
+// window (> 0: a row at position p attends to positions p - window + 1 .. p only, Mistral's and
+// Gemma's sliding window; 0: the whole context), softcap (> 0: each scaled score s becomes
+// softcap · tanh(s / softcap) before the softmax, Gemma 2's attention-logit soft-capping).
+typedef struct {
+    float scale;
+    int window;
+    float softcap;
+} AttnOpt;
+
 // Paged causal attention with GQA (query head h reads KV head h / (n_heads / n_kv_heads)).
 // q, out: [n_tokens, n_heads, head_dim]. Row t of sequence s at position p = positions[t]
-// attends to cache positions 0..p of s (so every row of this step must already be written).
-// Scores are scaled by `scale` (usually 1/sqrt(head_dim)); softmax in f32. KV_F16 halves the
-// cache bandwidth and is the faster choice on CPU too (see kernels/cpu/attention.c).
+// attends to cache positions 0..p of s (so every row of this step must already be written), or
+// to the last o->window of them. Softmax in f32. KV_F16 halves the cache bandwidth and is the
+// faster choice on CPU too (see kernels/cpu/attention.c).
 void k_attention(float *out, const float *q, const KVLayer *cache, const Batch *b, int n_heads,
-                 float scale);
+                 const AttnOpt *o);
 
 // x[t, :] += bias over n_tokens rows of dim (Qwen2's QKV biases).
 void k_add_bias(float *x, const float *bias, int n_tokens, int dim);
 
 // out[i] = silu(gate[i]) * up[i] over n_tokens rows of dim (out may be gate or up).
 void k_silu_mul(float *out, const float *gate, const float *up, int n_tokens, int dim);
+// out[i] = gelu(gate[i]) * up[i], GELU's tanh approximation (Gemma's GeGLU, HF's
+// gelu_pytorch_tanh), over n_tokens rows of dim (out may be gate or up).
+void k_gelu_mul(float *out, const float *gate, const float *up, int n_tokens, int dim);
+// x[i] = cap · tanh(x[i] / cap) over n values in place (Gemma 2's final-logit soft-capping).
+void k_softcap(float *x, size_t n, float cap);
+// x[i] *= s over n values in place (Gemma's embedding scale, Phi-3's LongRoPE magnitude).
+void k_scale(float *x, size_t n, float s);

@@ -59,8 +59,9 @@ static void running_remove(Scheduler *s, Sequence *seq) {
 // Releases a sequence's blocks tail first: the LRU then evicts a prompt's last blocks before
 // its first ones, which more requests share (vLLM frees in the same reverse order).
 static void seq_release_blocks(Scheduler *s, Sequence *seq) {
-    for (int i = seq->num_blocks - 1; i >= 0; i--) blockpool_release(&s->pool, seq->block_table[i]);
+    for (int i = seq->num_blocks - 1; i >= seq->num_dropped_blocks; i--) blockpool_release(&s->pool, seq->block_table[i]);
     seq->num_blocks = 0;
+    seq->num_dropped_blocks = 0;
     seq->num_promoted_blocks = 0;
 }
 
@@ -369,12 +370,28 @@ static void seq_promote_blocks(Scheduler *s, Sequence *seq) {
     seq->num_promoted_blocks = full;
 }
 
+// With every layer windowed (cfg.kv_window): the next token, at position num_computed_tokens,
+// reads keys from num_computed_tokens - kv_window + 1 on, and so does every later one; the
+// blocks wholly before that go back to the pool (a cached one stays in the prefix cache: its
+// KV is still right for a sequence that shares the prefix). The attention kernels never read a
+// block before a row's window, so the -1 left in the table is never followed.
+static void seq_drop_window_blocks(Scheduler *s, Sequence *seq) {
+    if (s->cfg.kv_window <= 0) return;
+    int first = seq->num_computed_tokens - s->cfg.kv_window + 1;
+    int n = MIN(MAX(0, first) / s->cfg.block_size, seq->num_blocks);
+    for (; seq->num_dropped_blocks < n; seq->num_dropped_blocks++) {
+        blockpool_release(&s->pool, seq->block_table[seq->num_dropped_blocks]);
+        seq->block_table[seq->num_dropped_blocks] = -1;
+        s->num_window_freed_blocks++;
+    }
+}
+
 // Starts the n-1 children of a parent whose prompt is now computed: each shares every block.
 static void seq_fork_children(Scheduler *s, Sequence *parent) {
     for (int i = 0; i < parent->n_samples - 1; i++) {
         Sequence *child = &parent->children[i];
         seq_fork_into(child, parent);
-        for (int b = 0; b < child->num_blocks; b++) blockpool_ref(&s->pool, child->block_table[b]);
+        for (int b = child->num_dropped_blocks; b < child->num_blocks; b++) blockpool_ref(&s->pool, child->block_table[b]);
         child->status = SEQ_RUNNING;
         running_insert(s, child);
     }
@@ -392,6 +409,7 @@ void sched_update(Scheduler *s, SchedOutput *out, const int32_t *sampled, const 
         seq->sched_entry = -1;
         seq->num_computed_tokens += en->num_new_tokens;
         seq_promote_blocks(s, seq);
+        seq_drop_window_blocks(s, seq);
         if (en->num_samples == 0) continue;
         if (!seq->forked) seq_fork_children(s, seq);
         for (int j = 0; j < en->num_samples; j++) {
@@ -431,7 +449,7 @@ int sched_check(const Scheduler *s, char *err) {
         if (rc == SL_OK && (covered > seq->num_tokens || (!s->step_pending && covered >= seq->num_tokens)))
             rc = seterr(err, "sequence %lld/%d has %d of %d tokens computed", (long long)seq->id,
                         seq->sample_index, covered, seq->num_tokens);
-        for (int b = 0; b < seq->num_blocks && rc == SL_OK; b++) {
+        for (int b = seq->num_dropped_blocks; b < seq->num_blocks && rc == SL_OK; b++) {
             int32_t id = seq->block_table[b];
             if (id < 0 || id >= c->num_blocks) rc = seterr(err, "block table holds bad id %d", id);
             else expected[id]++;

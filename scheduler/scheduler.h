@@ -42,6 +42,10 @@ typedef struct {
     int max_model_len;          // prompt + output tokens at most (--max-model-len)
     int long_prefill_token_threshold; // a prompt chunk is at most this many tokens (vLLM's
                                 // --long-prefill-token-threshold); 0 = only the step's budget
+    int kv_window;              // > 0 when every layer attends within a sliding window of at
+                                // most this many positions (Mistral): a running sequence's
+                                // blocks wholly before the window of its next token go back to
+                                // the pool; 0 = keep every block
 } SchedConfig;
 
 // One sequence's work in a step: compute KV for tokens [start_pos, start_pos + num_new_tokens)
@@ -102,6 +106,7 @@ typedef struct {
     // totals for metrics
     uint64_t num_preemptions;
     uint64_t num_steps;
+    uint64_t num_window_freed_blocks; // blocks released as out of every layer's window
 } Scheduler;
 
 // Validates the config (the pool must hold one max_model_len sequence) and allocates everything.

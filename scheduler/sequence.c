@@ -105,6 +105,7 @@ void seq_fork_into(Sequence *child, const Sequence *parent) {
     child->num_cached_tokens = parent->num_cached_tokens;
     memcpy(child->block_table, parent->block_table, (size_t)parent->num_blocks * sizeof(int32_t));
     child->num_blocks = parent->num_blocks;
+    child->num_dropped_blocks = parent->num_dropped_blocks;
     memcpy(child->block_hashes, parent->block_hashes,
            (size_t)parent->num_hashed_blocks * sizeof(uint64_t));
     child->num_hashed_blocks = parent->num_hashed_blocks;

@@ -71,6 +71,8 @@ struct Sequence {
     int num_cached_tokens;   // prefix-cache hit at first admission (what usage reports); -1 before
     int32_t *block_table;    // (max_blocks,) block ids, logical block i -> pool block
     int num_blocks;
+    int num_dropped_blocks;  // blocks [0, this) left every layer's sliding window and went back
+                             // to the pool (SchedConfig.kv_window); their entries are -1
     int max_blocks;          // ceil(max_tokens_total / block_size)
 
     // ---- prefix caching: hash of full block i chains the hash of block i-1

@@ -223,6 +223,9 @@ void metrics_render(Metrics *m, const MetricsEngine *e, const char *model, bool 
     meta(&o, "requests_rejected", "counter", "Requests refused by admission control (429) or while draining (503).");
     sample(&o, "requests_rejected_total", ",reason=\"overloaded\"", (double)m->rejected_429);
     sample(&o, "requests_rejected_total", ",reason=\"unavailable\"", (double)m->rejected_503);
+    // (no vLLM counterpart: vLLM keeps a sliding-window model's blocks until the request ends)
+    counter(&o, "kv_window_freed_blocks", "KV-cache blocks freed as out of every layer's sliding window.",
+            (double)e->num_window_freed_blocks);
     counter(&o, "structured_output_requests", "Requests with a structured output constraint.",
             (double)e->grammar_requests);
     counter(&o, "structured_output_cache_hits", "Of those, requests whose grammar was compiled already.",

@@ -44,6 +44,7 @@ typedef struct {
     double kv_usage;                      // fraction 0..1
     uint64_t prefix_cache_queries, prefix_cache_hits;
     uint64_t num_preemptions;
+    uint64_t num_window_freed_blocks;
     uint64_t prompt_tokens, generation_tokens;
     uint64_t grammar_requests, grammar_cache_hits; // structured output: requests with a grammar, of
     int num_constrained;                           // which cache hits; constrained requests in flight

@@ -82,6 +82,7 @@ enum MHD_Result route_metrics(Server *s, struct MHD_Connection *c) {
             .prefix_cache_queries = st.prefix_cache_queries,
             .prefix_cache_hits = st.prefix_cache_hits,
             .num_preemptions = st.num_preemptions,
+            .num_window_freed_blocks = st.num_window_freed_blocks,
             .prompt_tokens = st.prompt_tokens,
             .generation_tokens = st.generation_tokens,
             .grammar_requests = st.grammar_queries,

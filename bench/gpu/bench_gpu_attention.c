@@ -32,7 +32,7 @@ typedef struct {
 static void attn_run(void *ctx, int rep) {
     AttnCtx *c = ctx;
     c->b.block_tables = c->d_bt[rep % c->n_rot];
-    k_attention_cuda(c->out, c->q, &c->cache, &c->b, c->plan, c->n_heads, c->scale, c->s);
+    k_attention_cuda(c->out, c->q, &c->cache, &c->b, c->plan, c->n_heads, &(AttnOpt){.scale = c->scale}, c->s);
 }
 
 static int bench_decode(KStream *s, double copy_bw) {
@@ -75,7 +75,7 @@ static int bench_decode(KStream *s, double copy_bw) {
             int *d_pos = kdev_malloc(B * sizeof(int));
             kdev_memcpy_h2d(d_pos, pos, B * sizeof(int), NULL);
             c.b = (Batch){.n_tokens = B, .n_seqs = B, .positions = d_pos, .max_blocks_per_seq = nb};
-            kattn_plan_build(plan, &hb, DEC_KV, s);
+            kattn_plan_build(plan, &hb, DEC_KV, 0, s);
             int blocks;
             kattn_plan_counts(plan, NULL, &blocks, NULL);
             float ms = bench_median_ms(attn_run, &c, s, 3, 30);
@@ -122,7 +122,7 @@ static void bench_prefill(KStream *s, int hd) {
         kdev_memcpy_h2d(d_bt, bt, (size_t)B * nb * sizeof(int), NULL);
         Batch hb = {.n_tokens = total, .n_seqs = B, .positions = pos, .query_start = qs, .context_lens = ctx,
                     .max_blocks_per_seq = nb};
-        kattn_plan_build(plan, &hb, heads, s);
+        kattn_plan_build(plan, &hb, heads, 0, s);
         AttnCtx c = {s, plan, {kc, vc, n_blocks, bs, heads, hd, KCUDA_KV_BF16}, {0}, &d_bt, 1, q, out, heads,
                      1.0f / sqrtf((float)hd)};
         c.b = (Batch){.n_tokens = total, .n_seqs = B, .positions = d_pos, .max_blocks_per_seq = nb};

@@ -161,22 +161,40 @@ static int weights_bind(Model *m, Binder *bd, char *err) {
     char name[96];
 #define NAME(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
     if (bind_matrix(bd, &w->tok_embd, "token_embd.weight", c->vocab, c->dim, whole(c->vocab), err)) return SL_ERR;
+    const int64_t f = c->ffn_dim;
     for (int l = 0; l < c->n_layers; l++) {
         LayerWeights *L = &w->layers[l];
         if (bind_vector(bd, &L->attn_norm, NAME("blk.%d.attn_norm.weight", l), c->dim, whole(c->dim), err) ||
-            bind_matrix(bd, &L->wq, NAME("blk.%d.attn_q.weight", l), q_dim, c->dim, q_rows, err) ||
-            bind_matrix(bd, &L->wk, NAME("blk.%d.attn_k.weight", l), kv_dim, c->dim, kv_rows, err) ||
-            bind_matrix(bd, &L->wv, NAME("blk.%d.attn_v.weight", l), kv_dim, c->dim, kv_rows, err) ||
             bind_matrix(bd, &L->wo, NAME("blk.%d.attn_output.weight", l), c->dim, q_dim,
                         (Slice){SLICE_COLS, q_lo, q_n}, err) ||
             bind_vector(bd, &L->ffn_norm, NAME("blk.%d.ffn_norm.weight", l), c->dim, whole(c->dim), err) ||
-            bind_matrix(bd, &L->w_gate, NAME("blk.%d.ffn_gate.weight", l), c->ffn_dim, c->dim,
-                        (Slice){SLICE_ROWS, f_lo, f_n}, err) ||
-            bind_matrix(bd, &L->w_up, NAME("blk.%d.ffn_up.weight", l), c->ffn_dim, c->dim,
-                        (Slice){SLICE_ROWS, f_lo, f_n}, err) ||
             bind_matrix(bd, &L->w_down, NAME("blk.%d.ffn_down.weight", l), c->dim, c->ffn_dim,
                         (Slice){SLICE_COLS, f_lo, f_n}, err))
             return SL_ERR;
+        // Phi-3 fuses [q; k; v] and [gate; up] by rows: each part (and each rank's slice of it)
+        // is a row range of the fused matrix, so still a view.
+        if (c->fused_qkv) {
+            const int64_t rows = q_dim + 2 * kv_dim;
+            if (bind_matrix(bd, &L->wq, NAME("blk.%d.attn_qkv.weight", l), rows, c->dim, q_rows, err) ||
+                bind_matrix(bd, &L->wk, name, rows, c->dim, (Slice){SLICE_ROWS, q_dim + kv_lo, kv_n}, err) ||
+                bind_matrix(bd, &L->wv, name, rows, c->dim, (Slice){SLICE_ROWS, q_dim + kv_dim + kv_lo, kv_n}, err))
+                return SL_ERR;
+        } else if (bind_matrix(bd, &L->wq, NAME("blk.%d.attn_q.weight", l), q_dim, c->dim, q_rows, err) ||
+                   bind_matrix(bd, &L->wk, NAME("blk.%d.attn_k.weight", l), kv_dim, c->dim, kv_rows, err) ||
+                   bind_matrix(bd, &L->wv, NAME("blk.%d.attn_v.weight", l), kv_dim, c->dim, kv_rows, err)) {
+            return SL_ERR;
+        }
+        if (c->fused_gate_up) {
+            if (bind_matrix(bd, &L->w_gate, NAME("blk.%d.ffn_up.weight", l), 2 * f, c->dim,
+                            (Slice){SLICE_ROWS, f_lo, f_n}, err) ||
+                bind_matrix(bd, &L->w_up, name, 2 * f, c->dim, (Slice){SLICE_ROWS, f + f_lo, f_n}, err))
+                return SL_ERR;
+        } else if (bind_matrix(bd, &L->w_gate, NAME("blk.%d.ffn_gate.weight", l), f, c->dim,
+                               (Slice){SLICE_ROWS, f_lo, f_n}, err) ||
+                   bind_matrix(bd, &L->w_up, NAME("blk.%d.ffn_up.weight", l), f, c->dim,
+                               (Slice){SLICE_ROWS, f_lo, f_n}, err)) {
+            return SL_ERR;
+        }
         if (c->qkv_bias && (bind_vector(bd, &L->bq, NAME("blk.%d.attn_q.bias", l), q_dim, q_rows, err) ||
                             bind_vector(bd, &L->bk, NAME("blk.%d.attn_k.bias", l), kv_dim, kv_rows, err) ||
                             bind_vector(bd, &L->bv, NAME("blk.%d.attn_v.bias", l), kv_dim, kv_rows, err)))
@@ -184,11 +202,29 @@ static int weights_bind(Model *m, Binder *bd, char *err) {
         if (c->qk_norm && (bind_vector(bd, &L->q_norm, NAME("blk.%d.attn_q_norm.weight", l), hd, whole(hd), err) ||
                            bind_vector(bd, &L->k_norm, NAME("blk.%d.attn_k_norm.weight", l), hd, whole(hd), err)))
             return SL_ERR;
+        if (c->gemma &&
+            (bind_vector(bd, &L->post_attn_norm, NAME("blk.%d.post_attention_norm.weight", l), c->dim, whole(c->dim),
+                         err) ||
+             bind_vector(bd, &L->post_ffw_norm, NAME("blk.%d.post_ffw_norm.weight", l), c->dim, whole(c->dim), err)))
+            return SL_ERR;
     }
     if (bind_vector(bd, &w->output_norm, "output_norm.weight", c->dim, whole(c->dim), err)) return SL_ERR;
+    const int half = c->rope_dim / 2;
     if (wsrc_find(bd->src, "rope_freqs.weight") &&
-        bind_vector(bd, &w->rope_freq_factors, "rope_freqs.weight", c->rope_dim / 2, whole(c->rope_dim / 2), err))
+        bind_vector(bd, &w->rope_freq_factors, "rope_freqs.weight", half, whole(half), err))
         return SL_ERR;
+    if (c->longrope) { // both sets are the model's; the context length picks one
+        const float *lng, *sht;
+        if (bind_vector(bd, &lng, "rope_factors_long.weight", half, whole(half), err) ||
+            bind_vector(bd, &sht, "rope_factors_short.weight", half, whole(half), err))
+            return SL_ERR;
+        w->rope_freq_factors = model_longrope_long(c) ? lng : sht;
+    }
+    if (c->rope_linear_factor > 0) { // Gemma 3: every pair of a global layer slowed alike
+        float *g = arena_take(bd, sizeof(float) * half);
+        for (int i = 0; g && i < half; i++) g[i] = c->rope_linear_factor;
+        w->rope_global_factors = g;
+    }
 #undef NAME
     // The LM head: this rank's vocabulary rows (all of them, or none when replicated on rank 0).
     Slice lm = {SLICE_ROWS, m->vocab_lo, m->vocab_n};

@@ -1,4 +1,4 @@
-// model.h: a decoder-only transformer of the Llama family (Llama, Mistral, Qwen2, Qwen3) bound
+// model.h: a decoder-only transformer (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 2/3) bound
 // from a WeightSource (a GGUF file, a safetensors directory or dummy weights), and its forward
 // pass over a flattened Batch (DESIGN.md §3-4), whole or as one tensor-parallel rank's share
 // (§6).
@@ -9,7 +9,8 @@
 //                forces to be copied, plus the activation buffers, allocated once at load for up
 //                to max_tokens rows per step (model.c)
 //   model_forward  one step: writes every row's K and V (this rank's heads) into the paged cache
-//                and returns the logits of the batch's logits_rows (llama.c)
+//                and returns the logits of the batch's logits_rows (llama.c, or gemma.c's
+//                gemma_forward for Gemma)
 #pragma once
 
 #include <stdbool.h>
@@ -34,6 +35,7 @@ typedef struct {
     QMatrix w_gate;         // (ffn_dim, dim)
     QMatrix w_up;           // (ffn_dim, dim)
     QMatrix w_down;         // (dim, ffn_dim)
+    const float *post_attn_norm, *post_ffw_norm; // Gemma: (dim) each, on the blocks' outputs; else NULL
 } LayerWeights;
 
 typedef struct {
@@ -41,7 +43,9 @@ typedef struct {
     LayerWeights *layers;     // [n_layers]
     const float *output_norm; // (dim)
     QMatrix output;           // (vocab, dim); the same bytes as tok_embd when tied
-    const float *rope_freq_factors; // (rope_dim / 2) llama3 RoPE scaling divisors, else NULL
+    const float *rope_freq_factors; // (rope_dim / 2) llama3 RoPE scaling or LongRoPE divisors, else NULL
+    const float *rope_global_factors; // Gemma 3 linear scaling: (rope_dim / 2) divisors of the
+                                      // global layers, else NULL
 } ModelWeights;
 
 // ---- activations, each sized for max_tokens rows (one slab; the step never allocates)
@@ -114,3 +118,11 @@ int model_max_cols(const Model *m);
 // row b->logits_rows[i]. With tensor parallelism every rank calls this at the same time with
 // the same b and its own kv; rank 0's logits get the result, the other ranks may pass NULL.
 void model_forward(Model *m, const KVLayer *kv, const Batch *b, float *logits);
+// gemma.c: model_forward for cfg.gemma (model_forward hands it over).
+void gemma_forward(Model *m, const KVLayer *kv, const Batch *b, float *logits);
+// llama.c, shared with gemma.c: the LM head on rows[0..n_sample) of the final-normed xb
+// (gathered into s.xs; split by vocabulary or not), and one projection of the attention input
+// (out = xb · wᵀ (+ bias), then, with head_norm, RMSNorm over each head; tmp: scratch for it).
+void model_lm_head(Model *m, const float *xb, const int *rows, int n_sample, float *logits);
+void model_attn_project(float *out, float *tmp, const float *xb, const QMatrix *w, const float *bias,
+                        const float *head_norm, int T, int head_dim, float eps);

@@ -3,17 +3,17 @@
 // Keys are "<arch>.<name>" (llama.cpp's naming). Everything the forward pass relies on is
 // checked here, so that a file describing a model we cannot run fails at load with one line
 // that says why, instead of producing garbage later.
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "common/common.h"
 #include "engine/model/model_config.h"
 
-// Architectures whose GGUF layout and forward pass llama.c implements, and how each
-// differs from Llama. llama.cpp's converter permutes a llama's Q and K rows so that RoPE
-// rotates adjacent pairs; qwen2/qwen3 are stored as trained, in NeoX's split halves. Others
-// (MoE, sliding-window attention in the forward, ...) need their differences implemented
-// before joining this table.
+// Architectures whose GGUF layout and forward pass llama.c (gemma.c for Gemma) implements, and
+// how each differs from Llama. llama.cpp's converter permutes a llama's Q and K rows so that
+// RoPE rotates adjacent pairs; the others are stored as trained, in NeoX's split halves. Others
+// (MoE, ...) need their differences implemented before joining this table.
 static const struct {
     const char *name;
     RopeLayout rope_layout;
@@ -23,6 +23,9 @@ static const struct {
     {"llama", ROPE_NORMAL, false, false},
     {"qwen2", ROPE_NEOX, true, false},
     {"qwen3", ROPE_NEOX, false, true},
+    {"gemma2", ROPE_NEOX, false, false},
+    {"gemma3", ROPE_NEOX, false, true},
+    {"phi3", ROPE_NEOX, false, false},
 };
 
 const char *model_supported_archs(void) {
@@ -74,6 +77,52 @@ static int get_float(const GGUF *g, const char *arch, const char *name, bool req
     return SL_OK;
 }
 
+// What llama.cpp reads (or assumes) for Gemma 2/3 and Phi-3 beyond the Llama keys
+// (src/llama-model.cpp, llm_load_hparams): Gemma's window layout and RoPE bases are fixed by the
+// architecture, not stored; a Phi-3 GGUF's sliding_window is ignored there (llama.cpp disables
+// Phi's windows), and so it is here, to run the model the file's producer ran.
+static int family_from_gguf(ModelConfig *c, const GGUF *g, char *err) {
+    const char *a = c->arch;
+    char key[160];
+    if (strncmp(a, "gemma", 5) == 0) {
+        bool g2 = strcmp(a, "gemma2") == 0;
+        c->gemma = true;
+        c->swa_pattern = g2 ? 2 : 6;
+        if (get_int(g, a, "attention.sliding_window", !g2, 4096, 1, 1 << 24, &c->sliding_window, err)) return SL_ERR;
+        // gemma_pytorch's config: the 27B models scale by dim / n_heads, the others by head_dim
+        bool big = c->n_layers == (g2 ? 46 : 62);
+        c->attn_scale = 1.0f / sqrtf((float)(big ? c->dim / c->n_heads : c->head_dim));
+        if (g2 && (get_float(g, a, "attn_logit_softcapping", false, 50.0, &c->attn_softcap, err) ||
+                   get_float(g, a, "final_logit_softcapping", false, 30.0, &c->final_softcap, err)))
+            return SL_ERR;
+        if (!g2) {
+            c->rope_base_local = 10000.0f;
+            double f = 0;
+            if (gguf_get_float(g, arch_key(key, sizeof key, a, "rope.scaling.factor"), &f) && f != 1.0) {
+                if (!(f > 0 && f < 1e6)) return seterr(err, "metadata %s = %g is out of range", key, f);
+                c->rope_linear_factor = (float)f;
+            }
+        }
+    } else if (strcmp(a, "phi3") == 0) {
+        c->fused_qkv = gguf_tensor(g, "blk.0.attn_qkv.weight") != NULL;
+        c->fused_gate_up = true;
+        c->longrope = gguf_tensor(g, "rope_factors_long.weight") != NULL;
+        if (get_int(g, a, "rope.scaling.original_context_length", c->longrope, c->context_len, 1, 1 << 24,
+                    &c->rope_orig_ctx, err) ||
+            get_float(g, a, "rope.scaling.attn_factor", false, 1.0, &c->rope_attn_factor, err))
+            return SL_ERR;
+    }
+    return SL_OK;
+}
+
+int model_layer_window(const ModelConfig *c, int l) {
+    if (c->sliding_window <= 0 || l < c->swa_first_layer) return 0;
+    if (c->swa_pattern > 0 && (l + 1) % c->swa_pattern == 0) return 0;
+    return c->sliding_window;
+}
+
+bool model_longrope_long(const ModelConfig *c) { return c->longrope && c->context_len > c->rope_orig_ctx; }
+
 int model_config_from_gguf(ModelConfig *c, const GGUF *g, char *err) {
     memset(c, 0, sizeof *c);
     GGUFStr s;
@@ -113,10 +162,13 @@ int model_config_from_gguf(ModelConfig *c, const GGUF *g, char *err) {
     c->qkv_bias = ARCHS[arch].qkv_bias;
     c->qk_norm = ARCHS[arch].qk_norm;
 
+    if (family_from_gguf(c, g, err)) return SL_ERR;
+
     // What this forward pass does not implement yet: say so rather than run it wrongly.
     char key[160];
     GGUFStr scaling;
-    if (gguf_get_str(g, arch_key(key, sizeof key, a, "rope.scaling.type"), &scaling) && !gguf_str_eq(scaling, "none")) {
+    if (gguf_get_str(g, arch_key(key, sizeof key, a, "rope.scaling.type"), &scaling) && !gguf_str_eq(scaling, "none") &&
+        !(strcmp(a, "gemma3") == 0 && gguf_str_eq(scaling, "linear"))) {
         double factor = 1.0;
         gguf_get_float(g, arch_key(key, sizeof key, a, "rope.scaling.factor"), &factor);
         if (factor != 1.0)
@@ -147,15 +199,7 @@ int model_config_from_gguf(ModelConfig *c, const GGUF *g, char *err) {
 int model_config_max_len(const ModelConfig *c, int requested, int *out, char *err) {
     if (requested > c->context_len)
         return seterr(err, "--max-model-len %d exceeds the model's context length %d", requested, c->context_len);
-    int n = requested > 0 ? requested : c->context_len;
-    // Past the window, a sliding-window model attends to fewer positions than our forward
-    // (which always attends to the whole context): within it the two are the same model.
-    if (c->sliding_window > 0 && n > c->sliding_window) {
-        log_info("max_model_len %d capped to the model's sliding window %d (attention here is not windowed)", n,
-                 c->sliding_window);
-        n = c->sliding_window;
-    }
-    *out = n;
+    *out = requested > 0 ? requested : c->context_len;
     return SL_OK;
 }
 
@@ -165,7 +209,15 @@ void model_config_log(const ModelConfig *c) {
              c->arch, c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->head_dim, c->ffn_dim, c->vocab,
              c->context_len, c->rope_base, c->rope_dim, c->rope_layout == ROPE_NEOX ? "neox" : "normal", c->norm_eps,
              c->tied_embeddings ? "yes" : "no", c->qkv_bias ? " qkv_bias" : "", c->qk_norm ? " qk_norm" : "");
-    if (c->sliding_window > 0) log_info("model: sliding_window=%d", c->sliding_window);
+    if (c->sliding_window > 0)
+        log_info("model: sliding_window=%d (%s)", c->sliding_window,
+                 c->swa_pattern ? "interleaved with global layers" : "every layer");
+    if (c->gemma)
+        log_info("model: gemma attn_scale=%g attn_softcap=%g final_softcap=%g rope_base_local=%g", c->attn_scale,
+                 c->attn_softcap, c->final_softcap, c->rope_base_local);
+    if (c->longrope)
+        log_info("model: LongRoPE (%s factors) original_ctx=%d attn_factor=%g", model_longrope_long(c) ? "long" : "short",
+                 c->rope_orig_ctx, c->rope_attn_factor);
     if (c->rope_scaling_factor > 0)
         log_info("model: rope scaling llama3 factor=%g low_freq_factor=%g high_freq_factor=%g original_ctx=%d",
                  c->rope_scaling_factor, c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_orig_ctx);

@@ -2,10 +2,12 @@
 // frequency divisors, and the map from HF tensor names to the GGUF names the binder uses.
 //
 // Supported: LlamaForCausalLM, MistralForCausalLM (a Llama with a sliding window), Qwen2ForCausalLM
-// (biases on q, k, v) and Qwen3ForCausalLM (RMSNorm over each q and k head). Everything the
-// forward pass would get wrong silently (another activation, RoPE scaling other than llama3,
-// biases elsewhere, partial rotary, quantized checkpoints) is refused here with one line naming
-// the key, as model_config_from_gguf does for GGUF metadata.
+// (biases on q, k, v), Qwen3ForCausalLM (RMSNorm over each q and k head), Gemma2ForCausalLM and
+// Gemma3ForCausalLM (gemma.c; their window layout, soft-caps, query scale and local RoPE base)
+// and Phi3ForCausalLM (fused tensors, partial rotary, LongRoPE). Everything the forward pass
+// would get wrong silently (another activation, another RoPE scaling, biases elsewhere, partial
+// rotary outside Phi-3, quantized checkpoints) is refused here with one line naming the key, as
+// model_config_from_gguf does for GGUF metadata.
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -25,8 +27,13 @@ static const struct {
     {"MistralForCausalLM", "mistral", "llama"},
     {"Qwen2ForCausalLM", "qwen2", "qwen2"},
     {"Qwen3ForCausalLM", "qwen3", "qwen3"},
+    {"Gemma2ForCausalLM", "gemma2", "gemma2"},
+    {"Gemma3ForCausalLM", "gemma3_text", "gemma3"},
+    {"Phi3ForCausalLM", "phi3", "phi3"},
 };
-#define HF_ARCH_LIST "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM"
+#define HF_ARCH_LIST \
+    "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, " \
+    "Gemma3ForCausalLM, Phi3ForCausalLM"
 
 #define HF_BIG (1 << 24) // generous bound on widths, so products stay far from overflow
 
@@ -99,6 +106,95 @@ static int rope_scaling_read(ModelConfig *c, const cJSON *rs, const char *key, c
     return SL_OK;
 }
 
+// Gemma 2/3 and Phi-3's keys beyond Llama's (HF transformers' Gemma2Config, Gemma3TextConfig,
+// Phi3Config).
+static int gemma_read(ModelConfig *c, const cJSON *root, char *err) {
+    bool g2 = strcmp(c->arch, "gemma2") == 0;
+    c->swa_pattern = g2 ? 2 : 6;
+    float pre_attn = (float)c->head_dim;
+    if (get_int(root, "sliding_window", true, 0, 1, 1 << 24, &c->sliding_window, err) ||
+        (!g2 && get_int(root, "sliding_window_pattern", false, 6, 1, 1024, &c->swa_pattern, err)) ||
+        get_float(root, "query_pre_attn_scalar", false, c->head_dim, &pre_attn, err))
+        return SL_ERR;
+    c->attn_scale = 1.0f / sqrtf(pre_attn);
+    // transformers >= 4.53 lists each layer's kind; it must be the pattern this forward runs
+    const cJSON *types = get(root, "layer_types");
+    if (types) {
+        if (!cJSON_IsArray(types) || cJSON_GetArraySize(types) != c->n_layers)
+            return seterr(err, "key layer_types is not a list of num_hidden_layers names");
+        for (int l = 0; l < c->n_layers; l++) {
+            const cJSON *t = cJSON_GetArrayItem(types, l);
+            const char *want = model_layer_window(c, l) ? "sliding_attention" : "full_attention";
+            if (!cJSON_IsString(t) || strcmp(t->valuestring, want) != 0)
+                return seterr(err, "layer_types[%d] is not '%s' (supported: every %dth layer global)", l, want,
+                              c->swa_pattern);
+        }
+    }
+    if (g2) {
+        if (get(root, "attn_logit_softcapping") &&
+            get_float(root, "attn_logit_softcapping", false, 0, &c->attn_softcap, err))
+            return SL_ERR;
+        if (get(root, "final_logit_softcapping") &&
+            get_float(root, "final_logit_softcapping", false, 0, &c->final_softcap, err))
+            return SL_ERR;
+        return get(root, "rope_scaling") ? seterr(err, "rope_scaling is not supported for Gemma 2") : SL_OK;
+    }
+    if (get_float(root, "rope_local_base_freq", false, 10000.0, &c->rope_base_local, err)) return SL_ERR;
+    if (get(root, "attn_logit_softcapping") || get(root, "final_logit_softcapping"))
+        return seterr(err, "soft-capping is not supported for Gemma 3 (its models have none)");
+    const cJSON *rs = get(root, "rope_scaling");
+    if (!rs) return SL_OK;
+    const cJSON *type = get(rs, "rope_type");
+    if (!cJSON_IsString(type) || strcmp(type->valuestring, "linear") != 0)
+        return seterr(err, "rope_scaling for Gemma 3 must be of rope_type linear");
+    char why[ERR_MAX];
+    if (get_float(rs, "factor", true, 0, &c->rope_linear_factor, why)) return seterr(err, "rope_scaling: %s", why);
+    return SL_OK;
+}
+
+// A list of n positive numbers into out.
+static int get_floats(const cJSON *o, const char *key, int n, float *out, char *err) {
+    const cJSON *v = get(o, key);
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != n)
+        return seterr(err, "key rope_scaling.%s is not a list of %d numbers (rotated dims / 2)", key, n);
+    for (int i = 0; i < n; i++) {
+        const cJSON *x = cJSON_GetArrayItem(v, i);
+        if (!cJSON_IsNumber(x) || !(x->valuedouble > 0) || x->valuedouble > 1e9)
+            return seterr(err, "key rope_scaling.%s[%d] is not a positive number", key, i);
+        out[i] = (float)x->valuedouble;
+    }
+    return SL_OK;
+}
+
+static int phi3_read(ModelConfig *c, const cJSON *root, char *err) {
+    c->fused_qkv = c->fused_gate_up = true;
+    float partial = 1.0f;
+    if (get_float(root, "partial_rotary_factor", false, 1.0, &partial, err)) return SL_ERR;
+    // convert_hf_to_gguf's int(partial_rotary_factor * hidden_size) // num_attention_heads
+    c->rope_dim = (int)(partial * c->dim) / c->n_heads;
+    if (c->rope_dim < 2 || c->rope_dim > c->head_dim || c->rope_dim % 2 || c->rope_dim / 2 > 128)
+        return seterr(err, "partial_rotary_factor %g gives %d rotated dims of %d", partial, c->rope_dim, c->head_dim);
+    if (get_int(root, "original_max_position_embeddings", false, c->context_len, 1, 1 << 24, &c->rope_orig_ctx, err))
+        return SL_ERR;
+    const cJSON *rs = get(root, "rope_scaling");
+    if (!rs) return SL_OK;
+    const cJSON *type = get(rs, "rope_type");
+    if (!type) type = get(rs, "type");
+    if (!cJSON_IsString(type) || (strcmp(type->valuestring, "longrope") != 0 && strcmp(type->valuestring, "su") != 0))
+        return seterr(err, "rope_scaling for Phi-3 must be of type longrope");
+    c->longrope = true;
+    if (get_floats(rs, "short_factor", c->rope_dim / 2, c->rope_short, err) ||
+        get_floats(rs, "long_factor", c->rope_dim / 2, c->rope_long, err))
+        return SL_ERR;
+    double scale = (double)c->context_len / c->rope_orig_ctx;
+    c->rope_attn_factor = scale > 1 ? (float)sqrt(1 + log(scale) / log(c->rope_orig_ctx)) : 1.0f;
+    return SL_OK;
+}
+
+static int family_read(ModelConfig *c, const cJSON *root, char *err) {
+    return c->gemma ? gemma_read(c, root, err) : phi3_read(c, root, err);
+}
+
 // The architecture: architectures[0], or model_type when there is no architectures list.
 static int arch_read(const cJSON *root, int *which, char *err) {
     const cJSON *archs = get(root, "architectures"), *mt = get(root, "model_type");
@@ -128,7 +224,9 @@ static int config_read(ModelConfig *c, const cJSON *root, char *err) {
     snprintf(c->arch, sizeof c->arch, "%s", HF_ARCHS[which].arch);
     bool mistral = strcmp(HF_ARCHS[which].hf, "MistralForCausalLM") == 0;
     c->qkv_bias = strcmp(c->arch, "qwen2") == 0;
-    c->qk_norm = strcmp(c->arch, "qwen3") == 0;
+    c->qk_norm = strcmp(c->arch, "qwen3") == 0 || strcmp(c->arch, "gemma3") == 0;
+    c->gemma = strncmp(c->arch, "gemma", 5) == 0;
+    bool phi3 = strcmp(c->arch, "phi3") == 0;
 
     if (get_int(root, "hidden_size", true, 0, 1, HF_BIG, &c->dim, err) ||
         get_int(root, "num_hidden_layers", true, 0, 1, 1024, &c->n_layers, err) ||
@@ -154,18 +252,28 @@ static int config_read(ModelConfig *c, const cJSON *root, char *err) {
         char why[ERR_MAX];
         if (get_float(rp, "rope_theta", true, 0, &c->rope_base, why)) return seterr(err, "rope_parameters: %s", why);
     }
-    if (rope_scaling_read(c, get(root, "rope_scaling"), "rope_scaling", err)) return SL_ERR;
-    if (c->rope_scaling_factor == 0 && rope_scaling_read(c, rp, "rope_parameters", err)) return SL_ERR;
-    float partial = 1.0f;
-    if (get_float(root, "partial_rotary_factor", false, 1.0, &partial, err)) return SL_ERR;
-    if (partial != 1.0f) return seterr(err, "partial_rotary_factor %g is not supported (only 1)", partial);
+    if (c->gemma || phi3) {
+        if (family_read(c, root, err)) return SL_ERR; // their rope_scaling (linear, longrope) included
+    } else {
+        if (rope_scaling_read(c, get(root, "rope_scaling"), "rope_scaling", err)) return SL_ERR;
+        if (c->rope_scaling_factor == 0 && rope_scaling_read(c, rp, "rope_parameters", err)) return SL_ERR;
+        float partial = 1.0f;
+        if (get_float(root, "partial_rotary_factor", false, 1.0, &partial, err)) return SL_ERR;
+        if (partial != 1.0f) return seterr(err, "partial_rotary_factor %g is not supported (only 1)", partial);
+    }
 
     if (get_float(root, "rms_norm_eps", false, 1e-6, &c->norm_eps, err) ||
         get_bool(root, "tie_word_embeddings", false, &c->tied_embeddings, err))
         return SL_ERR;
-    const cJSON *act = get(root, "hidden_act");
-    if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu") != 0))
-        return seterr(err, "hidden_act '%.32s' is not supported (only silu)", cJSON_IsString(act) ? act->valuestring : "?");
+    // Gemma's GeGLU is the tanh GELU whatever it is called (HF's Gemma code forces it)
+    const char *act_key = c->gemma ? "hidden_activation" : "hidden_act";
+    const cJSON *act = get(root, act_key);
+    if (c->gemma && !act) act = get(root, "hidden_act");
+    bool act_ok = !act || (cJSON_IsString(act) && (c->gemma ? strncmp(act->valuestring, "gelu", 4) == 0
+                                                             : strcmp(act->valuestring, "silu") == 0));
+    if (!act_ok)
+        return seterr(err, "%s '%.32s' is not supported (only %s)", act_key, cJSON_IsString(act) ? act->valuestring : "?",
+                      c->gemma ? "gelu_pytorch_tanh" : "silu");
 
     // What the forward does not implement: say so rather than run it wrongly.
     bool attn_bias = false, mlp_bias = false;
@@ -177,12 +285,17 @@ static int config_read(ModelConfig *c, const cJSON *root, char *err) {
     if (mlp_bias) return seterr(err, "mlp_bias is not supported");
     if (get(root, "quantization_config")) return seterr(err, "quantized checkpoints (quantization_config) are not supported");
 
-    // A sliding window (Mistral v0.1; Qwen2/3 only when use_sliding_window is set): the forward
-    // attends to the whole context, so the context is capped to the window instead.
+    // A sliding window on every layer (Mistral v0.1) or, with use_sliding_window, on Qwen2/3's
+    // layers from max_window_layers on (HF's layer_types for them). Gemma's are read above;
+    // Phi-3's sliding_window is not applied, as llama.cpp does not (see model_config.c).
+    if (c->gemma || phi3) return SL_OK;
     bool use_window = mistral;
     if (!mistral && strcmp(c->arch, "llama") != 0 && get_bool(root, "use_sliding_window", false, &use_window, err))
         return SL_ERR;
     if (use_window && get_int(root, "sliding_window", !mistral, 0, 0, 1 << 24, &c->sliding_window, err)) return SL_ERR;
+    if (use_window && !mistral &&
+        get_int(root, "max_window_layers", false, 28, 0, 1 << 24, &c->swa_first_layer, err))
+        return SL_ERR;
     return SL_OK;
 }
 
@@ -239,13 +352,17 @@ static const struct {
     {"self_attn.o_proj.weight", "attn_output.weight"},
     {"self_attn.q_norm.weight", "attn_q_norm.weight"},
     {"self_attn.k_norm.weight", "attn_k_norm.weight"},
-    {"post_attention_layernorm.weight", "ffn_norm.weight"},
+    {"post_attention_layernorm.weight", "ffn_norm.weight"}, // Gemma: post_attention_norm (below)
+    {"pre_feedforward_layernorm.weight", "ffn_norm.weight"},
+    {"post_feedforward_layernorm.weight", "post_ffw_norm.weight"},
+    {"self_attn.qkv_proj.weight", "attn_qkv.weight"}, // Phi-3: [q; k; v]
+    {"mlp.gate_up_proj.weight", "ffn_up.weight"},     // Phi-3: [gate; up]
     {"mlp.gate_proj.weight", "ffn_gate.weight"},
     {"mlp.up_proj.weight", "ffn_up.weight"},
     {"mlp.down_proj.weight", "ffn_down.weight"},
 };
 
-int model_hf_tensor_name(const char *hf, char *out, size_t cap) {
+int model_hf_tensor_name(const char *arch, const char *hf, char *out, size_t cap) {
     static const struct {
         const char *hf, *gguf;
     } top[] = {
@@ -264,6 +381,10 @@ int model_hf_tensor_name(const char *hf, char *out, size_t cap) {
     int layer = atoi(p);
     const char *rest = q + 1;
     if (strcmp(rest, "self_attn.rotary_emb.inv_freq") == 0) return 0; // recomputed from rope_theta
+    // Gemma normalizes the attention output before the residual add (and has a separate
+    // pre-feed-forward norm), where Llama's post_attention_layernorm is the MLP's input norm
+    if (strncmp(arch, "gemma", 5) == 0 && strcmp(rest, "post_attention_layernorm.weight") == 0)
+        return snprintf(out, cap, "blk.%d.post_attention_norm.weight", layer), 1;
     for (size_t i = 0; i < ARRAY_LEN(HF_LAYER_NAMES); i++)
         if (strcmp(rest, HF_LAYER_NAMES[i].hf) == 0) return snprintf(out, cap, "blk.%d.%s", layer, HF_LAYER_NAMES[i].gguf), 1;
     return -1;

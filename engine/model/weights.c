@@ -99,6 +99,40 @@ static int read_config(WeightSource *ws, char *err) {
     return rc == SL_OK ? SL_OK : seterr(err, "%s: %s", path, why);
 }
 
+// What llama.cpp's converter changes on the way to a GGUF, done here so that the binder sees one
+// model whatever the format: Gemma's norm weights w become 1 + w (its RMSNorm multiplies by
+// 1 + w), and Phi-3's LongRoPE factors (config.json lists) become rope_factors_{long,short}.
+static void hf_convert(WeightSource *ws) {
+    const ModelConfig *c = &ws->cfg;
+    WsrcImpl *im = ws->impl;
+    size_t n = 0;
+    for (int i = 0; c->gemma && i < ws->n_tensors; i++)
+        if (strstr(ws->tensors[i].name, "norm.weight")) n += (size_t)ws->tensors[i].ne[0];
+    if (c->longrope) n += (size_t)c->rope_dim;
+    if (n == 0) return;
+    float *dst = im->converted = xmalloc(n * sizeof(float));
+    for (int i = 0; c->gemma && i < ws->n_tensors; i++) {
+        WTensor *t = &ws->tensors[i];
+        if (!strstr(t->name, "norm.weight") || t->n_dims != 1) continue;
+        dequant_row(t->type, t->data, dst, t->ne[0]);
+        for (int64_t j = 0; j < t->ne[0]; j++) dst[j] += 1.0f;
+        ws->bytes += (size_t)t->ne[0] * sizeof(float) - t->nbytes;
+        t->type = QTYPE_F32, t->data = dst, t->nbytes = (size_t)t->ne[0] * sizeof(float);
+        dst += t->ne[0];
+    }
+    if (!c->longrope) return;
+    const int half = c->rope_dim / 2;
+    const struct { const char *name; const float *v; } sets[] = {
+        {"rope_factors_long.weight", c->rope_long}, {"rope_factors_short.weight", c->rope_short}};
+    for (int k = 0; k < 2; k++) {
+        memcpy(dst, sets[k].v, sizeof(float) * half);
+        WTensor *t = wsrc_push(ws, sets[k].name);
+        t->type = QTYPE_F32, t->ne[0] = half, t->data = dst, t->nbytes = sizeof(float) * half;
+        ws->bytes += t->nbytes;
+        dst += half;
+    }
+}
+
 static int open_safetensors(WeightSource *ws, char *err) {
     if (read_config(ws, err) != SL_OK) return SL_ERR;
     WsrcImpl *im = ws->impl;
@@ -108,7 +142,7 @@ static int open_safetensors(WeightSource *ws, char *err) {
         const STensor *s = &st->tensors[i];
         const char *file = st->files[s->file].path;
         char name[sizeof ws->tensors[0].name];
-        int r = model_hf_tensor_name(s->name, name, sizeof name);
+        int r = model_hf_tensor_name(ws->cfg.arch, s->name, name, sizeof name);
         if (r < 0)
             return seterr(err, "%s: tensor '%.80s' is not part of a %s model", file, s->name, ws->cfg.arch);
         if (r == 0) continue;
@@ -130,6 +164,7 @@ static int open_safetensors(WeightSource *ws, char *err) {
         return seterr(err, "%s: model.embed_tokens.weight has shape [%lld, %lld], config.json says [%d, %d]", ws->dir,
                       (long long)emb->ne[1], (long long)emb->ne[0], ws->cfg.vocab, ws->cfg.dim);
     wsrc_push_rope_freqs(ws);
+    hf_convert(ws);
     return SL_OK;
 }
 
@@ -210,6 +245,10 @@ int wsrc_open(WeightSource *ws, const char *path, LoadFormat f, char *err) {
         case LOAD_SAFETENSORS: rc = open_safetensors(ws, err); break;
         case LOAD_DUMMY:
             rc = read_config(ws, err);
+            // (the generator writes the Llama family's tensors; Gemma's extra norms and Phi-3's
+            // fused ones it does not know)
+            if (rc == SL_OK && (ws->cfg.gemma || ws->cfg.fused_qkv))
+                rc = seterr(err, "%s: --load-format dummy does not generate %s weights yet", path, ws->cfg.arch);
             if (rc == SL_OK) {
                 wsrc_dummy_generate(ws);
                 wsrc_push_rope_freqs(ws);
@@ -233,6 +272,7 @@ void wsrc_close(WeightSource *ws) {
         safetensors_close(&im->st);
         free(im->slab);
         free(im->rope_freqs);
+        free(im->converted);
         free(im);
     }
     gguf_close(&ws->gguf); // a no-op on a zeroed GGUF

@@ -11,13 +11,14 @@ typedef struct {
     SafeTensors st;    // LOAD_SAFETENSORS: the mapped files
     void *slab;        // LOAD_DUMMY: every generated tensor, one allocation
     float *rope_freqs; // config.json sources with llama3 RoPE scaling: rope_freqs.weight's data
+    float *converted;  // safetensors Gemma (norms as 1 + w) and Phi-3 (LongRoPE factors), f32
     int cap;           // slots allocated in ws->tensors
 } WsrcImpl;
 
-// The GGUF name of a Hugging Face Llama/Mistral/Qwen2/Qwen3 tensor name into out (cap bytes):
+// The GGUF name of a Hugging Face tensor name of a model of arch (ModelConfig.arch) into out (cap bytes):
 // 1 when mapped, 0 for a tensor that carries nothing to load (rotary_emb.inv_freq), -1 for a
 // name this mapping does not know (then out is untouched).
-int model_hf_tensor_name(const char *hf_name, char *out, size_t cap);
+int model_hf_tensor_name(const char *arch, const char *hf_name, char *out, size_t cap);
 
 // Appends an empty tensor slot named name (ws->tensors grows as needed); its fields are the
 // caller's to fill.

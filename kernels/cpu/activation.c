@@ -1,4 +1,5 @@
-// activation.c: SiLU-and-multiply, the SwiGLU MLP's join: out = gate · sigmoid(gate) · up.
+// activation.c: the gated MLPs' joins, SwiGLU's out = gate · sigmoid(gate) · up and GeGLU's
+// out = gelu_tanh(gate) · up, and two elementwise maps (soft-capping, scaling).
 // exp comes from the shared polynomial (cpu.h), the same on every path.
 #include <omp.h>
 
@@ -45,4 +46,29 @@ void k_silu_mul(float *out, const float *gate, const float *up, int n_tokens, in
         size_t a = (size_t)lo * 16, b = MIN(n, (size_t)hi * 16);
         if (a < b) silu_mul_span(out + a, gate + a, up + a, b - a);
     }
+}
+
+// GELU, tanh approximation: 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), computed as
+// x · sigmoid(2u) (the same function: 0.5 (1 + tanh(u)) = 1 / (1 + e^{-2u})), which keeps its
+// relative precision in the negative tail where 1 + tanh(u) cancels. Only Gemma uses it, so it
+// stays scalar.
+static inline float gelu_tanh(float x) {
+    const float k = 0.7978845608028654f; // sqrt(2 / pi)
+    float u = k * (x + 0.044715f * x * x * x);
+    return x / (1.0f + kcpu_expf(-2.0f * u));
+}
+
+void k_gelu_mul(float *out, const float *gate, const float *up, int n_tokens, int dim) {
+    size_t n = (size_t)n_tokens * dim;
+    int nth = k_threads();
+#pragma omp parallel for schedule(static) num_threads(nth) if (n >= SILU_PAR_ELEMS)
+    for (size_t i = 0; i < n; i++) out[i] = gelu_tanh(gate[i]) * up[i];
+}
+
+void k_softcap(float *x, size_t n, float cap) {
+    for (size_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] / cap);
+}
+
+void k_scale(float *x, size_t n, float s) {
+    for (size_t i = 0; i < n; i++) x[i] *= s;
 }

@@ -1,12 +1,14 @@
 // attention.c: paged causal attention over a varlen batch, with GQA.
 //
-// Query row t of sequence s at position p reads K and V of positions 0..p of s through its
-// block table (the rows of this step were written there by k_rope_kv_write). One task is one
+// Query row t of sequence s at position p reads K and V of positions lo..p of s through its
+// block table (lo = 0, or p - window + 1 with a sliding window: the keys before it are never
+// read, so their blocks may already be reused by another sequence) (the rows of this step were written there by k_rope_kv_write). One task is one
 // (row, KV head) pair: the G = n_heads / n_kv_heads query heads that share the KV head walk the
 // context together, so each K and V row is read once for all of them. The softmax is online
 // (running max and sum, rescaled per chunk) in f32.
 //
-// Chunks are 16 positions aligned to position 0, and every step inside a chunk runs in a
+// Chunks are 16 positions aligned to position 0 (a window's first chunk masks the positions
+// before lo), and every step inside a chunk runs in a
 // fixed order, so a row's output depends only on its query, its context and its position:
 // never on the other rows in the batch or on how the tasks are split across threads.
 //
@@ -21,6 +23,11 @@
 #define ATT_CHUNK 16
 #define ATT_MAX_GROUP 64
 #define ATT_PREFETCH_MAX_ROWS 4 // a sequence with at most this many query rows is decoding
+
+// The first key position a row with n_ctx keys reads: the window's first, or 0.
+static inline int att_first_key(const AttnOpt *o, int n_ctx) {
+    return o->window > 0 ? MAX(0, n_ctx - o->window) : 0;
+}
 
 // The sequence that owns query row t: the last s with query_start[s] <= t.
 static int seq_of_row(const Batch *b, int t) {
@@ -40,16 +47,20 @@ static inline const void *kv_row(const KVLayer *c, const void *base, int slot, i
 }
 
 // K and V rows of positions c0 .. c0+n-1 of KV head g, through the block table (one division
-// per chunk: the slot arithmetic otherwise costs as much as the dot products).
-static inline void chunk_rows(const KVLayer *c, const int *bt, int c0, int n, int g, const void **kp,
+// per chunk: the slot arithmetic otherwise costs as much as the dot products). Positions before
+// lo (the window's first, inside its first chunk) get lo's rows: their weights are 0, and the
+// blocks that held them may be gone from the table.
+static inline void chunk_rows(const KVLayer *c, const int *bt, int c0, int n, int lo, int g, const void **kp,
                               const void **vp) {
-    int bs = c->block_size, bi = c0 / bs, off = c0 - bi * bs;
-    for (int j = 0; j < n; j++) {
+    int j0 = MAX(0, lo - c0), p0 = c0 + j0;
+    int bs = c->block_size, bi = p0 / bs, off = p0 - bi * bs;
+    for (int j = j0; j < n; j++) {
         int slot = bt[bi] * bs + off;
         kp[j] = kv_row(c, c->k, slot, g);
         vp[j] = kv_row(c, c->v, slot, g);
         if (++off == bs) off = 0, bi++;
     }
+    for (int j = 0; j < j0; j++) kp[j] = kp[j0], vp[j] = vp[j0];
 }
 
 #if defined(KCPU_AVX512)
@@ -72,6 +83,15 @@ static inline __m512 hsum16x16(__m512 v[16]) {
     __m512 w01 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88), _mm512_shuffle_f32x4(u[0], u[1], 0xdd));
     __m512 w23 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x88), _mm512_shuffle_f32x4(u[2], u[3], 0xdd));
     return _mm512_add_ps(_mm512_shuffle_f32x4(w01, w23, 0x88), _mm512_shuffle_f32x4(w01, w23, 0xdd));
+}
+
+// cap · tanh(x / cap) lane by lane (Gemma 2's attention-logit soft-capping; rare enough that
+// libm's tanhf, the scalar path's, is the right cost for bitwise agreement between the paths)
+static inline __m512 softcap16(__m512 x, float cap) {
+    float v[16];
+    _mm512_storeu_ps(v, x);
+    for (int i = 0; i < 16; i++) v[i] = cap * tanhf(v[i] / cap);
+    return _mm512_loadu_ps(v);
 }
 
 // Scores of one query head against the chunk's keys: lane j = q·k_j (0 past n). NV = head_dim
@@ -166,10 +186,11 @@ static inline __attribute__((always_inline)) void pv_head(const KVType dt, float
 // weighted V sums.
 static inline __attribute__((always_inline)) void att_task_avx512(const KVType dt, const int NV, float *out,
                                                                   const float *q, const KVLayer *c, const Batch *b,
-                                                                  int t, int h0, int G, int n_heads, float scale,
+                                                                  int t, int h0, int G, int n_heads, const AttnOpt *o,
                                                                   float *buf) {
     const int hd = c->head_dim, g = h0 / (n_heads / c->n_kv_heads);
-    const int s = seq_of_row(b, t), n_ctx = b->positions[t] + 1;
+    const int s = seq_of_row(b, t), n_ctx = b->positions[t] + 1, lo = att_first_key(o, n_ctx);
+    const float scale = o->scale;
     const int *bt = b->block_tables + (size_t)s * b->max_blocks_per_seq;
     const bool prefetch = b->query_start[s + 1] - b->query_start[s] <= ATT_PREFETCH_MAX_ROWS;
     float *acc = buf, *pr = buf + (size_t)G * hd; // [G][hd] accumulators, [G][16] probabilities
@@ -179,15 +200,16 @@ static inline __attribute__((always_inline)) void att_task_avx512(const KVType d
     memset(acc, 0, (size_t)G * hd * sizeof(float));
     const int row_bytes = hd * (dt == KV_F16 ? 2 : 4);
     const void *kp[ATT_CHUNK], *vp[ATT_CHUNK], *kn[ATT_CHUNK], *vn[ATT_CHUNK];
-    chunk_rows(c, bt, 0, MIN(ATT_CHUNK, n_ctx), g, kn, vn);
-    for (int c0 = 0; c0 < n_ctx; c0 += ATT_CHUNK) {
+    const int first = lo / ATT_CHUNK * ATT_CHUNK;
+    chunk_rows(c, bt, first, MIN(ATT_CHUNK, n_ctx - first), lo, g, kn, vn);
+    for (int c0 = first; c0 < n_ctx; c0 += ATT_CHUNK) {
         int n = MIN(ATT_CHUNK, n_ctx - c0);
         memcpy(kp, kn, sizeof(kp)), memcpy(vp, vn, sizeof(vp));
         // The rows of the next chunk are scattered over the cache blocks: for a decode row,
         // whose context comes from memory, fetch them while this chunk computes. (The rows of a
         // prefill chunk find their context in cache, where prefetching only costs.)
         int n_next = MIN(ATT_CHUNK, n_ctx - c0 - ATT_CHUNK);
-        if (n_next > 0) chunk_rows(c, bt, c0 + ATT_CHUNK, n_next, g, kn, vn);
+        if (n_next > 0) chunk_rows(c, bt, c0 + ATT_CHUNK, n_next, lo, g, kn, vn);
         if (n_next > 0 && prefetch) {
             for (int j = 0; j < n_next; j++)
                 for (int o = 0; o < row_bytes; o += 64) {
@@ -195,9 +217,11 @@ static inline __attribute__((always_inline)) void att_task_avx512(const KVType d
                     _mm_prefetch((const char *)vn[j] + o, _MM_HINT_T0);
                 }
         }
-        __mmask16 valid = (__mmask16)((1u << n) - 1);
+        // positions before lo (in the window's first chunk) are masked out like those past n
+        __mmask16 valid = (__mmask16)(((1u << n) - 1) & ~((1u << MAX(0, lo - c0)) - 1));
         for (int h = 0; h < G; h++) {
             __m512 sc = _mm512_mul_ps(qk16(dt, NV, qg + (size_t)h * hd, hd, kp, n), _mm512_set1_ps(scale));
+            if (o->softcap > 0) sc = softcap16(sc, o->softcap);
             float mnew = kcpu_maxf(m[h], _mm512_mask_reduce_max_ps(valid, sc));
             corr[h] = kcpu_expf(m[h] - mnew);
             __m512 p = _mm512_maskz_mov_ps(valid, kcpu_exp512(_mm512_sub_ps(sc, _mm512_set1_ps(mnew))));
@@ -230,31 +254,32 @@ static inline float kv_get(const KVLayer *c, const void *row, int d) {
 }
 
 static void att_task_scalar(float *out, const float *q, const KVLayer *c, const Batch *b, int t, int h0, int G,
-                            int n_heads, float scale, float *buf) {
+                            int n_heads, const AttnOpt *o, float *buf) {
     const int hd = c->head_dim, g = h0 / (n_heads / c->n_kv_heads);
-    const int s = seq_of_row(b, t), n_ctx = b->positions[t] + 1;
+    const int s = seq_of_row(b, t), n_ctx = b->positions[t] + 1, lo = att_first_key(o, n_ctx);
     const int *bt = b->block_tables + (size_t)s * b->max_blocks_per_seq;
     float *acc = buf, *pr = buf + (size_t)G * hd;
     float m[ATT_MAX_GROUP], l[ATT_MAX_GROUP];
     const float *qg = q + ((size_t)t * n_heads + h0) * hd;
     for (int h = 0; h < G; h++) m[h] = -INFINITY, l[h] = 0.0f;
     memset(acc, 0, (size_t)G * hd * sizeof(float));
-    for (int c0 = 0; c0 < n_ctx; c0 += ATT_CHUNK) {
-        int n = MIN(ATT_CHUNK, n_ctx - c0);
+    for (int c0 = lo / ATT_CHUNK * ATT_CHUNK; c0 < n_ctx; c0 += ATT_CHUNK) {
+        int n = MIN(ATT_CHUNK, n_ctx - c0), j0 = MAX(0, lo - c0); // keys j < j0: before the window
         const void *kp[ATT_CHUNK], *vp[ATT_CHUNK];
-        chunk_rows(c, bt, c0, n, g, kp, vp);
+        chunk_rows(c, bt, c0, n, lo, g, kp, vp);
         for (int h = 0; h < G; h++) {
             const float *qh = qg + (size_t)h * hd;
             float *ph = pr + h * ATT_CHUNK, mx = -INFINITY;
             for (int j = 0; j < n; j++) {
                 float dot = 0.0f;
                 for (int d = 0; d < hd; d++) dot += qh[d] * kv_get(c, kp[j], d);
-                ph[j] = dot * scale;
-                mx = kcpu_maxf(mx, ph[j]);
+                ph[j] = dot * o->scale;
+                if (o->softcap > 0) ph[j] = o->softcap * tanhf(ph[j] / o->softcap);
+                if (j >= j0) mx = kcpu_maxf(mx, ph[j]);
             }
             float mnew = kcpu_maxf(m[h], mx), corr = kcpu_expf(m[h] - mnew), sum = 0.0f;
             for (int j = 0; j < n; j++) {
-                ph[j] = kcpu_expf(ph[j] - mnew);
+                ph[j] = j < j0 ? 0.0f : kcpu_expf(ph[j] - mnew);
                 sum += ph[j];
             }
             l[h] = l[h] * corr + sum;
@@ -270,7 +295,8 @@ static void att_task_scalar(float *out, const float *q, const KVLayer *c, const 
         for (int d = 0; d < hd; d++) og[(size_t)h * hd + d] = acc[(size_t)h * hd + d] / l[h];
 }
 
-void k_attention(float *out, const float *q, const KVLayer *cache, const Batch *b, int n_heads, float scale) {
+void k_attention(float *out, const float *q, const KVLayer *cache, const Batch *b, int n_heads, const AttnOpt *o) {
+    CHECK(o->scale > 0 && o->window >= 0 && o->softcap >= 0);
     const int nkv = cache->n_kv_heads, hd = cache->head_dim;
     bool groups_ok = nkv > 0 && n_heads % nkv == 0 && n_heads / nkv <= ATT_MAX_GROUP;
     CHECK(groups_ok, "%d heads, %d KV heads", n_heads, nkv);
@@ -296,22 +322,22 @@ void k_attention(float *out, const float *q, const KVLayer *cache, const Batch *
 #if defined(KCPU_AVX512)
             bool f16 = cache->dtype == KV_F16;
             if (hd == 64) {
-                if (f16) att_task_avx512(KV_F16, 4, out, q, cache, b, t, h0, per_task, n_heads, scale, buf);
-                else att_task_avx512(KV_F32, 4, out, q, cache, b, t, h0, per_task, n_heads, scale, buf);
+                if (f16) att_task_avx512(KV_F16, 4, out, q, cache, b, t, h0, per_task, n_heads, o, buf);
+                else att_task_avx512(KV_F32, 4, out, q, cache, b, t, h0, per_task, n_heads, o, buf);
                 continue;
             }
             if (hd == 128) {
-                if (f16) att_task_avx512(KV_F16, 8, out, q, cache, b, t, h0, per_task, n_heads, scale, buf);
-                else att_task_avx512(KV_F32, 8, out, q, cache, b, t, h0, per_task, n_heads, scale, buf);
+                if (f16) att_task_avx512(KV_F16, 8, out, q, cache, b, t, h0, per_task, n_heads, o, buf);
+                else att_task_avx512(KV_F32, 8, out, q, cache, b, t, h0, per_task, n_heads, o, buf);
                 continue;
             }
             if (hd % 16 == 0) {
-                if (f16) att_task_avx512(KV_F16, 0, out, q, cache, b, t, h0, per_task, n_heads, scale, buf);
-                else att_task_avx512(KV_F32, 0, out, q, cache, b, t, h0, per_task, n_heads, scale, buf);
+                if (f16) att_task_avx512(KV_F16, 0, out, q, cache, b, t, h0, per_task, n_heads, o, buf);
+                else att_task_avx512(KV_F32, 0, out, q, cache, b, t, h0, per_task, n_heads, o, buf);
                 continue;
             }
 #endif
-            att_task_scalar(out, q, cache, b, t, h0, per_task, n_heads, scale, buf);
+            att_task_scalar(out, q, cache, b, t, h0, per_task, n_heads, o, buf);
         }
     }
 }

@@ -1,6 +1,8 @@
 // attention.cu: paged causal attention over the varlen Batch with GQA, twin of
 // kernels/cpu/attention.c. Row t of sequence s at position p attends to cache positions 0..p of
-// s through its block table; the rows of this step were written there by k_rope_kv_write_cuda.
+// s (p - window + 1 .. p with a sliding window) through its block table; the rows of this step
+// were written there by k_rope_kv_write_cuda. Soft-capped scores (Gemma 2) become
+// cap · tanh(s / cap) before the softmax.
 // The cache is bf16, [slot, kv head, head_dim]; slot = block * block_size + offset.
 //
 // A plan (built once per step on the host, shared by every layer) splits the rows two ways:
@@ -21,6 +23,7 @@
 //
 // Scores live in the exp2 domain (scale · log2 e folded in), as in FlashAttention.
 #include <algorithm>
+#include <stdint.h>
 #include <math.h>
 #include <string.h>
 
@@ -44,7 +47,7 @@ typedef struct {
 } MergeWork;
 
 typedef struct {
-    int seq, row0, n_rows, max_pos;
+    int seq, row0, n_rows, max_pos, min_pos;
 } PrefillTile;
 
 typedef struct {
@@ -54,12 +57,20 @@ typedef struct {
     const int *positions, *block_tables;
     int max_blocks, block_size, n_heads, n_kv, group, hchunks;
     float scale_log2;
+    int window;     // 0: the whole context
+    float cap_log2; // the soft-cap in the exp2 domain (cap · log2 e), 0: none
     const DecodeWork *work;
     const MergeWork *merge;
     const PrefillTile *tiles;
     float *part_o;   // [parts, n_heads, head_dim] each slice's normalised output
     float2 *part_ml; // [parts, n_heads] its (max, sum) in the exp2 domain
 } AttnArgs;
+
+// cap · tanh(s / cap) for a score s in the exp2 domain (cap_log2 = cap · log2 e): the same as
+// capping the natural score and converting after.
+__device__ __forceinline__ float attn_softcap(float s, float cap_log2) {
+    return cap_log2 > 0.0f ? cap_log2 * tanhf(s / cap_log2) : s;
+}
 
 #include "kernels/cuda/attention_prefill.cuh"
 
@@ -130,7 +141,7 @@ __global__ void __launch_bounds__(KATTN_THREADS) attn_decode_kernel(const AttnAr
                 for (int j = 0; j < 8; j++) dot += qr[h][j] * kf[j];
 #pragma unroll
                 for (int o = LPK / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-                s[u][h] = ok ? dot : -INFINITY;
+                s[u][h] = ok ? attn_softcap(dot, a.cap_log2) : -INFINITY;
             }
         }
         // One rescale per U keys. A lane group whose keys all fell past the end keeps m = -inf;
@@ -237,7 +248,7 @@ struct KAttnPlan {
     float *part_o;
     float2 *part_ml;
     // this step's
-    int n_kv, gm, hchunks, part;
+    int n_kv, gm, hchunks, part, window;
     int n_work, n_merge, n_tiles, n_decode_rows;
 };
 
@@ -286,14 +297,14 @@ static int ceil_div(int a, int b) {
 // multiprocessor (fewer slices, less merging), within the partial results' room.
 static int plan_choose_part(const KAttnPlan *p, const DecodeWork *rows, int n_rows) {
     int max_ctx = 0;
-    for (int i = 0; i < n_rows; i++) max_ctx = std::max(max_ctx, rows[i].end);
+    for (int i = 0; i < n_rows; i++) max_ctx = std::max(max_ctx, rows[i].end - rows[i].start);
     int part = KATTN_MIN_PART;
     while (part < max_ctx) part *= 2;
     int chosen = part, per_slice = p->n_kv * p->hchunks, target = 2 * p->n_sm;
     for (; part >= KATTN_MIN_PART; part /= 2) {
         long slices = 0, parts = 0;
         for (int i = 0; i < n_rows; i++) {
-            int n = ceil_div(rows[i].end, part);
+            int n = ceil_div(rows[i].end - rows[i].start, part);
             slices += n;
             if (n > 1) parts += n;
         }
@@ -308,10 +319,12 @@ static bool tile_heavier(const PrefillTile &x, const PrefillTile &y) {
     return x.max_pos != y.max_pos ? x.max_pos > y.max_pos : x.row0 < y.row0;
 }
 
-extern "C" void kattn_plan_build(KAttnPlan *p, const Batch *hb, int n_kv_heads, KStream *s) {
+extern "C" void kattn_plan_build(KAttnPlan *p, const Batch *hb, int n_kv_heads, int window, KStream *s) {
     CHECK(hb->n_tokens >= 0 && hb->n_tokens <= p->max_tokens, "%d rows, plan sized for %d", hb->n_tokens,
           p->max_tokens);
     CHECK(n_kv_heads >= 1 && p->n_heads % n_kv_heads == 0, "%d heads, %d KV heads", p->n_heads, n_kv_heads);
+    CHECK(window >= 0);
+    p->window = window;
     if (p->upload_pending) CUDA_CHECK(cudaEventSynchronize(p->uploaded));
     DecodeWork *work = (DecodeWork *)p->h_buf;
     MergeWork *merge = (MergeWork *)(p->h_buf + p->off_merge);
@@ -330,13 +343,17 @@ extern "C" void kattn_plan_build(KAttnPlan *p, const Batch *hb, int n_kv_heads, 
         CHECK(0 <= q0 && q0 <= q1 && q1 <= hb->n_tokens, "sequence %d rows [%d, %d)", sq, q0, q1);
         for (int t = q0; t < q1; t++) CHECK(hb->positions[t] >= 0, "row %d at position %d", t, hb->positions[t]);
         if (q1 - q0 <= KATTN_DECODE_MAX_Q) {
-            for (int t = q0; t < q1; t++) rows[n_rows++] = (DecodeWork){t, sq, 0, hb->positions[t] + 1, -1};
+            for (int t = q0; t < q1; t++) {
+                int end = hb->positions[t] + 1, start = window > 0 ? std::max(0, end - window) : 0;
+                rows[n_rows++] = (DecodeWork){t, sq, start, end, -1};
+            }
             continue;
         }
         for (int r0 = q0; r0 < q1; r0 += KATTN_BQ) {
-            int n = std::min(KATTN_BQ, q1 - r0), max_pos = 0;
-            for (int t = r0; t < r0 + n; t++) max_pos = std::max(max_pos, hb->positions[t]);
-            tiles[n_tiles++] = (PrefillTile){sq, r0, n, max_pos};
+            int n = std::min(KATTN_BQ, q1 - r0), max_pos = 0, min_pos = INT32_MAX;
+            for (int t = r0; t < r0 + n; t++)
+                max_pos = std::max(max_pos, hb->positions[t]), min_pos = std::min(min_pos, hb->positions[t]);
+            tiles[n_tiles++] = (PrefillTile){sq, r0, n, max_pos, min_pos};
         }
     }
     // Longest tiles first, so the short ones fill in behind them.
@@ -346,14 +363,15 @@ extern "C" void kattn_plan_build(KAttnPlan *p, const Batch *hb, int n_kv_heads, 
     int n_work = 0, n_merge = 0, n_parts = 0;
     for (int i = 0; i < n_rows; i++) {
         DecodeWork r = rows[i]; // read before the front of the area overwrites it
-        int n = ceil_div(r.end, p->part);
+        int n = ceil_div(r.end - r.start, p->part);
         if (n == 1) {
             work[n_work++] = r;
             continue;
         }
         merge[n_merge++] = (MergeWork){r.row, n_parts, n};
         for (int j = 0; j < n; j++)
-            work[n_work++] = (DecodeWork){r.row, r.seq, j * p->part, std::min(r.end, (j + 1) * p->part), n_parts + j};
+            work[n_work++] = (DecodeWork){r.row, r.seq, r.start + j * p->part, std::min(r.end, r.start + (j + 1) * p->part),
+                                          n_parts + j};
         n_parts += n;
     }
     CHECK(n_parts <= p->cap_parts && n_work <= p->cap_work, "plan overflow: %d parts, %d items", n_parts, n_work);
@@ -384,11 +402,13 @@ static void attn_decode_launch(const AttnArgs &a, const KAttnPlan *p, cudaStream
 }
 
 extern "C" void k_attention_cuda(float *out, const float *q, const KVLayer *cache, const Batch *b,
-                                 const KAttnPlan *plan, int n_heads, float scale, KStream *s) {
+                                 const KAttnPlan *plan, int n_heads, const AttnOpt *o, KStream *s) {
     CHECK(kv_dtype_id(cache) == KCUDA_KV_BF16_ID, "the CUDA KV cache is bf16 (dtype %d)", kv_dtype_id(cache));
     bool same = n_heads == plan->n_heads && cache->head_dim == plan->head_dim && cache->n_kv_heads == plan->n_kv;
     CHECK(same, "plan for %d heads of %d / %d KV heads; called with %d of %d / %d", plan->n_heads, plan->head_dim,
           plan->n_kv, n_heads, cache->head_dim, cache->n_kv_heads);
+    CHECK(o->scale > 0 && o->softcap >= 0 && o->window == plan->window, "window %d, the plan's %d", o->window,
+          plan->window);
     CHECK((((uintptr_t)q | (uintptr_t)out | (uintptr_t)cache->k | (uintptr_t)cache->v) & 15) == 0,
           "attention buffers must be 16-byte aligned");
     if (b->n_tokens <= 0) return;
@@ -400,7 +420,9 @@ extern "C" void k_attention_cuda(float *out, const float *q, const KVLayer *cach
     a.max_blocks = b->max_blocks_per_seq, a.block_size = cache->block_size;
     a.n_heads = n_heads, a.n_kv = cache->n_kv_heads, a.group = n_heads / cache->n_kv_heads;
     a.hchunks = plan->hchunks;
-    a.scale_log2 = scale * 1.4426950408889634f;
+    a.scale_log2 = o->scale * 1.4426950408889634f;
+    a.window = o->window;
+    a.cap_log2 = o->softcap * 1.4426950408889634f;
     a.work = (const DecodeWork *)plan->d_buf;
     a.merge = (const MergeWork *)(plan->d_buf + plan->off_merge);
     a.tiles = (const PrefillTile *)(plan->d_buf + plan->off_tiles);

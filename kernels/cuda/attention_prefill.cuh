@@ -66,6 +66,9 @@ __global__ void __launch_bounds__(KATTN_THREADS) attn_prefill_kernel(const AttnA
 
     const int *bt = a.block_tables + (size_t)tile.seq * a.max_blocks;
     const int n_keys = tile.max_pos + 1, n_kt = (n_keys + KATTN_BK - 1) / KATTN_BK;
+    // With a window, keys before the first row's window are neither read (their blocks may be
+    // gone from the table: zero-filled instead) nor looped over (tiles before k_lo's)
+    const int k_lo = a.window > 0 ? max(0, tile.min_pos - a.window + 1) : 0, kt0 = k_lo / KATTN_BK;
     const size_t kv_stride = (size_t)a.n_kv * HD;
     const uint16_t *kb = a.kc + (size_t)kvh * HD, *vb = a.vc + (size_t)kvh * HD;
 
@@ -73,17 +76,18 @@ __global__ void __launch_bounds__(KATTN_THREADS) attn_prefill_kernel(const AttnA
         for (int c = threadIdx.x; c < KATTN_BK * CHUNKS; c += KATTN_THREADS) {
             int key = c / CHUNKS, part = c % CHUNKS, p = kt * KATTN_BK + key;
             size_t off = 0;
-            if (p < n_keys) off = (size_t)(bt[p / a.block_size] * a.block_size + p % a.block_size) * kv_stride + part * 8;
-            int bytes = p < n_keys ? 16 : 0;
+            bool in = p < n_keys && p >= k_lo;
+            if (in) off = (size_t)(bt[p / a.block_size] * a.block_size + p % a.block_size) * kv_stride + part * 8;
+            int bytes = in ? 16 : 0;
             int so = (stage * KATTN_BK + key) * LDS + part * 8;
             cp_async16(smem_addr(sk + so), kb + off, bytes);
             cp_async16(smem_addr(sv + so), vb + off, bytes);
         }
     };
 
-    load_tile(0, 0);
+    load_tile(kt0, kt0 & 1);
     cp_async_commit();
-    for (int kt = 0; kt < n_kt; kt++) {
+    for (int kt = kt0; kt < n_kt; kt++) {
         if (kt + 1 < n_kt) {
             load_tile(kt + 1, (kt + 1) & 1);
             cp_async_commit();
@@ -116,9 +120,9 @@ __global__ void __launch_bounds__(KATTN_THREADS) attn_prefill_kernel(const AttnA
         for (int j = 0; j < NT; j++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                int key = kbase + 8 * j + (e & 1);
-                bool ok = key <= (e < 2 ? pos0 : pos1);
-                s[j][e] = ok ? s[j][e] * a.scale_log2 : -INFINITY;
+                int key = kbase + 8 * j + (e & 1), pos = e < 2 ? pos0 : pos1;
+                bool ok = key <= pos && (a.window == 0 || key > pos - a.window);
+                s[j][e] = ok ? attn_softcap(s[j][e] * a.scale_log2, a.cap_log2) : -INFINITY;
             }
             mx0 = fmaxf(mx0, fmaxf(s[j][0], s[j][1]));
             mx1 = fmaxf(mx1, fmaxf(s[j][2], s[j][3]));

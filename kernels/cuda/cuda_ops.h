@@ -128,7 +128,9 @@ typedef struct KAttnPlan KAttnPlan;
 KAttnPlan *kattn_plan_create(int max_tokens, int n_heads, int head_dim);
 // hb: the step's Batch with HOST pointers (n_tokens, n_seqs, positions, query_start). Uploads the
 // work lists on s. Call after the previous step's attention has been queued on the same stream.
-void kattn_plan_build(KAttnPlan *p, const Batch *hb, int n_kv_heads, KStream *s);
+// window: the sliding window of the layers the plan serves (0: none); a decode row's work
+// starts at its window.
+void kattn_plan_build(KAttnPlan *p, const Batch *hb, int n_kv_heads, int window, KStream *s);
 void kattn_plan_free(KAttnPlan *p); // accepts NULL
 // This step's decode rows, decode thread blocks and prefill thread blocks (tests, benchmarks).
 void kattn_plan_counts(const KAttnPlan *p, int *decode_rows, int *decode_blocks, int *prefill_tiles);
@@ -136,9 +138,10 @@ void kattn_plan_counts(const KAttnPlan *p, int *decode_rows, int *decode_blocks,
 // The twin of k_attention: q, out [n_tokens, n_heads, head_dim] f32 on the device; b with device
 // pointers (positions, block_tables; n_tokens, max_blocks_per_seq on the host); cache bf16.
 // head_dim 64 or 128; n_heads a multiple of cache->n_kv_heads (any group size: a decode block
-// serves up to 8 query heads of one KV head, larger groups take several).
+// serves up to 8 query heads of one KV head, larger groups take several). o: scale, window (the
+// plan's) and soft-cap as k_attention's; keys before a row's window are never read.
 void k_attention_cuda(float *out, const float *q, const KVLayer *cache, const Batch *b,
-                      const KAttnPlan *plan, int n_heads, float scale, KStream *s);
+                      const KAttnPlan *plan, int n_heads, const AttnOpt *o, KStream *s);
 
 // ---- sampling on the device (sample.cu); the CPU twin is engine/sampling/sampler.c's
 // sampler_sample (min_tokens bans not yet: see sample.cu).

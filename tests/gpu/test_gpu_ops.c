@@ -369,20 +369,26 @@ typedef struct {
     int n_seqs;
     int cached[ATT_MAX_SEQS], n_new[ATT_MAX_SEQS]; // per sequence: context before this step, rows now
     bool expect_split;                             // a long decode context split across blocks
+    int window;                                    // sliding window (0: none)
+    float softcap;                                 // attention-logit soft-cap (0: none)
 } AttnCase;
 
 static const AttnCase ATTN_CASES[] = {
-    {"1 token", 9, 3, 64, 16, 1, {0}, {1}, false},
-    {"decode, block crossings, G=3", 9, 3, 64, 16, 5, {15, 31, 32, 999, 1}, {1, 1, 1, 1, 3}, false},
-    {"decode split-K, hd128, G=4", 32, 8, 128, 16, 1, {8000}, {1}, true},
-    {"decode G=8, block 32", 32, 4, 128, 32, 3, {100, 2047, 5000}, {1, 1, 1}, false},
-    {"decode G=1", 4, 4, 64, 16, 2, {300, 0}, {1, 2}, false},
-    {"decode G=16: two head chunks per KV head", 32, 2, 64, 16, 2, {77, 600}, {1, 1}, false},
-    {"prefill odd chunk, no prefix", 9, 3, 64, 16, 1, {0}, {77}, false},
-    {"prefill over a cached prefix, G=4", 8, 2, 128, 16, 1, {100}, {150}, false},
-    {"mixed batch, G=3, hd128", 24, 8, 128, 16, 5, {0, 50, 513, 1000, 7}, {5, 1, 64, 1, 130}, false},
-    {"prefill G=8, block 8", 16, 2, 64, 8, 1, {33}, {65}, false},
-    {"prefill G=1, hd128", 2, 2, 128, 16, 2, {0, 64}, {200, 64}, false},
+    {"1 token", 9, 3, 64, 16, 1, {0}, {1}, false, 0, 0},
+    {"decode, block crossings, G=3", 9, 3, 64, 16, 5, {15, 31, 32, 999, 1}, {1, 1, 1, 1, 3}, false, 0, 0},
+    {"decode split-K, hd128, G=4", 32, 8, 128, 16, 1, {8000}, {1}, true, 0, 0},
+    {"decode G=8, block 32", 32, 4, 128, 32, 3, {100, 2047, 5000}, {1, 1, 1}, false, 0, 0},
+    {"decode G=1", 4, 4, 64, 16, 2, {300, 0}, {1, 2}, false, 0, 0},
+    {"decode G=16: two head chunks per KV head", 32, 2, 64, 16, 2, {77, 600}, {1, 1}, false, 0, 0},
+    {"prefill odd chunk, no prefix", 9, 3, 64, 16, 1, {0}, {77}, false, 0, 0},
+    {"prefill over a cached prefix, G=4", 8, 2, 128, 16, 1, {100}, {150}, false, 0, 0},
+    {"mixed batch, G=3, hd128", 24, 8, 128, 16, 5, {0, 50, 513, 1000, 7}, {5, 1, 64, 1, 130}, false, 0, 0},
+    {"prefill G=8, block 8", 16, 2, 64, 8, 1, {33}, {65}, false, 0, 0},
+    {"prefill G=1, hd128", 2, 2, 128, 16, 2, {0, 64}, {200, 64}, false, 0, 0},
+    {"decode in a sliding window, split-K", 32, 8, 128, 16, 2, {8000, 40}, {1, 1}, false, 300, 0},
+    {"prefill in a sliding window across tiles", 8, 2, 64, 16, 2, {100, 0}, {150, 90}, false, 37, 0},
+    {"soft-capped scores, mixed batch", 9, 3, 64, 16, 3, {0, 50, 600}, {70, 1, 1}, false, 0, 3.0f},
+    {"window and soft-cap, G=1, hd128", 2, 2, 128, 16, 2, {0, 500}, {130, 1}, false, 64, 5.0f},
 };
 
 static void attn_case_run(const AttnCase *c, KAttnPlan *plan) {
@@ -418,14 +424,26 @@ static void attn_case_run(const AttnCase *c, KAttnPlan *plan) {
                 kf[off + i] = bf16_to_f32(kb[off + i]), vf[off + i] = bf16_to_f32(vb[off + i]);
             }
         }
+    // With a window: every position before the first row's window is poisoned too (NaN), and the
+    // table entries of the blocks wholly before it point far outside the cache, as the
+    // scheduler's dropped blocks do (-1): neither twin may read them.
+    for (int s = 0; c->window > 0 && s < c->n_seqs; s++) {
+        int lo = MAX(0, c->cached[s] - c->window + 1);
+        for (int p = 0; p < lo; p++) {
+            size_t off = (size_t)(bt[s * max_blocks + p / bs] * bs + p % bs) * row;
+            memset(kb + off, GT_POISON, row * 2), memset(vb + off, GT_POISON, row * 2);
+            for (size_t i = 0; i < row; i++) kf[off + i] = vf[off + i] = NAN;
+        }
+        for (int b = 0; (b + 1) * bs <= lo; b++) bt[s * max_blocks + b] = -1000000;
+    }
     size_t nq = (size_t)nt * H * hd;
     float *q = xmalloc(nq * sizeof(float)), *ref = xmalloc(nq * sizeof(float));
     gt_fill(q, nq, -2, 2);
-    float scale = 1.0f / sqrtf((float)hd);
+    const AttnOpt opt = {.scale = 1.0f / sqrtf((float)hd), .window = c->window, .softcap = c->softcap};
     Batch hb = {.n_tokens = nt, .n_seqs = c->n_seqs, .positions = pos, .query_start = qs, .context_lens = ctx,
                 .block_tables = bt, .max_blocks_per_seq = max_blocks};
     KVLayer cpu_cache = {kf, vf, num_blocks, bs, nkv, hd, KV_F32};
-    k_attention(ref, q, &cpu_cache, &hb, H, scale);
+    k_attention(ref, q, &cpu_cache, &hb, H, &opt);
 
     int *d_pos = gt_upload(pos, nt * sizeof(int)), *d_qs = gt_upload(qs, (c->n_seqs + 1) * sizeof(int));
     int *d_ctx = gt_upload(ctx, c->n_seqs * sizeof(int));
@@ -435,8 +453,8 @@ static void attn_case_run(const AttnCase *c, KAttnPlan *plan) {
     Batch db = {.n_tokens = nt, .n_seqs = c->n_seqs, .positions = d_pos, .query_start = d_qs,
                 .context_lens = d_ctx, .block_tables = d_bt, .max_blocks_per_seq = max_blocks};
     KVLayer gpu_cache = {d_kc, d_vc, num_blocks, bs, nkv, hd, KCUDA_KV_BF16};
-    kattn_plan_build(plan, &hb, nkv, gt_stream);
-    k_attention_cuda(d_out, d_q, &gpu_cache, &db, plan, H, scale, gt_stream);
+    kattn_plan_build(plan, &hb, nkv, c->window, gt_stream);
+    k_attention_cuda(d_out, d_q, &gpu_cache, &db, plan, H, &opt, gt_stream);
     float *out = gt_download(d_out, nq * sizeof(float));
     float *q_after = gt_download(d_q, nq * sizeof(float));
     EXPECT(memcmp(q_after, q, nq * sizeof(float)) == 0, "%s: q changed", c->name);

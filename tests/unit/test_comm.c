@@ -280,7 +280,7 @@ typedef struct {
 
 static void kernels_run(const KernelFixture *f, float *mm[4], float *att) {
     for (int i = 0; i < 4; i++) k_matmul(mm[i], f->x, &f->w[i], KT_TOKENS);
-    k_attention(att, f->q, &f->cache, &f->b, KT_HEADS, 0.125f);
+    k_attention(att, f->q, &f->cache, &f->b, KT_HEADS, &(AttnOpt){.scale = 0.125f});
 }
 
 typedef struct {

@@ -209,6 +209,33 @@ static bool write_padded_model(const char *dir) {
     return ok;
 }
 
+// What the GPU runner refuses at start-up, one line naming the architecture and what it lacks
+// (--device auto then stays on the CPU): Gemma, Phi-3, any layer with a sliding window.
+static void test_gpu_runner_families(void) {
+    ModelConfig c = {.arch = "llama", .n_layers = 4, .head_dim = 64, .rope_dim = 64};
+    char why[ERR_MAX] = "";
+    EXPECT(gpu_runner_supports(&c, why), "%s", why);
+    c.sliding_window = 4096; // Qwen2 with use_sliding_window, but no layer reaches max_window_layers
+    c.swa_first_layer = 28;
+    EXPECT(gpu_runner_supports(&c, why), "%s", why);
+    static const struct {
+        ModelConfig c;
+        const char *want;
+    } cases[] = {
+        {{.arch = "gemma2", .n_layers = 4, .head_dim = 64, .rope_dim = 64, .gemma = true},
+         "the GPU runner does not implement gemma2's forward (post-norms, GeGLU, soft-capping"},
+        {{.arch = "phi3", .n_layers = 4, .head_dim = 64, .rope_dim = 64, .fused_qkv = true, .fused_gate_up = true},
+         "phi3's forward (fused QKV and gate-up matrices)"},
+        {{.arch = "llama", .n_layers = 4, .head_dim = 64, .rope_dim = 64, .sliding_window = 4096},
+         "llama's forward (sliding-window attention)"},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        why[0] = 0;
+        EXPECT(!gpu_runner_supports(&cases[i].c, why) && strstr(why, cases[i].want) && !strchr(why, '\n'),
+               "case %zu: %s", i, why);
+    }
+}
+
 static void test_vocab_beyond_tokenizer(void) {
     char dir[128];
     snprintf(dir, sizeof dir, "/tmp/sluice-test-engine-%d", (int)getpid());
@@ -258,5 +285,6 @@ int main(int argc, char **argv) {
     RUN(test_tp_dummy);
     RUN(test_tp_errors);
     RUN(test_vocab_beyond_tokenizer);
+    RUN(test_gpu_runner_families);
     return test_summary();
 }

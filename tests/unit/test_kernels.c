@@ -240,15 +240,22 @@ static void test_rmsnorm(void) {
 
 // ---- silu_mul
 
+// A gated MLP's inputs of n values: gate in [-span, span] with far tails at both ends (exp
+// under/overflow territory), up in [-2, 2], and room for the output.
+static void gated_inputs(size_t n, float span, float **g, float **u, float **o) {
+    *g = xmalloc(sizeof(float) * n), *u = xmalloc(sizeof(float) * n), *o = xmalloc(sizeof(float) * n);
+    fill(*g, n, -span, span);
+    fill(*u, n, -2.0f, 2.0f);
+    (*g)[0] = -95.0f, (*g)[n - 1] = 60.0f;
+}
+
 static void test_silu_mul(void) {
     static const int shapes[][2] = {{1, 1536}, {3, 37}, {50, 1536}}; // the last goes parallel
     for (size_t i = 0; i < ARRAY_LEN(shapes); i++) {
         int N = shapes[i][0], D = shapes[i][1];
         size_t n = (size_t)N * D;
-        float *g = xmalloc(sizeof(float) * n), *u = xmalloc(sizeof(float) * n), *o = xmalloc(sizeof(float) * n);
-        fill(g, n, -12.0f, 12.0f);
-        fill(u, n, -2.0f, 2.0f);
-        g[0] = -95.0f, g[n - 1] = 60.0f; // far tails: exp under/overflow territory
+        float *g, *u, *o;
+        gated_inputs(n, 12.0f, &g, &u, &o);
         k_silu_mul(o, g, u, N, D);
         int bad = 0;
         for (size_t k = 0; k < n; k++) {
@@ -263,6 +270,37 @@ static void test_silu_mul(void) {
         k_init(2, 64, 2048);
         EXPECT(memcmp(o, o1, sizeof(float) * n) == 0, "thread count changed silu_mul");
         free(g), free(u), free(o), free(o1);
+    }
+}
+
+// ---- Gemma's elementwise ops: GeGLU (tanh GELU), soft-capping, scaling
+
+static void test_gelu_softcap_scale(void) {
+    static const int shapes[][2] = {{3, 37}, {50, 1536}}; // the second goes parallel
+    for (size_t i = 0; i < ARRAY_LEN(shapes); i++) {
+        int N = shapes[i][0], D = shapes[i][1];
+        size_t n = (size_t)N * D;
+        float *g, *u, *o;
+        gated_inputs(n, 8.0f, &g, &u, &o);
+        k_gelu_mul(o, g, u, N, D);
+        int bad = 0;
+        for (size_t k = 0; k < n; k++) {
+            double x = g[k], ref = 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))) * u[k];
+            if (!(fabs(o[k] - ref) <= 1e-5 * (fabs(ref) + 1e-3))) bad++;
+        }
+        EXPECT(bad == 0, "gelu_mul %dx%d: %d values off", N, D, bad);
+        memcpy(o, g, sizeof(float) * n);
+        k_softcap(o, n, 5.0f);
+        bad = 0;
+        for (size_t k = 0; k < n; k++)
+            if (!(fabs(o[k] - 5.0 * tanh(g[k] / 5.0)) <= 1e-6 * 5.0)) bad++;
+        EXPECT(bad == 0, "softcap %dx%d: %d values off", N, D, bad);
+        memcpy(o, g, sizeof(float) * n);
+        k_scale(o, n, 8.0f);
+        bad = 0;
+        for (size_t k = 0; k < n; k++) bad += o[k] != g[k] * 8.0f;
+        EXPECT(bad == 0, "scale: %d values off", bad);
+        free(g), free(u), free(o);
     }
 }
 
@@ -461,7 +499,8 @@ static void test_add_bias(void) {
 // ---- attention
 
 // Plain softmax attention over the sequence's K/V gathered into contiguous arrays, in double.
-static void ref_attention(float *out, const float *q, const KVLayer *c, const TestBatch *tb, int n_heads, float scale) {
+static void ref_attention(float *out, const float *q, const KVLayer *c, const TestBatch *tb, int n_heads,
+                          const AttnOpt *o) {
     int hd = c->head_dim, nkv = c->n_kv_heads, G = n_heads / nkv, bs = c->block_size;
     for (int s = 0; s < tb->n_seqs; s++) {
         int n_ctx = tb->ctx[s];
@@ -477,20 +516,21 @@ static void ref_attention(float *out, const float *q, const KVLayer *c, const Te
         double *w = xmalloc(sizeof(double) * n_ctx);
         for (int t = tb->qstart[s]; t < tb->qstart[s + 1]; t++)
             for (int h = 0; h < n_heads; h++) {
-                int kh = h / G, np = tb->positions[t] + 1;
+                int kh = h / G, np = tb->positions[t] + 1, lo = o->window > 0 ? MAX(0, np - o->window) : 0;
                 const float *qh = q + ((size_t)t * n_heads + h) * hd;
                 double mx = -INFINITY, sum = 0;
-                for (int p = 0; p < np; p++) {
+                for (int p = lo; p < np; p++) {
                     double dot = 0;
                     for (int d = 0; d < hd; d++) dot += (double)qh[d] * K[((size_t)p * nkv + kh) * hd + d];
-                    w[p] = dot * scale;
+                    w[p] = dot * o->scale;
+                    if (o->softcap > 0) w[p] = o->softcap * tanh(w[p] / o->softcap);
                     mx = fmax(mx, w[p]);
                 }
-                for (int p = 0; p < np; p++) sum += (w[p] = exp(w[p] - mx));
+                for (int p = lo; p < np; p++) sum += (w[p] = exp(w[p] - mx));
                 for (int d = 0; d < hd; d++) {
-                    double o = 0;
-                    for (int p = 0; p < np; p++) o += w[p] * V[((size_t)p * nkv + kh) * hd + d];
-                    out[((size_t)t * n_heads + h) * hd + d] = (float)(o / sum);
+                    double acc = 0;
+                    for (int p = lo; p < np; p++) acc += w[p] * V[((size_t)p * nkv + kh) * hd + d];
+                    out[((size_t)t * n_heads + h) * hd + d] = (float)(acc / sum);
                 }
             }
         free(K), free(V), free(w);
@@ -500,16 +540,34 @@ static void ref_attention(float *out, const float *q, const KVLayer *c, const Te
 typedef struct {
     int n_heads, nkv, hd, block_size;
     KVType dt;
+    int window;    // sliding window (0: none)
+    float softcap; // attention-logit soft-cap (0: none)
 } AttCase;
+
+// Overwrites K and V of every cache block that lies wholly before the last window of sequence s
+// with NaN: a windowed kernel that reads none of it gives bitwise the same rows.
+static void poison_before_window(KVLayer *c, const TestBatch *tb, int s, int window) {
+    int lo = MAX(0, tb->ctx[s] - window), n = c->n_kv_heads * c->head_dim;
+    for (int blk = 0; (blk + 1) * c->block_size <= lo; blk++)
+        for (int i = 0; i < c->block_size * n; i++) {
+            size_t at = (size_t)tb->btab[s * tb->max_blocks + blk] * c->block_size * n + i;
+            if (c->dtype == KV_F32) ((float *)c->k)[at] = ((float *)c->v)[at] = NAN;
+            else ((uint16_t *)c->k)[at] = ((uint16_t *)c->v)[at] = 0x7e00; // f16 NaN
+        }
+}
 
 static void test_attention(void) {
     static const AttCase cases[] = {
-        {9, 3, 64, 16, KV_F16}, // the default model: GQA 3
-        {9, 3, 64, 16, KV_F32},
-        {4, 4, 64, 5, KV_F16},  // GQA 1, blocks of 5
-        {8, 2, 32, 7, KV_F32},  // GQA 4
-        {8, 2, 128, 16, KV_F16},
-        {6, 2, 40, 16, KV_F32}, // head_dim not a multiple of 16: the portable path
+        {9, 3, 64, 16, KV_F16, 0, 0}, // the default model: GQA 3
+        {9, 3, 64, 16, KV_F32, 0, 0},
+        {4, 4, 64, 5, KV_F16, 0, 0},  // GQA 1, blocks of 5
+        {8, 2, 32, 7, KV_F32, 0, 0},  // GQA 4
+        {8, 2, 128, 16, KV_F16, 0, 0},
+        {6, 2, 40, 16, KV_F32, 0, 0}, // head_dim not a multiple of 16: the portable path
+        {9, 3, 64, 16, KV_F16, 20, 0}, // sliding windows that start inside a chunk
+        {8, 2, 32, 7, KV_F32, 5, 0},
+        {4, 4, 64, 5, KV_F16, 0, 8.0f},  // Gemma 2's soft-capped scores
+        {6, 2, 40, 16, KV_F32, 7, 5.0f}, // both, on the portable path
     };
     // A decode row at a block boundary, a prefill chunk over a cached prefix, a fresh prompt, a
     // one-token context, and a long decode row.
@@ -527,9 +585,9 @@ static void test_attention(void) {
         float *q = xmalloc(sizeof(float) * N * qn), *out = xmalloc(sizeof(float) * N * qn);
         float *ref = xmalloc(sizeof(float) * N * qn), *one = xmalloc(sizeof(float) * qn);
         fill(q, (size_t)N * qn, -2.0f, 2.0f);
-        float scale = 1.0f / sqrtf((float)ac->hd);
-        k_attention(out, q, &c, &tb.b, ac->n_heads, scale);
-        ref_attention(ref, q, &c, &tb, ac->n_heads, scale);
+        const AttnOpt opt = {.scale = 1.0f / sqrtf((float)ac->hd), .window = ac->window, .softcap = ac->softcap};
+        k_attention(out, q, &c, &tb.b, ac->n_heads, &opt);
+        ref_attention(ref, q, &c, &tb, ac->n_heads, &opt);
         int bad = 0;
         for (int i = 0; i < N * qn; i++)
             if (!(fabs(out[i] - ref[i]) <= 3e-5 * (1.0 + fabs(ref[i])))) bad++;
@@ -543,14 +601,23 @@ static void test_attention(void) {
                 Batch b1 = {.n_tokens = 1, .n_seqs = 1, .token_ids = tb.tokens, .positions = &tb.positions[t],
                             .slot_mapping = &tb.slots[t], .query_start = qs1, .context_lens = &tb.ctx[s],
                             .block_tables = tb.btab + s * tb.max_blocks, .max_blocks_per_seq = tb.max_blocks};
-                k_attention(one, q + (size_t)t * qn, &c, &b1, ac->n_heads, scale);
+                k_attention(one, q + (size_t)t * qn, &c, &b1, ac->n_heads, &opt);
                 if (memcmp(one, out + (size_t)t * qn, sizeof(float) * qn) != 0) mism++;
             }
         k_init(1, 64, 2048);
-        k_attention(ref, q, &c, &tb.b, ac->n_heads, scale);
+        k_attention(ref, q, &c, &tb.b, ac->n_heads, &opt);
         k_init(2, 64, 2048);
         if (memcmp(ref, out, sizeof(float) * N * qn) != 0) mism++;
         EXPECT(mism == 0, "case %zu: %d rows not batch-invariant", ci, mism);
+        if (ac->window > 0) {
+            // keys before the window are never read: the long decode row (sequence 4) is the same
+            // with its blocks before the window poisoned
+            poison_before_window(&c, &tb, 4, ac->window);
+            k_attention(ref, q, &c, &tb.b, ac->n_heads, &opt);
+            int t = tb.qstart[4];
+            EXPECT(memcmp(ref + (size_t)t * qn, out + (size_t)t * qn, sizeof(float) * qn) == 0,
+                   "case %zu: the windowed row read keys before its window", ci);
+        }
         free(q), free(out), free(ref), free(one), free(c.k), free(c.v);
         batch_free(&tb);
     }
@@ -563,6 +630,7 @@ int main(void) {
     TEST_RUN(test_matmul_batch_invariance);
     TEST_RUN(test_rmsnorm);
     TEST_RUN(test_silu_mul);
+    TEST_RUN(test_gelu_softcap_scale);
     TEST_RUN(test_embed);
     TEST_RUN(test_rope_kv_write);
     TEST_RUN(test_add_bias);

@@ -378,7 +378,7 @@ static void test_config_errors(void) {
         const char *want;  // substring of the error
     } cases[] = {
         {"gpt2 arch", "general.architecture", {"general.architecture", 's', "gpt2", 0}, NULL, {0}, NULL,
-         "unsupported architecture 'gpt2' (supported: llama, qwen2, qwen3)"},
+         "unsupported architecture 'gpt2' (supported: llama, qwen2, qwen3, gemma2, gemma3, phi3)"},
         {"no arch", "general.architecture", {0}, NULL, {0}, NULL, "general.architecture is missing"},
         {"no block_count", "llama.block_count", {0}, NULL, {0}, NULL, "llama.block_count is missing"},
         {"arch key of wrong type", "llama.embedding_length", {"llama.embedding_length", 's', "64", 0}, NULL, {0}, NULL,
@@ -444,11 +444,11 @@ static void test_config_errors(void) {
 }
 
 // The context limit: the model's by default, a smaller request as asked, a larger one refused;
-// a sliding-window model capped to its window (the forward attends to the whole context).
+// a sliding-window model is not capped to its window (attention is windowed).
 static void test_config_max_len(void) {
     static const struct { int ctx, window, requested, rc, want; } cases[] = {
         {8192, 0, 0, SL_OK, 8192},        {8192, 0, 1000, SL_OK, 1000}, {8192, 0, 8193, SL_ERR, 0},
-        {32768, 4096, 0, SL_OK, 4096},    {32768, 4096, 8192, SL_OK, 4096},
+        {32768, 4096, 0, SL_OK, 32768},   {32768, 4096, 8192, SL_OK, 8192},
         {32768, 4096, 2048, SL_OK, 2048}, {32768, 4096, 40000, SL_ERR, 0},
     };
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {

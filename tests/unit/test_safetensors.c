@@ -359,7 +359,8 @@ static void test_config_variants(void) {
         {"{\"architectures\": [\"LlamaForCausalLM\"], \"num_hidden_layers\": 2, \"num_attention_heads\": 4, "
          "\"intermediate_size\": 128, \"vocab_size\": 100, \"max_position_embeddings\": 512}", "key hidden_size is missing"},
         {"{\"architectures\": [\"GPT2LMHeadModel\"], " CFG_BASE "}", "unsupported architecture 'GPT2LMHeadModel' (supported: "
-         "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)"},
+         "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, "
+         "Gemma3ForCausalLM, Phi3ForCausalLM)"},
         {"{" CFG_BASE "}", "key architectures is missing"},
         {"{\"architectures\": [\"LlamaForCausalLM\"], " CFG_BASE ", \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}}",
          "rope_scaling type 'yarn' is not supported (supported: llama3)"},
@@ -382,6 +383,22 @@ static void test_config_variants(void) {
         {"{\"architectures\": [\"LlamaForCausalLM\"], " CFG_BASE ", \"num_key_value_heads\": 2.5}", "key num_key_value_heads is not an integer"},
         {"{\"architectures\": [\"LlamaForCausalLM\"], " CFG_BASE "", "not valid JSON"},
         {"[1]", "not a JSON object"},
+        {"{\"architectures\": [\"Gemma2ForCausalLM\"], " CFG_BASE ", \"sliding_window\": 16, \"query_pre_attn_scalar\": 64, "
+         "\"attn_logit_softcapping\": 50, \"final_logit_softcapping\": 30, \"hidden_activation\": \"gelu_pytorch_tanh\"}", NULL},
+        {"{\"architectures\": [\"Gemma3ForCausalLM\"], " CFG_BASE ", \"sliding_window\": 16, "
+         "\"layer_types\": [\"sliding_attention\", \"full_attention\"], \"sliding_window_pattern\": 2, "
+         "\"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 8}}", NULL},
+        {"{\"architectures\": [\"Phi3ForCausalLM\"], " CFG_BASE ", \"partial_rotary_factor\": 0.5, "
+         "\"original_max_position_embeddings\": 128, \"rope_scaling\": {\"type\": \"longrope\", "
+         "\"short_factor\": [1, 1, 1, 1], \"long_factor\": [2, 3, 4, 5]}}", NULL},
+        {"{\"architectures\": [\"Gemma3ForCausalLM\"], " CFG_BASE ", \"sliding_window\": 16, "
+         "\"layer_types\": [\"full_attention\", \"full_attention\"]}", "layer_types[0] is not 'sliding_attention'"},
+        {"{\"architectures\": [\"Gemma2ForCausalLM\"], " CFG_BASE ", \"sliding_window\": 16, \"hidden_activation\": \"silu\"}",
+         "hidden_activation 'silu' is not supported (only gelu_pytorch_tanh)"},
+        {"{\"architectures\": [\"Phi3ForCausalLM\"], " CFG_BASE ", \"rope_scaling\": {\"type\": \"longrope\", "
+         "\"short_factor\": [1, 1], \"long_factor\": [2, 3]}}", "rope_scaling.short_factor is not a list of 8 numbers"},
+        {"{\"architectures\": [\"Phi3ForCausalLM\"], " CFG_BASE ", \"rope_scaling\": {\"type\": \"yarn\"}}",
+         "rope_scaling for Phi-3 must be of type longrope"},
     };
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
         ModelConfig c;
@@ -404,6 +421,17 @@ static void test_config_variants(void) {
     ASSERT(model_config_from_hf(&c, cases[2].json, strlen(cases[2].json), err) == SL_OK);
     EXPECT(strcmp(c.arch, "qwen2") == 0 && c.qkv_bias && c.sliding_window == 128);
     EXPECT(c.norm_eps == 1e-6f && c.rope_base == 10000.0f && !c.tied_embeddings); // HF's defaults
+    EXPECT(c.swa_first_layer == 28 && model_layer_window(&c, 1) == 0); // max_window_layers' default
+    // Gemma 2: every other layer windowed, its scale and caps; Gemma 3: its pattern, local base, linear
+    // scaling; Phi-3: partial rotary and LongRoPE (magnitude sqrt(1 + ln(512/128) / ln(128)))
+    ASSERT(model_config_from_hf(&c, cases[23].json, strlen(cases[23].json), err) == SL_OK, "%s", err);
+    EXPECT(c.gemma && model_layer_window(&c, 0) == 16 && model_layer_window(&c, 1) == 0 && c.attn_scale == 0.125f &&
+           c.attn_softcap == 50 && c.final_softcap == 30 && c.rope_layout == ROPE_NEOX);
+    ASSERT(model_config_from_hf(&c, cases[24].json, strlen(cases[24].json), err) == SL_OK, "%s", err);
+    EXPECT(c.gemma && c.qk_norm && c.swa_pattern == 2 && c.rope_base_local == 10000 && c.rope_linear_factor == 8);
+    ASSERT(model_config_from_hf(&c, cases[25].json, strlen(cases[25].json), err) == SL_OK, "%s", err);
+    EXPECT(c.fused_qkv && c.fused_gate_up && c.rope_dim == 8 && c.longrope && c.rope_long[3] == 5 &&
+           model_longrope_long(&c) && fabsf(c.rope_attn_factor - 1.1338934f) < 1e-5f, "%g", c.rope_attn_factor);
 }
 
 // ----------------------------------------------------------------------------
@@ -440,7 +468,7 @@ static void test_tensor_names(void) {
     };
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
         char out[64] = "untouched";
-        int rc = model_hf_tensor_name(cases[i].hf, out, sizeof out);
+        int rc = model_hf_tensor_name("llama", cases[i].hf, out, sizeof out);
         EXPECT(rc == cases[i].rc, "%s: %d", cases[i].hf, rc);
         EXPECT_STR_EQ(out, cases[i].gguf ? cases[i].gguf : "untouched");
     }
@@ -550,7 +578,7 @@ static void test_model_dir(void) {
     size_t bytes = 0;
     for (int i = 0; i < m.n; i++) {
         char gguf[64];
-        if (model_hf_tensor_name(m.names[i], gguf, sizeof gguf) != 1) continue;
+        if (model_hf_tensor_name("llama", m.names[i], gguf, sizeof gguf) != 1) continue;
         const WTensor *t = wsrc_find(&ws, gguf);
         if (!t) {
             EXPECT(t, "%s (%s) missing", gguf, m.names[i]);
