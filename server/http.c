@@ -215,11 +215,70 @@ static bool auth_ok(Server *s, struct MHD_Connection *c) {
     return key_equal(h, s->opt.api_key);
 }
 
+// An error reply with one more header (Allow for a 405, Connection: close after bad framing).
+static enum MHD_Result reply_error_header(struct MHD_Connection *c, Server *s, const ApiError *e, const char *name,
+                                          const char *value) {
+    SBuf b = {0};
+    resp_error_body(&b, e);
+    struct MHD_Response *r = MHD_create_response_from_buffer(b.len, b.data, MHD_RESPMEM_MUST_COPY);
+    sbuf_free(&b);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, name, value);
+    access_decorate(s, c, r, e->status);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)e->status, r);
+    MHD_destroy_response(r);
+    metrics_http_status(&s->metrics, e->status);
+    return ret;
+}
+
+// The body's framing headers, every occurrence (MHD's lookup returns only the first).
+typedef struct {
+    int n_length, n_encoding;
+    const char *length;     // the first Content-Length
+    bool length_differs;    // a later one says something else
+    bool encoding_other;    // a Transfer-Encoding other than plain "chunked"
+} Framing;
+
+static enum MHD_Result framing_scan(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    (void)kind;
+    Framing *f = cls;
+    if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
+        if (f->length && strcmp(f->length, value ? value : "") != 0) f->length_differs = true;
+        if (!f->length) f->length = value ? value : "";
+        f->n_length++;
+    } else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        if (!value || strcasecmp(value, "chunked") != 0) f->encoding_other = true;
+        f->n_encoding++;
+    }
+    return MHD_YES;
+}
+
+// RFC 9112 §6: a body whose length two parsers could read differently (Content-Length values
+// that differ, a Transfer-Encoding other than plain chunked, or both headers) is refused with
+// 400 and the connection closed: a proxy in front that took the other reading would otherwise
+// see a second, smuggled request in what follows. SL_ERR with *ret queued.
+static int framing_check(Server *s, struct MHD_Connection *c, enum MHD_Result *ret) {
+    Framing f = {0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, framing_scan, &f);
+    const char *why = f.length_differs                   ? "Content-Length headers that differ"
+                      : f.encoding_other || f.n_encoding > 1 ? "a Transfer-Encoding other than chunked"
+                      : f.n_encoding && f.n_length           ? "both Transfer-Encoding and Content-Length"
+                                                             : NULL;
+    if (!why) return SL_OK;
+    ApiError e;
+    api_error(&e, 400, NULL, "bad_framing", NULL,
+              "The request's body length is ambiguous (%s); send one Content-Length or chunked alone.", why);
+    *ret = reply_error_header(c, s, &e, MHD_HTTP_HEADER_CONNECTION, "close");
+    return SL_ERR;
+}
+
 // The headers phase for url's route (route_find's answer): SL_OK to go on reading the body, or a
 // response is queued (*ret).
 static int headers_check(Server *s, HttpConn *hc, struct MHD_Connection *c, const char *url, const char *method,
                          int route, bool method_ok, enum MHD_Result *ret) {
     char msg[ERR_MAX];
+    if (framing_check(s, c, ret) != SL_OK) return SL_ERR;
     if (route >= 0 && !ROUTES[route].open && !auth_ok(s, c)) {
         *ret = reply_errorf(c, s, 401, "invalid_request_error", "invalid_api_key",
                             "Incorrect API key provided. Send it as 'Authorization: Bearer <key>'.");
@@ -232,19 +291,9 @@ static int headers_check(Server *s, HttpConn *hc, struct MHD_Connection *c, cons
     }
     if (!method_ok) {
         snprintf(msg, sizeof msg, "Method %.16s is not allowed for %.400s; use %s.", method, url, ROUTES[route].method);
-        struct MHD_Response *r;
         ApiError e;
         api_error(&e, 405, NULL, "method_not_allowed", NULL, "%s", msg);
-        SBuf b = {0};
-        resp_error_body(&b, &e);
-        r = MHD_create_response_from_buffer(b.len, b.data, MHD_RESPMEM_MUST_COPY);
-        sbuf_free(&b);
-        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, ROUTES[route].method);
-        access_decorate(s, c, r, 405);
-        *ret = MHD_queue_response(c, 405, r);
-        MHD_destroy_response(r);
-        metrics_http_status(&s->metrics, 405);
+        *ret = reply_error_header(c, s, &e, MHD_HTTP_HEADER_ALLOW, ROUTES[route].method);
         return SL_ERR;
     }
     hc->route = route;

