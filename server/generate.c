@@ -557,6 +557,7 @@ enum MHD_Result gen_start(Server *s, HttpConn *hc, struct MHD_Connection *c, Oai
         request_id(hc, r, &g->meta);
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
         g->fd = ci ? ci->connect_fd : -1;
+        g->interim_ok = hc->http11;
         g->conn = c; // before submit: a notify may come at once
         g->t_sent = g->t_last_send = g->t_last_peek = time_now_s();
     } else {

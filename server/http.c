@@ -347,7 +347,6 @@ static enum MHD_Result dispatch(Server *s, HttpConn *hc, struct MHD_Connection *
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_size,
                                   void **con_cls) {
-    (void)version;
     Server *s = cls;
     HttpConn *hc = *con_cls;
     if (!hc) { // (1) headers
@@ -355,6 +354,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         hc->srv = s;
         hc->url = url;
         hc->route = -1;
+        hc->http11 = version && strcmp(version, MHD_HTTP_VERSION_1_0) != 0;
         *con_cls = hc;
         ConnSlot *slot = conn_slot(c);
         if (slot) slot->cur = hc;

@@ -68,6 +68,7 @@ typedef struct {
     SBuf body;
     size_t body_seen;             // bytes received, kept counting past the cap
     bool responded;               // a response was queued in the headers phase
+    bool http11;                  // the request line said HTTP/1.1 (not 1.0)
     GenReq *gen;                  // set while a generation request is in flight
     // for the response headers and the log line (access.c)
     char method[16];
@@ -182,6 +183,8 @@ struct GenReq {
     struct MHD_Connection *conn; // NULL once MHD is done with the request
     bool suspended, pending, client_gone, keepalive_due, shutdown;
     double t_last_send, t_last_peek;
+    bool interim_ok;             // the client speaks HTTP/1.1: a 1xx interim response may precede the reply
+    bool peer_probed;            // the peer's FIN was seen and answered with a probe (live.c)
 };
 
 // The final handler call with the whole body: validates, submits, and either queues a stream

@@ -7,27 +7,9 @@ import threading
 import time
 
 import requests
+from test_validation import raw, read_all  # noqa: E402 (tests/api is on the path, as pytest runs it)
 
 CHAT = "/v1/chat/completions"
-
-
-def raw(server, data, timeout=10):
-    s = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
-    s.sendall(data)
-    return s
-
-
-def read_all(s):
-    """Everything until the server closes; b"" for a reset."""
-    out = b""
-    try:
-        while True:
-            d = s.recv(65536)
-            if not d:
-                return out
-            out += d
-    except ConnectionResetError:
-        return out
 
 
 def post_head(path, length, extra=b""):
@@ -116,3 +98,30 @@ def test_same_content_length_twice_accepted(server):
     body = b'{"prompt":"hi","max_tokens":1}'
     out, _ = framing_case(server, b"Content-Length: %d\r\nConnection: close\r\n" % len(body), body=body)
     assert out.startswith(b"HTTP/1.1 200"), out[:200]
+
+
+# ---- 3. a client that half-closes (shutdown(SHUT_WR)) after its request still gets the reply
+
+def half_closed(server, body):
+    data = json.dumps(body).encode()
+    s = raw(server, post_head(CHAT, len(data)) + data, timeout=30)
+    s.shutdown(socket.SHUT_WR)
+    out = read_all(s)
+    s.close()
+    return out
+
+
+def test_half_close_gets_whole_reply(server):
+    out = half_closed(server, {"messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 40,
+                               "ignore_eos": True})
+    head, _, body = out.rpartition(b"\r\n\r\n")  # after any interim 100 Continue
+    assert head.startswith(b"HTTP/1.1 200") or b"\r\n\r\nHTTP/1.1 200" in out, out[:300]
+    assert json.loads(body)["usage"]["completion_tokens"] == 40
+
+
+def test_half_close_stream_ends_with_done(server):
+    out = half_closed(server, {"messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 40,
+                               "ignore_eos": True, "stream": True})
+    assert out.startswith(b"HTTP/1.1 200"), out[:300]
+    assert b"data: [DONE]" in out, out[-300:]
+    assert out.count(b'"delta":{"content"') == 40
