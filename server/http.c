@@ -35,6 +35,8 @@ void server_options_defaults(ServerOptions *o) {
     o->max_body_size = 8u << 20;
     o->max_connections = 8192;
     o->timeout = 60;
+    o->request_header_timeout = 10.0f;
+    o->request_body_timeout = 60.0f;
     o->http_threads = 4;
     o->max_n = 16;
     o->max_queued_requests = 256;
@@ -74,6 +76,11 @@ int server_flags(ServerOptions *o, Flag *out) {
          "open HTTP connections at most (the fd limit is raised to fit)", ""},
         {"--timeout", "SLUICE_TIMEOUT", FLAG_INT, &o->timeout, 1, 86400,
          "seconds of inactivity (no bytes either way) before a connection is closed", ""},
+        {"--request-header-timeout", "SLUICE_REQUEST_HEADER_TIMEOUT", FLAG_FLOAT, &o->request_header_timeout, 0.1,
+         86400, "seconds from a request's first byte to its last header; a slower client is disconnected "
+         "(however often it sends a byte)", ""},
+        {"--request-body-timeout", "SLUICE_REQUEST_BODY_TIMEOUT", FLAG_FLOAT, &o->request_body_timeout, 0.1, 86400,
+         "seconds from a request's headers to the end of its body; a slower client is disconnected", ""},
         {"--http-threads", "SLUICE_HTTP_THREADS", FLAG_INT, &o->http_threads, 1, 256, "HTTP epoll threads", ""},
         {"--max-n", "SLUICE_MAX_N", FLAG_INT, &o->max_n, 1, 1024, "largest n (choices per request)", ""},
         {"--max-tokens-cap", "SLUICE_MAX_TOKENS_CAP", FLAG_INT, &o->max_tokens, 0, 1 << 24,
@@ -168,10 +175,6 @@ static const struct {
     [R_CHAT] = {"/v1/chat/completions", "POST", false, "chatcmpl-"},
     [R_COMPLETIONS] = {"/v1/completions", "POST", false, "cmpl-"},
 };
-
-typedef struct {
-    HttpConn *cur; // the request in progress on this TCP connection, or NULL
-} ConnSlot;
 
 static ConnSlot *conn_slot(struct MHD_Connection *c) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
@@ -279,6 +282,13 @@ static int headers_check(Server *s, HttpConn *hc, struct MHD_Connection *c, cons
                          int route, bool method_ok, enum MHD_Result *ret) {
     char msg[ERR_MAX];
     if (framing_check(s, c, ret) != SL_OK) return SL_ERR;
+    if (conn_reserved(conn_slot(c)) && !hc->probe) { // a probe's connection: not for this
+        ApiError e;
+        api_error(&e, 503, "server_error", "service_unavailable", NULL,
+                  "The server is at --max-connections (%d); retry later.", s->opt.max_connections);
+        *ret = reply_error_header(c, s, &e, MHD_HTTP_HEADER_CONNECTION, "close");
+        return SL_ERR;
+    }
     if (route >= 0 && !ROUTES[route].open && !auth_ok(s, c)) {
         *ret = reply_errorf(c, s, 401, "invalid_request_error", "invalid_api_key",
                             "Incorrect API key provided. Send it as 'Authorization: Bearer <key>'.");
@@ -361,6 +371,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         bool method_ok = false;
         int route = route_find(url, method, &method_ok);
         hc->probe = route >= 0 && ROUTES[route].open;
+        conn_phase(s, slot, CONN_BODY);
         access_begin(hc, c, method, url, route >= 0 ? ROUTES[route].id_prefix : "");
         enum MHD_Result ret = MHD_YES;
         if (access_preflight(s, hc, c, &ret) || headers_check(s, hc, c, url, method, route, method_ok, &ret) != SL_OK)
@@ -380,6 +391,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     // (3) the body is complete
+    conn_phase(s, conn_slot(c), CONN_BUSY);
     if (hc->body_seen > s->opt.max_body_size) {
         char msg[ERR_MAX];
         snprintf(msg, sizeof msg, "Request body of %zu bytes is larger than the limit of %zu bytes.", hc->body_seen,
@@ -392,9 +404,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
-    (void)cls;
     HttpConn *hc = *con_cls;
     if (!hc) return;
+    conn_phase(cls, conn_slot(c), CONN_IDLE);
     access_log(hc); // before gen_conn_closed: from then on the live thread owns hc->gen
     if (hc->gen) gen_conn_closed(hc->gen, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
     ConnSlot *slot = conn_slot(c);
@@ -409,14 +421,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 // MHD keeps a context per TCP connection, and the requests on one connection come one at a time.
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                           enum MHD_ConnectionNotificationCode code) {
-    (void)cls;
-    (void)c;
-    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-        *socket_context = xcalloc(1, sizeof(ConnSlot));
-    } else {
-        free(*socket_context);
-        *socket_context = NULL;
-    }
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) conn_opened(cls, c, socket_context);
+    else conn_closed(cls, socket_context);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap) {
@@ -471,6 +477,7 @@ int server_start(Server **out, const ServerOptions *o, Engine *engine, const cha
     s->opt.allowed_methods = xstrdup(o->allowed_methods);
     s->opt.allowed_headers = xstrdup(o->allowed_headers);
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->conn_mu, NULL);
     pthread_cond_init(&s->live_cond, NULL);
     metrics_init(&s->metrics);
     atomic_store(&s->state, SERVER_LOADING);
@@ -482,7 +489,7 @@ int server_start(Server **out, const ServerOptions *o, Engine *engine, const cha
         server_stop(s);
         return SL_ERR;
     }
-    raise_fd_limit(o->max_connections);
+    raise_fd_limit(o->max_connections + HTTP_PROBE_RESERVE);
 
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
@@ -490,7 +497,7 @@ int server_start(Server **out, const ServerOptions *o, Engine *engine, const cha
         flags, (uint16_t)o->port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
         MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->http_threads, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->timeout,
+        (unsigned)(o->max_connections + HTTP_PROBE_RESERVE), MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->timeout,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
         MHD_OPTION_END);
@@ -569,6 +576,7 @@ void server_stop(Server *s) {
     chat_free(&s->chat);
     metrics_free(&s->metrics);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->conn_mu);
     pthread_cond_destroy(&s->live_cond);
     str_list_free(&s->names);
     access_free(s);

@@ -13,6 +13,7 @@
 //    its FIN still counts as gone.)
 //  - resumes an idle stream every --keepalive-interval seconds for a ": keep-alive" comment,
 //    which also finds clients that vanished without a FIN;
+//  - sweeps the connections for requests past their arrival deadlines (conn.c);
 //  - takes the last outputs of orphans (requests MHD is done with) and frees each once the
 //    engine has finished it. Only this thread frees a GenReq, so the pointers it collects under
 //    Server.mu stay valid while it works on them without the lock.
@@ -141,6 +142,7 @@ static void *live_main(void *arg) {
         double now = time_now_s();
         for (int i = 0; i < n; i++) live_visit(s, v[i], now);
         free(v);
+        conn_sweep(s, now);
         pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);

@@ -27,6 +27,26 @@
 typedef enum { SERVER_LOADING = 0, SERVER_READY, SERVER_DRAINING } ServerState;
 
 typedef struct GenReq GenReq;
+typedef struct HttpConn HttpConn;
+
+// Connections beyond --max-connections accepted for the open probe routes only (conn.c).
+#define HTTP_PROBE_RESERVE 8
+
+// Where a TCP connection is in its request (conn.c's deadlines).
+typedef enum { CONN_HEAD, CONN_BODY, CONN_BUSY, CONN_IDLE } ConnPhase;
+
+// One TCP connection (MHD's socket context), from accept to close.
+typedef struct ConnSlot {
+    HttpConn *cur;                // the request in progress on it, or NULL (its MHD thread's)
+    int fd;
+    bool reserve;                 // accepted beyond --max-connections: probes only
+    // Server.conn_mu
+    ConnPhase phase;
+    double t_phase;               // when the phase began
+    uint64_t rx_idle;             // CONN_IDLE: bytes received when it went idle (TCP_INFO)
+    bool cut;                     // its socket was shut down for a missed deadline
+    struct ConnSlot *prev, *next; // Server.conns
+} ConnSlot;
 
 // A list flag's values (access.c: a JSON list, or comma/space-separated).
 typedef struct {
@@ -58,10 +78,15 @@ struct Server {
     pthread_t live_thread;
     pthread_cond_t live_cond;
     bool live_stop;
+
+    pthread_mutex_t conn_mu;      // guards the open connections (a leaf, like mu)
+    ConnSlot *conns;
+    int n_conns;
+    double t_sweep;               // the watcher thread's last conn_sweep
 };
 
-// Per-connection state (MHD's *con_cls), freed in the completion callback.
-typedef struct {
+// Per-request state (MHD's *con_cls), freed in the completion callback.
+struct HttpConn {
     Server *srv;
     int route;                    // RouteId
     const char *url;              // MHD's copy, valid for the request
@@ -78,7 +103,7 @@ typedef struct {
     char req_id[RESP_ID_MAX];     // else ours: the response id (chatcmpl-..., cmpl-...) or a new one
     int status;                   // the status queued (0: none)
     double t_start;               // the headers phase
-} HttpConn;
+};
 
 // ---- http.c: replies (each queues a response on conn; MHD_YES/NO for the handler to return)
 enum MHD_Result http_reply(struct MHD_Connection *c, Server *s, int status, const char *ctype, const char *body,
@@ -201,6 +226,14 @@ void gen_stats(const GenReq *g, GenStats *st);
 void gen_abort(GenReq *g);
 // Releases the engine requests and frees g (all parts finished, MHD done with it).
 void gen_free(GenReq *g);
+
+// ---- conn.c: each TCP connection: request deadlines and the probe reserve
+void conn_opened(Server *s, struct MHD_Connection *c, void **socket_context);
+void conn_closed(Server *s, void **socket_context);
+void conn_phase(Server *s, ConnSlot *slot, ConnPhase phase);
+// Shuts down the sockets of requests past their deadline (the watcher thread, every tick).
+void conn_sweep(Server *s, double now);
+bool conn_reserved(const ConnSlot *slot);
 
 // ---- live.c: the watcher thread (dead peers, keep-alives, freeing finished requests)
 void live_start(Server *s);

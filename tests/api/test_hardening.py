@@ -125,3 +125,64 @@ def test_half_close_stream_ends_with_done(server):
     assert out.startswith(b"HTTP/1.1 200"), out[:300]
     assert b"data: [DONE]" in out, out[-300:]
     assert out.count(b'"delta":{"content"') == 40
+
+
+# ---- 5. a request head trickled a byte at a time is cut at --request-header-timeout, and the
+# probes still get in while --max-connections is taken
+
+def trickle(server, stop, first=b"P", rest=b"OST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 10000):
+    """A connection that sends first, then rest one byte every 0.2 s; returns when the server
+    closes it (the time it took) or stop is set (None)."""
+    s = raw(server, first, timeout=10)
+    t0 = time.time()
+    try:
+        for ch in rest:
+            if stop.is_set():
+                return None
+            time.sleep(0.2)
+            s.sendall(bytes([ch]))
+    except (BrokenPipeError, ConnectionResetError):
+        return time.time() - t0
+    finally:
+        s.close()
+    return None
+
+
+def test_header_trickle_cut_and_probes_get_in(start_server):
+    srv = start_server("--max-connections", "4", "--request-header-timeout", "2", "--request-body-timeout", "1",
+                       "--timeout", "20")
+    stop = threading.Event()
+    cut = []
+    threads = [threading.Thread(target=lambda: cut.append(trickle(srv, stop))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)  # the four hold every connection --max-connections allows
+        for _ in range(5):
+            t0 = time.time()
+            assert requests.get(srv.url + "/health", timeout=5).status_code == 200
+            assert time.time() - t0 < 0.5
+        r = requests.get(srv.url + "/health/ready", timeout=5)
+        assert r.status_code == 200
+        # the kept connections are for probes: a model call is told to come back
+        r = requests.post(srv.url + CHAT, json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
+                          timeout=5)
+        assert r.status_code == 503 and r.headers.get("Connection") == "close", r.text
+        for t in threads:
+            t.join(10)
+    finally:
+        stop.set()
+    assert len(cut) == 4 and all(c is not None and 1.5 < c < 4.0 for c in cut), cut
+    # and with the slots free again, a model call gets in
+    r = requests.post(srv.url + CHAT, json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}, timeout=30)
+    assert r.status_code == 200
+    # a body trickled in is cut at --request-body-timeout
+    took = trickle(srv, threading.Event(), first=post_head(CHAT, 10000) + b'{"messages"', rest=b" " * 100)
+    assert took is not None and 0.8 < took < 2.5, took
+    # a kept-alive connection idle for longer than the head deadline is --timeout's: still served
+    s = raw(srv, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    time.sleep(2.6)
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    s.close()
