@@ -3,10 +3,12 @@
 // that answer at once in routes.c, the watcher thread in live.c.
 //
 // The access handler runs on MHD's epoll pool threads and never blocks. For a POST it is called
-// (1) with the headers (upload_data NULL): route, method, auth, Content-Type and Content-Length
-// are checked here, so an oversized body is refused with 413 before it is read; (2) once per body
-// chunk: appended up to --max-body-size, then counted and dropped; (3) with the body complete:
-// the route's handler answers, or (generation) submits and suspends the connection.
+// (1) with the headers (upload_data NULL): framing, route, method, auth, Content-Type and
+// Content-Length are checked here, so an oversized body is refused with 413 before it is read;
+// (2) once per body chunk: appended up to --max-body-size, then counted and dropped; (3) with
+// the body complete: the route's handler answers; a route whose work grows with the body
+// (tokenize, generation) first goes to a worker thread (work.c) with the connection suspended,
+// and is called again to reply, or (generation) to submit and suspend the connection.
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
@@ -334,10 +336,38 @@ static int headers_check(Server *s, HttpConn *hc, struct MHD_Connection *c, cons
     return SL_OK;
 }
 
+// The routes whose work grows with the body: it runs on a worker thread (work.c).
+static bool route_works(int route) {
+    return route == R_TOKENIZE || route == R_DETOKENIZE || route == R_CHAT || route == R_COMPLETIONS;
+}
+
+void work_run(Server *s, HttpConn *hc) {
+    switch ((RouteId)hc->route) {
+    case R_TOKENIZE: hc->work_rc = route_tokenize(s, &hc->body, &hc->work_out, &hc->work_err); return;
+    case R_DETOKENIZE: hc->work_rc = route_detokenize(s, &hc->body, &hc->work_out, &hc->work_err); return;
+    case R_CHAT: gen_prepare(s, hc, OAI_CHAT); return;
+    case R_COMPLETIONS: gen_prepare(s, hc, OAI_COMPLETION); return;
+    default: DIE("route %d has no work", hc->route);
+    }
+}
+
+static enum MHD_Result work_reply(Server *s, HttpConn *hc, struct MHD_Connection *c) {
+    if (hc->work_rc != SL_OK) return http_reply_error(c, s, &hc->work_err);
+    enum MHD_Result ret = http_reply_json(c, s, 200, &hc->work_out);
+    sbuf_free(&hc->work_out);
+    return ret;
+}
+
 static enum MHD_Result dispatch(Server *s, HttpConn *hc, struct MHD_Connection *c) {
     if (atomic_load(&s->state) == SERVER_LOADING && hc->route != R_HEALTH && hc->route != R_READY &&
         hc->route != R_VERSION && hc->route != R_METRICS)
         return reply_errorf(c, s, 503, "server_error", "service_unavailable", "The model is still loading.");
+    if (route_works(hc->route) && !hc->worked) {
+        if (work_submit(s, hc, c)) return MHD_YES; // called again when the work is done
+        hc->work_cancelled = true;
+    }
+    if (hc->work_cancelled)
+        return reply_errorf(c, s, 503, "server_error", "service_unavailable", "The server is shutting down.");
     switch ((RouteId)hc->route) {
     case R_HEALTH: return route_health(s, c);
     case R_READY: return route_ready(s, c);
@@ -345,10 +375,10 @@ static enum MHD_Result dispatch(Server *s, HttpConn *hc, struct MHD_Connection *
     case R_MODEL: return route_model(s, c, hc->url + strlen(ROUTES[R_MODEL].path));
     case R_VERSION: return route_version(s, c);
     case R_METRICS: return route_metrics(s, c);
-    case R_TOKENIZE: return route_tokenize(s, c, &hc->body);
-    case R_DETOKENIZE: return route_detokenize(s, c, &hc->body);
-    case R_CHAT: return gen_start(s, hc, c, OAI_CHAT);
-    case R_COMPLETIONS: return gen_start(s, hc, c, OAI_COMPLETION);
+    case R_TOKENIZE:
+    case R_DETOKENIZE: return work_reply(s, hc, c);
+    case R_CHAT:
+    case R_COMPLETIONS: return gen_start(s, hc, c);
     case R_COUNT: break;
     }
     DIE("route %d", hc->route);
@@ -412,6 +442,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     ConnSlot *slot = conn_slot(c);
     if (slot && slot->cur == hc) slot->cur = NULL;
     sbuf_free(&hc->body);
+    sbuf_free(&hc->work_out);
+    gen_prep_free(hc->prep);
     free(hc->client_id);
     free(hc);
     *con_cls = NULL;
@@ -478,6 +510,8 @@ int server_start(Server **out, const ServerOptions *o, Engine *engine, const cha
     s->opt.allowed_headers = xstrdup(o->allowed_headers);
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->conn_mu, NULL);
+    pthread_mutex_init(&s->work_mu, NULL);
+    pthread_cond_init(&s->work_cond, NULL);
     pthread_cond_init(&s->live_cond, NULL);
     metrics_init(&s->metrics);
     atomic_store(&s->state, SERVER_LOADING);
@@ -491,6 +525,7 @@ int server_start(Server **out, const ServerOptions *o, Engine *engine, const cha
     }
     raise_fd_limit(o->max_connections + HTTP_PROBE_RESERVE);
 
+    work_start(s, o->http_threads);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     s->mhd = MHD_start_daemon(
@@ -568,6 +603,7 @@ int server_drain(Server *s, double timeout_s) {
 
 void server_stop(Server *s) {
     if (!s) return;
+    work_stop(s); // resumes every connection waiting for a worker
     if (s->mhd) {
         live_release_suspended(s); // MHD_stop_daemon must not meet a suspended connection
         MHD_stop_daemon(s->mhd);
@@ -577,6 +613,8 @@ void server_stop(Server *s) {
     metrics_free(&s->metrics);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->conn_mu);
+    pthread_mutex_destroy(&s->work_mu);
+    pthread_cond_destroy(&s->work_cond);
     pthread_cond_destroy(&s->live_cond);
     str_list_free(&s->names);
     access_free(s);

@@ -83,6 +83,13 @@ struct Server {
     ConnSlot *conns;
     int n_conns;
     double t_sweep;               // the watcher thread's last conn_sweep
+
+    pthread_mutex_t work_mu;      // guards the work queue (a leaf)
+    pthread_cond_t work_cond;
+    HttpConn *work_head, *work_tail;
+    bool work_stop;
+    pthread_t *work_threads;
+    int n_work;
 };
 
 // Per-request state (MHD's *con_cls), freed in the completion callback.
@@ -103,6 +110,15 @@ struct HttpConn {
     char req_id[RESP_ID_MAX];     // else ours: the response id (chatcmpl-..., cmpl-...) or a new one
     int status;                   // the status queued (0: none)
     double t_start;               // the headers phase
+    // the body's work on a worker thread (work.c)
+    struct MHD_Connection *work_conn;
+    HttpConn *work_next;          // Server's work queue
+    bool worked;                  // done (or cancelled): the handler answers with its results
+    bool work_cancelled;          // the server stopped before the work ran
+    int work_rc;                  // tokenize, detokenize: SL_OK with work_out, else work_err
+    SBuf work_out;
+    ApiError work_err;
+    struct GenPrep *prep;         // chat, completions: gen_prepare's result for gen_start
 };
 
 // ---- http.c: replies (each queues a response on conn; MHD_YES/NO for the handler to return)
@@ -140,8 +156,9 @@ enum MHD_Result route_models(Server *s, struct MHD_Connection *c);
 enum MHD_Result route_model(Server *s, struct MHD_Connection *c, const char *id);
 enum MHD_Result route_version(Server *s, struct MHD_Connection *c);
 enum MHD_Result route_metrics(Server *s, struct MHD_Connection *c);
-enum MHD_Result route_tokenize(Server *s, struct MHD_Connection *c, const SBuf *body);
-enum MHD_Result route_detokenize(Server *s, struct MHD_Connection *c, const SBuf *body);
+// (worker threads) the reply's JSON body into out, or SL_ERR with e
+int route_tokenize(Server *s, const SBuf *body, SBuf *out, ApiError *e);
+int route_detokenize(Server *s, const SBuf *body, SBuf *out, ApiError *e);
 // Tokenizes a prompt text as vLLM does for completions (BOS as the model asks, specials parsed).
 int32_t *server_encode(const Server *s, const char *text, size_t len, bool add_special, int *n);
 
@@ -212,9 +229,13 @@ struct GenReq {
     bool peer_probed;            // the peer's FIN was seen and answered with a probe (live.c)
 };
 
-// The final handler call with the whole body: validates, submits, and either queues a stream
-// or suspends until the outputs are complete.
-enum MHD_Result gen_start(Server *s, HttpConn *hc, struct MHD_Connection *c, OaiKind kind);
+// A worker thread's part, with the whole body: validates it, renders and tokenizes the prompts
+// (hc->prep).
+void gen_prepare(Server *s, HttpConn *hc, OaiKind kind);
+void gen_prep_free(struct GenPrep *p);
+// The handler's part, after gen_prepare: admits, submits, and either queues a stream or
+// suspends until the outputs are complete.
+enum MHD_Result gen_start(Server *s, HttpConn *hc, struct MHD_Connection *c);
 // The handler called again for a resumed non-streaming request.
 enum MHD_Result gen_resume(Server *s, HttpConn *hc, struct MHD_Connection *c);
 // The completion callback: MHD is done with the request (ok: the response went out whole).
@@ -234,6 +255,15 @@ void conn_phase(Server *s, ConnSlot *slot, ConnPhase phase);
 // Shuts down the sockets of requests past their deadline (the watcher thread, every tick).
 void conn_sweep(Server *s, double now);
 bool conn_reserved(const ConnSlot *slot);
+
+// ---- work.c: worker threads for a body's CPU work
+void work_start(Server *s, int n);
+// Finishes the work in hand and cancels what is queued (before libmicrohttpd stops).
+void work_stop(Server *s);
+// Suspends c and queues hc for work_run; false when the server is stopping (nothing queued).
+bool work_submit(Server *s, HttpConn *hc, struct MHD_Connection *c);
+// (http.c, on a worker) the route's work on the complete body
+void work_run(Server *s, HttpConn *hc);
 
 // ---- live.c: the watcher thread (dead peers, keep-alives, freeing finished requests)
 void live_start(Server *s);
