@@ -2,6 +2,7 @@
 framing (RFC 9112), half-closed clients and slow (trickled) request heads. Each case is one a
 hostile or merely unusual client can send, and each test fails on the server before the fix."""
 import json
+import os
 import socket
 import threading
 import time
@@ -10,6 +11,8 @@ import requests
 from test_validation import raw, read_all  # noqa: E402 (tests/api is on the path, as pytest runs it)
 
 CHAT = "/v1/chat/completions"
+# under ASan + UBSan (make san) the work itself is a few times slower; the probes' bound holds
+WORK_S = 4.0 if os.environ.get("SANITIZED") == "1" else 1.0
 
 
 def post_head(path, length, extra=b""):
@@ -34,7 +37,7 @@ def test_continue_final_message_600k_is_fast(server):
         r = server.post(path, body, timeout=30)
         took = time.time() - t0
         assert r.status_code == status, r.text[:300]
-        assert took < 1.0, f"{path}: {took:.2f} s"
+        assert took < WORK_S, f"{path}: {took:.2f} s"
     assert r.json()["error"]["code"] == "context_length_exceeded"
 
 
@@ -63,7 +66,7 @@ def test_health_answers_while_pathological_bodies_run(server):
     for t in threads:
         t.join()
     assert not errors, errors
-    assert max(took) < 1.0, took
+    assert max(took) < WORK_S, took
     assert health and max(health) < 0.1, f"/health took up to {max(health) * 1000:.0f} ms ({len(health)} probes)"
 
 
