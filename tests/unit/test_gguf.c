@@ -476,6 +476,18 @@ static void test_crafted_bad(void) {
     free(b.p);
 }
 
+// common's str_show, which every message quoting the file's bytes goes through
+static void test_str_show(void) {
+    char buf[STR_SHOW_CAP(8)];
+    EXPECT_STR_EQ(str_show("llama", 5, 8, buf), "llama");
+    EXPECT_STR_EQ(str_show("a\0b\n\x1b\x7f\xc3\xa9", 8, 8, buf), "a\\x00b\\x0a\\x1b\\x7f\\xc3\\xa9");
+    EXPECT_STR_EQ(str_show("abcdefghij", 10, 8, buf), "abcdefgh...");
+    EXPECT_STR_EQ(str_show("\xff\xff\xff\xff\xff\xff\xff\xff\xff", 9, 8, buf),
+               "\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xff..."); // the longest: fills the buffer
+    EXPECT_EQ_INT(strlen(buf) + 1, sizeof buf);
+    EXPECT_STR_EQ(str_show("", 0, 8, buf), "");
+}
+
 // ---- every truncation and many byte flips of the valid file
 
 static void test_crafted_truncations(void) {
@@ -584,6 +596,7 @@ int main(void) {
     TEST_RUN(test_model_truncations);
     TEST_RUN(test_crafted_valid);
     TEST_RUN(test_crafted_bad);
+    TEST_RUN(test_str_show);
     TEST_RUN(test_crafted_truncations);
     TEST_RUN(test_crafted_flips);
     TEST_RUN(test_open_files);
