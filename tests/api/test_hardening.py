@@ -70,6 +70,27 @@ def test_health_answers_while_pathological_bodies_run(server):
     assert health and max(health) < 0.1, f"/health took up to {max(health) * 1000:.0f} ms ({len(health)} probes)"
 
 
+def test_sigterm_with_pathological_bodies_in_flight(start_server):
+    srv = start_server()
+    body = json.dumps(repeated_body(600_000)).encode()
+
+    def one():
+        try:
+            requests.post(srv.url + "/tokenize", data=body, headers=srv.headers(), timeout=60)
+        except requests.RequestException:
+            pass
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    t0 = time.time()
+    assert srv.stop(timeout=60) == 0
+    assert time.time() - t0 < 5 * WORK_S
+    for t in threads:
+        t.join(60)
+
+
 # ---- 4. framing: ambiguous body lengths are a 400, and the connection is closed
 
 def framing_case(server, extra, body=b'{"prompt":"hi","max_tokens":1}', chunked=False):
