@@ -75,7 +75,8 @@ int server_flags(ServerOptions *o, Flag *out) {
         {"--max-body-size", "SLUICE_MAX_BODY_SIZE", FLAG_SIZE, &o->max_body_size, 0, 0,
          "largest request body; larger ones get 413", ""},
         {"--max-connections", "SLUICE_MAX_CONNECTIONS", FLAG_INT, &o->max_connections, 1, 1 << 20,
-         "open HTTP connections at most (the fd limit is raised to fit)", ""},
+         "open HTTP connections at most, and 8 more kept for the probe routes (/health, ...); the fd limit is "
+         "raised to fit", ""},
         {"--timeout", "SLUICE_TIMEOUT", FLAG_INT, &o->timeout, 1, 86400,
          "seconds of inactivity (no bytes either way) before a connection is closed", ""},
         {"--request-header-timeout", "SLUICE_REQUEST_HEADER_TIMEOUT", FLAG_FLOAT, &o->request_header_timeout, 0.1,

@@ -29,7 +29,8 @@ typedef enum { SERVER_LOADING = 0, SERVER_READY, SERVER_DRAINING } ServerState;
 typedef struct GenReq GenReq;
 typedef struct HttpConn HttpConn;
 
-// Connections beyond --max-connections accepted for the open probe routes only (conn.c).
+// Connections beyond --max-connections accepted for the open probe routes only (conn.c; the
+// flag's help and docs/api.md say 8).
 #define HTTP_PROBE_RESERVE 8
 
 // Where a TCP connection is in its request (conn.c's deadlines).
