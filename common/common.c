@@ -140,6 +140,17 @@ size_t utf8_count_chars(const char *s, size_t n) {
     return k;
 }
 
+const char *str_show(const char *s, size_t n, size_t max, char *buf) {
+    size_t k = 0, m = MIN(n, max);
+    for (size_t i = 0; i < m; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch >= 0x20 && ch < 0x7f) buf[k++] = (char)ch;
+        else k += (size_t)sprintf(buf + k, "\\x%02x", ch);
+    }
+    strcpy(buf + k, m < n ? "..." : "");
+    return buf;
+}
+
 size_t utf8_prefix_len(const char *s, size_t n, size_t max_chars) {
     size_t chars = 0, i = 0;
     for (; i < n; i++)

@@ -81,6 +81,12 @@ size_t utf8_count_chars(const char *s, size_t n);
 // never splits a character.
 size_t utf8_prefix_len(const char *s, size_t n, size_t max_chars);
 
+// s[0..n) made safe for a one-line message from an untrusted file: at most max of its bytes,
+// every byte outside printable ASCII as \xNN (so control bytes, NULs and broken UTF-8 neither
+// cut nor garble the line), "..." when cut. buf needs STR_SHOW_CAP(max) bytes.
+#define STR_SHOW_CAP(max) (4 * (max) + 4)
+const char *str_show(const char *s, size_t n, size_t max, char *buf);
+
 // 64-bit FNV-1a of p[0..n): a quick, stable hash for names, keys and salts (tables and seeds;
 // nothing an attacker's collisions can hurt beyond a slower probe).
 uint64_t hash_fnv1a(const void *p, size_t n);

@@ -111,6 +111,22 @@ static cJSON *messages_json(const OaiRequest *r) {
     return arr;
 }
 
+// The last occurrence of needle in hay, or NULL. Linear in n + m (memmem is glibc's two-way
+// search, run once over reversed copies): looping memmem over every hit is O(n * m), which a
+// final message repeated through the earlier ones turns into minutes of CPU.
+static const char *mem_rfind(const char *hay, size_t n, const char *needle, size_t m) {
+    if (m == 0 || m > n) return NULL;
+    char *rh = xmalloc(n), *rn = xmalloc(m);
+    for (size_t i = 0; i < n; i++) rh[i] = hay[n - 1 - i];
+    for (size_t i = 0; i < m; i++) rn[i] = needle[m - 1 - i];
+    const char *hit = memmem(rh, n, rn, m);
+    // the reversed match's first byte is the original match's last byte
+    const char *out = hit ? hay + (n - (size_t)(hit - rh) - m) : NULL;
+    free(rh);
+    free(rn);
+    return out;
+}
+
 int chat_render(const ChatRenderer *c, const OaiRequest *r, char **out, size_t *len, ApiError *e) {
     *out = NULL;
     *len = 0;
@@ -138,8 +154,7 @@ int chat_render(const ChatRenderer *c, const OaiRequest *r, char **out, size_t *
     // continues it instead of closing the turn (vLLM cuts the rendering the same way).
     const OaiMessage *last = &r->messages[r->n_messages - 1];
     if (r->continue_final_message && last->content && last->content_len > 0) {
-        const char *hit = NULL;
-        for (const char *p = text; (p = memmem(p, n - (size_t)(p - text), last->content, last->content_len)); p++) hit = p;
+        const char *hit = mem_rfind(text, n, last->content, last->content_len);
         if (hit) {
             n = (size_t)(hit - text) + last->content_len;
             text[n] = 0;

@@ -1,8 +1,9 @@
 // generate.c: POST /v1/chat/completions and /v1/completions from body to last byte.
 //
-//   gen_start   validate (openai.c), admission (before tokenizing: sequences), prompt (chat
-//               template, tokenizer), context check, admission (prompt tokens), engine_submit;
-//               then either queue an SSE response whose reader drains the engine, or suspend
+//   gen_prepare on a worker thread (work.c): validate (openai.c), admission (before tokenizing:
+//               sequences), prompt (chat template, tokenizer), context check.
+//   gen_start   back on the event thread: admission (prompt tokens), engine_submit; then
+//               either queue an SSE response whose reader drains the engine, or suspend
 //               until the outputs are complete (non-streaming). Nothing is sent before every
 //               check has passed, so a bad request is a plain 4xx even with stream=true.
 //   gen_notify  the engine thread's wake-up (request mutex held): resume the connection if it
@@ -553,8 +554,18 @@ static enum MHD_Result queue_stream(Server *s, GenReq *g, struct MHD_Connection 
     return ret;
 }
 
-enum MHD_Result gen_start(Server *s, HttpConn *hc, struct MHD_Connection *c, OaiKind kind) {
+// gen_prepare's result: the request and its prompts' tokens, or the error to answer.
+typedef struct GenPrep {
+    GenReq *g;                   // NULL: refused before any tokenizing
+    int32_t **ids;               // (g->n_parts) each part's prompt tokens
+    int *n_ids, *max_out;
+    long tokens;
+    int rc;
     ApiError e;
+} GenPrep;
+
+void gen_prepare(Server *s, HttpConn *hc, OaiKind kind) {
+    GenPrep *p = hc->prep = xcalloc(1, sizeof *p);
     OaiLimits lim = {.vocab = s->info.vocab, .max_n = s->opt.max_n, .max_tokens = s->opt.max_tokens,
                      .model_names = (const char *const *)s->names.items, .n_model_names = s->names.n};
     GenReq *g = xcalloc(1, sizeof *g);
@@ -562,24 +573,59 @@ enum MHD_Result gen_start(Server *s, HttpConn *hc, struct MHD_Connection *c, Oai
     g->fd = -1;
     pthread_mutex_init(&g->mu, NULL);
     OaiRequest *r = &g->req;
-    int rc = oai_parse(kind, hc->body.data, hc->body.len, &lim, r, &e);
+    p->rc = oai_parse(kind, hc->body.data, hc->body.len, &lim, r, &p->e);
     sbuf_free(&hc->body);
     g->n_parts = kind == OAI_CHAT ? 1 : r->n_prompts;
-    int seqs = g->n_parts * r->n;
-    if (rc != SL_OK || admit(s, seqs, 0, false, &e) != SL_OK) { // cheap refusal before any tokenizing
+    if (p->rc != SL_OK || admit(s, g->n_parts * r->n, 0, false, &p->e) != SL_OK) { // refused before tokenizing
+        p->rc = SL_ERR;
         g->n_parts = 0;
         gen_free(g);
+        return;
+    }
+    p->g = g;
+    g->parts = xcalloc((size_t)g->n_parts, sizeof(GenPart));
+    p->ids = xcalloc((size_t)g->n_parts, sizeof(int32_t *));
+    p->n_ids = xcalloc((size_t)g->n_parts, sizeof(int));
+    p->max_out = xcalloc((size_t)g->n_parts, sizeof(int));
+    for (int i = 0; p->rc == SL_OK && i < g->n_parts; i++) {
+        p->rc = part_prompt(s, g, i, &p->ids[i], &p->n_ids[i], &p->max_out[i], &p->e);
+        p->tokens += p->n_ids[i];
+    }
+}
+
+// The prompts' arrays (the request itself is gen_start's, or freed there).
+static void prep_arrays_free(GenPrep *p) {
+    for (int i = 0; p->ids && i < p->g->n_parts; i++) free(p->ids[i]);
+    free(p->ids);
+    free(p->n_ids);
+    free(p->max_out);
+}
+
+void gen_prep_free(GenPrep *p) {
+    if (!p) return;
+    if (p->g) {
+        prep_arrays_free(p);
+        for (int i = 0; i < p->g->n_parts; i++) p->g->parts[i].started = true; // nothing reserved
+        gen_free(p->g);
+    }
+    free(p);
+}
+
+enum MHD_Result gen_start(Server *s, HttpConn *hc, struct MHD_Connection *c) {
+    GenPrep *p = hc->prep;
+    hc->prep = NULL;
+    ApiError e = p->e;
+    GenReq *g = p->g;
+    if (!g) {
+        free(p);
         return http_reply_error(c, s, &e);
     }
-    g->parts = xcalloc((size_t)g->n_parts, sizeof(GenPart));
-    int32_t **ids = xcalloc((size_t)g->n_parts, sizeof(int32_t *));
-    int *n_ids = xcalloc((size_t)g->n_parts, sizeof(int)), *max_out = xcalloc((size_t)g->n_parts, sizeof(int));
-    long tokens = 0;
-    for (int i = 0; rc == SL_OK && i < g->n_parts; i++) {
-        rc = part_prompt(s, g, i, &ids[i], &n_ids[i], &max_out[i], &e);
-        tokens += n_ids[i];
-    }
-    if (rc == SL_OK) rc = admit(s, seqs, tokens, true, &e);
+    OaiRequest *r = &g->req;
+    OaiKind kind = r->kind;
+    int rc = p->rc, seqs = g->n_parts * r->n;
+    int32_t **ids = p->ids;
+    int *n_ids = p->n_ids, *max_out = p->max_out;
+    if (rc == SL_OK) rc = admit(s, seqs, p->tokens, true, &e);
     if (rc == SL_OK) {
         g->seqs_held = seqs;
         g->n_choices = seqs;
@@ -597,6 +643,7 @@ enum MHD_Result gen_start(Server *s, HttpConn *hc, struct MHD_Connection *c, Oai
         request_id(hc, r, &g->meta);
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
         g->fd = ci ? ci->connect_fd : -1;
+        g->interim_ok = hc->http11;
         g->conn = c; // before submit: a notify may come at once
         g->t_sent = g->t_last_send = g->t_last_peek = time_now_s();
     } else {
@@ -618,10 +665,8 @@ enum MHD_Result gen_start(Server *s, HttpConn *hc, struct MHD_Connection *c, Oai
         p->id = engine_request_id(p->er);
         submitted++;
     }
-    for (int i = 0; i < g->n_parts; i++) free(ids[i]);
-    free(ids);
-    free(n_ids);
-    free(max_out);
+    prep_arrays_free(p);
+    free(p);
     if (rc != SL_OK) {
         for (int i = submitted; i < g->n_parts; i++) {
             release_part_tokens(g, &g->parts[i]);

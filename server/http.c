@@ -3,10 +3,12 @@
 // that answer at once in routes.c, the watcher thread in live.c.
 //
 // The access handler runs on MHD's epoll pool threads and never blocks. For a POST it is called
-// (1) with the headers (upload_data NULL): route, method, auth, Content-Type and Content-Length
-// are checked here, so an oversized body is refused with 413 before it is read; (2) once per body
-// chunk: appended up to --max-body-size, then counted and dropped; (3) with the body complete:
-// the route's handler answers, or (generation) submits and suspends the connection.
+// (1) with the headers (upload_data NULL): framing, route, method, auth, Content-Type and
+// Content-Length are checked here, so an oversized body is refused with 413 before it is read;
+// (2) once per body chunk: appended up to --max-body-size, then counted and dropped; (3) with
+// the body complete: the route's handler answers; a route whose work grows with the body
+// (tokenize, generation) first goes to a worker thread (work.c) with the connection suspended,
+// and is called again to reply, or (generation) to submit and suspend the connection.
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
@@ -36,6 +38,8 @@ void server_options_defaults(ServerOptions *o) {
     o->max_body_size = 8u << 20;
     o->max_connections = 8192;
     o->timeout = 60;
+    o->request_header_timeout = 10.0f;
+    o->request_body_timeout = 60.0f;
     o->http_threads = 4;
     o->max_n = 16;
     o->max_queued_requests = 256;
@@ -72,10 +76,17 @@ int server_flags(ServerOptions *o, Flag *out) {
         {"--max-body-size", "SLUICE_MAX_BODY_SIZE", FLAG_SIZE, &o->max_body_size, 0, 0,
          "largest request body; larger ones get 413", ""},
         {"--max-connections", "SLUICE_MAX_CONNECTIONS", FLAG_INT, &o->max_connections, 1, 1 << 20,
-         "open HTTP connections at most (the fd limit is raised to fit)", ""},
+         "open HTTP connections at most, and 8 more kept for the probe routes (/health, ...); the fd limit is "
+         "raised to fit", ""},
         {"--timeout", "SLUICE_TIMEOUT", FLAG_INT, &o->timeout, 1, 86400,
          "seconds of inactivity (no bytes either way) before a connection is closed", ""},
-        {"--http-threads", "SLUICE_HTTP_THREADS", FLAG_INT, &o->http_threads, 1, 256, "HTTP epoll threads", ""},
+        {"--request-header-timeout", "SLUICE_REQUEST_HEADER_TIMEOUT", FLAG_FLOAT, &o->request_header_timeout, 0.1,
+         86400, "seconds from a request's first byte to its last header; a slower client is disconnected "
+         "(however often it sends a byte)", ""},
+        {"--request-body-timeout", "SLUICE_REQUEST_BODY_TIMEOUT", FLAG_FLOAT, &o->request_body_timeout, 0.1, 86400,
+         "seconds from a request's headers to the end of its body; a slower client is disconnected", ""},
+        {"--http-threads", "SLUICE_HTTP_THREADS", FLAG_INT, &o->http_threads, 1, 256,
+         "HTTP epoll threads, and as many worker threads for request bodies (parse, chat template, tokenizer)", ""},
         {"--max-n", "SLUICE_MAX_N", FLAG_INT, &o->max_n, 1, 1024, "largest n (choices per request)", ""},
         {"--max-tokens-cap", "SLUICE_MAX_TOKENS_CAP", FLAG_INT, &o->max_tokens, 0, 1 << 24,
          "largest max_tokens a request may ask for (0 = what the context allows)", ""},
@@ -176,10 +187,6 @@ static const struct {
     [R_WEB] = {"/chat", "GET", true, ""}, // and every file web_asset() knows
 };
 
-typedef struct {
-    HttpConn *cur; // the request in progress on this TCP connection, or NULL
-} ConnSlot;
-
 static ConnSlot *conn_slot(struct MHD_Connection *c) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     return ci ? ci->socket_context : NULL;
@@ -223,11 +230,77 @@ static bool auth_ok(Server *s, struct MHD_Connection *c) {
     return key_equal(h, s->opt.api_key);
 }
 
+// An error reply with one more header (Allow for a 405, Connection: close after bad framing).
+static enum MHD_Result reply_error_header(struct MHD_Connection *c, Server *s, const ApiError *e, const char *name,
+                                          const char *value) {
+    SBuf b = {0};
+    resp_error_body(&b, e);
+    struct MHD_Response *r = MHD_create_response_from_buffer(b.len, b.data, MHD_RESPMEM_MUST_COPY);
+    sbuf_free(&b);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, name, value);
+    access_decorate(s, c, r, e->status);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)e->status, r);
+    MHD_destroy_response(r);
+    metrics_http_status(&s->metrics, e->status);
+    return ret;
+}
+
+// The body's framing headers, every occurrence (MHD's lookup returns only the first).
+typedef struct {
+    int n_length, n_encoding;
+    const char *length;     // the first Content-Length
+    bool length_differs;    // a later one says something else
+    bool encoding_other;    // a Transfer-Encoding other than plain "chunked"
+} Framing;
+
+static enum MHD_Result framing_scan(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    (void)kind;
+    Framing *f = cls;
+    if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
+        if (f->length && strcmp(f->length, value ? value : "") != 0) f->length_differs = true;
+        if (!f->length) f->length = value ? value : "";
+        f->n_length++;
+    } else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        if (!value || strcasecmp(value, "chunked") != 0) f->encoding_other = true;
+        f->n_encoding++;
+    }
+    return MHD_YES;
+}
+
+// RFC 9112 §6: a body whose length two parsers could read differently (Content-Length values
+// that differ, a Transfer-Encoding other than plain chunked, or both headers) is refused with
+// 400 and the connection closed: a proxy in front that took the other reading would otherwise
+// see a second, smuggled request in what follows. SL_ERR with *ret queued.
+static int framing_check(Server *s, struct MHD_Connection *c, enum MHD_Result *ret) {
+    Framing f = {0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, framing_scan, &f);
+    const char *why = f.length_differs                   ? "Content-Length headers that differ"
+                      : f.encoding_other || f.n_encoding > 1 ? "a Transfer-Encoding other than chunked"
+                      : f.n_encoding && f.n_length           ? "both Transfer-Encoding and Content-Length"
+                                                             : NULL;
+    if (!why) return SL_OK;
+    ApiError e;
+    api_error(&e, 400, NULL, "bad_framing", NULL,
+              "The request's body length is ambiguous (%s); send one Content-Length or chunked alone.", why);
+    *ret = reply_error_header(c, s, &e, MHD_HTTP_HEADER_CONNECTION, "close");
+    return SL_ERR;
+}
+
 // The headers phase for url's route (route_find's answer): SL_OK to go on reading the body, or a
 // response is queued (*ret).
 static int headers_check(Server *s, HttpConn *hc, struct MHD_Connection *c, const char *url, const char *method,
                          int route, bool method_ok, enum MHD_Result *ret) {
     char msg[ERR_MAX];
+    if (framing_check(s, c, ret) != SL_OK) return SL_ERR;
+    if (conn_reserved(conn_slot(c)) && !hc->probe) { // a probe's connection: not for this
+        ApiError e;
+        api_error(&e, 503, "server_error", "service_unavailable", NULL,
+                  "The server is at --max-connections (%d); retry later.", s->opt.max_connections);
+        *ret = reply_error_header(c, s, &e, MHD_HTTP_HEADER_CONNECTION, "close");
+        return SL_ERR;
+    }
     if (route >= 0 && !ROUTES[route].open && !auth_ok(s, c)) {
         *ret = reply_errorf(c, s, 401, "invalid_request_error", "invalid_api_key",
                             "Incorrect API key provided. Send it as 'Authorization: Bearer <key>'.");
@@ -240,19 +313,9 @@ static int headers_check(Server *s, HttpConn *hc, struct MHD_Connection *c, cons
     }
     if (!method_ok) {
         snprintf(msg, sizeof msg, "Method %.16s is not allowed for %.400s; use %s.", method, url, ROUTES[route].method);
-        struct MHD_Response *r;
         ApiError e;
         api_error(&e, 405, NULL, "method_not_allowed", NULL, "%s", msg);
-        SBuf b = {0};
-        resp_error_body(&b, &e);
-        r = MHD_create_response_from_buffer(b.len, b.data, MHD_RESPMEM_MUST_COPY);
-        sbuf_free(&b);
-        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, ROUTES[route].method);
-        access_decorate(s, c, r, 405);
-        *ret = MHD_queue_response(c, 405, r);
-        MHD_destroy_response(r);
-        metrics_http_status(&s->metrics, 405);
+        *ret = reply_error_header(c, s, &e, MHD_HTTP_HEADER_ALLOW, ROUTES[route].method);
         return SL_ERR;
     }
     hc->route = route;
@@ -283,10 +346,38 @@ static int headers_check(Server *s, HttpConn *hc, struct MHD_Connection *c, cons
     return SL_OK;
 }
 
+// The routes whose work grows with the body: it runs on a worker thread (work.c).
+static bool route_works(int route) {
+    return route == R_TOKENIZE || route == R_DETOKENIZE || route == R_CHAT || route == R_COMPLETIONS;
+}
+
+void work_run(Server *s, HttpConn *hc) {
+    switch ((RouteId)hc->route) {
+    case R_TOKENIZE: hc->work_rc = route_tokenize(s, &hc->body, &hc->work_out, &hc->work_err); return;
+    case R_DETOKENIZE: hc->work_rc = route_detokenize(s, &hc->body, &hc->work_out, &hc->work_err); return;
+    case R_CHAT: gen_prepare(s, hc, OAI_CHAT); return;
+    case R_COMPLETIONS: gen_prepare(s, hc, OAI_COMPLETION); return;
+    default: DIE("route %d has no work", hc->route);
+    }
+}
+
+static enum MHD_Result work_reply(Server *s, HttpConn *hc, struct MHD_Connection *c) {
+    if (hc->work_rc != SL_OK) return http_reply_error(c, s, &hc->work_err);
+    enum MHD_Result ret = http_reply_json(c, s, 200, &hc->work_out);
+    sbuf_free(&hc->work_out);
+    return ret;
+}
+
 static enum MHD_Result dispatch(Server *s, HttpConn *hc, struct MHD_Connection *c) {
     if (atomic_load(&s->state) == SERVER_LOADING && hc->route != R_HEALTH && hc->route != R_READY &&
         hc->route != R_VERSION && hc->route != R_METRICS && hc->route != R_WEB)
         return reply_errorf(c, s, 503, "server_error", "service_unavailable", "The model is still loading.");
+    if (route_works(hc->route) && !hc->worked) {
+        if (work_submit(s, hc, c)) return MHD_YES; // called again when the work is done
+        hc->work_cancelled = true;
+    }
+    if (hc->work_cancelled)
+        return reply_errorf(c, s, 503, "server_error", "service_unavailable", "The server is shutting down.");
     switch ((RouteId)hc->route) {
     case R_HEALTH: return route_health(s, c);
     case R_READY: return route_ready(s, c);
@@ -294,10 +385,10 @@ static enum MHD_Result dispatch(Server *s, HttpConn *hc, struct MHD_Connection *
     case R_MODEL: return route_model(s, c, hc->url + strlen(ROUTES[R_MODEL].path));
     case R_VERSION: return route_version(s, c);
     case R_METRICS: return route_metrics(s, c);
-    case R_TOKENIZE: return route_tokenize(s, c, &hc->body);
-    case R_DETOKENIZE: return route_detokenize(s, c, &hc->body);
-    case R_CHAT: return gen_start(s, hc, c, OAI_CHAT);
-    case R_COMPLETIONS: return gen_start(s, hc, c, OAI_COMPLETION);
+    case R_TOKENIZE:
+    case R_DETOKENIZE: return work_reply(s, hc, c);
+    case R_CHAT:
+    case R_COMPLETIONS: return gen_start(s, hc, c);
     case R_WEB: return route_web(s, c, hc->url);
     case R_COUNT: break;
     }
@@ -307,7 +398,6 @@ static enum MHD_Result dispatch(Server *s, HttpConn *hc, struct MHD_Connection *
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_size,
                                   void **con_cls) {
-    (void)version;
     Server *s = cls;
     HttpConn *hc = *con_cls;
     if (!hc) { // (1) headers
@@ -315,6 +405,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         hc->srv = s;
         hc->url = url;
         hc->route = -1;
+        hc->http11 = version && strcmp(version, MHD_HTTP_VERSION_1_0) != 0;
         *con_cls = hc;
         ConnSlot *slot = conn_slot(c);
         if (slot) slot->cur = hc;
@@ -322,6 +413,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         int route = route_find(url, method, &method_ok);
         if (route == R_WEB && s->opt.disable_web_ui) route = -1; // a 404, as for any unknown path
         hc->probe = route >= 0 && ROUTES[route].open;
+        conn_phase(s, slot, CONN_BODY);
         access_begin(hc, c, method, url, route >= 0 ? ROUTES[route].id_prefix : "");
         enum MHD_Result ret = MHD_YES;
         if (access_preflight(s, hc, c, &ret) || headers_check(s, hc, c, url, method, route, method_ok, &ret) != SL_OK)
@@ -341,6 +433,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     // (3) the body is complete
+    conn_phase(s, conn_slot(c), CONN_BUSY);
     if (hc->body_seen > s->opt.max_body_size) {
         char msg[ERR_MAX];
         snprintf(msg, sizeof msg, "Request body of %zu bytes is larger than the limit of %zu bytes.", hc->body_seen,
@@ -353,14 +446,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
-    (void)cls;
     HttpConn *hc = *con_cls;
     if (!hc) return;
+    conn_phase(cls, conn_slot(c), CONN_IDLE);
     access_log(hc); // before gen_conn_closed: from then on the live thread owns hc->gen
     if (hc->gen) gen_conn_closed(hc->gen, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
     ConnSlot *slot = conn_slot(c);
     if (slot && slot->cur == hc) slot->cur = NULL;
     sbuf_free(&hc->body);
+    sbuf_free(&hc->work_out);
+    gen_prep_free(hc->prep);
     free(hc->client_id);
     free(hc);
     *con_cls = NULL;
@@ -370,14 +465,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 // MHD keeps a context per TCP connection, and the requests on one connection come one at a time.
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                           enum MHD_ConnectionNotificationCode code) {
-    (void)cls;
-    (void)c;
-    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-        *socket_context = xcalloc(1, sizeof(ConnSlot));
-    } else {
-        free(*socket_context);
-        *socket_context = NULL;
-    }
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) conn_opened(cls, c, socket_context);
+    else conn_closed(cls, socket_context);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap) {
@@ -432,6 +521,9 @@ int server_start(Server **out, const ServerOptions *o, Engine *engine, const cha
     s->opt.allowed_methods = xstrdup(o->allowed_methods);
     s->opt.allowed_headers = xstrdup(o->allowed_headers);
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->conn_mu, NULL);
+    pthread_mutex_init(&s->work_mu, NULL);
+    pthread_cond_init(&s->work_cond, NULL);
     pthread_cond_init(&s->live_cond, NULL);
     metrics_init(&s->metrics);
     atomic_store(&s->state, SERVER_LOADING);
@@ -443,15 +535,16 @@ int server_start(Server **out, const ServerOptions *o, Engine *engine, const cha
         server_stop(s);
         return SL_ERR;
     }
-    raise_fd_limit(o->max_connections);
+    raise_fd_limit(o->max_connections + HTTP_PROBE_RESERVE);
 
+    work_start(s, o->http_threads);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     s->mhd = MHD_start_daemon(
         flags, (uint16_t)o->port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
         MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->http_threads, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->timeout,
+        (unsigned)(o->max_connections + HTTP_PROBE_RESERVE), MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->timeout,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
         MHD_OPTION_END);
@@ -522,6 +615,7 @@ int server_drain(Server *s, double timeout_s) {
 
 void server_stop(Server *s) {
     if (!s) return;
+    work_stop(s); // resumes every connection waiting for a worker
     if (s->mhd) {
         live_release_suspended(s); // MHD_stop_daemon must not meet a suspended connection
         MHD_stop_daemon(s->mhd);
@@ -530,6 +624,9 @@ void server_stop(Server *s) {
     chat_free(&s->chat);
     metrics_free(&s->metrics);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->conn_mu);
+    pthread_mutex_destroy(&s->work_mu);
+    pthread_cond_destroy(&s->work_cond);
     pthread_cond_destroy(&s->live_cond);
     str_list_free(&s->names);
     access_free(s);

@@ -29,6 +29,8 @@ typedef struct {
     size_t max_body_size;       // --max-body-size: request bodies above this get 413
     int max_connections;        // --max-connections: open HTTP connections at most
     int timeout;                // --timeout: seconds of inactivity before a connection is closed
+    float request_header_timeout; // --request-header-timeout: seconds from a request's first byte to its last header
+    float request_body_timeout; // --request-body-timeout: seconds from a request's headers to its body's end
     int http_threads;           // --http-threads: libmicrohttpd's epoll thread pool
     int max_n;                  // --max-n: cap on a request's n
     int max_tokens;             // --max-tokens-cap: cap on max_tokens (0: only the context)
@@ -48,7 +50,7 @@ typedef struct {
 
 void server_options_defaults(ServerOptions *o);
 void server_options_free(ServerOptions *o);
-#define SERVER_MAX_FLAGS 32
+#define SERVER_MAX_FLAGS 40
 // The option rows for config_parse's `extra` (bound to o, defaults recorded); returns the count.
 int server_flags(ServerOptions *o, Flag *out);
 

@@ -2,15 +2,24 @@
 //
 // libmicrohttpd neither notices a dead peer nor runs timeouts while a connection is suspended
 // (and 0.9.75's epoll misses a peer's close until the timeout), so every 100 ms this thread:
-//  - peeks each suspended connection's socket (recv MSG_PEEK, at most twice a second per
-//    connection): EOF or an error means the client is gone, so the request is aborted (its KV
-//    blocks are freed before the engine's next step) and the connection resumed to be closed;
+//  - polls each suspended connection's socket (at most twice a second per connection): an error
+//    or hang-up means the client is gone, so the request is aborted (its KV blocks are freed
+//    before the engine's next step) and the connection resumed to be closed. A FIN alone is
+//    not enough: a client that only shut down its writing side (shutdown(SHUT_WR), legal
+//    HTTP/1.1) still waits for the reply, and looks the same as one that closed. So a FIN gets a
+//    probe: a stream its keep-alive comment, a plain request an interim "100 Continue" (which
+//    HTTP/1.1 clients skip). A closed socket answers data with a reset, seen at the next poll;
+//    a half-closed one takes it and gets its reply. (An HTTP/1.0 client may not be sent a 1xx:
+//    its FIN still counts as gone.)
 //  - resumes an idle stream every --keepalive-interval seconds for a ": keep-alive" comment,
 //    which also finds clients that vanished without a FIN;
+//  - sweeps the connections for requests past their arrival deadlines (conn.c);
 //  - takes the last outputs of orphans (requests MHD is done with) and frees each once the
 //    engine has finished it. Only this thread frees a GenReq, so the pointers it collects under
 //    Server.mu stay valid while it works on them without the lock.
+#define _GNU_SOURCE // POLLRDHUP
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -59,13 +68,31 @@ static GenReq **live_snapshot(Server *s, int *n) {
     return v;
 }
 
-// A suspended connection's peer is gone when a peek reads end-of-file or an error. Bytes
-// waiting (a pipelined request) count as alive.
-static bool peer_gone(int fd) {
-    if (fd < 0) return false;
-    char ch;
-    ssize_t r = recv(fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
-    return r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+typedef enum { PEER_ALIVE, PEER_FIN, PEER_GONE } PeerState;
+
+// A suspended connection's peer: gone after a reset or error (the socket has hung up), FIN when
+// it has sent all it will send (closed, or only half-closed), else alive (bytes waiting, a
+// pipelined request, count as alive).
+static PeerState peer_state(int fd) {
+    if (fd < 0) return PEER_ALIVE;
+    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+    if (poll(&p, 1, 0) <= 0) return PEER_ALIVE;
+    if (p.revents & (POLLERR | POLLHUP | POLLNVAL)) return PEER_GONE;
+    return p.revents & POLLRDHUP ? PEER_FIN : PEER_ALIVE;
+}
+
+// After the peer's FIN (g->mu held, connection suspended, so MHD is not writing): data that a
+// closed socket answers with a reset. False when the peer cannot be probed or the send failed:
+// it is gone.
+static bool peer_probe(GenReq *g) {
+    g->peer_probed = true;
+    if (g->req.stream) { // its next keep-alive comment, now
+        g->keepalive_due = true;
+        return true;
+    }
+    static const char CONTINUE[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    return g->interim_ok && send(g->fd, CONTINUE, sizeof CONTINUE - 1, MSG_NOSIGNAL | MSG_DONTWAIT) ==
+                                (ssize_t)(sizeof CONTINUE - 1);
 }
 
 // Returns true when g was freed.
@@ -76,7 +103,8 @@ static bool live_visit(Server *s, GenReq *g, double now) {
     if (!orphan && g->suspended) {
         if (now - g->t_last_peek >= LIVE_PEEK_S) {
             g->t_last_peek = now;
-            dead = peer_gone(g->fd);
+            PeerState st = peer_state(g->fd);
+            dead = st == PEER_GONE || (st == PEER_FIN && !g->peer_probed && !peer_probe(g));
         }
         if (dead) g->client_gone = true;
         else if (g->req.stream && now - g->t_last_send >= s->opt.keepalive) g->keepalive_due = true;
@@ -114,6 +142,7 @@ static void *live_main(void *arg) {
         double now = time_now_s();
         for (int i = 0; i < n; i++) live_visit(s, v[i], now);
         free(v);
+        conn_sweep(s, now);
         pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);

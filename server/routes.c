@@ -1,5 +1,6 @@
-// routes.c: the endpoints that answer at once, without the engine thread: health and
-// readiness, models, version, metrics, tokenize and detokenize (openai-api.md §3, §5).
+// routes.c: the endpoints that answer without the engine thread: health and readiness,
+// models, version, metrics at once; tokenize and detokenize on a worker thread (work.c), since
+// their work grows with the body (openai-api.md §3, §5).
 #include <stdlib.h>
 #include <string.h>
 
@@ -116,33 +117,32 @@ static int check_model(Server *s, const cJSON *root, ApiError *e) {
 
 // POST /tokenize: {prompt, add_special_tokens=true, return_token_strs=false} or {messages,
 // add_generation_prompt=true, add_special_tokens=false} -> {count, max_model_len, tokens, token_strs}
-enum MHD_Result route_tokenize(Server *s, struct MHD_Connection *c, const SBuf *body) {
-    ApiError e;
-    cJSON *root = oai_parse_object(body->data, body->len, &e);
-    if (!root) return http_reply_error(c, s, &e);
+int route_tokenize(Server *s, const SBuf *body, SBuf *out, ApiError *e) {
+    cJSON *root = oai_parse_object(body->data, body->len, e);
+    if (!root) return SL_ERR;
     int32_t *ids = NULL;
     int n = 0;
     bool strs = false, special;
-    int rc = check_model(s, root, &e);
+    int rc = check_model(s, root, e);
     bool chat = oai_field(root, "messages") != NULL;
-    if (rc == SL_OK) rc = oai_get_bool(root, "return_token_strs", false, &strs, &e);
-    if (rc == SL_OK) rc = oai_get_bool(root, "add_special_tokens", !chat, &special, &e);
+    if (rc == SL_OK) rc = oai_get_bool(root, "return_token_strs", false, &strs, e);
+    if (rc == SL_OK) rc = oai_get_bool(root, "add_special_tokens", !chat, &special, e);
     if (rc == SL_OK && chat) {
         OaiLimits lim = {.vocab = s->info.vocab, .max_n = 1 << 30};
         OaiRequest r;
-        rc = oai_parse(OAI_CHAT, body->data, body->len, &lim, &r, &e);
+        rc = oai_parse(OAI_CHAT, body->data, body->len, &lim, &r, e);
         bool parsed = rc == SL_OK;
         char *text = NULL;
         size_t len = 0;
-        if (rc == SL_OK) rc = chat_render(&s->chat, &r, &text, &len, &e);
+        if (rc == SL_OK) rc = chat_render(&s->chat, &r, &text, &len, e);
         if (rc == SL_OK) ids = server_encode(s, text, len, special, &n);
         free(text);
         if (parsed) oai_request_free(&r);
     } else if (rc == SL_OK) {
         const cJSON *p = oai_field(root, "prompt");
         if (!cJSON_IsString(p))
-            rc = p ? oai_bad_type(&e, "prompt", "a string", p)
-                   : api_error(&e, 400, NULL, "missing_required_parameter", "prompt",
+            rc = p ? oai_bad_type(e, "prompt", "a string", p)
+                   : api_error(e, 400, NULL, "missing_required_parameter", "prompt",
                                "Missing required parameter: 'prompt' (or 'messages').");
         else
             ids = server_encode(s, p->valuestring, strlen(p->valuestring), special, &n);
@@ -150,51 +150,44 @@ enum MHD_Result route_tokenize(Server *s, struct MHD_Connection *c, const SBuf *
     cJSON_Delete(root);
     if (rc != SL_OK) {
         free(ids);
-        return http_reply_error(c, s, &e);
+        return SL_ERR;
     }
-    SBuf b = {0};
-    sbuf_printf(&b, "{\"count\":%d,\"max_model_len\":%d,\"tokens\":[", n, s->info.max_model_len);
-    for (int i = 0; i < n; i++) sbuf_printf(&b, i ? ",%d" : "%d", ids[i]);
-    sbuf_puts(&b, "],\"token_strs\":");
-    if (!strs) sbuf_puts(&b, "null");
+    sbuf_printf(out, "{\"count\":%d,\"max_model_len\":%d,\"tokens\":[", n, s->info.max_model_len);
+    for (int i = 0; i < n; i++) sbuf_printf(out, i ? ",%d" : "%d", ids[i]);
+    sbuf_puts(out, "],\"token_strs\":");
+    if (!strs) sbuf_puts(out, "null");
     for (int i = 0; strs && i < n; i++) {
         size_t len;
         const char *piece = tok_piece(s->tok, ids[i], &len);
-        sbuf_puts(&b, i ? "," : "[");
-        json_str(&b, piece, len);
+        sbuf_puts(out, i ? "," : "[");
+        json_str(out, piece, len);
     }
-    if (strs) sbuf_puts(&b, n ? "]" : "[]");
-    sbuf_puts(&b, "}");
+    if (strs) sbuf_puts(out, n ? "]" : "[]");
+    sbuf_puts(out, "}");
     free(ids);
-    enum MHD_Result ret = http_reply_json(c, s, 200, &b);
-    sbuf_free(&b);
-    return ret;
+    return SL_OK;
 }
 
 // POST /detokenize: {tokens} -> {prompt}
-enum MHD_Result route_detokenize(Server *s, struct MHD_Connection *c, const SBuf *body) {
-    ApiError e;
-    cJSON *root = oai_parse_object(body->data, body->len, &e);
-    if (!root) return http_reply_error(c, s, &e);
+int route_detokenize(Server *s, const SBuf *body, SBuf *out, ApiError *e) {
+    cJSON *root = oai_parse_object(body->data, body->len, e);
+    if (!root) return SL_ERR;
     int32_t *ids = NULL;
     int n = 0;
-    int rc = check_model(s, root, &e);
+    int rc = check_model(s, root, e);
     if (rc == SL_OK) {
         const cJSON *t = oai_field(root, "tokens");
-        rc = t ? oai_token_ids(t, s->info.vocab, "tokens", &ids, &n, &e)
-               : api_error(&e, 400, NULL, "missing_required_parameter", "tokens", "Missing required parameter: 'tokens'.");
+        rc = t ? oai_token_ids(t, s->info.vocab, "tokens", &ids, &n, e)
+               : api_error(e, 400, NULL, "missing_required_parameter", "tokens", "Missing required parameter: 'tokens'.");
     }
     cJSON_Delete(root);
-    if (rc != SL_OK) return http_reply_error(c, s, &e);
+    if (rc != SL_OK) return SL_ERR;
     size_t len = 0;
     char *text = tok_decode(s->tok, (const int *)ids, n, false, &len);
     free(ids);
-    SBuf b = {0};
-    sbuf_puts(&b, "{\"prompt\":");
-    json_str(&b, text, len);
-    sbuf_puts(&b, "}");
+    sbuf_puts(out, "{\"prompt\":");
+    json_str(out, text, len);
+    sbuf_puts(out, "}");
     free(text);
-    enum MHD_Result ret = http_reply_json(c, s, 200, &b);
-    sbuf_free(&b);
-    return ret;
+    return SL_OK;
 }

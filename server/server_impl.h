@@ -27,6 +27,27 @@
 typedef enum { SERVER_LOADING = 0, SERVER_READY, SERVER_DRAINING } ServerState;
 
 typedef struct GenReq GenReq;
+typedef struct HttpConn HttpConn;
+
+// Connections beyond --max-connections accepted for the open probe routes only (conn.c; the
+// flag's help and docs/api.md say 8).
+#define HTTP_PROBE_RESERVE 8
+
+// Where a TCP connection is in its request (conn.c's deadlines).
+typedef enum { CONN_HEAD, CONN_BODY, CONN_BUSY, CONN_IDLE } ConnPhase;
+
+// One TCP connection (MHD's socket context), from accept to close.
+typedef struct ConnSlot {
+    HttpConn *cur;                // the request in progress on it, or NULL (its MHD thread's)
+    int fd;
+    bool reserve;                 // accepted beyond --max-connections: probes only
+    // Server.conn_mu
+    ConnPhase phase;
+    double t_phase;               // when the phase began
+    uint64_t rx_idle;             // CONN_IDLE: bytes received when it went idle (TCP_INFO)
+    bool cut;                     // its socket was shut down for a missed deadline
+    struct ConnSlot *prev, *next; // Server.conns
+} ConnSlot;
 
 // A list flag's values (access.c: a JSON list, or comma/space-separated).
 typedef struct {
@@ -58,16 +79,29 @@ struct Server {
     pthread_t live_thread;
     pthread_cond_t live_cond;
     bool live_stop;
+
+    pthread_mutex_t conn_mu;      // guards the open connections (a leaf, like mu)
+    ConnSlot *conns;
+    int n_conns;
+    double t_sweep;               // the watcher thread's last conn_sweep
+
+    pthread_mutex_t work_mu;      // guards the work queue (a leaf)
+    pthread_cond_t work_cond;
+    HttpConn *work_head, *work_tail;
+    bool work_stop;
+    pthread_t *work_threads;
+    int n_work;
 };
 
-// Per-connection state (MHD's *con_cls), freed in the completion callback.
-typedef struct {
+// Per-request state (MHD's *con_cls), freed in the completion callback.
+struct HttpConn {
     Server *srv;
     int route;                    // RouteId
     const char *url;              // MHD's copy, valid for the request
     SBuf body;
     size_t body_seen;             // bytes received, kept counting past the cap
     bool responded;               // a response was queued in the headers phase
+    bool http11;                  // the request line said HTTP/1.1 (not 1.0)
     GenReq *gen;                  // set while a generation request is in flight
     // for the response headers and the log line (access.c)
     char method[16];
@@ -77,7 +111,16 @@ typedef struct {
     char req_id[RESP_ID_MAX];     // else ours: the response id (chatcmpl-..., cmpl-...) or a new one
     int status;                   // the status queued (0: none)
     double t_start;               // the headers phase
-} HttpConn;
+    // the body's work on a worker thread (work.c)
+    struct MHD_Connection *work_conn;
+    HttpConn *work_next;          // Server's work queue
+    bool worked;                  // done (or cancelled): the handler answers with its results
+    bool work_cancelled;          // the server stopped before the work ran
+    int work_rc;                  // tokenize, detokenize: SL_OK with work_out, else work_err
+    SBuf work_out;
+    ApiError work_err;
+    struct GenPrep *prep;         // chat, completions: gen_prepare's result for gen_start
+};
 
 // ---- http.c: replies (each queues a response on conn; MHD_YES/NO for the handler to return)
 enum MHD_Result http_reply(struct MHD_Connection *c, Server *s, int status, const char *ctype, const char *body,
@@ -114,8 +157,9 @@ enum MHD_Result route_models(Server *s, struct MHD_Connection *c);
 enum MHD_Result route_model(Server *s, struct MHD_Connection *c, const char *id);
 enum MHD_Result route_version(Server *s, struct MHD_Connection *c);
 enum MHD_Result route_metrics(Server *s, struct MHD_Connection *c);
-enum MHD_Result route_tokenize(Server *s, struct MHD_Connection *c, const SBuf *body);
-enum MHD_Result route_detokenize(Server *s, struct MHD_Connection *c, const SBuf *body);
+// (worker threads) the reply's JSON body into out, or SL_ERR with e
+int route_tokenize(Server *s, const SBuf *body, SBuf *out, ApiError *e);
+int route_detokenize(Server *s, const SBuf *body, SBuf *out, ApiError *e);
 // web.c: the chat page and its files (url: one that web_asset() knows)
 enum MHD_Result route_web(Server *s, struct MHD_Connection *c, const char *url);
 // Tokenizes a prompt text as vLLM does for completions (BOS as the model asks, specials parsed).
@@ -186,11 +230,17 @@ struct GenReq {
     struct MHD_Connection *conn; // NULL once MHD is done with the request
     bool suspended, pending, client_gone, keepalive_due, shutdown;
     double t_last_send, t_last_peek;
+    bool interim_ok;             // the client speaks HTTP/1.1: a 1xx interim response may precede the reply
+    bool peer_probed;            // the peer's FIN was seen and answered with a probe (live.c)
 };
 
-// The final handler call with the whole body: validates, submits, and either queues a stream
-// or suspends until the outputs are complete.
-enum MHD_Result gen_start(Server *s, HttpConn *hc, struct MHD_Connection *c, OaiKind kind);
+// A worker thread's part, with the whole body: validates it, renders and tokenizes the prompts
+// (hc->prep).
+void gen_prepare(Server *s, HttpConn *hc, OaiKind kind);
+void gen_prep_free(struct GenPrep *p);
+// The handler's part, after gen_prepare: admits, submits, and either queues a stream or
+// suspends until the outputs are complete.
+enum MHD_Result gen_start(Server *s, HttpConn *hc, struct MHD_Connection *c);
 // The handler called again for a resumed non-streaming request.
 enum MHD_Result gen_resume(Server *s, HttpConn *hc, struct MHD_Connection *c);
 // The completion callback: MHD is done with the request (ok: the response went out whole).
@@ -202,6 +252,23 @@ void gen_stats(const GenReq *g, GenStats *st);
 void gen_abort(GenReq *g);
 // Releases the engine requests and frees g (all parts finished, MHD done with it).
 void gen_free(GenReq *g);
+
+// ---- conn.c: each TCP connection: request deadlines and the probe reserve
+void conn_opened(Server *s, struct MHD_Connection *c, void **socket_context);
+void conn_closed(Server *s, void **socket_context);
+void conn_phase(Server *s, ConnSlot *slot, ConnPhase phase);
+// Shuts down the sockets of requests past their deadline (the watcher thread, every tick).
+void conn_sweep(Server *s, double now);
+bool conn_reserved(const ConnSlot *slot);
+
+// ---- work.c: worker threads for a body's CPU work
+void work_start(Server *s, int n);
+// Finishes the work in hand and cancels what is queued (before libmicrohttpd stops).
+void work_stop(Server *s);
+// Suspends c and queues hc for work_run; false when the server is stopping (nothing queued).
+bool work_submit(Server *s, HttpConn *hc, struct MHD_Connection *c);
+// (http.c, on a worker) the route's work on the complete body
+void work_run(Server *s, HttpConn *hc);
 
 // ---- live.c: the watcher thread (dead peers, keep-alives, freeing finished requests)
 void live_start(Server *s);

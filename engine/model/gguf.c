@@ -46,18 +46,10 @@ typedef struct {
     GGUFStr name;
 } Cursor;
 
-// Copies a string from the file for a message: at most GGUF_SHOW_MAX bytes, control bytes as
-// '?', so a hostile name can neither run long nor break the message's one line.
-static const char *str_show(GGUFStr s, char *buf, size_t cap) {
-    size_t n = s.len < GGUF_SHOW_MAX ? (size_t)s.len : GGUF_SHOW_MAX;
-    if (n > cap - 4) n = cap - 4;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s.ptr[i];
-        buf[i] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
-    }
-    strcpy(buf + n, n < s.len ? "..." : "");
-    return buf;
-}
+// A string from the file for a message: at most GGUF_SHOW_MAX bytes, escaped (common's
+// str_show), so a hostile name can neither run long nor break the message's one line.
+#define GGUF_SHOW_CAP STR_SHOW_CAP(GGUF_SHOW_MAX)
+static const char *gguf_show(GGUFStr s, char *buf) { return str_show(s.ptr, (size_t)s.len, GGUF_SHOW_MAX, buf); }
 
 static void cur_at(Cursor *c, const char *what, uint64_t index) {
     c->what = what;
@@ -66,8 +58,8 @@ static void cur_at(Cursor *c, const char *what, uint64_t index) {
 }
 
 static const char *cur_where(const Cursor *c, char *buf, size_t cap) {
-    char nm[GGUF_SHOW_MAX + 4];
-    if (c->name.ptr) snprintf(buf, cap, "%s '%s'", c->what, str_show(c->name, nm, sizeof nm));
+    char nm[GGUF_SHOW_CAP];
+    if (c->name.ptr) snprintf(buf, cap, "%s '%s'", c->what, gguf_show(c->name, nm));
     else if (c->index != UINT64_MAX) snprintf(buf, cap, "%s #%llu", c->what, (unsigned long long)c->index);
     else snprintf(buf, cap, "%s", c->what);
     return buf;
@@ -77,7 +69,7 @@ static size_t cur_left(const Cursor *c) { return c->size - c->pos; }
 
 static int cur_take(Cursor *c, size_t n, const uint8_t **out) {
     if (n > cur_left(c)) {
-        char where[160];
+        char where[GGUF_SHOW_CAP + 64];
         return seterr(c->err, "%s: file is truncated in %s (needs %zu bytes at offset %zu, file is %zu bytes)",
                       c->path, cur_where(c, where, sizeof where), n, c->pos, c->size);
     }
@@ -104,7 +96,7 @@ static int cur_str(Cursor *c, GGUFStr *s) {
     uint64_t len;
     if (cur_u64(c, &len) != SL_OK) return SL_ERR;
     if (len > cur_left(c)) {
-        char where[160];
+        char where[GGUF_SHOW_CAP + 64];
         return seterr(c->err, "%s: bad string length in %s (%llu bytes at offset %zu, only %zu left in the file)",
                       c->path, cur_where(c, where, sizeof where), (unsigned long long)len, c->pos,
                       cur_left(c));
@@ -157,7 +149,7 @@ static void kv_set_scalar(GGUFKV *kv, const uint8_t *b) {
 }
 
 static int kv_read_array(Cursor *c, GGUFKV *kv) {
-    char where[160];
+    char where[GGUF_SHOW_CAP + 64];
     uint32_t et;
     uint64_t n;
     if (cur_u32(c, &et) != SL_OK || cur_u64(c, &n) != SL_OK) return SL_ERR;
@@ -189,7 +181,7 @@ static int kv_read_array(Cursor *c, GGUFKV *kv) {
 }
 
 static int kv_read(Cursor *c, GGUFKV *kv, uint64_t i) {
-    char where[160];
+    char where[GGUF_SHOW_CAP + 64];
     cur_at(c, "metadata key", i);
     if (cur_str(c, &kv->key) != SL_OK) return SL_ERR;
     c->what = "metadata";
@@ -236,7 +228,7 @@ static bool names_find_dup(const void *base, size_t stride, size_t n, size_t *fi
 // ---- tensors
 
 static int tensor_info_read(Cursor *c, GGUFTensor *t, uint64_t i) {
-    char where[160];
+    char where[GGUF_SHOW_CAP + 64];
     cur_at(c, "tensor info", i);
     if (cur_str(c, &t->name) != SL_OK) return SL_ERR;
     c->what = "tensor";
@@ -265,8 +257,8 @@ static int tensor_info_read(Cursor *c, GGUFTensor *t, uint64_t i) {
 
 // Checks a tensor's shape against its type and its bytes against the file; sets nbytes, data.
 static int tensor_check(const GGUF *g, GGUFTensor *t, const char *path, char *err) {
-    char nm[GGUF_SHOW_MAX + 4];
-    str_show(t->name, nm, sizeof nm);
+    char nm[GGUF_SHOW_CAP];
+    gguf_show(t->name, nm);
     int64_t nel = 1;
     for (int d = 0; d < GGUF_MAX_DIMS; d++)
         if (__builtin_mul_overflow(nel, t->ne[d], &nel))
@@ -316,7 +308,7 @@ static int gguf_read_alignment(GGUF *g, const char *path, char *err) {
 }
 
 static int gguf_read(GGUF *g, Cursor *c) {
-    char where[160];
+    char where[GGUF_SHOW_CAP + 64];
     const char *path = c->path;
     char *err = c->err;
 
@@ -360,9 +352,9 @@ static int gguf_read(GGUF *g, Cursor *c) {
     for (uint64_t i = 0; i < g->n_tensors; i++)
         if (tensor_info_read(c, &g->tensors[i], i) != SL_OK) return SL_ERR;
     if (names_find_dup(g->tensors, sizeof(GGUFTensor), (size_t)g->n_tensors, &a, &b)) {
-        char nm[GGUF_SHOW_MAX + 4];
+        char nm[GGUF_SHOW_CAP];
         return seterr(err, "%s: duplicate tensor name '%s' (tensors #%zu and #%zu)", path,
-                      str_show(g->tensors[a].name, nm, sizeof nm), a, b);
+                      gguf_show(g->tensors[a].name, nm), a, b);
     }
     g->data_offset = (c->pos + g->alignment - 1) / g->alignment * g->alignment;
     for (uint64_t i = 0; i < g->n_tensors; i++)

@@ -130,8 +130,9 @@ int model_config_from_gguf(ModelConfig *c, const GGUF *g, char *err) {
     int arch = -1;
     for (size_t i = 0; i < ARRAY_LEN(ARCHS); i++)
         if (gguf_str_eq(s, ARCHS[i].name)) arch = (int)i;
+    char shown[STR_SHOW_CAP(64)];
     if (arch < 0)
-        return seterr(err, "unsupported architecture '%.*s' (supported: %s)", (int)MIN(s.len, 64), s.ptr,
+        return seterr(err, "unsupported architecture '%s' (supported: %s)", str_show(s.ptr, s.len, 64, shown),
                       model_supported_archs());
     snprintf(c->arch, sizeof c->arch, "%s", ARCHS[arch].name);
     const char *a = c->arch;
@@ -172,8 +173,8 @@ int model_config_from_gguf(ModelConfig *c, const GGUF *g, char *err) {
         double factor = 1.0;
         gguf_get_float(g, arch_key(key, sizeof key, a, "rope.scaling.factor"), &factor);
         if (factor != 1.0)
-            return seterr(err, "RoPE scaling '%.*s' (factor %g) is not supported yet", (int)MIN(scaling.len, 32),
-                          scaling.ptr, factor);
+            return seterr(err, "RoPE scaling '%s' (factor %g) is not supported yet",
+                          str_show(scaling.ptr, scaling.len, 32, shown), factor);
     }
     // Llama 3.1's "llama3" scaling has no metadata key in a GGUF: the converter stores its
     // per-pair divisors as the tensor rope_freqs.weight, which llama.c binds.

@@ -70,9 +70,10 @@ static int open_gguf(WeightSource *ws, const char *path, char *err) {
     if (model_config_from_gguf(&ws->cfg, &ws->gguf, why) != SL_OK) return seterr(err, "%s: %s", path, why);
     for (uint64_t i = 0; i < ws->gguf.n_tensors; i++) {
         const GGUFTensor *g = &ws->gguf.tensors[i];
+        char shown[STR_SHOW_CAP(40)];
         if (g->name.len >= sizeof ws->tensors[0].name)
-            return seterr(err, "%s: tensor name '%.*s...' is longer than %zu bytes", path, 40, g->name.ptr,
-                          sizeof ws->tensors[0].name - 1);
+            return seterr(err, "%s: tensor name '%s' is longer than %zu bytes", path,
+                          str_show(g->name.ptr, g->name.len, 40, shown), sizeof ws->tensors[0].name - 1);
         char name[sizeof ws->tensors[0].name];
         snprintf(name, sizeof name, "%.*s", (int)g->name.len, g->name.ptr);
         WTensor *t = wsrc_push(ws, name);

@@ -128,9 +128,10 @@ int tok_vocab_init(Tokenizer *t, int n, const GGUFStr *texts, char *err) {
         t->text_len[i] = (uint32_t)len;
         off += len + 1;
         int prev = strmap_put(&t->vocab, dst, len, i);
+        char shown[STR_SHOW_CAP(64)];
         if (prev != i)
-            return seterr(err, "duplicate token in vocabulary: '%.*s' has ids %d and %d",
-                          (int)MIN(len, 64), dst, prev, i);
+            return seterr(err, "duplicate token in vocabulary: '%s' has ids %d and %d", str_show(dst, len, 64, shown),
+                          prev, i);
     }
     return SL_OK;
 }
@@ -309,8 +310,9 @@ int tok_load_pre(Tokenizer **out, const GGUF *g, const char *pre, char *err) {
     } else if (gguf_str_eq(model, "llama")) {
         t->model = TOK_MODEL_SPM;
     } else {
-        seterr(err, "unsupported tokenizer.ggml.model '%.*s' (supported: gpt2, llama)",
-               (int)MIN(model.len, 64), model.ptr);
+        char shown[STR_SHOW_CAP(64)];
+        seterr(err, "unsupported tokenizer.ggml.model '%s' (supported: gpt2, llama)",
+               str_show(model.ptr, model.len, 64, shown));
         tok_free(t);
         return SL_ERR;
     }

@@ -407,6 +407,8 @@ static void e_row(Craft *c) { c->t[0].ne[0] = 48; c->t[0].offset = 0; }
 static void e_dup_tensor(Craft *c) { c->t[2].name = "norm.weight"; }
 static void e_overflow(Craft *c) { c->t[1] = (TSpec){"norm.weight", 3, {1ull << 32, 1ull << 32, 4}, QTYPE_F32, 160}; }
 static void e_ne_zero(Craft *c) { c->t[1] = (TSpec){"norm.weight", 2, {8, 0}, QTYPE_F32, 160}; }
+// a corrupted name: an escape sequence, a byte that is not UTF-8, a DEL
+static void e_name_bytes(Craft *c) { c->t[1].name = "norm\x1b[2J\xff\x7f.weight"; c->t[1].type = 99; }
 static void e_ne_negative(Craft *c) { c->t[1] = (TSpec){"norm.weight", 2, {8, (1ull << 63) + 1}, QTYPE_F32, 160}; }
 
 static const BadCase BAD_CASES[] = {
@@ -438,6 +440,7 @@ static const BadCase BAD_CASES[] = {
     {"element count overflow", e_overflow, 0, 0, "element count overflows"},
     {"zero dimension", e_ne_zero, 0, 0, "bad dimension in tensor 'norm.weight' (ne[1] = 0"},
     {"negative dimension", e_ne_negative, 0, 0, "bad dimension"},
+    {"name with raw bytes", e_name_bytes, 0, 0, "tensor 'norm\\x1b[2J\\xff\\x7f.weight' (type id 99)"},
 };
 
 // A failed parse leaves an empty GGUF, a one-line message, and nothing allocated (ASan's leak
@@ -452,7 +455,8 @@ static void expect_rejected(const uint8_t *buf, size_t len, const char *what, co
     EXPECT(rc == SL_ERR, "%s: accepted", what);
     EXPECT(g.kv == NULL && g.tensors == NULL && g.n_kv == 0 && g.n_tensors == 0, "%s", what);
     EXPECT(strncmp(err, "<buffer>: ", 10) == 0 && strlen(err) > 12, "%s: message '%s'", what, err);
-    EXPECT(strchr(err, '\n') == NULL, "%s: message '%s'", what, err);
+    // bytes from the file are escaped: the message is printable ASCII whatever the file holds
+    for (const char *p = err; *p; p++) EXPECT(*p >= 0x20 && *p < 0x7f, "%s: raw byte %02x in the message", what, (unsigned char)*p);
     if (words) EXPECT(strstr(err, words) != NULL, "%s: message '%s' lacks '%s'", what, err, words);
     if (rc == SL_OK) gguf_close(&g);
     free(copy);
@@ -470,6 +474,18 @@ static void test_crafted_bad(void) {
         expect_rejected(b.p, MIN(len, b.len), bc->what, bc->expect);
     }
     free(b.p);
+}
+
+// common's str_show, which every message quoting the file's bytes goes through
+static void test_str_show(void) {
+    char buf[STR_SHOW_CAP(8)];
+    EXPECT_STR_EQ(str_show("llama", 5, 8, buf), "llama");
+    EXPECT_STR_EQ(str_show("a\0b\n\x1b\x7f\xc3\xa9", 8, 8, buf), "a\\x00b\\x0a\\x1b\\x7f\\xc3\\xa9");
+    EXPECT_STR_EQ(str_show("abcdefghij", 10, 8, buf), "abcdefgh...");
+    EXPECT_STR_EQ(str_show("\xff\xff\xff\xff\xff\xff\xff\xff\xff", 9, 8, buf),
+               "\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xff..."); // the longest: fills the buffer
+    EXPECT_EQ_INT(strlen(buf) + 1, sizeof buf);
+    EXPECT_STR_EQ(str_show("", 0, 8, buf), "");
 }
 
 // ---- every truncation and many byte flips of the valid file
@@ -512,6 +528,7 @@ static void test_crafted_flips(void) {
             } else {
                 rejected++;
                 EXPECT(err[0] && strchr(err, '\n') == NULL, "flip at %zu: '%s'", pos, err);
+                for (const char *p = err; *p; p++) EXPECT(*p >= 0x20 && *p < 0x7f, "flip at %zu: raw byte", pos);
             }
             free(copy);
         }
@@ -579,6 +596,7 @@ int main(void) {
     TEST_RUN(test_model_truncations);
     TEST_RUN(test_crafted_valid);
     TEST_RUN(test_crafted_bad);
+    TEST_RUN(test_str_show);
     TEST_RUN(test_crafted_truncations);
     TEST_RUN(test_crafted_flips);
     TEST_RUN(test_open_files);
