@@ -58,9 +58,10 @@ def test_required_and_named_always_validate(tools_server):
         return create(tools_server, messages=ASK, tools=TOOLS, tool_choice=NAMED, seed=seed, max_tokens=60,
                       temperature=1.0)
 
-    with ThreadPoolExecutor(46) as ex:
+    required(0)  # the prompt is the same for all: cached once, the rest only decode
+    with ThreadPoolExecutor(44) as ex:
         req = ex.map(required, range(20))
-        par = ex.map(lambda s: required(s, True), range(100, 106))
+        par = ex.map(lambda s: required(s, True), range(100, 104))
         nam = ex.map(named, range(20))
         req, par, nam = list(req), list(par), list(nam)
     for seed, out in enumerate(req):
@@ -189,3 +190,36 @@ def test_reasoning_parser(start_server):
     assert whole.message.content is None and extra["reasoning_content"]
     content, reasoning, calls, _ = read_stream(create(srv, stream=True, **kw))
     assert content == "" and reasoning == extra["reasoning_content"] and not calls
+
+
+def test_template_without_tools_warns_once(start_server):
+    """The default model's own template drops `tools`: the server says so in its log, once."""
+    srv = start_server()
+    for _ in range(2):
+        create(srv, messages=ASK, tools=TOOLS, max_tokens=1)
+    assert srv.log_text().count("never renders them") == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_agent_loop_langchain(tools_server, stream):
+    """LangChain's bind_tools(tool_choice="any") (our "required"), then the tool result and a free
+    answer, through langchain-openai's ChatOpenAI."""
+    from langchain_core.messages import HumanMessage, ToolMessage
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(base_url=tools_server.url + "/v1", api_key="none", model=tools_server.model_id(),
+                     temperature=0, max_tokens=60, max_retries=0, streaming=stream)
+    msgs = [HumanMessage("What is the weather in Paris?")]
+    bound = llm.bind_tools(TOOLS, tool_choice="any")
+    if stream:
+        ai = None
+        for chunk in bound.stream(msgs):
+            ai = chunk if ai is None else ai + chunk
+    else:
+        ai = bound.invoke(msgs)
+    assert ai.tool_calls and not ai.content
+    for call in ai.tool_calls:
+        jsonschema.validate(call["args"], SCHEMAS[call["name"]])
+    msgs += [ai] + [ToolMessage(json.dumps({"temperature": 18}), tool_call_id=c["id"]) for c in ai.tool_calls]
+    final = llm.bind_tools(TOOLS).bind(max_tokens=12).invoke(msgs)
+    assert final.content and not final.tool_calls
