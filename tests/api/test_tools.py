@@ -51,8 +51,8 @@ def test_required_and_named_always_validate(tools_server):
     model at temperature 1 may go on calling until max_tokens: every call it finished validates,
     and a last one cut off by the length limit is all that may not."""
     def required(seed, parallel=False):
-        return create(tools_server, messages=ASK, tools=TOOLS, tool_choice="required", seed=seed, max_tokens=120,
-                      temperature=1.0, parallel_tool_calls=parallel)
+        return create(tools_server, messages=ASK, tools=TOOLS, tool_choice="required", seed=seed,
+                      max_tokens=60 if parallel else 120, temperature=1.0, parallel_tool_calls=parallel)
 
     def named(seed):
         return create(tools_server, messages=ASK, tools=TOOLS, tool_choice=NAMED, seed=seed, max_tokens=60,
