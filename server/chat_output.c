@@ -60,8 +60,7 @@ static RespToolCall call_view(ChatOut *o, int k) {
 }
 
 void chat_out_stream(ChatOut *o, SBuf *out, const RespMeta *m, const RespChoice *step) {
-    RespChoice d = *step; // the logprobs go with the first delta only
-    bool sent = false;
+    RespChoice d = *step; // the logprobs go with the first content or reasoning delta only
     const SBuf *parts[2] = {&o->rp.reasoning, content(o)};
     size_t *done[2] = {&o->sent_reasoning, &o->sent_content};
     for (int p = 0; p < 2; p++) {
@@ -71,22 +70,20 @@ void chat_out_stream(ChatOut *o, SBuf *out, const RespMeta *m, const RespChoice 
         d.reasoning_delta = p == 0;
         resp_sse_delta(out, m, &d);
         *done[p] = parts[p]->len;
-        d.tokens = NULL, d.n_tokens = 0, sent = true;
+        d.tokens = NULL, d.n_tokens = 0;
     }
     for (int k = 0; k < o->tp.n_calls; k++) {
         RespToolCall tc = call_view(o, k);
         if (k >= o->sent_calls) {
             resp_sse_tool_delta(out, m, step->index, k, &tc, "", 0);
             o->sent_calls = k + 1;
-            sent = true;
         }
         if (tc.args_len > o->sent_args[k]) {
             resp_sse_tool_delta(out, m, step->index, k, NULL, tc.args + o->sent_args[k], tc.args_len - o->sent_args[k]);
             o->sent_args[k] = tc.args_len;
-            sent = true;
         }
     }
-    if (!sent && d.tokens) { // held-back text still has its tokens' logprobs
+    if (d.tokens) { // held-back text and call text still have their tokens' logprobs
         d.text = "";
         d.text_len = 0;
         d.reasoning_delta = false;

@@ -41,8 +41,9 @@ void chat_out_free(ChatOut *o); // accepts a zeroed struct
 // Appends output text; final: the choice has finished (everything held back is settled).
 void chat_out_feed(ChatOut *o, const char *s, size_t n, bool final);
 // The SSE deltas for what became certain since the last call. step carries the choice's index
-// and, when logprobs were asked for, this step's tokens: they ride on the first delta written
-// (an empty content delta when nothing else went out), so no token's logprob is lost.
+// and, when logprobs were asked for, this step's tokens: they ride on the first content or
+// reasoning delta written, else on an empty content delta (tool-call deltas carry none, as
+// OpenAI's), so no token's logprob is lost.
 void chat_out_stream(ChatOut *o, SBuf *out, const RespMeta *m, const RespChoice *step);
 // The message's parts into rc (text = content, parsed, reasoning, calls), valid while o lives.
 void chat_out_view(ChatOut *o, RespChoice *rc);

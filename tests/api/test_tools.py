@@ -10,12 +10,13 @@ model with the shipped Hermes-style template (templates/chatml-tools.jinja) and
 - --reasoning-parser deepseek_r1: text without "</think>" is all reasoning_content.
 """
 import json
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import jsonschema
 import pytest
 
-from conftest import ROOT
+from conftest import MODEL, ROOT, binary, free_port
 
 TEMPLATE = ROOT / "templates" / "chatml-tools.jinja"
 WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
@@ -223,3 +224,23 @@ def test_agent_loop_langchain(tools_server, stream):
     msgs += [ai] + [ToolMessage(json.dumps({"temperature": 18}), tool_call_id=c["id"]) for c in ai.tool_calls]
     final = llm.bind_tools(TOOLS).bind(max_tokens=12).invoke(msgs)
     assert final.content and not final.tool_calls
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--tool-call-parser", "xml"], "unknown parser"),
+    (["--enable-auto-tool-choice"], "needs --tool-call-parser"),
+    (["--reasoning-parser", "r1"], "unknown parser"),
+])
+def test_parser_flags_are_checked(flags, words):
+    """A parser the server does not know is a setting error: exit status 2 before it listens."""
+    p = subprocess.run([str(binary()), "--model", str(MODEL), "--port", str(free_port()), *flags],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and words in p.stderr, p.stderr
+
+
+def test_streamed_logprobs_survive_the_parser(tools_server):
+    """Text held back or turned into call deltas still has its tokens' logprobs in the stream."""
+    chunks = list(create(tools_server, messages=ASK, tools=TOOLS, tool_choice=NAMED, temperature=0, max_tokens=40,
+                         logprobs=True, stream=True, stream_options={"include_usage": True}))
+    n = sum(len(c.choices[0].logprobs.content) for c in chunks if c.choices and c.choices[0].logprobs)
+    assert n == chunks[-1].usage.completion_tokens > 0
