@@ -75,7 +75,7 @@ bool tool_parser_args_done(const ToolParser *p);
 // arguments as a JSON object appended (pos past ")"), 0 when the text ends first, -1 malformed.
 int tool_pythonic_call(const char *text, size_t n, size_t *pos, SBuf *name, SBuf *args);
 
-// ---- reasoning
+// ---- reasoning (chat_output.c)
 
 typedef enum { REASON_NONE = 0, REASON_DEEPSEEK_R1, REASON_QWEN3 } ReasonFormat;
 
