@@ -311,6 +311,12 @@ static bool step(ToolParser *p, bool final) {
         return true;
     case ST_AFTER_HERMES: {
         const char *hit = memmem(t + i, len - i, HERMES_CLOSE, strlen(HERMES_CLOSE));
+        const char *next = memmem(t + i, len - i, HERMES_OPEN, strlen(HERMES_OPEN));
+        if (next && (!hit || next < hit)) { // the model opened the next call without closing this one
+            p->pos = (size_t)(next - t);
+            p->state = ST_CONTENT;
+            return true;
+        }
         if (!hit) {
             if (final) p->pos = len; // an unclosed last call: what followed its arguments is dropped
             return false;
