@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 DEB_PKGS=(gcc g++ cmake make pkg-config libmicrohttpd-dev libcjson-dev libpcre2-dev libyaml-dev libjs-marked
           python3-venv python3-pip unzip curl wrk chromium chromium-driver)
 PY_PKGS=(pytest==8.3.3 openai==1.54.4 httpx==0.27.2 jinja2==3.1.4 requests==2.32.3 numpy==2.4.6 gguf==0.17.1
-         selenium==4.27.1)
+         selenium==4.27.1 jsonschema==4.23.0 langchain-core==0.3.86 langchain-openai==0.2.11)
 
 missing=()
 for p in "${DEB_PKGS[@]}"; do

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE // memmem
 #include <stdlib.h>
 #include <stdio.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
@@ -15,6 +16,26 @@ static char *token_text(const Tokenizer *tok, int id) {
     size_t n;
     const char *p = tok_piece(tok, id, &n);
     return xstrndup(p, n);
+}
+
+static atomic_bool tools_warned; // the warning about a template without tools, once per process
+
+// Whether the template shows tools at all: one user message rendered with a tool and without.
+static void probe_tools(ChatRenderer *c) {
+    c->tools_ignored = true;
+    if (!c->tmpl) return;
+    OaiMessage m = {.role = "user", .content = "hi", .content_len = 2};
+    OaiRequest r = {.kind = OAI_CHAT, .messages = &m, .n_messages = 1, .add_generation_prompt = true,
+                    .tools_json = "[{\"type\":\"function\",\"function\":{\"name\":\"probe_tool_name\","
+                                  "\"parameters\":{\"type\":\"object\"}}}]",
+                    .tool_choice = OAI_TOOL_CHOICE_AUTO};
+    char *text = NULL;
+    size_t n = 0;
+    ApiError e;
+    atomic_store(&tools_warned, true); // not for the probe
+    if (chat_render(c, &r, &text, &n, &e) == SL_OK) c->tools_ignored = !memmem(text, n, "probe_tool_name", 15);
+    atomic_store(&tools_warned, false);
+    free(text);
 }
 
 int chat_init(ChatRenderer *c, const char *model_path, const Engine *e, const char *template_path, char *err) {
@@ -35,6 +56,7 @@ int chat_init(ChatRenderer *c, const char *model_path, const Engine *e, const ch
         c->source = "--chat-template";
         free(src);
         log_info("chat template: %s %s", c->source, template_path);
+        probe_tools(c);
         return SL_OK;
     }
     // the model's own: the GGUF's tokenizer.chat_template or tokenizer_config.json's, as the
@@ -52,6 +74,7 @@ int chat_init(ChatRenderer *c, const char *model_path, const Engine *e, const ch
     else
         c->source = engine_chat_template_origin(e);
     log_info("chat template: %s", c->source);
+    probe_tools(c);
     return SL_OK;
 }
 
@@ -131,13 +154,21 @@ int chat_render(const ChatRenderer *c, const OaiRequest *r, char **out, size_t *
     *out = NULL;
     *len = 0;
     if (!c->tmpl) {
+        if (r->tools_json && r->tool_choice != OAI_TOOL_CHOICE_NONE && !atomic_exchange(&tools_warned, true))
+            log_warn("a request has tools, but the built-in ChatML rendering never shows them to the model "
+                     "(a tools-aware template: --chat-template, see docs/api.md \"Tool calling\")");
         SBuf b = {0};
         render_chatml(r, &b);
         *out = b.data ? b.data : xstrdup("");
         *len = b.len;
         return SL_OK;
     }
-    cJSON *msgs = messages_json(r), *tools = parse_json(r->tools_json), *kw = parse_json(r->chat_template_kwargs_json);
+    // tool_choice "none": the model is not told about tools it may not call (and nothing is parsed)
+    const char *tools_json = r->tool_choice == OAI_TOOL_CHOICE_NONE ? NULL : r->tools_json;
+    if (tools_json && c->tools_ignored && !atomic_exchange(&tools_warned, true))
+        log_warn("a request has tools, but the chat template (%s) never renders them: the model does not see "
+                 "them (a tools-aware template: --chat-template, see docs/api.md \"Tool calling\")", c->source);
+    cJSON *msgs = messages_json(r), *tools = parse_json(tools_json), *kw = parse_json(r->chat_template_kwargs_json);
     cJSON *vars = tmpl_context_build(msgs, tools, NULL, r->add_generation_prompt, c->bos, c->eos, kw);
     cJSON_Delete(msgs);
     cJSON_Delete(tools);

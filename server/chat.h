@@ -16,6 +16,7 @@ typedef struct {
     ChatTemplate *tmpl;  // NULL: built-in ChatML
     char *bos, *eos;     // the model's BOS/EOS token texts for the template (NULL when none)
     const char *source;  // where the template came from, for the log (valid while the engine lives)
+    bool tools_ignored;  // the template never renders `tools` (a request with tools logs a warning once)
 } ChatRenderer;
 
 // Loads the template: template_path when given (a Jinja file; an error if it does not parse),

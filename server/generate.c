@@ -105,6 +105,7 @@ static RespChoice choice_view(const GenReq *g, const GenChoice *gc, int index) {
         rc.finish_reason = engine_finish_name(gc->finish);
         rc.stop_token = gc->stop_token;
         if (gc->stop_str >= 0 && gc->stop_str < g->req.n_stop) rc.stop_str = g->req.stop[gc->stop_str];
+        if (gc->co) rc.finish_reason = chat_out_finish(gc->co, rc.finish_reason);
     }
     return rc;
 }
@@ -124,8 +125,9 @@ static void choice_output(GenReq *g, GenChoice *gc, int index, const EngineChoic
     bool lp = g->req.logprobs >= 0 && ec->logprobs && ec->n_tokens > 0;
     gc->num_tokens = ec->num_tokens;
     if (!emit || g->req.max_tokens == 0) return; // echo with max_tokens 0: the prompt alone
+    if (gc->co) chat_out_feed(gc->co, ec->text, ec->text_len, ec->finish != ENGINE_FINISH_NONE);
     if (!g->req.stream) {
-        sbuf_put(&gc->text, ec->text, ec->text_len);
+        if (!gc->co) sbuf_put(&gc->text, ec->text, ec->text_len);
         for (int i = 0; lp && i < ec->n_tokens; i++) {
             if (gc->n_toks == gc->cap_toks) {
                 gc->cap_toks = MAX(16, 2 * gc->cap_toks);
@@ -135,7 +137,7 @@ static void choice_output(GenReq *g, GenChoice *gc, int index, const EngineChoic
         }
         return;
     }
-    if (ec->text_len == 0 && !lp) return;
+    if (ec->text_len == 0 && !lp && !gc->co) return;
     if (lp && ec->n_tokens > g->cap_scratch) {
         g->cap_scratch = MAX(ec->n_tokens, 2 * g->cap_scratch);
         g->scratch = xrealloc(g->scratch, sizeof(RespToken) * (size_t)g->cap_scratch);
@@ -145,7 +147,8 @@ static void choice_output(GenReq *g, GenChoice *gc, int index, const EngineChoic
                      .tokens = lp ? g->scratch : NULL, .n_tokens = lp ? ec->n_tokens : 0,
                      .text_offset = gc->text_offset};
     live_usage(g, index);
-    resp_sse_delta(&g->out, &g->meta, &rc);
+    if (gc->co) chat_out_stream(gc->co, &g->out, &g->meta, &rc);
+    else resp_sse_delta(&g->out, &g->meta, &rc);
     for (int i = 0; lp && i < ec->n_tokens; i++)
         gc->text_offset += utf8_count_chars(rc.tokens[i].piece, rc.tokens[i].piece_len);
 }
@@ -334,6 +337,7 @@ static enum MHD_Result reply_final(GenReq *g, struct MHD_Connection *c) {
         rc[i] = choice_view(g, gc, i);
         rc[i].text = gc->text.data ? gc->text.data : "";
         rc[i].text_len = gc->text.len;
+        if (gc->co) chat_out_view(gc->co, &rc[i]);
         if (r->logprobs >= 0 && r->echo && p->plp) { // the prompt's tokens first, then the output's
             int np = p->n_prompt;
             RespToken *t = own[2 * i] = xmalloc(sizeof(RespToken) * (size_t)(np + gc->n_toks));
@@ -476,6 +480,22 @@ static void engine_params_from(const OaiRequest *r, EngineParams *ep) {
     ep->grammar_kind = r->grammar_kind;
     ep->grammar = r->grammar;
     ep->grammar_len = r->grammar_len;
+}
+
+// What a chat choice's output is read back as: forced calls (tool_choice required / named) in
+// the grammar's format whatever the flags; calls in --tool-call-parser's format for "auto" when
+// --enable-auto-tool-choice is on; thinking text with --reasoning-parser (not under a forced call,
+// whose grammar leaves no room for it).
+static ChatOutConfig chat_out_config(const Server *s, const OaiRequest *r) {
+    ChatOutConfig cc = {0};
+    if (r->kind != OAI_CHAT) return cc;
+    cc.single = !r->parallel_tool_calls;
+    cc.reason_fmt = s->reason_fmt;
+    if (r->tool_choice == OAI_TOOL_CHOICE_NAMED) cc.tool_fmt = TOOL_FMT_ARGS, cc.named = r->tool_name;
+    else if (r->tool_choice == OAI_TOOL_CHOICE_REQUIRED) cc.tool_fmt = TOOL_FMT_JSON_ARRAY;
+    else if (r->tool_choice == OAI_TOOL_CHOICE_AUTO) cc.tool_fmt = s->tool_fmt;
+    if (cc.tool_fmt == TOOL_FMT_ARGS || cc.tool_fmt == TOOL_FMT_JSON_ARRAY) cc.reason_fmt = REASON_NONE;
+    return cc;
 }
 
 // --enable-log-requests: the prompt as a JSON string, cut to --max-log-len characters (vLLM
@@ -630,10 +650,12 @@ enum MHD_Result gen_start(Server *s, HttpConn *hc, struct MHD_Connection *c) {
         g->seqs_held = seqs;
         g->n_choices = seqs;
         g->choices = xcalloc((size_t)seqs, sizeof(GenChoice));
+        ChatOutConfig cc = chat_out_config(s, r);
         for (int i = 0; i < seqs; i++) {
             GenChoice *gc = &g->choices[i];
             const GenPart *p = &g->parts[i / r->n];
             gc->stop_token = gc->stop_str = -1;
+            if (chat_out_wanted(&cc)) chat_out_init(gc->co = xmalloc(sizeof(ChatOut)), &cc);
             if (p->echo && !r->stream) sbuf_put(&gc->text, p->echo, p->echo_len); // streams send it first
         }
         // vLLM reports the name the request used (any served name), else the first
@@ -651,6 +673,9 @@ enum MHD_Result gen_start(Server *s, HttpConn *hc, struct MHD_Connection *c) {
     }
     EngineParams ep;
     engine_params_from(r, &ep);
+    // mistral's [TOOL_CALLS] is a control token: the parser has to see it (vLLM does the same)
+    if (g->n_choices && g->choices[0].co && g->choices[0].co->cfg.tool_fmt == TOOL_FMT_MISTRAL)
+        ep.skip_special_tokens = false;
     int submitted = 0;
     for (int i = 0; rc == SL_OK && i < g->n_parts; i++) {
         char err[ERR_MAX];
@@ -739,6 +764,8 @@ void gen_free(GenReq *g) {
     for (int i = 0; i < g->n_choices; i++) {
         sbuf_free(&g->choices[i].text);
         free(g->choices[i].toks);
+        if (g->choices[i].co) chat_out_free(g->choices[i].co);
+        free(g->choices[i].co);
     }
     free(g->choices);
     free(g->parts);

@@ -59,6 +59,8 @@ void server_options_free(ServerOptions *o) {
     free(o->allowed_origins);
     free(o->allowed_methods);
     free(o->allowed_headers);
+    free(o->tool_call_parser);
+    free(o->reasoning_parser);
     memset(o, 0, sizeof *o);
 }
 
@@ -114,6 +116,12 @@ int server_flags(ServerOptions *o, Flag *out) {
          "/metrics also carries vLLM's metrics under their vllm: names, for dashboards written for vLLM", ""},
         {"--disable-web-ui", "SLUICE_DISABLE_WEB_UI", FLAG_BOOL, &o->disable_web_ui, 0, 0,
          "no chat page at GET / and /chat (they answer 404)", ""},
+        {"--enable-auto-tool-choice", "SLUICE_ENABLE_AUTO_TOOL_CHOICE", FLAG_BOOL, &o->enable_auto_tool_choice, 0,
+         0, "read the model's tool calls back into message.tool_calls (needs --tool-call-parser)", ""},
+        {"--tool-call-parser", "SLUICE_TOOL_CALL_PARSER", FLAG_STR, &o->tool_call_parser, 0, 0,
+         "the model's tool-call format: hermes, llama3_json, mistral or pythonic", ""},
+        {"--reasoning-parser", "SLUICE_REASONING_PARSER", FLAG_STR, &o->reasoning_parser, 0, 0,
+         "split <think> text into reasoning_content: deepseek_r1 or qwen3", ""},
     };
     int n = (int)ARRAY_LEN(rows);
     CHECK(n <= SERVER_MAX_FLAGS);
@@ -493,6 +501,21 @@ static void raise_fd_limit(int want) {
         log_warn("open-file limit %llu is below --max-connections %d", (unsigned long long)rl.rlim_cur, want);
 }
 
+// --tool-call-parser, --enable-auto-tool-choice and --reasoning-parser (vLLM's rules: auto tool
+// choice needs a parser; a parser alone is accepted and unused).
+static int parsers_init(Server *s, char *err) {
+    const ServerOptions *o = &s->opt;
+    if (o->tool_call_parser && !(s->tool_fmt = tool_format_from_name(o->tool_call_parser)))
+        return seterr(err, "--tool-call-parser %s: unknown parser (one of %s)", o->tool_call_parser,
+                      TOOL_PARSER_NAMES);
+    if (o->enable_auto_tool_choice && !o->tool_call_parser)
+        return seterr(err, "--enable-auto-tool-choice needs --tool-call-parser (one of %s)", TOOL_PARSER_NAMES);
+    if (!o->enable_auto_tool_choice) s->tool_fmt = TOOL_FMT_NONE;
+    if (o->reasoning_parser && !(s->reason_fmt = reason_format_from_name(o->reasoning_parser)))
+        return seterr(err, "--reasoning-parser %s: unknown parser (deepseek_r1 or qwen3)", o->reasoning_parser);
+    return SL_OK;
+}
+
 int server_start(Server **out, const ServerOptions *o, Engine *engine, const char *model_path, char *err) {
     *out = NULL;
     // SIGTERM/SIGINT are taken by server_wait_signal: block them before any thread starts, so
@@ -520,6 +543,8 @@ int server_start(Server **out, const ServerOptions *o, Engine *engine, const cha
     s->opt.allowed_origins = xstrdup(o->allowed_origins);
     s->opt.allowed_methods = xstrdup(o->allowed_methods);
     s->opt.allowed_headers = xstrdup(o->allowed_headers);
+    s->opt.tool_call_parser = o->tool_call_parser ? xstrdup(o->tool_call_parser) : NULL;
+    s->opt.reasoning_parser = o->reasoning_parser ? xstrdup(o->reasoning_parser) : NULL;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->conn_mu, NULL);
     pthread_mutex_init(&s->work_mu, NULL);
@@ -528,7 +553,7 @@ int server_start(Server **out, const ServerOptions *o, Engine *engine, const cha
     metrics_init(&s->metrics);
     atomic_store(&s->state, SERVER_LOADING);
     // the list flags are checked before anything starts: a typo is a setting error (exit 2) at once
-    if (access_init(s, err) != SL_OK ||
+    if (parsers_init(s, err) != SL_OK || access_init(s, err) != SL_OK ||
         (o->served_model_name &&
          str_list_parse(o->served_model_name, "--served-model-name", &s->names, err) != SL_OK)) {
         freeaddrinfo(ai);

@@ -46,6 +46,9 @@ typedef struct {
     int max_log_len;            // --max-log-len: characters of it at most (-1: no limit)
     bool metrics_vllm_names;    // --metrics-vllm-names: /metrics repeats vLLM's metrics as vllm:*
     bool disable_web_ui;        // --disable-web-ui: no chat page at / and /chat (404)
+    bool enable_auto_tool_choice; // --enable-auto-tool-choice: read tool calls back (tool_choice auto)
+    char *tool_call_parser;     // --tool-call-parser: hermes, llama3_json, mistral, pythonic
+    char *reasoning_parser;     // --reasoning-parser: deepseek_r1, qwen3
 } ServerOptions;
 
 void server_options_defaults(ServerOptions *o);

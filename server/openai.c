@@ -24,6 +24,7 @@ void oai_request_free(OaiRequest *r) {
     }
     free(r->messages);
     free(r->tools_json);
+    free(r->tool_name);
     free(r->chat_template_kwargs_json);
     for (int i = 0; i < r->n_prompts; i++) {
         free(r->prompts[i].text);
@@ -171,72 +172,6 @@ static int parse_message(OaiMessage *m, const cJSON *msg, int i, ApiError *e) {
     return SL_OK;
 }
 
-static bool tool_name_ok(const char *s) {
-    size_t n = strlen(s);
-    if (n < 1 || n > 64) return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
-static int parse_tools(OaiRequest *r, const cJSON *root, ApiError *e) {
-    const cJSON *tools = oai_field(root, "tools");
-    if (tools) {
-        if (!cJSON_IsArray(tools)) return oai_bad_type(e, "tools", "an array", tools);
-        if (cJSON_GetArraySize(tools) == 0)
-            return api_error(e, 400, NULL, "empty_array", "tools",
-                             "Invalid 'tools': empty array. Expected an array with minimum length 1, but got an "
-                             "empty array instead.");
-        int j = 0;
-        const cJSON *t;
-        cJSON_ArrayForEach(t, tools) {
-            const cJSON *type = cJSON_GetObjectItemCaseSensitive(t, "type");
-            const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
-            const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
-            const cJSON *params = oai_field(fn, "parameters");
-            if (!cJSON_IsString(type) || strcmp(type->valuestring, "function") || !cJSON_IsObject(fn) ||
-                !cJSON_IsString(name) || !tool_name_ok(name->valuestring) || (params && !cJSON_IsObject(params)))
-                return api_error(e, 400, NULL, "invalid_value", "tools",
-                                 "Invalid 'tools[%d]': expected {\"type\": \"function\", \"function\": {\"name\": "
-                                 "[a-zA-Z0-9_-]{1,64}, \"description\"?: string, \"parameters\"?: object}}.", j);
-            j++;
-        }
-        r->tools_json = oai_json_dup(tools);
-    }
-    const cJSON *tc = oai_field(root, "tool_choice");
-    r->tool_choice = tools ? OAI_TOOL_CHOICE_AUTO : OAI_TOOL_CHOICE_NONE;
-    if (!tc) return SL_OK;
-    if (cJSON_IsString(tc) && !strcmp(tc->valuestring, "none")) {
-        r->tool_choice = OAI_TOOL_CHOICE_NONE;
-        return SL_OK;
-    }
-    if (cJSON_IsString(tc) && !strcmp(tc->valuestring, "auto")) return SL_OK;
-    if (cJSON_IsString(tc) && !strcmp(tc->valuestring, "required"))
-        return api_error(e, 400, NULL, "unsupported_value", "tool_choice",
-                         tools ? "Invalid 'tool_choice': 'required' is not supported by this server (it cannot "
-                                 "constrain output to tool calls); use 'auto' or 'none'."
-                               : "Invalid 'tool_choice': 'required' needs 'tools'.");
-    const cJSON *fn = cJSON_GetObjectItemCaseSensitive(tc, "function");
-    const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
-    if (!cJSON_IsObject(tc) || !cJSON_IsString(name))
-        return api_error(e, 400, NULL, "invalid_value", "tool_choice",
-                         "Invalid 'tool_choice': expected 'none', 'auto', 'required' or {\"type\": \"function\", "
-                         "\"function\": {\"name\": string}}.");
-    const cJSON *t;
-    cJSON_ArrayForEach(t, tools) {
-        const cJSON *tn = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(t, "function"), "name");
-        if (!strcmp(tn->valuestring, name->valuestring))
-            return api_error(e, 400, NULL, "unsupported_value", "tool_choice",
-                             "Invalid 'tool_choice': naming a function is not supported by this server (it "
-                             "cannot force a tool call); use 'auto' or 'none'.");
-    }
-    return api_error(e, 400, NULL, "invalid_value", "tool_choice",
-                     "Invalid 'tool_choice': function '%s' is not one of the request's 'tools'.", name->valuestring);
-}
-
 static int parse_messages(OaiRequest *r, const cJSON *root, ApiError *e) {
     const cJSON *msgs = oai_field(root, "messages");
     if (!msgs)
@@ -254,7 +189,7 @@ static int parse_messages(OaiRequest *r, const cJSON *root, ApiError *e) {
         int i = r->n_messages++;
         if (parse_message(&r->messages[i], m, i, e) != SL_OK) return SL_ERR;
     }
-    if (parse_tools(r, root, e) != SL_OK) return SL_ERR;
+    if (oai_parse_tools(r, root, e) != SL_OK) return SL_ERR;
     if (oai_get_bool(root, "add_generation_prompt", true, &r->add_generation_prompt, e) != SL_OK ||
         oai_get_bool(root, "continue_final_message", false, &r->continue_final_message, e) != SL_OK)
         return SL_ERR;
@@ -546,7 +481,7 @@ int oai_parse(OaiKind kind, const char *body, size_t len, const OaiLimits *lim, 
                   "Invalid 'echo': echo on chat completions is not supported by this server.");
         goto out;
     }
-    if (oai_parse_grammar(r, root, e) != SL_OK) goto out;
+    if (oai_parse_grammar(r, root, e) != SL_OK || oai_tool_grammar(r, e) != SL_OK) goto out;
     r->priority = (int)prio;
     // prompt logprobs (and echo, which shows them) reach the whole body only: not yet in streams
     if (r->stream && (r->prompt_logprobs >= 0 || (r->echo && (r->logprobs >= 0 || r->max_tokens == 0)))) {
@@ -555,8 +490,6 @@ int oai_parse(OaiKind kind, const char *body, size_t len, const OaiLimits *lim, 
                   "Invalid '%s': prompt logprobs and max_tokens 0 with echo are not supported with stream yet.", f);
         goto out;
     }
-    bool parallel;
-    if (oai_get_bool(root, "parallel_tool_calls", true, &parallel, e)) goto out;
     rc = SL_OK;
 out:
     cJSON_Delete(root);

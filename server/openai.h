@@ -63,7 +63,12 @@ typedef struct {
     int n_ids;
 } OaiPrompt;
 
-typedef enum { OAI_TOOL_CHOICE_NONE = 0, OAI_TOOL_CHOICE_AUTO } OaiToolChoice;
+typedef enum {
+    OAI_TOOL_CHOICE_NONE = 0,  // no tools, or "none": tools are neither rendered nor parsed
+    OAI_TOOL_CHOICE_AUTO,      // the model decides (parsed with --enable-auto-tool-choice)
+    OAI_TOOL_CHOICE_REQUIRED,  // at least one call, forced by a JSON-schema grammar
+    OAI_TOOL_CHOICE_NAMED,     // exactly one call of tool_name: the grammar is its parameters' schema
+} OaiToolChoice;
 
 typedef struct {
     OaiKind kind;
@@ -74,6 +79,8 @@ typedef struct {
     int n_messages;
     char *tools_json;            // the tools array, compact JSON, NULL when absent
     OaiToolChoice tool_choice;
+    char *tool_name;             // OAI_TOOL_CHOICE_NAMED: the function
+    bool parallel_tool_calls;    // default true; false: one call at most
     bool add_generation_prompt;  // vLLM extra, default true
     bool continue_final_message; // vLLM extra, default false
     char *chat_template_kwargs_json; // object, compact JSON, NULL when absent

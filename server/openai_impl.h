@@ -26,3 +26,9 @@ char *oai_json_dup(const cJSON *v);
 
 // The structured-output fields (openai_grammar.c) into r->grammar_kind / grammar / grammar_param.
 int oai_parse_grammar(OaiRequest *r, const cJSON *root, ApiError *e);
+// tools, tool_choice, parallel_tool_calls (and the legacy functions / function_call) into r
+// (openai_tools.c); called after the messages.
+int oai_parse_tools(OaiRequest *r, const cJSON *root, ApiError *e);
+// tool_choice "required" or a named function: the grammar that forces the calls (after
+// oai_parse_grammar, which it must not meet: a second constraint is a 400).
+int oai_tool_grammar(OaiRequest *r, ApiError *e);

@@ -329,12 +329,36 @@ static void stop_reason(SBuf *b, const RespChoice *c) {
 // ----------------------------------------------------------------------------
 // non-streaming bodies
 
+// message.reasoning_content and message.tool_calls of a parsed chat choice
+static void message_parts(SBuf *b, const RespChoice *c) {
+    if (c->has_reasoning) {
+        sbuf_puts(b, ",\"reasoning_content\":");
+        if (c->reasoning_len) json_str(b, c->reasoning, c->reasoning_len);
+        else sbuf_puts(b, "null");
+    }
+    if (c->n_calls == 0) return;
+    sbuf_puts(b, ",\"tool_calls\":[");
+    for (int k = 0; k < c->n_calls; k++) {
+        const RespToolCall *t = &c->calls[k];
+        sbuf_puts(b, k ? ",{\"id\":" : "{\"id\":");
+        json_cstr(b, t->id);
+        sbuf_puts(b, ",\"type\":\"function\",\"function\":{\"name\":");
+        json_cstr(b, t->name);
+        sbuf_puts(b, ",\"arguments\":");
+        json_str(b, t->args ? t->args : "", t->args_len);
+        sbuf_puts(b, "}}");
+    }
+    sbuf_put(b, "]", 1);
+}
+
 void resp_chat_body(SBuf *b, const RespMeta *m, const RespChoice *c, int n, const RespUsage *u) {
     head(b, m, false);
     sbuf_puts(b, ",\"choices\":[");
     for (int i = 0; i < n; i++) {
         sbuf_printf(b, "%s{\"index\":%d,\"message\":{\"role\":\"assistant\",\"content\":", i ? "," : "", c[i].index);
-        json_str(b, c[i].text ? c[i].text : "", c[i].text_len);
+        if (c[i].parsed && c[i].text_len == 0) sbuf_puts(b, "null");
+        else json_str(b, c[i].text ? c[i].text : "", c[i].text_len);
+        message_parts(b, &c[i]);
         sbuf_puts(b, ",\"refusal\":null},\"logprobs\":");
         chat_logprobs(b, m, &c[i]);
         sbuf_puts(b, ",\"finish_reason\":");
@@ -407,7 +431,8 @@ void resp_sse_delta(SBuf *b, const RespMeta *m, const RespChoice *c) {
     sbuf_puts(b, "data: ");
     head(b, m, true);
     if (m->kind == OAI_CHAT) {
-        sbuf_printf(b, ",\"choices\":[{\"index\":%d,\"delta\":{\"content\":", c->index);
+        sbuf_printf(b, ",\"choices\":[{\"index\":%d,\"delta\":{\"%s\":", c->index,
+                    c->reasoning_delta ? "reasoning_content" : "content");
         json_str(b, c->text ? c->text : "", c->text_len);
         sbuf_puts(b, "},\"logprobs\":");
         chat_logprobs(b, m, c);
@@ -422,6 +447,25 @@ void resp_sse_delta(SBuf *b, const RespMeta *m, const RespChoice *c) {
         if (c->finish_reason) stop_reason(b, c);
         sbuf_put(b, "}", 1);
     }
+    chunk_tail(b, m);
+}
+
+void resp_sse_tool_delta(SBuf *b, const RespMeta *m, int index, int call, const RespToolCall *tc, const char *args,
+                         size_t args_len) {
+    sbuf_puts(b, "data: ");
+    head(b, m, true);
+    sbuf_printf(b, ",\"choices\":[{\"index\":%d,\"delta\":{\"tool_calls\":[{\"index\":%d,", index, call);
+    if (tc) {
+        sbuf_puts(b, "\"id\":");
+        json_cstr(b, tc->id);
+        sbuf_puts(b, ",\"type\":\"function\",\"function\":{\"name\":");
+        json_cstr(b, tc->name);
+        sbuf_puts(b, ",\"arguments\":");
+    } else {
+        sbuf_puts(b, "\"function\":{\"arguments\":");
+    }
+    json_str(b, args ? args : "", args_len);
+    sbuf_puts(b, "}}]},\"logprobs\":null,\"finish_reason\":null}");
     chunk_tail(b, m);
 }
 

@@ -67,6 +67,14 @@ typedef struct {
     int rank;                // prompt_logprobs: the token's rank in the vocabulary (1 = best)
 } RespToken;
 
+// A parsed tool call (chat_output.c): arguments as the JSON text the model wrote.
+typedef struct {
+    const char *id;          // "call_…"
+    const char *name;
+    const char *args;
+    size_t args_len;
+} RespToolCall;
+
 typedef struct {
     int index;
     const char *text;        // the whole choice text (non-streaming) or the delta (streaming)
@@ -80,6 +88,14 @@ typedef struct {
                              // in characters (code points), as text_offset counts
     const RespToken *prompt_lp; // (n_prompt_lp) vLLM's prompt_logprobs, NULL when not asked for:
     int n_prompt_lp;            // per choice (completions), or the response's from choice 0 (chat)
+    // chat with a tool-call or reasoning parser (chat_output.h): the message's parsed parts
+    bool parsed;             // content is null when empty
+    bool has_reasoning;      // reasoning_content is written (null when empty)
+    const char *reasoning;
+    size_t reasoning_len;
+    const RespToolCall *calls; // (n_calls) message.tool_calls, written when there are any
+    int n_calls;
+    bool reasoning_delta;    // streaming: text is a delta.reasoning_content, not delta.content
 } RespChoice;
 
 // out = prefix + 24 random hex digits (truncated to cap).
@@ -98,6 +114,10 @@ void resp_sse_chat_role(SBuf *b, const RespMeta *m, int index);          // delt
 // A content delta (c->text, and c->tokens' logprobs when not NULL). Chat: delta.content;
 // completions: "text". With c->finish_reason set, a completions chunk also carries it.
 void resp_sse_delta(SBuf *b, const RespMeta *m, const RespChoice *c);
+// Chat: one tool call's delta, as OpenAI sends them: the first (id != NULL) carries index, id,
+// type, function.name and arguments ""; later ones index and an arguments fragment.
+void resp_sse_tool_delta(SBuf *b, const RespMeta *m, int index, int call, const RespToolCall *tc, const char *args,
+                         size_t args_len);
 // Chat: the choice's last chunk, delta {} and the finish reason. Completions: text "" and the reason.
 void resp_sse_finish(SBuf *b, const RespMeta *m, const RespChoice *c);
 void resp_sse_usage(SBuf *b, const RespMeta *m, const RespUsage *u);     // choices [] + usage

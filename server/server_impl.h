@@ -17,6 +17,7 @@
 
 #include "engine/engine.h"
 #include "server/chat.h"
+#include "server/chat_output.h"
 #include "server/http.h"
 #include "server/metrics.h"
 #include "server/openai.h"
@@ -69,6 +70,8 @@ struct Server {
     StrList cors_origins, cors_methods, cors_headers;
     int64_t created;
     ChatRenderer chat;
+    ToolFormat tool_fmt;          // --tool-call-parser (with --enable-auto-tool-choice)
+    ReasonFormat reason_fmt;      // --reasoning-parser
     Metrics metrics;
 
     pthread_mutex_t mu;           // guards everything below
@@ -179,6 +182,7 @@ typedef struct {
     size_t text_offset;          // characters (code points) of this choice's text before the next token
     bool role_sent;              // chat stream: the role chunk went out (with the first token, as vLLM)
     int num_tokens;              // output tokens so far (continuous usage stats)
+    ChatOut *co;                 // chat with a tool-call or reasoning parser: the parsed output
 } GenChoice;
 
 // One engine request: the chat prompt, or one prompt of a completions batch.
