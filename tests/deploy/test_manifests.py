@@ -553,7 +553,7 @@ OTHER_TOOLS_FLAGS = {
     "--retries", "--no-install-recommends", "--system", "--gid", "--uid", "--no-create-home", "--home-dir",
     "--shell", "--raw", "--install", "--set", "--from-literal", "--namespace", "--env", "--publish",
     "--volume", "--tag", "--file", "--platform", "--cpus", "--cpuset-cpus", "--memory", "--name", "--values",
-    "--strict",
+    "--strict", "--mount", "--secret", "--read-only", "--pull", "--format", "--ignorefile", "--target",
 }
 
 
