@@ -77,5 +77,12 @@ if ! podman image exists "localhost/$BASE"; then
     podman import -q "$TARBALL" "localhost/$BASE" >/dev/null
 fi
 
+# The layer cache keeps each build's untagged images (about 30 MB per source change): those
+# older than a week go, so the cache stays bounded and the apt layers are rebuilt now and then.
+podman image prune -f --filter until=168h >/dev/null
+
+# BuildKit's Dockerfile parser, for Dockerfile.cuda's stages that cannot be built here
+.venv/bin/python -c "import dockerfile" 2>/dev/null || .venv/bin/pip install -q --disable-pip-version-check dockerfile==3.4.0
+
 export SLUICE_CONTAINER_TEST=1
 exec .venv/bin/python -m pytest -q -p no:cacheprovider -rs tests/deploy/test_container.py "$@"

@@ -14,13 +14,14 @@ What it proves about the image, each from outside the container (the published p
     meanwhile gets 503, and the container exits 0 (drained, not killed);
   - `podman kube play` of docker/k8s/deployment.yaml: env (resourceFieldRef, optional Secret),
     securityContext and limits reach the container, and the pod serves;
-  - docker/Dockerfile.cuda: its model stage builds; its build and runtime stages are not built
-    (nvidia/cuda images cannot be pulled here).
-Every container carries LABEL and is removed at the end, failed or not; so are the images tagged
-here (podman's layer cache stays, in scripts/test-container.sh's storage).
+  - docker/Dockerfile.cuda: its model stage builds; its build and runtime stages cannot (NVIDIA's
+    images cannot be pulled here), so they are parsed and compared with the CPU image's.
+Every container carries LABEL and is removed at the end, failed or not; the tags made here are
+removed too, while the images stay as podman's layer cache (scripts/test-container.sh's storage).
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,7 @@ import threading
 import time
 from pathlib import Path
 
+import dockerfile  # BuildKit's Dockerfile parser (PyPI), installed by scripts/test-container.sh
 import pytest
 import requests
 
@@ -85,7 +87,7 @@ def image():
         yield IMAGE
     finally:
         remove_test_containers()
-        podman("rmi", "-f", IMAGE, check=False)
+        podman("untag", IMAGE, check=False)
 
 
 class Container:
@@ -316,7 +318,7 @@ def test_kube_play_deployment(image, tmp_path):
         assert "CapEff:\t0000000000000000" in status and "NoNewPrivs:\t1" in status, status
     finally:
         podman("kube", "down", str(manifest), check=False)
-        podman("rmi", KUBE_IMAGE, check=False)
+        podman("untag", KUBE_IMAGE, check=False)
 
 
 def test_cuda_dockerfile_model_stage_builds():
@@ -327,4 +329,40 @@ def test_cuda_dockerfile_model_stage_builds():
                       "stat", "-c", "%s", f"/src/models/{MODEL.name}").stdout.strip()
         assert size == str(MODEL.stat().st_size)
     finally:
-        podman("rmi", "-f", CUDA_MODEL_IMAGE, check=False)
+        podman("untag", CUDA_MODEL_IMAGE, check=False)
+
+
+# The intended differences between the two Dockerfiles' build and runtime stages, as (CPU text,
+# CUDA text) replacements: the CUDA build, Ubuntu's apt asking questions without a terminal,
+# and a longer start period for loading onto a GPU.
+CUDA_CHANGES = [("CUDA=0", "CUDA=1"), ("&& apt-get install", "&& DEBIAN_FRONTEND=noninteractive apt-get install"),
+                ("--start-period=60s", "--start-period=120s")]
+INSTRUCTIONS = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER",
+                "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL"}
+
+
+def stages(path):
+    """{stage name: (FROM image, [(instruction, flags, value), ...])} in file order, with runs of
+    white space (line continuations) as one space."""
+    out, cur = {}, None
+    for c in dockerfile.parse_file(str(ROOT / path)):
+        assert c.cmd in INSTRUCTIONS, f"{path}:{c.start_line}: unknown instruction {c.cmd}"
+        if c.cmd == "FROM":
+            assert len(c.value) == 3 and c.value[1].upper() == "AS", c.original
+            cur = out[c.value[2]] = (c.value[0], [])
+        elif cur is not None:
+            cur[1].append((c.cmd, c.flags, [" ".join(v.split()) for v in c.value]))
+    return out
+
+
+def test_cuda_dockerfile_unbuilt_stages_follow_the_cpu_image():
+    cpu, cuda = stages("docker/Dockerfile"), stages("docker/Dockerfile.cuda")
+    assert list(cuda) == list(cpu) == ["model", "build", "runtime"]
+    assert cuda["model"] == cpu["model"]  # hence the layer cache: the model stage is built once
+    assert re.fullmatch(r"nvidia/cuda:\$\{CUDA_VERSION\}-devel-\$\{UBUNTU\}", cuda["build"][0])
+    assert re.fullmatch(r"nvidia/cuda:\$\{CUDA_VERSION\}-runtime-\$\{UBUNTU\}", cuda["runtime"][0])
+    for name in ("build", "runtime"):
+        want = json.dumps(cpu[name][1])
+        for a, b in CUDA_CHANGES:
+            want = want.replace(a, b)
+        assert json.loads(want) == json.loads(json.dumps(cuda[name][1])), name  # tuples as lists
