@@ -17,8 +17,9 @@ fi
 
 # podman's Recommends (buildah, slirp4netns, uidmap, fuse-overlayfs) are for rootless use; as
 # root it needs runc (crun fails on these machines' hybrid cgroup v1 + v2 mounts), netavark and
-# iptables for the published port, and debootstrap for the base image.
-DEB_PKGS=(podman runc netavark iptables debootstrap)
+# iptables for the published port, catatonit for `kube play`'s pause image, and debootstrap
+# for the base image.
+DEB_PKGS=(podman runc netavark iptables catatonit debootstrap)
 missing=()
 for p in "${DEB_PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -38,12 +39,15 @@ mkdir -p "$PODMAN_DIR" "$RUN_DIR"
 # podman's defaults raise RLIMIT_NOFILE and RLIMIT_NPROC in every container above the hard
 # limits these machines give root, and runc then fails with "error setting rlimits". Containers
 # get the caller's open-file limit and a fixed thread limit instead (sluice's threads are well
-# under it).
+# under it). netavark is named: a new storage would otherwise consider the CNI config that
+# Debian's podman also ships, and warn that its plugins are missing.
 nofile=$(ulimit -Hn)
 [ "$nofile" = unlimited ] && nofile=65536
 cat >"$PODMAN_DIR/containers.conf" <<EOF
 [containers]
 default_ulimits = ["nofile=$nofile:$nofile", "nproc=4096:4096"]
+[network]
+network_backend = "netavark"
 [engine]
 runtime = "runc"
 tmp_dir = "$RUN_DIR/libpod"
@@ -84,5 +88,13 @@ podman image prune -f --filter until=168h >/dev/null
 # BuildKit's Dockerfile parser, for Dockerfile.cuda's stages that cannot be built here
 .venv/bin/python -c "import dockerfile" 2>/dev/null || .venv/bin/pip install -q --disable-pip-version-check dockerfile==3.4.0
 
+# Everything in this storage is the test's own: containers and pods left by a run that was
+# killed go before the run, and this run's go after it, passed, failed or interrupted.
+clean() {
+    podman pod rm -a -f -t 0 >/dev/null 2>&1 || true
+    podman rm -a -f -t 0 >/dev/null 2>&1 || true
+}
+clean
+trap clean EXIT
 export SLUICE_CONTAINER_TEST=1
-exec .venv/bin/python -m pytest -q -p no:cacheprovider -rs tests/deploy/test_container.py "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider -rs tests/deploy/test_container.py "$@"

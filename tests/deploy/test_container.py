@@ -66,12 +66,13 @@ def pip_cert_secret():
     return ["--secret", f"id=pip-cert,src={cert}"] if cert and Path(cert).is_file() else []
 
 
-def build(dockerfile, tag, *extra):
+def build(path, tag, *extra):
+    """podman build of the Dockerfile at path (from the repository root), tagged tag."""
     t0 = time.time()
-    r = podman("build", "--pull=never", "--format", "docker", "--ignorefile", f"{dockerfile}.dockerignore",
-               *pip_cert_secret(), *extra, "-f", dockerfile, "-t", tag, str(ROOT), check=False, timeout=1500)
-    assert r.returncode == 0, f"podman build -f {dockerfile} failed:\n{(r.stdout + r.stderr)[-6000:]}"
-    print(f"\npodman build -f {dockerfile} {' '.join(extra)}: {time.time() - t0:.1f} s")
+    r = podman("build", "--pull=never", "--format", "docker", "--ignorefile", str(ROOT / f"{path}.dockerignore"),
+               *pip_cert_secret(), *extra, "-f", str(ROOT / path), "-t", tag, str(ROOT), check=False, timeout=1500)
+    assert r.returncode == 0, f"podman build -f {path} failed:\n{(r.stdout + r.stderr)[-6000:]}"
+    print(f"\npodman build -f {path} {' '.join(extra)}: {time.time() - t0:.1f} s")
 
 
 def remove_test_containers():
