@@ -81,8 +81,8 @@ if ! podman image exists "localhost/$BASE"; then
     podman import -q "$TARBALL" "localhost/$BASE" >/dev/null
 fi
 
-# The layer cache keeps each build's untagged images (about 30 MB per source change): those
-# older than a week go, so the cache stays bounded and the apt layers are rebuilt now and then.
+# Each build's images stay, untagged, as the layer cache (tens of MB more per source change);
+# untagged images that no other image builds on and that are older than a week are pruned.
 podman image prune -f --filter until=168h >/dev/null
 
 # BuildKit's Dockerfile parser, for Dockerfile.cuda's stages that cannot be built here
