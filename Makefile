@@ -1,7 +1,8 @@
 # sluice build. `make` builds build/sluice and build/sluice-run (and kernels/cuda/*.cu for
 # sm_90 when nvcc is present; CUDA=0 forces CPU-only). `make test` sets up what is missing,
-# builds and runs every test; `make san` runs the suite under ASan + UBSan; `make run` starts
-# the server on the default model at 127.0.0.1:8000. Objects and dependency files go under $(BUILD).
+# builds and runs every test; `make test-container` builds and runs the CPU image with podman;
+# `make san` runs the suite under ASan + UBSan; `make run` starts the server on the default
+# model at 127.0.0.1:8000. Objects and dependency files go under $(BUILD).
 
 CC      ?= gcc
 BUILD   ?= build
@@ -53,7 +54,7 @@ else ifneq ($(wildcard $(BUILD)/cuda-on.stamp),)
 $(shell rm -f $(BUILD)/cuda-on.stamp $(BUILD)/engine/gpu_runner.o)
 endif
 
-.PHONY: all setup test unit san run bench clean golden
+.PHONY: all setup test test-container unit san run bench clean golden
 all: $(BINS) $(TESTS) $(TOOLS) $(BENCHES) $(CUDA_LIB)
 
 $(LIB): $(LIB_OBJ)
@@ -135,6 +136,11 @@ setup:
 test: setup
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) bash scripts/run-tests.sh
+
+# docker/Dockerfile built and run with podman (root; scripts/test-container.sh installs podman and
+# makes the base image, cached under $SLUICE_CACHE, default ~/.cache/sluice).
+test-container: setup
+	@bash scripts/test-container.sh
 
 unit: all
 	@BUILD=$(BUILD) SKIP_API=1 bash scripts/run-tests.sh

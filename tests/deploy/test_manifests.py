@@ -535,8 +535,12 @@ def test_hpa_metric_is_the_adapters_name_for_a_gauge(metric_names):
 # ----------------------------------------------------------------------------
 # names and values against --help
 
+# Variables of the test scripts, not of sluice (scripts/test-container.sh's cache folder).
+TEST_ENVS = {"SLUICE_CACHE"}
+
+
 def test_env_vars_named_exist(help_text):
-    envs = help_envs(help_text)
+    envs = help_envs(help_text) | TEST_ENVS
     assert {"SLUICE_MODEL", "SLUICE_HOST", "SLUICE_PORT", "SLUICE_SHUTDOWN_TIMEOUT"} <= envs
     named = {}
     for p in deploy_files():
@@ -553,7 +557,8 @@ OTHER_TOOLS_FLAGS = {
     "--retries", "--no-install-recommends", "--system", "--gid", "--uid", "--no-create-home", "--home-dir",
     "--shell", "--raw", "--install", "--set", "--from-literal", "--namespace", "--env", "--publish",
     "--volume", "--tag", "--file", "--platform", "--cpus", "--cpuset-cpus", "--memory", "--name", "--values",
-    "--strict",
+    "--strict", "--mount", "--secret", "--read-only", "--pull", "--format", "--ignorefile", "--target",
+    "--runtime", "--ulimit", "--variant",
 }
 
 
