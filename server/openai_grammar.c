@@ -39,6 +39,58 @@ static cJSON *json_value(const cJSON *v, const char *param, const char *what, bo
     return p;
 }
 
+// Keywords XGrammar 0.2.8 compiles without enforcing them: a schema using one would get a 200
+// and output the schema refuses, so it is a 400 instead (vLLM refuses a similar list).
+static const char *unenforced(const cJSON *o) {
+    static const char *const ALWAYS[] = {"uniqueItems", "contains", "minContains", "maxContains", "if", "then",
+                                         "else", "not", "multipleOf", "dependentRequired", "dependentSchemas",
+                                         "unevaluatedProperties", "unevaluatedItems"};
+    for (size_t i = 0; i < ARRAY_LEN(ALWAYS); i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, ALWAYS[i]);
+        if (v && !(cJSON_IsFalse(v) && !strcmp(ALWAYS[i], "uniqueItems"))) return ALWAYS[i];
+    }
+    const cJSON *all = cJSON_GetObjectItemCaseSensitive(o, "allOf");
+    if (cJSON_IsArray(all) && cJSON_GetArraySize(all) > 1) return "allOf";
+    bool len = cJSON_GetObjectItemCaseSensitive(o, "maxLength") || cJSON_GetObjectItemCaseSensitive(o, "minLength");
+    if (len && cJSON_GetObjectItemCaseSensitive(o, "format")) return "minLength/maxLength beside format";
+    if (len && cJSON_GetObjectItemCaseSensitive(o, "pattern")) return "minLength/maxLength beside pattern";
+    return NULL;
+}
+
+// Walks the subschemas of o (not property names: a property may be called "not"); the first
+// unenforced keyword found goes to *kw with its JSON pointer in path.
+static bool schema_check(const cJSON *o, char *path, size_t cap, const char **kw, int depth) {
+    if (!cJSON_IsObject(o) || depth > 64) return true;
+    if ((*kw = unenforced(o))) return false;
+    static const char *const ONE[] = {"additionalProperties", "items", "propertyNames", "additionalItems"};
+    static const char *const MAP[] = {"properties", "patternProperties", "$defs", "definitions"};
+    static const char *const LIST[] = {"anyOf", "oneOf", "allOf", "prefixItems", "items"};
+    size_t n = strlen(path);
+    for (size_t i = 0; i < ARRAY_LEN(ONE); i++) {
+        snprintf(path + n, cap - n, "/%s", ONE[i]);
+        if (!schema_check(cJSON_GetObjectItemCaseSensitive(o, ONE[i]), path, cap, kw, depth + 1)) return false;
+    }
+    for (size_t i = 0; i < ARRAY_LEN(MAP); i++) {
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, MAP[i]), *it;
+        if (!cJSON_IsObject(m)) continue;
+        cJSON_ArrayForEach(it, m) {
+            snprintf(path + n, cap - n, "/%s/%s", MAP[i], it->string);
+            if (!schema_check(it, path, cap, kw, depth + 1)) return false;
+        }
+    }
+    for (size_t i = 0; i < ARRAY_LEN(LIST); i++) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, LIST[i]), *it;
+        int k = 0;
+        if (!cJSON_IsArray(a)) continue;
+        cJSON_ArrayForEach(it, a) {
+            snprintf(path + n, cap - n, "/%s/%d", LIST[i], k++);
+            if (!schema_check(it, path, cap, kw, depth + 1)) return false;
+        }
+    }
+    path[n] = '\0';
+    return true;
+}
+
 static int set_text(OaiRequest *r, const Constraint *c, ApiError *e) {
     r->grammar_kind = c->kind;
     snprintf(r->grammar_param, sizeof r->grammar_param, "%s", c->param);
@@ -66,6 +118,13 @@ static int set_text(OaiRequest *r, const Constraint *c, ApiError *e) {
                                 "Invalid '%s': expected a non-empty list of strings.", c->param);
     } else if (!cJSON_IsObject(j) && !(c->kind == GRAMMAR_JSON_SCHEMA && cJSON_IsBool(j))) {
         rc = oai_bad_type(e, c->param, c->kind == GRAMMAR_JSON_SCHEMA ? "a JSON schema (an object)" : "an object", j);
+    } else if (c->kind == GRAMMAR_JSON_SCHEMA) {
+        char path[256] = "#";
+        const char *kw = NULL;
+        if (!schema_check(j, path, sizeof path, &kw, 0))
+            rc = api_error(e, 400, NULL, "invalid_value", c->param,
+                           "Invalid '%s': the JSON schema keyword '%s' (at %s) is not supported: the grammar "
+                           "engine (XGrammar) would not enforce it.", c->param, kw, path);
     }
     if (rc == SL_OK) {
         r->grammar = oai_json_dup(j);

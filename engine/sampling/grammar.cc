@@ -19,20 +19,27 @@ extern "C" {
 #include "engine/sampling/grammar.h"
 }
 
+// XGrammar 0.2.8's JSON-schema strings with minLength / maxLength use the class [^"\\\r\n],
+// which lets tab and the other C0 control bytes through raw, and JSON forbids them there. Compact
+// JSON (what JSON grammars produce here: no free whitespace) has no control byte anywhere, so a
+// JSON grammar's mask also clears every token holding one: `no_ctrl`, a bit per token.
 struct GrammarVocab {
     xgrammar::TokenizerInfo info;
     int vocab;
     int compile_threads;
+    std::vector<uint32_t> no_ctrl; // bit set: the token has no byte below 0x20
 };
 
 struct Grammar {
     xgrammar::CompiledGrammar compiled;
     int vocab;
+    const uint32_t *no_ctrl; // JSON grammars: the vocab's no_ctrl mask; else nullptr
 };
 
 struct GrammarMatcher {
     xgrammar::GrammarMatcher m;
     int vocab;
+    const uint32_t *no_ctrl;
 };
 
 const char *grammar_kind_name(GrammarKind k) {
@@ -75,7 +82,13 @@ int grammar_vocab_new(GrammarVocab **out, int vocab, const char *const *pieces, 
         std::vector<int32_t> stops(stop_ids, stop_ids + n_stop);
         // RAW: the strings are already the tokens' bytes (see grammar.h)
         xgrammar::TokenizerInfo info(enc, xgrammar::VocabType::RAW, vocab, stops, false);
-        *out = new GrammarVocab{info, vocab, compile_threads < 1 ? 1 : compile_threads};
+        std::vector<uint32_t> no_ctrl((size_t)xgrammar::GetBitmaskSize(vocab), 0);
+        for (int i = 0; i < vocab; i++) {
+            bool ctrl = false;
+            for (size_t k = 0; k < enc[(size_t)i].size(); k++) ctrl |= (unsigned char)enc[(size_t)i][k] < 0x20;
+            if (!ctrl) no_ctrl[(size_t)i / 32] |= 1u << (i % 32);
+        }
+        *out = new GrammarVocab{info, vocab, compile_threads < 1 ? 1 : compile_threads, std::move(no_ctrl)};
         return SL_OK;
     } catch (const std::exception &ex) {
         return fail(err, "XGrammar: ", ex.what());
@@ -196,32 +209,34 @@ int grammar_compile(const GrammarVocab *v, GrammarKind kind, const char *text, s
         xgrammar::GrammarCompiler compiler(v->info, v->compile_threads, false);
         switch (kind) {
         case GRAMMAR_JSON_OBJECT: // any object (XGrammar's builtin JSON grammar takes any value)
-            *out = new Grammar{compiler.CompileJSONSchema("{\"type\": \"object\"}", false), v->vocab};
+            *out = new Grammar{compiler.CompileJSONSchema("{\"type\": \"object\"}", false), v->vocab,
+                               v->no_ctrl.data()};
             break;
         case GRAMMAR_JSON_SCHEMA:
             // compact JSON (no free whitespace): a small model given free whitespace can spend
             // its whole budget on newlines; strict mode as vLLM (no undeclared properties)
-            *out = new Grammar{compiler.CompileJSONSchema(src, false, std::nullopt, std::nullopt, true), v->vocab};
+            *out = new Grammar{compiler.CompileJSONSchema(src, false, std::nullopt, std::nullopt, true), v->vocab,
+                               v->no_ctrl.data()};
             break;
         case GRAMMAR_REGEX:
-            *out = new Grammar{compiler.CompileRegex(src), v->vocab};
+            *out = new Grammar{compiler.CompileRegex(src), v->vocab, nullptr};
             break;
         case GRAMMAR_CHOICE: {
             std::string ebnf, why;
             if (!choice_to_ebnf(src, &ebnf, &why)) return fail(err, "Invalid choice: ", why.c_str());
-            *out = new Grammar{compiler.CompileGrammar(ebnf, "root"), v->vocab};
+            *out = new Grammar{compiler.CompileGrammar(ebnf, "root"), v->vocab, nullptr};
             break;
         }
         case GRAMMAR_EBNF:
             // GBNF / XGrammar EBNF names its rules "name ::= ..."; anything else is read as Lark
             // (vLLM's grammar field accepts both)
             if (src.find("::=") != std::string::npos)
-                *out = new Grammar{compiler.CompileGrammar(gbnf_fill_empty_alternatives(src), "root"), v->vocab};
+                *out = new Grammar{compiler.CompileGrammar(gbnf_fill_empty_alternatives(src), "root"), v->vocab, nullptr};
             else
-                *out = new Grammar{compiler.CompileLark(src), v->vocab};
+                *out = new Grammar{compiler.CompileLark(src), v->vocab, nullptr};
             break;
         case GRAMMAR_STRUCTURAL_TAG:
-            *out = new Grammar{compiler.CompileStructuralTag(src), v->vocab};
+            *out = new Grammar{compiler.CompileStructuralTag(src), v->vocab, nullptr};
             break;
         case GRAMMAR_NONE:
             return fail(err, "", "no grammar");
@@ -250,7 +265,7 @@ void grammar_mask_apply(const uint32_t *mask, float *logits, int vocab) {
 
 GrammarMatcher *grammar_matcher_new(const Grammar *g) {
     try {
-        return new GrammarMatcher{xgrammar::GrammarMatcher(g->compiled), g->vocab};
+        return new GrammarMatcher{xgrammar::GrammarMatcher(g->compiled), g->vocab, g->no_ctrl};
     } catch (const std::exception &ex) {
         DIE("XGrammar matcher: %s", ex.what()); // a compiled grammar always makes a matcher
     }
@@ -269,7 +284,10 @@ bool grammar_matcher_fill(GrammarMatcher *m, uint32_t *mask) {
     t.strides = nullptr;
     t.byte_offset = 0;
     try {
-        return m->m.FillNextTokenBitmask(&t);
+        bool restricted = m->m.FillNextTokenBitmask(&t);
+        if (!m->no_ctrl) return restricted;
+        for (int64_t w = 0; w < shape; w++) mask[w] &= m->no_ctrl[w];
+        return true;
     } catch (const std::exception &ex) {
         DIE("XGrammar fill: %s", ex.what());
     }
@@ -277,6 +295,7 @@ bool grammar_matcher_fill(GrammarMatcher *m, uint32_t *mask) {
 
 bool grammar_matcher_accept(GrammarMatcher *m, int32_t id) {
     if (id < 0 || id >= m->vocab) return false;
+    if (m->no_ctrl && !(m->no_ctrl[id / 32] >> (id % 32) & 1u)) return false;
     try {
         return m->m.AcceptToken(id);
     } catch (const std::exception &ex) {

@@ -77,6 +77,11 @@ CASES = [
     ("18 grammar (llama.cpp) undefined rule", CHAT, chat(grammar="root ::= a"), 400, "grammar"),
     ("18 json_schema (llama.cpp) bad type", CMPL, '{"prompt":"x","json_schema":{"type":12}}', 400, "json_schema"),
     ("18 guided_regex unclosed", CMPL, '{"prompt":"x","guided_regex":"("}', 400, "guided_regex"),
+    ("18 json_schema uniqueItems", CMPL, '{"prompt":"x","json_schema":{"type":"array","uniqueItems":true}}', 400,
+     "json_schema"),
+    ("18 response_format maxLength beside format", CHAT, chat(response_format={"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"type": "object", "properties": {"e": {"type": "string", "format": "email",
+                                                                       "maxLength": 20}}}}}), 400, "response_format"),
     ("18 two constraints", CMPL, '{"prompt":"x","guided_regex":"a","json_schema":{"type":"object"}}', 400,
      "json_schema"),
     ("18 guided_json not JSON", CHAT, chat(guided_json="{nope"), 400, "guided_json"),

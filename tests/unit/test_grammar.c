@@ -95,6 +95,11 @@ static const struct {
     {GRAMMAR_JSON_SCHEMA, "{\"type\":\"array\",\"items\":{\"enum\":[\"a\",\"b\"]},\"minItems\":1,\"maxItems\":2}",
      {"[\"a\"]", "[\"b\", \"a\"]"},
      {"[]", "[\"c\"]", "[\"a\", \"a\", \"a\"]"}},
+    // a bounded string: no raw control byte (XGrammar's class would let tab through)
+    {GRAMMAR_JSON_SCHEMA, "{\"type\":\"object\",\"properties\":{\"s\":{\"type\":\"string\",\"maxLength\":10}},"
+     "\"required\":[\"s\"]}",
+     {"{\"s\": \"a b\"}"},
+     {"{\"s\": \"a\tb\"}", "{\"s\": \"a\x01\"}"}},
     {GRAMMAR_JSON_OBJECT, NULL, {"{\"k\": [1, 2, {\"x\": null}]}", "{}"}, {"[1]", "\"s\"", "{\"a\" 1}"}},
     {GRAMMAR_REGEX, "\\d{3}-\\d{4}", {"555-1234"}, {"55-1234", "555-12345", "abc"}},
     {GRAMMAR_REGEX, "(yes|no)!", {"yes!", "no!"}, {"maybe", "yes"}},
