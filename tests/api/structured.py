@@ -1,0 +1,117 @@
+"""Helpers for the structured-output tests (test_structured_*.py): the JSON-schema corpus of
+tests/data/json_schemas, a format checker that checks every format the corpus uses (jsonschema's
+own FormatChecker skips date-time, time, uri and hostname unless optional packages are there, so
+those would pass unchecked), and requests through a thread pool."""
+import concurrent.futures
+import datetime
+import json
+import os
+import re
+
+import jsonschema
+
+from conftest import ROOT
+
+SCHEMA_DIR = ROOT / "tests" / "data" / "json_schemas"
+# `make san` sets SANITIZED=1: the instrumented daemon is several times slower, so the corpus
+# runs on a fixed subset there (every 5th schema).
+SANITIZED = os.environ.get("SANITIZED") == "1"
+MAX_TOKENS = 256
+
+
+def corpus():
+    """[{"id", "task", "schema"}] from every tests/data/json_schemas/*.jsonl, ids unique."""
+    out = []
+    for path in sorted(SCHEMA_DIR.glob("*.jsonl")):
+        out += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    ids = [c["id"] for c in out]
+    assert len(set(ids)) == len(ids), "duplicate schema ids"
+    return out
+
+
+FORMATS = jsonschema.FormatChecker()  # its email, ipv4, ipv6, uuid and date checks stay
+_OFFSET = r"(Z|z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+_TIME = r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?" + _OFFSET
+
+
+@FORMATS.checks("date-time", raises=ValueError)
+def _date_time(s):
+    # RFC 3339 section 5.6 (its leap second :60 is read as :59 by Python's parser)
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt]" + _TIME, s, re.ASCII):
+        return False
+    datetime.date.fromisoformat(s[:10])  # the day must exist in its month
+    return True
+
+
+@FORMATS.checks("time", raises=ValueError)
+def _time(s):
+    return re.fullmatch(_TIME, s, re.ASCII) is not None
+
+
+@FORMATS.checks("uri")
+def _uri(s):
+    # RFC 3986: a scheme, a colon, then no whitespace, quotes or angle brackets
+    return re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s\"<>]*", s) is not None
+
+
+@FORMATS.checks("hostname")
+def _hostname(s):
+    label = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    return len(s) <= 253 and re.fullmatch(rf"{label}(\.{label})*", s, re.ASCII) is not None
+
+
+def schema_errors(schema, text):
+    """Why `text` is not a JSON document valid under `schema` (strict JSON: no raw control
+    characters in strings), or None."""
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        return f"not JSON: {e}"
+    errors = sorted(jsonschema.Draft202012Validator(schema, format_checker=FORMATS).iter_errors(value), key=str)
+    return "; ".join(e.message[:200] for e in errors[:3]) or None
+
+
+def run_all(fn, items, workers=8):
+    """fn over items through a pool of `workers` threads, results in order."""
+    with concurrent.futures.ThreadPoolExecutor(workers) as ex:
+        return list(ex.map(fn, items))
+
+
+def chat(server, user, max_tokens=MAX_TOKENS, system="Reply with JSON only.", **extra):
+    """One non-streamed chat completion; the parsed body (asserting a 200)."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    r = server.post("/v1/chat/completions", {"model": server.model_id(), "messages": messages,
+                                             "max_tokens": max_tokens, **extra})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def complete(server, prompt, max_tokens=MAX_TOKENS, **extra):
+    r = server.post("/v1/completions", {"model": server.model_id(), "prompt": prompt, "max_tokens": max_tokens, **extra})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def texts(body):
+    """[(text, finish_reason)] of each choice of a chat or completions body."""
+    out = []
+    for c in body["choices"]:
+        out.append((c["message"]["content"] if "message" in c else c["text"], c["finish_reason"]))
+    return out
+
+
+def stream(server, path, body):
+    """The concatenated content deltas of each choice of a streamed request, and each choice's
+    finish_reason: ({index: text}, {index: finish_reason})."""
+    r = server.post(path, {**body, "stream": True}, stream=True)
+    assert r.status_code == 200, r.text
+    text, finish = {}, {}
+    for line in r.iter_lines():
+        if not line.startswith(b"data: ") or line == b"data: [DONE]":
+            continue
+        for c in json.loads(line[6:])["choices"]:
+            piece = c["delta"].get("content") if "delta" in c else c.get("text")
+            text[c["index"]] = text.get(c["index"], "") + (piece or "")
+            if c.get("finish_reason"):
+                finish[c["index"]] = c["finish_reason"]
+    return text, finish
