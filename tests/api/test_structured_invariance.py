@@ -6,7 +6,7 @@ import pytest
 
 from structured import chat, corpus, run_all, schema_errors
 
-SCHEMA = next(c for c in corpus() if c["id"] == "invoice")["schema"]
+SCHEMA = next(c for c in corpus() if c["id"] == "flight")["schema"]
 OTHER = [c for c in corpus() if c["id"] in ("person", "event", "weather", "recipe", "flight", "review", "payment",
                                             "log-entry")]
 
@@ -17,9 +17,9 @@ def ids(body):
 
 
 def constrained(server):
-    body = chat(server, "Make up an invoice.", max_tokens=160, temperature=0, logprobs=True,
+    body = chat(server, "Give a flight booking as JSON.", temperature=0, logprobs=True,
                 return_tokens_as_token_ids=True, response_format={
-                    "type": "json_schema", "json_schema": {"name": "invoice", "schema": SCHEMA, "strict": True}})
+                    "type": "json_schema", "json_schema": {"name": "flight", "schema": SCHEMA, "strict": True}})
     text = body["choices"][0]["message"]["content"]
     assert body["choices"][0]["finish_reason"] == "stop" and schema_errors(SCHEMA, text) is None, text
     return ids(body)
@@ -27,7 +27,7 @@ def constrained(server):
 
 def neighbour(server, i, grammar=None):
     extra = {"response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": grammar}}} if grammar else {}
-    return ids(chat(server, f"Tell me something about the number {i}.", system=None, max_tokens=80, temperature=1,
+    return ids(chat(server, f"Tell me something about the number {i}.", system=None, max_tokens=48, temperature=1,
                     seed=100 + i, logprobs=True, return_tokens_as_token_ids=True, **extra))
 
 
@@ -47,6 +47,6 @@ def test_same_tokens_cache_cold_and_warm(start_server):
     cold = constrained(srv)
     warm = constrained(srv)
     assert cold == warm
-    sampled = [ids(chat(srv, "An invoice.", max_tokens=160, temperature=1, seed=9, logprobs=True,
+    sampled = [ids(chat(srv, "A flight.", max_tokens=96, temperature=1, seed=9, logprobs=True,
                         return_tokens_as_token_ids=True, guided_json=SCHEMA)) for _ in range(2)]
     assert sampled[0] == sampled[1]

@@ -10,6 +10,7 @@ model is tiny and weak: the constraint alone makes its output valid."""
 import json
 import re
 
+import jsonschema
 import pytest
 
 from structured import MAX_TOKENS, SANITIZED, chat, complete, corpus, run_all, schema_errors, stream, texts
@@ -20,7 +21,10 @@ MAX_LENGTH_SHARE = 0.02
 
 
 def test_corpus_size_and_keywords():
-    """The corpus covers what clients send (counted, so that trimming it shows here)."""
+    """The corpus covers what clients send (counted, so that trimming it shows here), and each
+    schema is a valid 2020-12 schema."""
+    for case in CORPUS:
+        jsonschema.Draft202012Validator.check_schema(case["schema"])
     text = "\n".join(json.dumps(c["schema"]) for c in CORPUS)
     assert len(CORPUS) >= 150
     for kw in ["minItems", "maxItems", "enum", "const", "anyOf", "oneOf", "$ref", "$defs", "pattern", "minimum",
@@ -31,28 +35,43 @@ def test_corpus_size_and_keywords():
         assert f'"format": "{fmt}"' in text, fmt
 
 
-@pytest.mark.parametrize("mode", ["greedy", "sampled"])
-def test_json_schema_corpus(server, mode):
+def test_validator_rejects():
+    """schema_errors can fail: raw control characters, missing and extra keys, bad formats."""
+    point = {"type": "object", "properties": {"s": {"type": "string", "maxLength": 4}, "d": {"type": "string", "format": "date"},
+                                              "t": {"type": "string", "format": "date-time"}},
+             "required": ["s"], "additionalProperties": False}
+    assert schema_errors(point, '{"s": "ab", "d": "2024-02-29", "t": "2024-01-01T00:00:60.5+01:00"}') is None
+    for bad in ['{"s": "a\tb"}', '{"d": "2024-01-01"}', '{"s": "a", "x": 1}', '{"s": "abcde"}', '{"s": "a", "d": "2023-02-29"}',
+                '{"s": "a", "t": "2023-01-01 00:00:00"}', '{"s": "a"} x', '{"s": "a"']:
+        assert schema_errors(point, bad), bad
+
+
+def test_json_schema_corpus(server):
+    """Each schema greedy and sampled (temperature 1, a seed of its own): every output valid.
+    The two requests of a schema go out together, so that one compile serves both."""
     cases = CORPUS[::5] if SANITIZED else CORPUS
 
-    def one(i_case):
-        i, case = i_case
+    def one(job):
+        i, case, mode = job
         sampling = {"temperature": 0} if mode == "greedy" else {"temperature": 1, "seed": 1000 + i}
         body = chat(server, f"Give {case['task']} as JSON.", **sampling, response_format={
             "type": "json_schema", "json_schema": {"name": case["id"].replace("-", "_"), "schema": case["schema"],
                                                    "strict": True}})
         (text, finish), = texts(body)
-        return case["id"], text, finish, schema_errors(case["schema"], text) if finish == "stop" else None
+        return f"{case['id']} ({mode})", text, finish, schema_errors(case["schema"], text) if finish == "stop" else None
 
-    results = run_all(one, list(enumerate(cases)))
+    jobs = [(i, case, mode) for i, case in enumerate(cases) for mode in ("greedy", "sampled")]
+    results = run_all(one, jobs, workers=16)
     invalid = [(i, t, why) for i, t, f, why in results if f == "stop" and why]
     cut = [(i, t) for i, t, f, _ in results if f == "length"]
     other = [(i, f) for i, _, f, _ in results if f not in ("stop", "length")]
     for i, t in cut:
         print(f"length ({MAX_TOKENS} tokens): {i}: {t[:120]!r}")
+    print(f"{len(results)} outputs: {len(results) - len(invalid) - len(cut) - len(other)} valid, "
+          f"{len(invalid)} invalid, {len(cut)} cut at max_tokens")
     assert not invalid, "\n".join(f"{i}: {why}\n    {t[:300]!r}" for i, t, why in invalid)
     assert not other, other
-    assert len(cut) <= max(1, MAX_LENGTH_SHARE * len(cases)), f"{len(cut)} of {len(cases)} cut at max_tokens"
+    assert len(cut) <= max(1, MAX_LENGTH_SHARE * len(jobs)), f"{len(cut)} of {len(jobs)} cut at max_tokens"
 
 
 def test_json_object(server):
@@ -60,7 +79,7 @@ def test_json_object(server):
     bodies = [chat(server, "Describe a cat as JSON.", temperature=0, response_format={"type": "json_object"}),
               chat(server, "Describe a dog as JSON.", temperature=1, seed=3, response_format={"type": "json_object"}),
               chat(server, "A car as JSON.", temperature=1, seed=4, structured_outputs={"json_object": True}),
-              complete(server, "A JSON description of a house:", temperature=0, response_format={"type": "json_object"})]
+              complete(server, "Here is a small JSON object:", temperature=0, response_format={"type": "json_object"})]
     for body in bodies:
         (text, finish), = texts(body)
         assert finish == "stop", text
