@@ -74,6 +74,25 @@ def test_json_schema_corpus(server):
     assert len(cut) <= max(1, MAX_LENGTH_SHARE * len(jobs)), f"{len(cut)} of {len(jobs)} cut at max_tokens"
 
 
+def test_no_raw_control_characters(server):
+    """A model that wants control characters still writes valid JSON: logit_bias pushes the tab
+    and U+0001 tokens to the top, and every kind of string (free, length-bounded, patterned,
+    JSON mode) holds none raw (JSON allows them only escaped)."""
+    bias = {str(t): 100 for c in ("\t", "\x01") for t in server.post("/tokenize", {"prompt": c}).json()["tokens"]}
+    strings = [{"type": "string"}, {"type": "string", "maxLength": 8}, {"type": "string", "minLength": 2, "maxLength": 6},
+               {"type": "string", "pattern": "^[a-z\\t]{1,8}$"}, {"enum": ["a\tb", "c"]}]
+    bodies = [chat(server, "Hi", max_tokens=24, temperature=0, logit_bias=bias, guided_json={
+        "type": "object", "properties": {"s": schema}, "required": ["s"], "additionalProperties": False})
+        for schema in strings]
+    bodies.append(chat(server, "Hi", max_tokens=24, temperature=0, logit_bias=bias, response_format={"type": "json_object"}))
+    bad = []
+    for what, body in zip(strings + ["json_object"], bodies):
+        text, finish = texts(body)[0]
+        if re.search(r"[\x00-\x1f]", text) or finish == "stop" and schema_errors({}, text):
+            bad.append((what, text))
+    assert not bad, bad
+
+
 def test_json_object(server):
     """JSON mode: any JSON object, on both endpoints and through structured_outputs."""
     bodies = [chat(server, "Describe a cat as JSON.", temperature=0, response_format={"type": "json_object"}),
