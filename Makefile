@@ -11,19 +11,28 @@ XCFLAGS ?=
 CFLAGS  := -std=gnu11 $(OPT) $(ARCH) -g -Wall -Wextra -fopenmp -I. -MMD -MP $(XCFLAGS) \
            -DTEST_DATA_DIR='"$(CURDIR)/tests/data"' \
            -DTEST_MODEL_PATH='"$(CURDIR)/models/SmolLM2-135M-Instruct.Q4_1.gguf"'
-LDLIBS  := $(XCFLAGS) -fopenmp -lpcre2-8 -lmicrohttpd -lcjson -lpthread -lm
+# XGrammar (structured output): built from its pinned sdist into a cache outside the repository
+# by scripts/build-xgrammar.sh the first time it is missing; engine/sampling/grammar.cc wraps it.
+SLUICE_CACHE ?= $(HOME)/.cache/sluice
+XGRAMMAR     := $(SLUICE_CACHE)/xgrammar-0.2.8
+XGRAMMAR_LIB := $(XGRAMMAR)/lib/libxgrammar.a
+CXX      ?= g++
+CXXFLAGS := -std=c++17 $(OPT) $(ARCH) -g -Wall -Wextra -I. -isystem $(XGRAMMAR)/include -MMD -MP $(XCFLAGS)
+LDLIBS  := $(XCFLAGS) -fopenmp $(XGRAMMAR_LIB) -lstdc++ -lpcre2-8 -lmicrohttpd -lcjson -lyaml -lpthread -lm
 
 MODEL   ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
+comma   := ,
 
 # ---- sources
 LIB_SRC    := $(wildcard common/*.c config/*.c kernels/cpu/*.c scheduler/*.c engine/*.c engine/*/*.c)
+LIB_CXX    := $(wildcard engine/*/*.cc)
 SERVER_SRC := $(filter-out server/cli_run.c server/main.c,$(wildcard server/*.c))
 TEST_SRC   := $(wildcard tests/unit/test_*.c)
 TOOL_SRC   := $(wildcard tests/tools/*.c)
 BENCH_SRC  := $(wildcard bench/*.c)
 
-LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o)
-SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o) $(LIB_CXX:%.cc=$(BUILD)/%.o)
+SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/server/web_assets.o
 LIB        := $(BUILD)/libsluice.a
 SERVER_LIB := $(BUILD)/libsluice_server.a
 TESTS      := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -59,9 +68,35 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+$(BUILD)/%.o: %.cc | $(XGRAMMAR_LIB)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
+
+$(XGRAMMAR_LIB):
+	@bash scripts/build-xgrammar.sh >/dev/null
+
 $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+# The chat page (server/web.h), built into the binary: web/ and Debian's libjs-marked (the
+# markdown renderer, whose licence is served beside it), as URL,CONTENT_TYPE,FILE.
+MARKED_JS      ?= /usr/share/javascript/marked/marked.min.js
+MARKED_LICENSE ?= /usr/share/doc/libjs-marked/copyright
+WEB_ASSETS := /chat,text/html;charset=utf-8,web/chat.html \
+              /chat/chat.js,text/javascript;charset=utf-8,web/chat.js \
+              /chat/chat.css,text/css;charset=utf-8,web/chat.css \
+              /chat/marked.min.js,text/javascript;charset=utf-8,$(MARKED_JS) \
+              /chat/marked-LICENSE.txt,text/plain;charset=utf-8,$(MARKED_LICENSE)
+$(BUILD)/server/web_assets.c: scripts/embed-web.sh $(foreach a,$(WEB_ASSETS),$(lastword $(subst $(comma), ,$(a))))
+	@mkdir -p $(dir $@)
+	bash scripts/embed-web.sh $(foreach a,$(WEB_ASSETS),'$(a)') > $@.tmp && mv $@.tmp $@
+
+$(MARKED_JS) $(MARKED_LICENSE):
+	@echo "$@ is missing: install Debian's libjs-marked (scripts/setup.sh does)" >&2; exit 1
+
+$(BUILD)/server/web_assets.o: $(BUILD)/server/web_assets.c
+	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libsluice_cuda.a: $(CU_OBJ)
 	@rm -f $@

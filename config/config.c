@@ -181,7 +181,7 @@ static Flag *flags_find(Flag *flags, int n, const char *name, size_t len) {
     return NULL;
 }
 
-int flags_parse_args(Flag *flags, int n, int argc, char **argv, char *err) {
+int flags_parse_args(Flag *flags, int n, int argc, char **argv, bool *given, char *err) {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return CONFIG_HELP;
     for (int i = 1; i < argc; i++) {
@@ -191,6 +191,7 @@ int flags_parse_args(Flag *flags, int n, int argc, char **argv, char *err) {
         size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
         Flag *f = flags_find(flags, n, arg, len);
         if (!f) return seterr(err, "unknown flag '%.*s' (see --help)", (int)len, arg);
+        if (given) given[f - flags] = true;
         const char *value;
         if (eq) value = eq + 1;
         else if (f->kind == FLAG_BOOL) value = "true";
@@ -254,6 +255,8 @@ void config_defaults(Config *c) {
     c->device = xstrdup("auto");
     c->gpu_memory_utilization = 0.9f;
     c->enforce_eager = false;
+    c->structured_output_cache_size = 64;
+    c->structured_output_compile_timeout = 10;
 }
 
 void config_free(Config *c) {
@@ -261,7 +264,8 @@ void config_free(Config *c) {
     free(c->tokenizer);
     free(c->load_format);
     free(c->device);
-    c->model = c->tokenizer = c->load_format = c->device = NULL;
+    free(c->config);
+    c->model = c->tokenizer = c->load_format = c->device = c->config = NULL;
 }
 
 int config_flags(Config *c, Flag *out) {
@@ -301,6 +305,14 @@ int config_flags(Config *c, Flag *out) {
          "share of the GPU's memory for weights, activations and KV cache (0 < X <= 1)", ""},
         {"--enforce-eager", "SLUICE_ENFORCE_EAGER", FLAG_BOOL, &c->enforce_eager, 0, 0,
          "no CUDA graphs: run every GPU step eagerly", ""},
+        {"--structured-output-cache-size", "SLUICE_STRUCTURED_OUTPUT_CACHE_SIZE", FLAG_INT,
+         &c->structured_output_cache_size, 1, 1 << 20,
+         "compiled grammars (JSON schemas, regexes, choices, EBNF) kept for reuse, least recently used dropped", ""},
+        {"--structured-output-compile-timeout", "SLUICE_STRUCTURED_OUTPUT_COMPILE_TIMEOUT", FLAG_FLOAT,
+         &c->structured_output_compile_timeout, 0.001, 3600,
+         "seconds a request waits for its grammar to compile before it fails with 408", ""},
+        {"--config", "SLUICE_CONFIG", FLAG_STR, &c->config, 0, 0,
+         "a YAML file of flags by long name ('max-num-seqs: 8'); the command line wins over it, it over SLUICE_*", ""},
     };
     int n = (int)ARRAY_LEN(rows);
     CHECK(n <= CONFIG_MAX_FLAGS);
@@ -342,12 +354,14 @@ int config_parse(Config *c, Flag *extra, int n_extra, int argc, char **argv, con
         n++;
     }
     if (flags_apply_env(flags, n, err) != SL_OK) return SL_ERR;
-    int rc = flags_parse_args(flags, n, argc, argv, err);
+    bool given[CONFIG_MAX_FLAGS + 32] = {0};
+    int rc = flags_parse_args(flags, n, argc, argv, given, err);
     if (rc == CONFIG_HELP) {
         flags_print_help(stdout, usage, flags, n);
         return CONFIG_HELP;
     }
     if (rc != SL_OK) return SL_ERR;
+    if (c->config && config_file_apply(c->config, flags, n, given, err) != SL_OK) return SL_ERR;
     return config_validate(c, err);
 }
 
@@ -356,13 +370,13 @@ void config_log(const Config *c) {
     log_info("config: model=%s threads=%d max_model_len=%d max_num_batched_tokens=%d max_num_seqs=%d "
              "block_size=%d kv_cache_memory=%s enable_prefix_caching=%s log_level=%s seed=%llu "
              "tensor_parallel_size=%d load_format=%s tokenizer=%s device=%s gpu_memory_utilization=%g "
-             "enforce_eager=%s",
+             "enforce_eager=%s config=%s",
              c->model, c->threads, c->max_model_len, c->max_num_batched_tokens, c->max_num_seqs, c->block_size,
              c->kv_cache_memory ? fmt_bytes(c->kv_cache_memory, kv, sizeof kv) : "auto",
              c->enable_prefix_caching ? "true" : "false", LOG_LEVEL_NAMES[c->log_level],
              (unsigned long long)c->seed, c->tensor_parallel_size, c->load_format,
              c->tokenizer ? c->tokenizer : "(the model's)", c->device, c->gpu_memory_utilization,
-             c->enforce_eager ? "true" : "false");
+             c->enforce_eager ? "true" : "false", c->config ? c->config : "(none)");
 }
 
 int config_threads(const Config *c) {

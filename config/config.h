@@ -1,7 +1,7 @@
 // config.h: the daemon's settings (the Config struct), their defaults, and how they are set.
 //
-// Precedence, lowest first: built-in defaults, SLUICE_* environment variables, command-line
-// flags. Flag names follow vLLM's where one exists (DESIGN.md §8). Every setting is one row of
+// Precedence, lowest first: built-in defaults, SLUICE_* environment variables, the --config
+// file (config_file.c), command-line flags. Flag names follow vLLM's where one exists (DESIGN.md §8). Every setting is one row of
 // a flag table (Flag), so parsing, the environment, validation messages and --help come from
 // one place; a program with flags of its own (sluice-run) appends rows to the same table.
 //
@@ -37,6 +37,9 @@ typedef struct {
     char *device;               // --device: one of DEVICE_NAMES (owned)
     float gpu_memory_utilization; // --gpu-memory-utilization: share of the GPU's memory, in (0, 1]
     bool enforce_eager;         // --enforce-eager: no CUDA graphs
+    int structured_output_cache_size; // --structured-output-cache-size: compiled grammars kept (LRU)
+    float structured_output_compile_timeout; // --structured-output-compile-timeout: seconds
+    char *config;               // --config: the YAML file the other settings were read from (owned)
 } Config;
 
 // The values --load-format (engine/model/weights.h's LoadFormat names) and --device take; config_validate
@@ -77,9 +80,14 @@ int flag_set(Flag *f, const char *value, const char *source, char *err);
 // Applies every SLUICE_* variable that is set.
 int flags_apply_env(Flag *flags, int n, char *err);
 // Parses argv[1..argc) as "--name value", "--name=value", for booleans "--name", and for lists
-// "--name v1 v2 ..." (a repeated flag replaces the earlier value, as argparse does).
+// "--name v1 v2 ..." (a repeated flag replaces the earlier value, as argparse does). given (may
+// be NULL; n entries) marks the flags the arguments set.
 // Returns SL_OK, CONFIG_HELP when -h/--help is among them, or SL_ERR naming the bad argument.
-int flags_parse_args(Flag *flags, int n, int argc, char **argv, char *err);
+int flags_parse_args(Flag *flags, int n, int argc, char **argv, bool *given, char *err);
+// Applies a YAML config file (--config): keys are the flags' long names without dashes, values
+// are checked as on the command line; the flags marked in given (set on the command line) keep
+// their values. SL_ERR with "FILE:LINE: ..." for an unknown key, a bad value or malformed YAML.
+int config_file_apply(const char *path, Flag *flags, int n, const bool *given, char *err);
 // Prints usage, then one line per flag: name, value hint, help, default and env variable.
 void flags_print_help(FILE *f, const char *usage, const Flag *flags, int n);
 
@@ -88,12 +96,12 @@ void flags_print_help(FILE *f, const char *usage, const Flag *flags, int n);
 void config_defaults(Config *c);
 void config_free(Config *c);
 // Fills out[0..) with the Config's flag rows bound to c (defaults recorded); returns the count.
-#define CONFIG_MAX_FLAGS 24
+#define CONFIG_MAX_FLAGS 48
 int config_flags(Config *c, Flag *out);
 // Cross-field checks beyond each flag's own range (e.g. block size a power of two).
 int config_validate(const Config *c, char *err);
 // The whole sequence: defaults must already be in c (config_defaults), then environment, then
-// argv, then validation. extra (may be NULL) are the program's own flags, parsed alongside.
+// argv, then the --config file for what argv did not set, then validation. extra (may be NULL) are the program's own flags, parsed alongside.
 // On --help prints the help to stdout and returns CONFIG_HELP.
 int config_parse(Config *c, Flag *extra, int n_extra, int argc, char **argv, const char *usage,
                  char *err);

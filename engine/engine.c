@@ -24,7 +24,8 @@ void engine_config_defaults(EngineConfig *c) {
                         .enable_prefix_caching = true, .max_model_len = 0, .kv_cache_memory = 0,
                         .threads = 0, .kv_dtype = KV_F16, .seed = 0, .tensor_parallel_size = 1,
                         .load_format = LOAD_AUTO, .tokenizer = NULL, .device = ENGINE_DEVICE_AUTO,
-                        .gpu_memory_utilization = 0.9, .enforce_eager = false};
+                        .gpu_memory_utilization = 0.9, .enforce_eager = false,
+                        .structured_output_cache_size = 64, .structured_output_compile_timeout = 10};
 }
 
 // cache_salt: the root of a request's chain of block hashes. Different roots make every block hash
@@ -55,6 +56,8 @@ EngineConfig engine_config_from(const Config *c) {
                                                                                           : ENGINE_DEVICE_AUTO;
     e.gpu_memory_utilization = c->gpu_memory_utilization;
     e.enforce_eager = c->enforce_eager;
+    e.structured_output_cache_size = c->structured_output_cache_size;
+    e.structured_output_compile_timeout = c->structured_output_compile_timeout;
     return e;
 }
 
@@ -206,24 +209,43 @@ int engine_submit(Engine *e, const int32_t *prompt, int n_prompt, const EnginePa
     }
     r->out.prompt_tokens = n_prompt;
 
-    pthread_mutex_lock(&e->inbox_mu);
-    if (e->stopping) {
-        pthread_mutex_unlock(&e->inbox_mu);
+    if (p->grammar_kind != GRAMMAR_NONE) { // queued once its grammar is compiled (structured.h)
+        r->grammar_kind = p->grammar_kind;
+        rc = so_submit(e->so, r, p->grammar_kind, p->grammar ? p->grammar : "", p->grammar ? p->grammar_len : 0, err);
+        if (rc != SL_OK) {
+            engine_request_destroy(r);
+            return rc;
+        }
+    } else if (!engine_inbox_push(e, r, false)) {
         engine_request_destroy(r);
         seterr(err, "the server is shutting down");
         return ENGINE_ERR_STOPPED;
     }
+    *out = r;
+    return SL_OK;
+}
+
+bool engine_inbox_push(Engine *e, EngineRequest *r, bool wake) {
+    pthread_mutex_lock(&e->inbox_mu);
+    if (e->stopping) {
+        pthread_mutex_unlock(&e->inbox_mu);
+        return false;
+    }
+    pthread_mutex_lock(&r->mu); // before the engine can see it: no notify may come first
+    r->admitted = true;
+    if (wake && r->notify) r->notify(r->notify_ctx);
+    pthread_mutex_unlock(&r->mu);
     if (e->inbox_tail) e->inbox_tail->inbox_next = r;
     else e->inbox_head = r;
     e->inbox_tail = r;
     e->n_inbox++;
     pthread_cond_signal(&e->inbox_cv);
     pthread_mutex_unlock(&e->inbox_mu);
-    *out = r;
-    return SL_OK;
+    return true;
 }
 
 void engine_abort(Engine *e, int64_t id) {
+    if (so_abort(e->so, id)) return; // it was waiting for its grammar
     pthread_mutex_lock(&e->inbox_mu);
     if (!e->stopping) { // a stopping engine aborts everything itself
         if (e->n_aborts == e->cap_aborts) {
@@ -308,6 +330,41 @@ static void engine_abort_now(Engine *e, int64_t id) {
 // ----------------------------------------------------------------------------
 // engine thread: one step
 
+// Structured output: the constrained rows this step samples hand their matchers to the mask
+// thread, which fills their bitmasks while the forward runs. mask_row maps a sample row to its
+// mask. Returns how many were posted.
+static int engine_masks_post(Engine *e, const SchedOutput *out) {
+    if (atomic_load(&e->n_constrained) == 0) return 0;
+    int n = 0;
+    for (int i = 0; i < out->num_entries; i++) {
+        const SchedEntry *en = &out->entries[i];
+        if (en->num_samples == 0) continue;
+        EngineRequest *r = engine_map_get(&e->map, en->seq->id);
+        for (int j = 0; j < en->num_samples; j++) {
+            GrammarMatcher *gm = r->samples[en->num_samples > 1 ? j : en->seq->sample_index].gm;
+            e->mask_row[en->sample_row + j] = gm ? n : -1;
+            if (gm) e->masks.matchers[n++] = gm;
+        }
+    }
+    if (n) mask_worker_post(&e->masks, n);
+    return n;
+}
+
+// Applies sample row `row`'s bitmask to its logits. Returns n_ban, or 0 when min_tokens would
+// ban everything the grammar allows (its end): the grammar wins.
+static int engine_mask_apply(Engine *e, int row, float *logits, int n_ban) {
+    int k = e->mask_row[row];
+    CHECK(k >= 0, "constrained sample row %d has no mask", row);
+    if (!e->masks.restrict_[k]) return n_ban;
+    const uint32_t *mask = e->masks.masks + (size_t)k * (size_t)e->masks.words;
+    grammar_mask_apply(mask, logits, e->info.vocab);
+    long allowed = 0;
+    for (int w = 0; w < e->masks.words; w++) allowed += __builtin_popcount(mask[w]);
+    for (int b = 0; b < n_ban; b++)
+        if (mask[e->ban[b] >> 5] >> (e->ban[b] & 31) & 1u) allowed--;
+    return allowed > 0 ? n_ban : 0;
+}
+
 // Samples row j of entry en from logits `row`, runs the stop checks and fills the outbox.
 static void engine_sample_one(Engine *e, EngineRequest *r, const SchedEntry *en, int j, float *row) {
     const int vocab = e->info.vocab;
@@ -320,6 +377,7 @@ static void engine_sample_one(Engine *e, EngineRequest *r, const SchedEntry *en,
     }
     // min_tokens: EOS and stop tokens are banned after the raw logprobs are taken (vLLM's order)
     int n_ban = stop_min_tokens_ban(&r->stop, e->eog_ids, e->n_eog, s->num_out, e->ban);
+    if (s->gm) n_ban = engine_mask_apply(e, en->sample_row + j, logits, n_ban);
     SampleLogprobs lp;
     int32_t tok = sampler_sample_banned(&s->params, &s->sampler, logits, vocab, e->ban, n_ban, &e->scratch,
                                         r->want_logprobs ? &lp : NULL);
@@ -328,6 +386,12 @@ static void engine_sample_one(Engine *e, EngineRequest *r, const SchedEntry *en,
 
     // stop token, then the text it adds (none for a stop token unless asked), then stop strings
     StopKind kind = stop_check_token(&r->stop, e->tok, tok, s->num_out);
+    if (s->gm) { // the grammar's end (a stop token accepted, with ignore_eos too) ends the sample
+        bool ok = grammar_matcher_accept(s->gm, tok);
+        if (!ok) log_warn("request %lld: the grammar refused token %d that its mask allowed; ending the choice",
+                          (long long)r->id, tok);
+        if ((!ok || grammar_matcher_terminated(s->gm)) && kind == STOP_NONE) kind = STOP_EOS;
+    }
     int n = 0;
     if (kind == STOP_NONE || r->stop.include_stop_str)
         n = detok_feed(&s->detok, e->tok, tok, e->detok_buf, e->detok_cap);
@@ -391,7 +455,9 @@ static void engine_step(Engine *e) {
         e->prompt_rows[i] = MAX(0, end - en->start_pos);
         any_prompt_rows |= e->prompt_rows[i] > 0;
     }
+    int n_masks = engine_masks_post(e, out);
     runner_step(&e->runner, out, any_prompt_rows ? e->prompt_rows : NULL);
+    if (n_masks) mask_worker_wait(&e->masks);
     double t2 = time_now_s();
     if (any_prompt_rows) engine_prompt_logprobs(e, out);
 
@@ -468,6 +534,14 @@ void engine_stats(Engine *e, EngineStats *out) {
     *out = e->st_pub;
     out->num_waiting += e->n_inbox;
     pthread_mutex_unlock(&e->inbox_mu);
+    StructuredStats so;
+    so_stats(e->so, &so);
+    out->grammar_queries = so.queries;
+    out->grammar_cache_hits = so.hits;
+    out->grammar_compiles = so.compiles;
+    out->num_grammar_compiling = so.num_compiling;
+    out->num_waiting += so.num_compiling;
+    out->num_constrained = atomic_load(&e->n_constrained);
     out->num_steps = atomic_load(&e->steps_begun);
 }
 
@@ -532,6 +606,7 @@ static int cpu_count(void) {
 }
 
 static void engine_free(Engine *e) {
+    so_destroy(e->so);
     sched_free(&e->sched);
     runner_free(&e->runner); // stops the rank threads before their models go
     for (int i = 0; i < e->n_models; i++) model_free(&e->models[i]);
@@ -542,6 +617,8 @@ static void engine_free(Engine *e) {
     engine_text_close(&e->text);
     wsrc_close(&e->src);
     sampler_scratch_free(&e->scratch);
+    mask_worker_free(&e->masks);
+    free(e->mask_row);
     free(e->row_copy);
     free(e->eog_ids);
     free(e->ban);
@@ -722,6 +799,9 @@ int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path,
     e->prompt_rows = xcalloc((size_t)c->max_num_seqs, sizeof(int));
     e->stop_flags = xcalloc((size_t)c->max_num_seqs, sizeof(bool));
     e->touched = xcalloc((size_t)c->max_num_seqs + 1, sizeof(EngineRequest *));
+    e->mask_row = xcalloc((size_t)c->max_num_seqs, sizeof(int));
+    mask_worker_init(&e->masks, c->max_num_seqs, vocab);
+    e->so = so_create(e, e->tok, vocab, c->structured_output_cache_size, c->structured_output_compile_timeout);
 
     log_info("engine: %s (%s), %s, tensor parallel %d, max_model_len %d, max_num_seqs %d, max_num_batched_tokens %d, "
              "block size %d, prefix caching %s, %d threads", mc->arch, load_format_name(e->src.format),
@@ -757,6 +837,8 @@ void engine_destroy(Engine *e) {
     pthread_cond_broadcast(&e->inbox_cv);
     pthread_mutex_unlock(&e->inbox_mu);
     if (e->thread_started) pthread_join(e->thread, NULL);
+    so_destroy(e->so); // parked requests end with an abort; none reaches the inbox any more
+    e->so = NULL;
 
     // The engine thread is gone: this thread plays its part. Requests still in the inbox are
     // admitted first so that every unfinished request ends the same way, with an abort.

@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "engine/sampling/grammar.h"
 #include "engine/sampling/sampler.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/model/weights.h"
@@ -57,6 +58,9 @@ typedef struct {
     EngineDevice device;        // --device
     double gpu_memory_utilization; // --gpu-memory-utilization (0.9)
     bool enforce_eager;         // --enforce-eager: no CUDA graphs
+    int structured_output_cache_size;        // --structured-output-cache-size: compiled grammars kept (64)
+    double structured_output_compile_timeout; // --structured-output-compile-timeout: seconds a request
+                                              // waits for its grammar to compile (10)
 } EngineConfig;
 
 void engine_config_defaults(EngineConfig *c);
@@ -130,6 +134,9 @@ typedef struct {
                                 // and needs --device cpu
     const char *cache_salt;     // prefix caching: KV blocks are shared only between requests with the
                                 // same salt (vLLM's cache_salt); NULL = the common cache. Read at submit
+    GrammarKind grammar_kind;   // structured output: the constraint's kind, GRAMMAR_NONE for none
+    const char *grammar;        // (grammar_len) its canonical text (grammar.h), copied at submit; the
+    size_t grammar_len;         // compiled grammar is cached by (kind, text)
 } EngineParams;
 
 void engine_params_defaults(EngineParams *p);
@@ -137,6 +144,8 @@ void engine_params_defaults(EngineParams *p);
 // engine_submit errors besides SL_ERR (an invalid parameter, named in err):
 #define ENGINE_ERR_CONTEXT (-2) // the prompt (+ max_tokens) does not fit max_model_len
 #define ENGINE_ERR_STOPPED (-3) // the engine is shutting down
+#define ENGINE_ERR_GRAMMAR (-4) // the grammar does not compile (also later, from engine_request_status)
+#define ENGINE_ERR_GRAMMAR_TIMEOUT (-5) // the grammar did not compile in time (engine_request_status)
 
 // Called by the engine thread, with the request's mutex held, whenever the request has new
 // output (at most once per step). It must only wake the consumer (resume a connection, write an
@@ -198,11 +207,20 @@ typedef struct {
     double t_finished;               // 0 before
     uint64_t finish_step;            // EngineStats.num_steps when it finished: an abort issued while
                                      // num_steps was s lands at s, or s + 1 if a step was starting
+    int error;                       // ENGINE_ERR_GRAMMAR*: it ended before running (choices: abort)
+    const char *error_msg;           // why, when error is set
+    double grammar_compile_s;        // its grammar was new: the compile's seconds (0 otherwise)
+    bool grammar_cache_hit;          // its grammar was compiled already
 } EngineOutput;
 
 // Moves everything produced since the last take into *out (pointers valid until the next take or
 // the release). Returns true when something is new: tokens, text or a finish.
 bool engine_request_take(EngineRequest *r, EngineOutput *out);
+// A request with a grammar waits for the compile before it is queued: 0 while it waits, 1 once
+// queued (at once for a request without a grammar), ENGINE_ERR_GRAMMAR / _TIMEOUT when it ended
+// because of its grammar (*msg: why, valid until the release), ENGINE_ERR_STOPPED when it was
+// aborted while it waited. The notify callback fires on each change.
+int engine_request_status(EngineRequest *r, const char **msg);
 // Blocks until there is something new to take or the request has finished, at most timeout_s
 // seconds (< 0: no limit). Returns true when there is something to take.
 bool engine_request_wait(EngineRequest *r, double timeout_s);
@@ -227,6 +245,11 @@ typedef struct {
     double time_schedule;            // seconds in sched_schedule + sched_update
     double time_forward;             // seconds in the runner (copies, Batch, model_forward)
     double time_sample;              // seconds sampling, stop checks, detokenizing, outboxes
+    uint64_t grammar_queries;        // requests with a grammar
+    uint64_t grammar_cache_hits;     // of which found it compiled (or known bad)
+    uint64_t grammar_compiles;       // compiles finished
+    int num_grammar_compiling;       // requests waiting for their grammar (also in num_waiting)
+    int num_constrained;             // constrained requests admitted and not finished
     uint64_t num_decode_steps;       // steps with decode tokens only (no prefill chunk)
     double time_decode_steps;        // their seconds, all parts together
 } EngineStats;

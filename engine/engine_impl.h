@@ -22,6 +22,7 @@
 #include "engine/model/weights.h"
 #include "kernels/comm.h"
 #include "engine/sampling/stop.h"
+#include "engine/structured.h"
 #include "scheduler/scheduler.h"
 
 // ---- the tokenizer and chat template that go with a model (engine_text.c)
@@ -69,6 +70,7 @@ typedef struct {
     int32_t stop_token;
     int stop_str;
     bool finished;
+    GrammarMatcher *gm;        // structured output: this choice's matcher, else NULL
 } Sample;
 
 struct EngineRequest {
@@ -85,6 +87,13 @@ struct EngineRequest {
     int32_t *bias_ids;         // owned copies of the logit bias the params point at
     float *bias_vals;
     StopSpec stop;
+
+    // ---- structured output (structured.c): parked on a compile until admitted
+    GrammarKind grammar_kind;  // GRAMMAR_NONE: unconstrained
+    EngineRequest *so_next;    // in the cache entry's waiting list
+    double so_t0, so_deadline;
+    bool compiled_here;        // its grammar was new: this request waited for the compile
+    char error[ERR_MAX];       // why it ended before reaching the engine (out.error points here)
 
     // ---- engine thread only
     Sequence seq;              // the parent; children inside
@@ -104,6 +113,7 @@ struct EngineRequest {
     EngineChoice *view;         // (n) what a take hands out
     EngineOutput out;           // usage and times
     bool has_new, finished;
+    bool admitted;              // queued for the engine thread (its grammar, if any, compiled)
     EngineNotifyFn notify;
     void *notify_ctx;
 };
@@ -131,6 +141,10 @@ struct Engine {
     Scheduler sched;
     SchedOutput out;
     SamplerScratch scratch;
+    StructuredOutput *so;      // grammar cache and compile threads
+    MaskWorker masks;          // this step's bitmasks, filled during the forward
+    int *mask_row;             // (max_num_seqs) sample row -> MaskWorker row, -1 when unconstrained
+    atomic_int n_constrained;  // constrained requests admitted and not finished
     float *row_copy;           // (vocab) a logits row for all but the last of n samples
     int32_t *eog_ids;          // every end-of-generation token of the tokenizer
     int n_eog;
@@ -181,7 +195,16 @@ void engine_map_put(ReqMap *m, EngineRequest *r);
 EngineRequest *engine_map_get(const ReqMap *m, int64_t id); // NULL when absent
 void engine_map_del(ReqMap *m, int64_t id);
 
+// Queues r for the engine thread (engine_submit, and structured output once r's grammar is
+// compiled; wake: call its notify, since the consumer waits for engine_request_status). False when
+// the engine is stopping (nothing queued).
+bool engine_inbox_push(Engine *e, EngineRequest *r, bool wake);
+
 // ---- requests and their outboxes (engine_request.c)
+// Ends a request that never reached the engine thread: every choice finishes with an abort, and
+// code (ENGINE_ERR_GRAMMAR...; 0 for a plain abort) and msg go to its output. Drops the engine's
+// reference.
+void engine_request_end_early(EngineRequest *r, int code, const char *msg);
 void engine_outbox_init(ChoiceBuf *b, int max_output, bool logprobs);
 // Frees what only the engine thread uses (sequences, samplers, stop texts) once r has finished.
 void engine_request_free_state(EngineRequest *r);

@@ -1,6 +1,7 @@
 // engine_request.c: the id map of live requests, each request's outbox (what the engine thread
 // appends and the consumer takes), and the consumer's calls: take, wait, release. See engine.h
 // for the contract and engine_impl.h for the structures.
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -98,11 +99,15 @@ static void outbox_free(ChoiceBuf *b) {
 
 void engine_request_free_state(EngineRequest *r) {
     seq_free(&r->seq);
+    bool constrained = false;
     if (r->samples)
         for (int i = 0; i < r->n; i++) {
             sampler_state_free(&r->samples[i].sampler);
             stop_text_free(&r->samples[i].text);
+            constrained |= r->samples[i].gm != NULL;
+            grammar_matcher_free(r->samples[i].gm);
         }
+    if (constrained) atomic_fetch_sub(&r->engine->n_constrained, 1);
     free(r->samples);
     r->samples = NULL;
 }
@@ -160,6 +165,32 @@ void engine_outbox_push_text(EngineRequest *r, int si, const char *text, size_t 
 }
 
 int64_t engine_request_id(const EngineRequest *r) { return r->id; }
+
+void engine_request_end_early(EngineRequest *r, int code, const char *msg) {
+    pthread_mutex_lock(&r->mu);
+    for (int i = 0; i < r->n; i++) r->state[i].finish = ENGINE_FINISH_ABORT;
+    if (code) {
+        snprintf(r->error, sizeof r->error, "%s", msg ? msg : "");
+        r->out.error = code;
+        r->out.error_msg = r->error;
+    }
+    r->finished = true;
+    r->has_new = true;
+    r->out.t_finished = time_now_s();
+    pthread_cond_broadcast(&r->cv);
+    if (r->notify) r->notify(r->notify_ctx);
+    pthread_mutex_unlock(&r->mu);
+    engine_request_free_state(r);
+    engine_request_unref(r);
+}
+
+int engine_request_status(EngineRequest *r, const char **msg) {
+    pthread_mutex_lock(&r->mu);
+    int st = r->out.error ? r->out.error : r->admitted ? 1 : r->finished ? ENGINE_ERR_STOPPED : 0;
+    if (msg) *msg = r->out.error ? r->error : NULL;
+    pthread_mutex_unlock(&r->mu);
+    return st;
+}
 
 void engine_request_release(EngineRequest *r) {
     pthread_mutex_lock(&r->mu);

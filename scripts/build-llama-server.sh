@@ -22,22 +22,13 @@ if [ -x "$DEST/llama-server" ]; then
     exit 0
 fi
 
-for tool in cmake g++ make python3; do
-    command -v "$tool" >/dev/null || { echo "build-llama-server: $tool is missing" >&2; exit 1; }
-done
+. "$(dirname "$0")/sdist.sh"
+sdist_need_tools cmake g++ make python3
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/llama-server-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-
-# pip is the ordinary PyPI client; --no-binary :all: makes it fetch the sdist, which carries
-# vendor/llama.cpp (the wheel does not). Use the venv's pip when the system one is absent.
-PIP="python3 -m pip"
-python3 -m pip --version >/dev/null 2>&1 || PIP="$(dirname "$0")/../.venv/bin/python -m pip"
-echo "build-llama-server: downloading llama-cpp-python==$VERSION (sdist)" >&2
-$PIP download -q --disable-pip-version-check --no-binary :all: --no-deps \
-    "llama-cpp-python==$VERSION" -d "$work/dl" >&2
-tar -xzf "$work"/dl/llama_cpp_python-"$VERSION".tar.gz -C "$work"
-src=$work/llama_cpp_python-$VERSION/vendor/llama.cpp
+# the sdist carries vendor/llama.cpp (the wheel does not)
+src=$(sdist_fetch llama-cpp-python "$VERSION" "$work")/vendor/llama.cpp
 [ -f "$src/tools/server/server.cpp" ] || { echo "build-llama-server: no tools/server in $src" >&2; exit 1; }
 
 echo "build-llama-server: configuring (GGML_NATIVE=ON, LLAMA_CURL=OFF, static)" >&2

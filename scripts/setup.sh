@@ -5,9 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# chromium: tests/api/test_browser_cors.py drives it headless to check CORS from a real browser
-DEB_PKGS=(gcc make pkg-config libmicrohttpd-dev libcjson-dev libpcre2-dev python3-venv python3-pip unzip curl wrk chromium)
-PY_PKGS=(pytest==8.3.3 openai==1.54.4 httpx==0.27.2 jinja2==3.1.4 requests==2.32.3 numpy==2.4.6 gguf==0.17.1)
+# g++, cmake: XGrammar (scripts/build-xgrammar.sh, structured output)
+# chromium: tests/api/test_browser_cors.py drives it headless to check CORS from a real browser;
+# chromium-driver + selenium: tests/api/test_web_ui.py drives the chat page with them.
+# libjs-marked: the chat page's markdown renderer, built into the binary (Makefile, WEB_ASSETS);
+# libyaml-dev: --config files (config/config_file.c).
+DEB_PKGS=(gcc g++ cmake make pkg-config libmicrohttpd-dev libcjson-dev libpcre2-dev libyaml-dev libjs-marked
+          python3-venv python3-pip unzip curl wrk chromium chromium-driver)
+PY_PKGS=(pytest==8.3.3 openai==1.54.4 httpx==0.27.2 jinja2==3.1.4 requests==2.32.3 numpy==2.4.6 gguf==0.17.1
+         selenium==4.27.1)
 
 missing=()
 for p in "${DEB_PKGS[@]}"; do

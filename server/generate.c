@@ -160,6 +160,7 @@ static void part_done(GenReq *g, int pi) {
     int n = g->req.n, finish[n];
     for (int j = 0; j < n; j++) finish[j] = finish_metric(g->choices[pi * n + j].finish);
     double a = o->t_arrival;
+    if (o->grammar_compile_s > 0) metrics_observe_compile(&g->srv->metrics, o->grammar_compile_s);
     metrics_request_done(&g->srv->metrics, o->t_first_token > 0 ? o->t_first_token - a : -1,
                          o->t_finished > 0 ? o->t_finished - a : -1, o->t_scheduled > 0 ? o->t_scheduled - a : -1,
                          o->prompt_tokens, o->completion_tokens, finish, n);
@@ -364,9 +365,42 @@ static enum MHD_Result reply_final(GenReq *g, struct MHD_Connection *c) {
     return ret;
 }
 
+// A constrained request's parts wait for their grammar to compile before the engine takes them.
+// Returns 1 once every part is queued, 0 while one still waits, or SL_ERR with e filled when a
+// grammar was refused (invalid: 400 naming the field that held it; too slow: 408).
+static int grammar_status(GenReq *g, ApiError *e) {
+    if (g->req.grammar_kind == GRAMMAR_NONE || g->grammar_ready) return 1;
+    bool ready = true;
+    for (int i = 0; i < g->n_parts; i++) {
+        const char *msg = NULL;
+        int st = engine_request_status(g->parts[i].er, &msg);
+        if (st == ENGINE_ERR_GRAMMAR_TIMEOUT)
+            return api_error(e, 408, NULL, "timeout", g->req.grammar_param, "%s", msg);
+        if (st == ENGINE_ERR_GRAMMAR)
+            return api_error(e, 400, NULL, "invalid_value", g->req.grammar_param, "Invalid '%s': %s",
+                             g->req.grammar_param, msg);
+        if (st == ENGINE_ERR_STOPPED) // aborted while it waited (shutdown)
+            return api_error(e, 503, "server_error", "service_unavailable", NULL,
+                             "The request was aborted before it started.");
+        ready &= st == 1;
+    }
+    g->grammar_ready = ready;
+    return ready ? 1 : 0;
+}
+
+static enum MHD_Result queue_stream(Server *s, GenReq *g, struct MHD_Connection *c);
+
 static enum MHD_Result wait_or_reply(GenReq *g, struct MHD_Connection *c) {
     for (;;) {
-        gen_pump(g, true);
+        ApiError e;
+        int gs = grammar_status(g, &e);
+        if (gs < 0) { // nothing was sent yet: a plain error, and the other parts go
+            gen_abort(g);
+            g->refused = true;
+            return http_reply_error(c, g->srv, &e);
+        }
+        if (gs == 1 && g->req.stream) return queue_stream(g->srv, g, c);
+        if (!g->req.stream) gen_pump(g, true);
         if (g->all_finished) return reply_final(g, c);
         pthread_mutex_lock(&g->mu);
         if (g->client_gone) {
@@ -387,6 +421,7 @@ static enum MHD_Result wait_or_reply(GenReq *g, struct MHD_Connection *c) {
 
 enum MHD_Result gen_resume(Server *s, HttpConn *hc, struct MHD_Connection *c) {
     (void)s;
+    if (hc->gen->refused) return MHD_YES; // its error is queued already
     return wait_or_reply(hc->gen, c);
 }
 
@@ -398,6 +433,8 @@ static int submit_error(int rc, const char *err, const OaiRequest *r, ApiError *
         return api_error(e, 400, NULL, "context_length_exceeded", r->kind == OAI_CHAT ? "messages" : "prompt", "%s", err);
     if (rc == ENGINE_ERR_STOPPED)
         return api_error(e, 503, "server_error", "service_unavailable", NULL, "%s", err);
+    if (rc == ENGINE_ERR_GRAMMAR) // a grammar that failed before (cached): refused at once
+        return api_error(e, 400, NULL, "invalid_value", r->grammar_param, "Invalid '%s': %s", r->grammar_param, err);
     // the engine's messages name the parameter as "Invalid 'name': ..."
     char param[OAI_PARAM_MAX] = "";
     const char *q = strchr(err, '\''), *q2 = q ? strchr(q + 1, '\'') : NULL;
@@ -435,6 +472,9 @@ static void engine_params_from(const OaiRequest *r, EngineParams *ep) {
     ep->include_stop_str_in_output = r->include_stop_str_in_output;
     ep->skip_special_tokens = r->skip_special_tokens;
     ep->cache_salt = r->cache_salt;
+    ep->grammar_kind = r->grammar_kind;
+    ep->grammar = r->grammar;
+    ep->grammar_len = r->grammar_len;
 }
 
 // --enable-log-requests: the prompt as a JSON string, cut to --max-log-len characters (vLLM
@@ -600,7 +640,7 @@ enum MHD_Result gen_start(Server *s, HttpConn *hc, struct MHD_Connection *c, Oai
     }
     hc->gen = g;
     live_add(s, g);
-    return r->stream ? queue_stream(s, g, c) : wait_or_reply(g, c);
+    return wait_or_reply(g, c);
 }
 
 void gen_stats(const GenReq *g, GenStats *st) {

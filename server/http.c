@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "server/server_impl.h"
+#include "server/web.h"
 
 // libmicrohttpd's per-connection pool: the request line and headers (larger ones get 431) and
 // the write buffer of a stream. Smaller than its 32 KiB default, so idle streams stay cheap.
@@ -98,6 +99,10 @@ int server_flags(ServerOptions *o, Flag *out) {
          "put the prompt text in each request's log line (off: never logged)", ""},
         {"--max-log-len", "SLUICE_MAX_LOG_LEN", FLAG_INT, &o->max_log_len, -1, 1 << 30,
          "characters of the prompt the request log line keeps (-1: all)", ""},
+        {"--metrics-vllm-names", "SLUICE_METRICS_VLLM_NAMES", FLAG_BOOL, &o->metrics_vllm_names, 0, 0,
+         "/metrics also carries vLLM's metrics under their vllm: names, for dashboards written for vLLM", ""},
+        {"--disable-web-ui", "SLUICE_DISABLE_WEB_UI", FLAG_BOOL, &o->disable_web_ui, 0, 0,
+         "no chat page at GET / and /chat (they answer 404)", ""},
     };
     int n = (int)ARRAY_LEN(rows);
     CHECK(n <= SERVER_MAX_FLAGS);
@@ -148,7 +153,7 @@ static enum MHD_Result reply_errorf(struct MHD_Connection *c, Server *s, int sta
 
 typedef enum {
     R_HEALTH, R_READY, R_MODELS, R_MODEL, R_VERSION, R_METRICS, R_TOKENIZE, R_DETOKENIZE, R_CHAT, R_COMPLETIONS,
-    R_COUNT
+    R_WEB, R_COUNT
 } RouteId;
 
 static const struct {
@@ -167,6 +172,8 @@ static const struct {
     [R_DETOKENIZE] = {"/detokenize", "POST", false, "tokn-"},
     [R_CHAT] = {"/v1/chat/completions", "POST", false, "chatcmpl-"},
     [R_COMPLETIONS] = {"/v1/completions", "POST", false, "cmpl-"},
+    // the page asks for the key itself and sends it with its API calls (server/web.h)
+    [R_WEB] = {"/chat", "GET", true, ""}, // and every file web_asset() knows
 };
 
 typedef struct {
@@ -187,6 +194,7 @@ HttpConn *http_conn_of(struct MHD_Connection *c) {
 static int route_find(const char *url, const char *method, bool *method_ok) {
     for (int i = 0; i < R_COUNT; i++) {
         bool hit = i == R_MODEL ? strncmp(url, ROUTES[i].path, strlen(ROUTES[i].path)) == 0 && url[11]
+                   : i == R_WEB ? web_asset(url) != NULL
                                 : strcmp(url, ROUTES[i].path) == 0;
         if (!hit) continue;
         *method_ok = !strcmp(method, ROUTES[i].method) || (!strcmp(method, "HEAD") && !strcmp(ROUTES[i].method, "GET"));
@@ -277,7 +285,7 @@ static int headers_check(Server *s, HttpConn *hc, struct MHD_Connection *c, cons
 
 static enum MHD_Result dispatch(Server *s, HttpConn *hc, struct MHD_Connection *c) {
     if (atomic_load(&s->state) == SERVER_LOADING && hc->route != R_HEALTH && hc->route != R_READY &&
-        hc->route != R_VERSION && hc->route != R_METRICS)
+        hc->route != R_VERSION && hc->route != R_METRICS && hc->route != R_WEB)
         return reply_errorf(c, s, 503, "server_error", "service_unavailable", "The model is still loading.");
     switch ((RouteId)hc->route) {
     case R_HEALTH: return route_health(s, c);
@@ -290,6 +298,7 @@ static enum MHD_Result dispatch(Server *s, HttpConn *hc, struct MHD_Connection *
     case R_DETOKENIZE: return route_detokenize(s, c, &hc->body);
     case R_CHAT: return gen_start(s, hc, c, OAI_CHAT);
     case R_COMPLETIONS: return gen_start(s, hc, c, OAI_COMPLETION);
+    case R_WEB: return route_web(s, c, hc->url);
     case R_COUNT: break;
     }
     DIE("route %d", hc->route);
@@ -311,6 +320,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (slot) slot->cur = hc;
         bool method_ok = false;
         int route = route_find(url, method, &method_ok);
+        if (route == R_WEB && s->opt.disable_web_ui) route = -1; // a 404, as for any unknown path
         hc->probe = route >= 0 && ROUTES[route].open;
         access_begin(hc, c, method, url, route >= 0 ? ROUTES[route].id_prefix : "");
         enum MHD_Result ret = MHD_YES;

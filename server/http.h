@@ -42,11 +42,13 @@ typedef struct {
     bool allow_credentials;     // --allow-credentials: Access-Control-Allow-Credentials: true
     bool enable_log_requests;   // --enable-log-requests: the prompt text in the request log line
     int max_log_len;            // --max-log-len: characters of it at most (-1: no limit)
+    bool metrics_vllm_names;    // --metrics-vllm-names: /metrics repeats vLLM's metrics as vllm:*
+    bool disable_web_ui;        // --disable-web-ui: no chat page at / and /chat (404)
 } ServerOptions;
 
 void server_options_defaults(ServerOptions *o);
 void server_options_free(ServerOptions *o);
-#define SERVER_MAX_FLAGS 24
+#define SERVER_MAX_FLAGS 32
 // The option rows for config_parse's `extra` (bound to o, defaults recorded); returns the count.
 int server_flags(ServerOptions *o, Flag *out);
 

@@ -19,6 +19,9 @@ static const double LATENCY_BUCKETS[] = {0.3,  0.5,  0.8,  1.0,  1.5,   2.0,   2
 static const double TOKEN_BUCKETS[] = {1,    2,    5,    10,    20,    50,    100,    200,
                                        500,  1000, 2000, 5000,  10000, 20000, 50000, 100000};
 
+static const double COMPILE_BUCKETS[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                         0.5,   1.0,    2.5,   5.0,  10.0,  30.0, 60.0};
+
 static const char *const FINISH_NAMES[METRICS_FINISH_N] = {"stop", "length", "abort"};
 
 static void hist_init(MetricsHist *h, const double *bounds, int n) {
@@ -35,8 +38,18 @@ void metrics_init(Metrics *m) {
     hist_init(&m->itl, ITL_BUCKETS, (int)ARRAY_LEN(ITL_BUCKETS));
     hist_init(&m->e2e, LATENCY_BUCKETS, (int)ARRAY_LEN(LATENCY_BUCKETS));
     hist_init(&m->queue, LATENCY_BUCKETS, (int)ARRAY_LEN(LATENCY_BUCKETS));
+    hist_init(&m->prefill, LATENCY_BUCKETS, (int)ARRAY_LEN(LATENCY_BUCKETS));
+    hist_init(&m->decode, LATENCY_BUCKETS, (int)ARRAY_LEN(LATENCY_BUCKETS));
+    hist_init(&m->inference, LATENCY_BUCKETS, (int)ARRAY_LEN(LATENCY_BUCKETS));
     hist_init(&m->prompt_len, TOKEN_BUCKETS, (int)ARRAY_LEN(TOKEN_BUCKETS));
     hist_init(&m->gen_len, TOKEN_BUCKETS, (int)ARRAY_LEN(TOKEN_BUCKETS));
+    hist_init(&m->grammar_compile, COMPILE_BUCKETS, (int)ARRAY_LEN(COMPILE_BUCKETS));
+}
+
+void metrics_observe_compile(Metrics *m, double seconds) {
+    pthread_mutex_lock(&m->mu);
+    metrics_hist_observe(&m->grammar_compile, seconds);
+    pthread_mutex_unlock(&m->mu);
 }
 
 void metrics_free(Metrics *m) { pthread_mutex_destroy(&m->mu); }
@@ -56,6 +69,9 @@ void metrics_request_done(Metrics *m, double ttft, double e2e, double queue, int
     metrics_hist_observe(&m->ttft, ttft);
     metrics_hist_observe(&m->e2e, e2e);
     metrics_hist_observe(&m->queue, queue);
+    if (queue >= 0 && ttft >= 0) metrics_hist_observe(&m->prefill, ttft - queue);
+    if (ttft >= 0 && e2e >= 0) metrics_hist_observe(&m->decode, e2e - ttft);
+    if (queue >= 0 && e2e >= 0) metrics_hist_observe(&m->inference, e2e - queue);
     metrics_hist_observe(&m->prompt_len, prompt_tokens);
     metrics_hist_observe(&m->gen_len, gen_tokens);
     for (int i = 0; i < n_choices; i++)
@@ -100,8 +116,15 @@ static void put_float(SBuf *b, double v) {
     if (!strpbrk(buf, ".eni")) sbuf_puts(b, ".0");
 }
 
-static void meta(SBuf *b, const char *name, const char *type, const char *help) {
-    sbuf_printf(b, "# HELP sluice:%s %s\n# TYPE sluice:%s %s\n", name, help, name, type);
+// One rendering of the set: the prefix ("sluice:" or "vllm:") and the model_name label.
+typedef struct {
+    SBuf *b;
+    const char *prefix;
+    const char *model;
+} Out;
+
+static void meta(const Out *o, const char *name, const char *type, const char *help) {
+    sbuf_printf(o->b, "# HELP %s%s %s\n# TYPE %s%s %s\n", o->prefix, name, help, o->prefix, name, type);
 }
 
 static void label_value(SBuf *b, const char *s) {
@@ -114,29 +137,29 @@ static void label_value(SBuf *b, const char *s) {
     }
 }
 
-static void sample(SBuf *b, const char *name, const char *model, const char *extra_label, double v) {
-    sbuf_printf(b, "sluice:%s{model_name=\"", name);
-    label_value(b, model);
-    sbuf_printf(b, "\"%s} ", extra_label ? extra_label : "");
-    put_float(b, v);
-    sbuf_put(b, "\n", 1);
+static void sample(const Out *o, const char *name, const char *extra_label, double v) {
+    sbuf_printf(o->b, "%s%s{model_name=\"", o->prefix, name);
+    label_value(o->b, o->model);
+    sbuf_printf(o->b, "\"%s} ", extra_label ? extra_label : "");
+    put_float(o->b, v);
+    sbuf_put(o->b, "\n", 1);
 }
 
-static void gauge(SBuf *b, const char *name, const char *help, const char *model, double v) {
-    meta(b, name, "gauge", help);
-    sample(b, name, model, NULL, v);
+static void gauge(const Out *o, const char *name, const char *help, double v) {
+    meta(o, name, "gauge", help);
+    sample(o, name, NULL, v);
 }
 
-static void counter(SBuf *b, const char *name, const char *help, const char *model, double v) {
+static void counter(const Out *o, const char *name, const char *help, double v) {
     char total[96];
-    meta(b, name, "counter", help);
+    meta(o, name, "counter", help);
     snprintf(total, sizeof total, "%s_total", name);
-    sample(b, total, model, NULL, v);
+    sample(o, total, NULL, v);
 }
 
-static void histogram(SBuf *b, const char *name, const char *help, const char *model, const MetricsHist *h) {
+static void histogram(const Out *o, const char *name, const char *help, const MetricsHist *h) {
     char series[96], le[64];
-    meta(b, name, "histogram", help);
+    meta(o, name, "histogram", help);
     snprintf(series, sizeof series, "%s_bucket", name);
     uint64_t cum = 0;
     for (int i = 0; i <= h->n; i++) {
@@ -149,50 +172,73 @@ static void histogram(SBuf *b, const char *name, const char *help, const char *m
         } else {
             snprintf(le, sizeof le, ",le=\"+Inf\"");
         }
-        sample(b, series, model, le, (double)cum);
+        sample(o, series, le, (double)cum);
     }
     snprintf(series, sizeof series, "%s_count", name);
-    sample(b, series, model, NULL, (double)h->count);
+    sample(o, series, NULL, (double)h->count);
     snprintf(series, sizeof series, "%s_sum", name);
-    sample(b, series, model, NULL, h->sum);
+    sample(o, series, NULL, h->sum);
 }
 
-void metrics_render(Metrics *m, const MetricsEngine *e, const char *model, SBuf *b) {
-    gauge(b, "num_requests_running", "Number of requests in model execution batches.", model, e->num_running);
-    gauge(b, "num_requests_waiting", "Number of requests waiting to be processed.", model, e->num_waiting);
-    gauge(b, "kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", model, e->kv_usage);
-    counter(b, "prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.", model,
+// The metrics vLLM also has, under o->prefix (the caller holds m->mu).
+static void render_vllm_set(const Out *o, Metrics *m, const MetricsEngine *e) {
+    gauge(o, "num_requests_running", "Number of requests in model execution batches.", e->num_running);
+    gauge(o, "num_requests_waiting", "Number of requests waiting to be processed.", e->num_waiting);
+    gauge(o, "kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", e->kv_usage);
+    counter(o, "prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.",
             (double)e->prefix_cache_queries);
-    counter(b, "prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.", model,
+    counter(o, "prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.",
             (double)e->prefix_cache_hits);
-    counter(b, "num_preemptions", "Cumulative number of preemptions from the engine.", model,
-            (double)e->num_preemptions);
-    counter(b, "prompt_tokens", "Number of prefill tokens processed.", model, (double)e->prompt_tokens);
-    counter(b, "generation_tokens", "Number of generation tokens processed.", model, (double)e->generation_tokens);
-
-    pthread_mutex_lock(&m->mu);
-    meta(b, "request_success", "counter", "Count of successfully processed requests, by finish reason.");
+    counter(o, "num_preemptions", "Cumulative number of preemptions from the engine.", (double)e->num_preemptions);
+    counter(o, "prompt_tokens", "Number of prefill tokens processed.", (double)e->prompt_tokens);
+    counter(o, "generation_tokens", "Number of generation tokens processed.", (double)e->generation_tokens);
+    meta(o, "request_success", "counter", "Count of successfully processed requests, by finish reason.");
     for (int i = 0; i < METRICS_FINISH_N; i++) {
         char label[64];
         snprintf(label, sizeof label, ",finished_reason=\"%s\"", FINISH_NAMES[i]);
-        sample(b, "request_success_total", model, label, (double)m->success[i]);
+        sample(o, "request_success_total", label, (double)m->success[i]);
     }
-    histogram(b, "time_to_first_token_seconds", "Histogram of time to first token in seconds.", model, &m->ttft);
-    histogram(b, "inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", model, &m->itl);
-    histogram(b, "e2e_request_latency_seconds", "Histogram of end to end request latency in seconds.", model, &m->e2e);
-    histogram(b, "request_queue_time_seconds", "Histogram of time spent waiting in the queue in seconds.", model,
-              &m->queue);
-    histogram(b, "request_prompt_tokens", "Number of prefill tokens processed per request.", model, &m->prompt_len);
-    histogram(b, "request_generation_tokens", "Number of generation tokens processed per request.", model,
-              &m->gen_len);
-    meta(b, "http_responses", "counter", "HTTP responses by status class.");
+    histogram(o, "time_to_first_token_seconds", "Histogram of time to first token in seconds.", &m->ttft);
+    histogram(o, "inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", &m->itl);
+    histogram(o, "e2e_request_latency_seconds", "Histogram of end to end request latency in seconds.", &m->e2e);
+    histogram(o, "request_queue_time_seconds", "Histogram of time spent waiting in the queue in seconds.", &m->queue);
+    histogram(o, "request_inference_time_seconds", "Histogram of time spent running (prefill and decode) in seconds.",
+              &m->inference);
+    histogram(o, "request_prefill_time_seconds", "Histogram of time spent in prefill in seconds.", &m->prefill);
+    histogram(o, "request_decode_time_seconds", "Histogram of time spent in decode in seconds.", &m->decode);
+    histogram(o, "request_prompt_tokens", "Number of prefill tokens processed per request.", &m->prompt_len);
+    histogram(o, "request_generation_tokens", "Number of generation tokens processed per request.", &m->gen_len);
+}
+
+void metrics_render(Metrics *m, const MetricsEngine *e, const char *model, bool vllm_names, SBuf *b) {
+    Out o = {b, "sluice:", model};
+    pthread_mutex_lock(&m->mu);
+    render_vllm_set(&o, m, e);
+    meta(&o, "http_responses", "counter", "HTTP responses by status class.");
     for (int c = 1; c <= 5; c++) {
         char label[32];
         snprintf(label, sizeof label, ",code=\"%dxx\"", c);
-        sample(b, "http_responses_total", model, label, (double)m->http_status[c]);
+        sample(&o, "http_responses_total", label, (double)m->http_status[c]);
     }
-    meta(b, "requests_rejected", "counter", "Requests refused by admission control (429) or while draining (503).");
-    sample(b, "requests_rejected_total", model, ",reason=\"overloaded\"", (double)m->rejected_429);
-    sample(b, "requests_rejected_total", model, ",reason=\"unavailable\"", (double)m->rejected_503);
+    meta(&o, "requests_rejected", "counter", "Requests refused by admission control (429) or while draining (503).");
+    sample(&o, "requests_rejected_total", ",reason=\"overloaded\"", (double)m->rejected_429);
+    sample(&o, "requests_rejected_total", ",reason=\"unavailable\"", (double)m->rejected_503);
+    counter(&o, "structured_output_requests", "Requests with a structured output constraint.",
+            (double)e->grammar_requests);
+    counter(&o, "structured_output_cache_hits", "Of those, requests whose grammar was compiled already.",
+            (double)e->grammar_cache_hits);
+    gauge(&o, "num_requests_constrained", "Requests with a structured output constraint running or waiting.",
+          e->num_constrained);
+    histogram(&o, "structured_output_compile_seconds", "Histogram of grammar compile time in seconds (new grammars).",
+              &m->grammar_compile);
+    if (vllm_names) {
+        // --metrics-vllm-names: the same values under vLLM's own names, so that dashboards and
+        // alerts written for vLLM work unchanged; plus the two names vLLM's older dashboards use
+        // for series it has since renamed (gpu_cache_usage_perc, time_per_output_token_seconds)
+        Out v = {b, "vllm:", model};
+        render_vllm_set(&v, m, e);
+        gauge(&v, "gpu_cache_usage_perc", "KV-cache usage (vLLM's older name). 1 means 100 percent usage.", e->kv_usage);
+        histogram(&v, "time_per_output_token_seconds", "Histogram of time per output token in seconds.", &m->itl);
+    }
     pthread_mutex_unlock(&m->mu);
 }

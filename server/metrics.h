@@ -9,6 +9,7 @@
 #pragma once
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "server/respond.h"
@@ -28,7 +29,10 @@ enum { METRICS_FINISH_STOP = 0, METRICS_FINISH_LENGTH, METRICS_FINISH_ABORT, MET
 typedef struct {
     pthread_mutex_t mu;
     MetricsHist ttft, itl, e2e, queue;     // seconds
+    MetricsHist prefill, decode, inference; // seconds: first step to first token, first token to
+                                            //   the end, first step to the end (vLLM's phases)
     MetricsHist prompt_len, gen_len;       // tokens per request
+    MetricsHist grammar_compile;           // seconds per new grammar (structured output)
     uint64_t success[METRICS_FINISH_N];    // finished requests by reason (per choice)
     uint64_t http_status[6];               // responses by status class 1xx..5xx ([0] unused)
     uint64_t rejected_429, rejected_503;
@@ -41,6 +45,8 @@ typedef struct {
     uint64_t prefix_cache_queries, prefix_cache_hits;
     uint64_t num_preemptions;
     uint64_t prompt_tokens, generation_tokens;
+    uint64_t grammar_requests, grammar_cache_hits; // structured output: requests with a grammar, of
+    int num_constrained;                           // which cache hits; constrained requests in flight
 } MetricsEngine;
 
 void metrics_init(Metrics *m);
@@ -48,14 +54,17 @@ void metrics_free(Metrics *m);
 
 void metrics_hist_observe(MetricsHist *h, double v); // no locking: for tests and under m->mu
 
-// One request's timings once it finished (seconds; a value < 0 is not observed) and the finish
-// reason of each of its n_choices choices (METRICS_FINISH_*).
+// One request's timings once it finished (seconds from arrival; a value < 0 is not observed; the
+// phases are the differences) and the finish reason of each of its n_choices choices (METRICS_FINISH_*).
 void metrics_request_done(Metrics *m, double ttft, double e2e, double queue, int prompt_tokens, int gen_tokens,
                           const int *finish, int n_choices);
 // count tokens arrived `gap` seconds after the previous ones: count samples of gap / count
 // (tokens that arrive together in one step share the step's time).
 void metrics_observe_itl(Metrics *m, double gap, int count);
 void metrics_http_status(Metrics *m, int status);
+void metrics_observe_compile(Metrics *m, double seconds); // a new grammar's compile
 
-// Appends the exposition text. model_name labels every series (vLLM's model_name label).
-void metrics_render(Metrics *m, const MetricsEngine *eng, const char *model_name, SBuf *out);
+// Appends the exposition text. model_name labels every series (vLLM's model_name label). With
+// vllm_names (--metrics-vllm-names) the metrics vLLM also has follow again under its vllm:
+// prefix, so that its dashboards and alerts need no change.
+void metrics_render(Metrics *m, const MetricsEngine *eng, const char *model_name, bool vllm_names, SBuf *out);

@@ -37,6 +37,7 @@ void oai_request_free(OaiRequest *r) {
     free(r->stop_token_ids);
     free(r->user);
     free(r->request_id);
+    free(r->grammar);
     free(r->cache_salt);
     memset(r, 0, sizeof *r);
 }
@@ -236,32 +237,6 @@ static int parse_tools(OaiRequest *r, const cJSON *root, ApiError *e) {
                      "Invalid 'tool_choice': function '%s' is not one of the request's 'tools'.", name->valuestring);
 }
 
-static int parse_response_format(const cJSON *root, ApiError *e) {
-    const cJSON *rf = oai_field(root, "response_format");
-    if (!rf) return SL_OK;
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(rf, "type");
-    if (!cJSON_IsObject(rf) || !cJSON_IsString(type))
-        return api_error(e, 400, NULL, "invalid_value", "response_format",
-                         "Invalid 'response_format': expected an object with a string 'type'.");
-    const char *t = type->valuestring;
-    if (!strcmp(t, "text")) return SL_OK;
-    if (!strcmp(t, "json_schema")) {
-        const cJSON *js = cJSON_GetObjectItemCaseSensitive(rf, "json_schema");
-        const cJSON *name = cJSON_GetObjectItemCaseSensitive(js, "name");
-        if (!cJSON_IsObject(js) || !cJSON_IsString(name) || !tool_name_ok(name->valuestring))
-            return api_error(e, 400, NULL, "invalid_value", "response_format",
-                             "Invalid 'response_format': type 'json_schema' needs 'json_schema': {\"name\": "
-                             "[a-zA-Z0-9_-]{1,64}, \"schema\"?: object}.");
-    }
-    if (!strcmp(t, "json_schema") || !strcmp(t, "json_object"))
-        return api_error(e, 400, NULL, "unsupported_value", "response_format",
-                         "Invalid 'response_format': type '%s' is not supported by this server (no structured "
-                         "output yet); use 'text'.", t);
-    return api_error(e, 400, NULL, "invalid_value", "response_format",
-                     "Invalid 'response_format.type': expected one of 'text', 'json_object', 'json_schema', but "
-                     "got '%s' instead.", t);
-}
-
 static int parse_messages(OaiRequest *r, const cJSON *root, ApiError *e) {
     const cJSON *msgs = oai_field(root, "messages");
     if (!msgs)
@@ -279,7 +254,7 @@ static int parse_messages(OaiRequest *r, const cJSON *root, ApiError *e) {
         int i = r->n_messages++;
         if (parse_message(&r->messages[i], m, i, e) != SL_OK) return SL_ERR;
     }
-    if (parse_tools(r, root, e) != SL_OK || parse_response_format(root, e) != SL_OK) return SL_ERR;
+    if (parse_tools(r, root, e) != SL_OK) return SL_ERR;
     if (oai_get_bool(root, "add_generation_prompt", true, &r->add_generation_prompt, e) != SL_OK ||
         oai_get_bool(root, "continue_final_message", false, &r->continue_final_message, e) != SL_OK)
         return SL_ERR;
@@ -413,11 +388,7 @@ static int parse_stop(OaiRequest *r, const cJSON *root, int vocab, ApiError *e) 
 
 // Known fields this server cannot honour: a 400 when they ask for something, never a silent drop.
 static int reject_unsupported(const cJSON *root, ApiError *e) {
-    // structured output (vLLM's guided_* and structured_outputs, llama.cpp's grammar and
-    // json_schema) arrives in its own issue: until then a 400, never a silent 200
-    static const char *const NONNULL[] = {"guided_json", "guided_regex", "guided_choice", "guided_grammar",
-                                          "structured_outputs", "grammar", "json_schema",
-                                          "logits_processors", "chat_template", "suffix"};
+    static const char *const NONNULL[] = {"logits_processors", "chat_template", "suffix"};
     static const char *const NONEMPTY[] = {"allowed_token_ids", "bad_words"};
     for (size_t i = 0; i < ARRAY_LEN(NONNULL); i++) {
         const cJSON *v = oai_field(root, NONNULL[i]);
@@ -575,7 +546,7 @@ int oai_parse(OaiKind kind, const char *body, size_t len, const OaiLimits *lim, 
                   "Invalid 'echo': echo on chat completions is not supported by this server.");
         goto out;
     }
-    if (kind == OAI_COMPLETION && parse_response_format(root, e) != SL_OK) goto out;
+    if (oai_parse_grammar(r, root, e) != SL_OK) goto out;
     r->priority = (int)prio;
     // prompt logprobs (and echo, which shows them) reach the whole body only: not yet in streams
     if (r->stream && (r->prompt_logprobs >= 0 || (r->echo && (r->logprobs >= 0 || r->max_tokens == 0)))) {

@@ -9,7 +9,7 @@
 // length check (which needs the token count) is oai_check_context().
 //
 // Policy: unknown fields are accepted and ignored; a known field sluice cannot honour
-// (structured output, best_of > n, prompt_logprobs, ...) is a 400 saying so, never silently
+// (best_of > n, logits_processors, ...) is a 400 saying so, never silently
 // dropped. cJSON neither checks UTF-8 nor survives NUL, so the raw body is scanned for both
 // first (oai_scan_body).
 #pragma once
@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "common/common.h"
+#include "engine/sampling/grammar.h"
 
 #define OAI_MAX_LOGPROBS 20   // top_logprobs / completions logprobs upper bound (vLLM's)
 #define OAI_MAX_STOP 4        // stop strings per request (OpenAI's limit)
@@ -125,6 +126,11 @@ typedef struct {
     int priority;                // vLLM: lower runs first
     char *user;
     char *request_id;            // vLLM extra; NULL when absent
+    // structured output (openai_grammar.c): at most one constraint, as its kind and canonical text
+    GrammarKind grammar_kind;    // GRAMMAR_NONE: unconstrained
+    char *grammar;               // (grammar_len) NULL for json_object
+    size_t grammar_len;
+    char grammar_param[OAI_PARAM_MAX]; // the field that held it ("response_format", "guided_regex", ...)
 } OaiRequest;
 
 // What a request is checked against.

@@ -23,3 +23,6 @@ int oai_get_num(const cJSON *o, const char *key, double lo, double hi, bool lo_o
 int oai_get_str(const cJSON *o, const char *key, char **out, ApiError *e); // *out malloc'd or NULL
 // Compact JSON of v, malloc'd.
 char *oai_json_dup(const cJSON *v);
+
+// The structured-output fields (openai_grammar.c) into r->grammar_kind / grammar / grammar_param.
+int oai_parse_grammar(OaiRequest *r, const cJSON *root, ApiError *e);

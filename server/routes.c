@@ -84,10 +84,14 @@ enum MHD_Result route_metrics(Server *s, struct MHD_Connection *c) {
             .num_preemptions = st.num_preemptions,
             .prompt_tokens = st.prompt_tokens,
             .generation_tokens = st.generation_tokens,
+            .grammar_requests = st.grammar_queries,
+            .grammar_cache_hits = st.grammar_cache_hits,
+            .num_constrained = st.num_constrained + st.num_grammar_compiling,
         };
     }
     SBuf b = {0};
-    metrics_render(&s->metrics, &me, atomic_load(&s->state) != SERVER_LOADING ? s->model_name : "", &b);
+    metrics_render(&s->metrics, &me, atomic_load(&s->state) != SERVER_LOADING ? s->model_name : "",
+                   s->opt.metrics_vllm_names, &b);
     enum MHD_Result ret = http_reply(c, s, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
     sbuf_free(&b);
     return ret;

@@ -116,6 +116,8 @@ enum MHD_Result route_version(Server *s, struct MHD_Connection *c);
 enum MHD_Result route_metrics(Server *s, struct MHD_Connection *c);
 enum MHD_Result route_tokenize(Server *s, struct MHD_Connection *c, const SBuf *body);
 enum MHD_Result route_detokenize(Server *s, struct MHD_Connection *c, const SBuf *body);
+// web.c: the chat page and its files (url: one that web_asset() knows)
+enum MHD_Result route_web(Server *s, struct MHD_Connection *c, const char *url);
 // Tokenizes a prompt text as vLLM does for completions (BOS as the model asks, specials parsed).
 int32_t *server_encode(const Server *s, const char *text, size_t len, bool add_special, int *n);
 
@@ -176,6 +178,8 @@ struct GenReq {
     // Owned by the thread running the connection's callbacks, then (orphaned) by the live thread.
     SBuf out;                    // SSE bytes not yet sent
     bool stream_started, ended, all_finished, aborted;
+    bool grammar_ready;          // every part's grammar compiled and queued (structured output)
+    bool refused;                // an error reply went out while waiting for a grammar
     double t_sent;
 
     pthread_mutex_t mu;          // the hand-off between MHD, the engine thread and the live thread

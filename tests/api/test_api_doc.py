@@ -1,5 +1,5 @@
 """docs/api.md's request-field tables against the server, so the two cannot drift apart:
-every top-level field server/openai.c reads has a row, and each row's example gets what its status
+every top-level field server/openai*.c read has a row, and each row's example gets what its status
 says (supported / ignored: 200; refused: a 400 whose param names the field)."""
 import json
 import re
@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT
 
 DOC = ROOT / "docs" / "api.md"
-PARSER = ROOT / "server" / "openai.c"
+PARSERS = sorted((ROOT / "server").glob("openai*.c"))
 # extras that only concern chat messages (docs/api.md says so under the completions table)
 MESSAGE_ONLY = {"add_generation_prompt", "continue_final_message", "chat_template_kwargs", "chat_template"}
 
@@ -42,7 +42,7 @@ DOCS = tables()
 
 def parsed_fields():
     """The top-level request fields the parser reads (the request object is `root` there)."""
-    src = PARSER.read_text()
+    src = "\n".join(p.read_text() for p in PARSERS)
     names = set(re.findall(r'oai_(?:field|get_\w+|check_\w+)\(root, "(\w+)"', src))
     for lst in re.findall(r"static const char \*const NON(?:NULL|EMPTY)\[\] = \{(.*?)\};", src, re.S):
         names |= set(re.findall(r'"(\w+)"', lst))

@@ -619,7 +619,7 @@ def setup_packages():
     return set(m.group(1).split())
 
 
-TEST_ONLY_PACKAGES = {"python3-venv", "curl", "wrk", "chromium"}  # setup.sh's, for the tests and benchmarks
+TEST_ONLY_PACKAGES = {"python3-venv", "curl", "wrk", "chromium", "chromium-driver"}  # setup.sh's, for the tests and benchmarks
 
 
 def test_dockerfile_builds_like_setup_and_the_makefile(help_text):

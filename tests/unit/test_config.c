@@ -66,7 +66,7 @@ static void test_flags_valid(void) {
     Flag flags[CONFIG_MAX_FLAGS];
     int n = config_flags(&c, flags);
     char *argv2[] = {"prog", (char *)a2[0]};
-    EXPECT_EQ_INT(flags_parse_args(flags, n, 2, argv2, err), SL_OK);
+    EXPECT_EQ_INT(flags_parse_args(flags, n, 2, argv2, NULL, err), SL_OK);
     EXPECT(c.enable_prefix_caching);
     config_free(&c);
 
@@ -228,8 +228,8 @@ static void test_help(void) {
     char *h1[] = {"prog", "--threads", "x", "--help"}; // --help wins over a bad value
     char *h2[] = {"prog", "-h"};
     char err[ERR_MAX];
-    EXPECT_EQ_INT(flags_parse_args(flags, n, 4, h1, err), CONFIG_HELP);
-    EXPECT_EQ_INT(flags_parse_args(flags, n, 2, h2, err), CONFIG_HELP);
+    EXPECT_EQ_INT(flags_parse_args(flags, n, 4, h1, NULL, err), CONFIG_HELP);
+    EXPECT_EQ_INT(flags_parse_args(flags, n, 2, h2, NULL, err), CONFIG_HELP);
 
     FILE *f = tmpfile();
     ASSERT(f != NULL);
@@ -315,6 +315,125 @@ static void test_cgroup_limits(void) {
     rmdir(dir);
 }
 
+// ---- --config FILE
+
+// Writes text to a fresh temporary file; its path goes into path (PATH_MAX bytes).
+static void write_yaml(char *path, const char *text) {
+    snprintf(path, 64, "/tmp/sluice-test-config-XXXXXX");
+    int fd = mkstemp(path);
+    ASSERT(fd >= 0, "mkstemp");
+    ASSERT(write(fd, text, strlen(text)) == (ssize_t)strlen(text), "write");
+    close(fd);
+}
+
+// Parses "--config FILE(text)" plus args (NULL-terminated) with one list flag of the program's own.
+static int parse_with_file(Config *c, const char *text, const char **args, char **names, char *path, char *err) {
+    write_yaml(path, text);
+    char *argv[32] = {"prog", "--config", path};
+    int argc = 3;
+    for (int i = 0; args[i]; i++) argv[argc++] = (char *)args[i];
+    Flag extra[] = {{"--served-model-name", NULL, FLAG_LIST, names, 0, 0, "names", ""}};
+    config_defaults(c);
+    int rc = config_parse(c, extra, 1, argc, argv, "usage", err);
+    unlink(path);
+    return rc;
+}
+
+// Lowest first: defaults, SLUICE_*, the file, the command line; keys as vLLM writes them.
+static void test_config_file(void) {
+    char err[ERR_MAX] = "", path[64];
+    char *names = NULL;
+    Config c;
+    setenv("SLUICE_MAX_NUM_SEQS", "5", 1);
+    setenv("SLUICE_THREADS", "7", 1);
+    const char *yaml = "# a comment\n"
+                       "max-num-seqs: 8\n"
+                       "max_model_len: 4096          # vLLM reads underscores as dashes\n"
+                       "kv-cache-memory: 512M\n"
+                       "enable-prefix-caching: false\n"
+                       "model: 'file model.gguf'\n"
+                       "log-level: warning\n"
+                       "served-model-name: [alpha, \"be\\\"ta\"]\n"
+                       "seed: 42\n";
+    const char *none[] = {NULL};
+    EXPECT_EQ_INT(parse_with_file(&c, yaml, none, &names, path, err), SL_OK);
+    EXPECT_EQ_INT(c.max_num_seqs, 8);  // the file over SLUICE_MAX_NUM_SEQS
+    EXPECT_EQ_INT(c.threads, 7);       // what the file leaves out: the variable
+    EXPECT_EQ_INT(c.max_model_len, 4096);
+    EXPECT(c.kv_cache_memory == (size_t)512 << 20);
+    EXPECT(!c.enable_prefix_caching);
+    EXPECT_STR_EQ(c.model, "file model.gguf");
+    EXPECT_EQ_INT(c.log_level, LOG_WARN);
+    EXPECT_STR_EQ(names, "[\"alpha\",\"be\\\"ta\"]"); // a YAML list becomes a JSON list for the flag
+    EXPECT(c.seed == 42);
+    EXPECT_STR_EQ(c.config, path);
+    config_free(&c);
+    // the command line over the file, in either spelling, wherever --config stands
+    const char *cli[] = {"--max-num-seqs", "4", "--seed=1", "--served-model-name", "cli", NULL};
+    EXPECT_EQ_INT(parse_with_file(&c, yaml, cli, &names, path, err), SL_OK);
+    EXPECT_EQ_INT(c.max_num_seqs, 4);
+    EXPECT(c.seed == 1);
+    EXPECT_STR_EQ(names, "cli");
+    EXPECT_EQ_INT(c.max_model_len, 4096);
+    config_free(&c);
+    unsetenv("SLUICE_MAX_NUM_SEQS");
+    unsetenv("SLUICE_THREADS");
+    // SLUICE_CONFIG names the file as well; an empty file sets nothing
+    write_yaml(path, "");
+    setenv("SLUICE_CONFIG", path, 1);
+    EXPECT_EQ_INT(parse(&c, none, err), SL_OK);
+    EXPECT_EQ_INT(c.max_num_seqs, 64);
+    EXPECT_STR_EQ(c.config, path);
+    config_free(&c);
+    unsetenv("SLUICE_CONFIG");
+    unlink(path);
+    free(names);
+}
+
+// Every problem names the file and the line (config_parse fails: the programs exit with status 2).
+static void test_config_file_errors(void) {
+    static const struct {
+        const char *yaml;
+        const char *arg; // a flag on the command line too (NULL: none)
+        int line;
+        const char *want;
+    } cases[] = {
+        {"max-num-seqs: 8\n\nmax-num-seqz: 2\n", NULL, 3, "unknown key 'max-num-seqz'"},
+        {"threads: lots\n", NULL, 1, "--threads: expected an integer, got 'lots'"},
+        {"max-num-seqs: 0\n", NULL, 1, "--max-num-seqs: 0 is out of range [1, 65536]"},
+        {"threads: lots\n", "--threads=2", 1, "--threads: expected an integer"}, // checked though overridden
+        {"log-level: loud\n", NULL, 1, "--log-level: expected debug, info"},
+        {"enable-prefix-caching: maybe\n", NULL, 1, "--enable-prefix-caching: expected true or false"},
+        {"seed: 1\nseed: 2\n", NULL, 2, "--seed is given twice"},
+        {"model:\n", NULL, 1, "--model: no value"},
+        {"threads: [1, 2]\n", NULL, 1, "--threads: expected a single value, got a list"},
+        {"model:\n  path: x\n", NULL, 2, "--model: expected a single value, got a mapping"},
+        {"served-model-name: [a, [b]]\n", NULL, 1, "--served-model-name: expected a list of names"},
+        {"config: other.yaml\n", NULL, 1, "a config file cannot name another one"},
+        {"- max-num-seqs: 8\n", NULL, 1, "expected a mapping of flag names to values"},
+        {"seed: 1\nthreads: [1\n", NULL, 3, "not valid YAML"},
+        {"block-size: 24\n", NULL, 0, "--block-size: 24 is not a power of two"}, // config_validate, after the file
+    };
+    char *names = NULL;
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        char err[ERR_MAX] = "", path[64], want[ERR_MAX + 80];
+        const char *args[] = {cases[i].arg, NULL};
+        Config c;
+        EXPECT_EQ_INT(parse_with_file(&c, cases[i].yaml, args, &names, path, err), SL_ERR);
+        if (cases[i].line) snprintf(want, sizeof want, "%s:%d: %s", path, cases[i].line, cases[i].want);
+        else snprintf(want, sizeof want, "%s", cases[i].want);
+        EXPECT(strstr(err, want) != NULL, "case %zu: got '%s', want '%s'", i, err, want);
+        config_free(&c);
+    }
+    Config c;
+    const char *missing[] = {"--config", "/nonexistent/sluice.yaml", NULL};
+    char err[ERR_MAX] = "";
+    EXPECT_EQ_INT(parse(&c, missing, err), SL_ERR);
+    EXPECT(strstr(err, "--config /nonexistent/sluice.yaml: No such file or directory") != NULL, "%s", err);
+    config_free(&c);
+    free(names);
+}
+
 int main(void) {
     TEST_RUN(test_defaults);
     TEST_RUN(test_flags_valid);
@@ -325,5 +444,7 @@ int main(void) {
     TEST_RUN(test_help);
     TEST_RUN(test_helpers);
     TEST_RUN(test_cgroup_limits);
+    TEST_RUN(test_config_file);
+    TEST_RUN(test_config_file_errors);
     return test_summary();
 }

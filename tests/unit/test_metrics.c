@@ -38,7 +38,7 @@ static void test_render(void) {
     MetricsEngine e = {.num_running = 3, .num_waiting = 1, .kv_usage = 0.25, .prefix_cache_queries = 100,
                        .prefix_cache_hits = 40, .num_preemptions = 2, .prompt_tokens = 17, .generation_tokens = 40};
     SBuf b = {0};
-    metrics_render(&m, &e, "m\"x", &b);
+    metrics_render(&m, &e, "m\"x", false, &b);
     const char *t = b.data;
     struct {
         const char *series;
@@ -63,6 +63,13 @@ static void test_render(void) {
         {"sluice:e2e_request_latency_seconds_bucket{model_name=\"m\\\"x\",le=\"1.5\"} ", "2.0\n"},
         {"sluice:e2e_request_latency_seconds_sum{model_name=\"m\\\"x\"} ", "1.6\n"},
         {"sluice:request_queue_time_seconds_bucket{model_name=\"m\\\"x\",le=\"0.3\"} ", "1.0\n"},
+        // the phases of the first request (the second has no TTFT or queue time): prefill 0.03 s,
+        // decode 1.17 s, running 1.2 s
+        {"sluice:request_prefill_time_seconds_bucket{model_name=\"m\\\"x\",le=\"0.3\"} ", "1.0\n"},
+        {"sluice:request_prefill_time_seconds_count{model_name=\"m\\\"x\"} ", "1.0\n"},
+        {"sluice:request_decode_time_seconds_bucket{model_name=\"m\\\"x\",le=\"1.0\"} ", "0.0\n"},
+        {"sluice:request_decode_time_seconds_bucket{model_name=\"m\\\"x\",le=\"1.5\"} ", "1.0\n"},
+        {"sluice:request_inference_time_seconds_sum{model_name=\"m\\\"x\"} ", "1.2\n"},
         {"sluice:inter_token_latency_seconds_bucket{model_name=\"m\\\"x\",le=\"0.05\"} ", "4.0\n"},
         {"sluice:inter_token_latency_seconds_bucket{model_name=\"m\\\"x\",le=\"0.025\"} ", "0.0\n"},
         {"sluice:request_generation_tokens_bucket{model_name=\"m\\\"x\",le=\"50.0\"} ", "2.0\n"},
@@ -90,8 +97,59 @@ static void test_render(void) {
     metrics_free(&m);
 }
 
+// --metrics-vllm-names: every vllm: sample repeats the sluice: sample of the same name and labels
+// (the two renamed ones repeat kv_cache_usage_perc and inter_token_latency_seconds); off, none.
+static void test_vllm_names(void) {
+    Metrics m;
+    metrics_init(&m);
+    int fin[1] = {METRICS_FINISH_STOP};
+    metrics_request_done(&m, 0.03, 1.2, 0.01, 12, 40, fin, 1);
+    metrics_observe_itl(&m, 0.2, 4);
+    MetricsEngine e = {.num_running = 2, .num_waiting = 5, .kv_usage = 0.5, .prefix_cache_queries = 9,
+                       .prefix_cache_hits = 3, .prompt_tokens = 12, .generation_tokens = 40};
+    SBuf off = {0}, on = {0};
+    metrics_render(&m, &e, "m", false, &off);
+    metrics_render(&m, &e, "m", true, &on);
+    EXPECT(strstr(off.data, "vllm:") == NULL, "vllm: names without the flag");
+    EXPECT(!strncmp(on.data, off.data, off.len), "the sluice: part changed with the flag");
+    int n = 0;
+    for (const char *p = on.data + off.len; *p; n++) {
+        const char *nl = strchr(p, '\n');
+        ASSERT(nl != NULL, "unterminated last line");
+        char line[256], twin[300];
+        snprintf(line, sizeof line, "%.*s", (int)(nl - p), p);
+        p = nl + 1;
+        if (line[0] == '#') {
+            EXPECT(!strncmp(line + 7, "vllm:", 5), "bad comment %s", line);
+            continue;
+        }
+        ASSERT(!strncmp(line, "vllm:", 5), "not a vllm: sample: %s", line);
+        const char *rest = line + 5;
+        const char *renamed[][2] = {{"gpu_cache_usage_perc", "kv_cache_usage_perc"},
+                                    {"time_per_output_token_seconds", "inter_token_latency_seconds"}};
+        char name[256];
+        snprintf(name, sizeof name, "%s", rest);
+        for (size_t i = 0; i < ARRAY_LEN(renamed); i++) {
+            size_t k = strlen(renamed[i][0]);
+            if (!strncmp(rest, renamed[i][0], k)) {
+                snprintf(name, sizeof name, "%s%s", renamed[i][1], rest + k);
+            }
+        }
+        snprintf(twin, sizeof twin, "\nsluice:%s\n", name);
+        EXPECT(strstr(off.data, twin) != NULL, "%s has no sluice: twin", line);
+    }
+    EXPECT(n > 100, "%d vllm: lines", n);
+    EXPECT(strstr(on.data, "\nvllm:num_requests_waiting{model_name=\"m\"} 5.0\n") != NULL, "no vllm: waiting gauge");
+    EXPECT(strstr(on.data, "\nvllm:gpu_cache_usage_perc{model_name=\"m\"} 0.5\n") != NULL, "no vllm: old KV name");
+    EXPECT(strstr(on.data, "vllm:http_responses") == NULL, "sluice-only metric under vllm:");
+    sbuf_free(&off);
+    sbuf_free(&on);
+    metrics_free(&m);
+}
+
 int main(void) {
     TEST_RUN(test_hist_buckets);
     TEST_RUN(test_render);
+    TEST_RUN(test_vllm_names);
     return test_summary();
 }
