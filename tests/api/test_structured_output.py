@@ -494,6 +494,51 @@ def test_bad_constraint_is_400_naming_the_field(server, case, endpoint):
     assert r.status_code == 400 and r.json()["error"]["param"] == err["param"], r.text
 
 
+# Keywords XGrammar 0.2.8 compiles but does not enforce (it logs a warning, or reads oneOf as anyOf,
+# or drops a length bound beside a pattern or format): each schema below must be refused with a
+# 400 naming the field, or else honoured by every output.
+UNENFORCED = {
+    "allOf of two": {"allOf": [{"type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 9}},
+                                "required": ["a"]},
+                               {"type": "object", "properties": {"b": {"type": "string", "maxLength": 5}},
+                                "required": ["b"]}]},
+    # three unique items out of two values: no output can honour it
+    "uniqueItems": {"type": "array", "items": {"enum": ["a", "b"]}, "minItems": 3, "maxItems": 3, "uniqueItems": True},
+    "contains": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 9}, "minItems": 1,
+                 "maxItems": 3, "contains": {"const": 7}},
+    "if/then": {"type": "object", "properties": {"k": {"enum": ["x", "y"]}, "n": {"type": "integer", "minimum": 0,
+                                                                                "maximum": 9}},
+                "required": ["k", "n"], "if": {"properties": {"k": {"const": "x"}}},
+                "then": {"properties": {"n": {"const": 5}}}},
+    "not": {"enum": ["a", "b", "c"], "not": {"enum": ["a", "b"]}},
+    "multipleOf on a number": {"type": "number", "minimum": 0, "maximum": 10, "multipleOf": 0.5},
+    "maxLength beside a format": {"type": "string", "format": "email", "maxLength": 8},
+    "maxLength beside a pattern": {"type": "string", "pattern": "^[a-z]+$", "maxLength": 4},
+    "overlapping oneOf": {"oneOf": [{"type": "integer", "minimum": 0, "maximum": 20},
+                                    {"type": "integer", "minimum": 10, "maximum": 30}]},
+}
+
+
+@pytest.mark.parametrize("case", list(UNENFORCED))
+def test_unenforced_keyword_is_refused_or_honoured(server, case):
+    schema = UNENFORCED[case]
+    rf = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    r = server.post("/v1/chat/completions", {"model": server.model_id(), "max_tokens": 64, "temperature": 0,
+                                             "messages": [{"role": "user", "content": "Give a JSON value."}],
+                                             "response_format": rf})
+    if r.status_code == 400:
+        assert r.json()["error"]["param"] == "response_format", r.text
+        return
+    assert r.status_code == 200, r.text
+    bad = []
+    for sampling in ({"temperature": 0}, {"temperature": 1, "seed": 1}, {"temperature": 1, "seed": 2}):
+        text, finish = texts(chat(server, "Give a JSON value.", max_tokens=64, **sampling, response_format=rf))[0]
+        why = schema_errors(schema, text) if finish == "stop" else "cut at max_tokens"
+        if why:
+            bad.append((sampling, text[:100], why))
+    assert not bad, bad
+
+
 def test_server_serves_after_bad_constraints(server):
     """A burst of refused grammars leaves the engine serving constrained requests."""
     run_all(lambda b: server.post("/v1/completions", {"model": server.model_id(), "prompt": "Hi", "max_tokens": 4,
