@@ -6,6 +6,7 @@ import concurrent.futures
 import json
 import os
 import re
+import time
 
 import jsonschema
 
@@ -95,19 +96,35 @@ def run_all(fn, items, workers=8):
         return list(ex.map(fn, items))
 
 
-def chat(server, user, max_tokens=MAX_TOKENS, system="Reply with JSON only.", **extra):
-    """One non-streamed chat completion; the parsed body (asserting a 200)."""
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-    r = server.post("/v1/chat/completions", {"model": server.model_id(), "messages": messages,
-                                             "max_tokens": max_tokens, **extra})
+def patient_post(server, path, body):
+    """POST with the patience of a client: a 408 (the grammar still compiling past
+    --structured-output-compile-timeout, which a loaded or sanitized build can reach) is retried,
+    as the error invites."""
+    for _ in range(30):
+        r = server.post(path, body, timeout=600)
+        if r.status_code != 408:
+            return r
+        time.sleep(2)
+    return r
+
+
+def post(server, path, body):
+    """patient_post's parsed 200 body."""
+    r = patient_post(server, path, body)
     assert r.status_code == 200, r.text
     return r.json()
+
+
+def chat(server, user, max_tokens=MAX_TOKENS, system="Reply with JSON only.", **extra):
+    """One non-streamed chat completion; the parsed body."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    return post(server, "/v1/chat/completions", {"model": server.model_id(), "messages": messages,
+                                                 "max_tokens": max_tokens, **extra})
 
 
 def complete(server, prompt, max_tokens=MAX_TOKENS, **extra):
-    r = server.post("/v1/completions", {"model": server.model_id(), "prompt": prompt, "max_tokens": max_tokens, **extra})
-    assert r.status_code == 200, r.text
-    return r.json()
+    return post(server, "/v1/completions", {"model": server.model_id(), "prompt": prompt, "max_tokens": max_tokens,
+                                            **extra})
 
 
 def texts(body):
@@ -121,7 +138,7 @@ def texts(body):
 def stream(server, path, body):
     """The concatenated content deltas of each choice of a streamed request, and each choice's
     finish_reason: ({index: text}, {index: finish_reason})."""
-    r = server.post(path, {**body, "stream": True}, stream=True)
+    r = server.post(path, {**body, "stream": True}, stream=True, timeout=600)
     assert r.status_code == 200, r.text
     text, finish = {}, {}
     for line in r.iter_lines():

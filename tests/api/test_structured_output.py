@@ -13,7 +13,8 @@ import re
 import jsonschema
 import pytest
 
-from structured import MAX_TOKENS, SANITIZED, chat, complete, corpus, run_all, schema_errors, stream, texts
+from structured import (MAX_TOKENS, SANITIZED, chat, complete, corpus, patient_post, post, run_all, schema_errors,
+                        stream, texts)
 
 CORPUS = corpus()
 # a `length` finish cuts a value short: allowed, but only for a few outputs of the whole corpus
@@ -139,7 +140,8 @@ def test_regexes(server):
         b = complete(server, f"Here is {task}: ", max_tokens=64, temperature=1, seed=i, guided_regex=rx)
         return [(rx, *texts(a)[0]), (rx, *texts(b)[0])]
 
-    results = [r for pair in run_all(one, list(enumerate(REGEXES))) for r in pair]
+    regexes = REGEXES[::3] if SANITIZED else REGEXES
+    results = [r for pair in run_all(one, list(enumerate(regexes))) for r in pair]
     bad = [(rx, t, f) for rx, t, f in results if f != "stop" or not re.fullmatch(rx, t, re.ASCII)]
     assert not bad, bad
 
@@ -385,9 +387,7 @@ def test_streaming_equals_non_streamed(server, case):
     endpoint, body = STREAM_CASES[case]
     path = "/v1/chat/completions" if endpoint == "chat" else "/v1/completions"
     body = {"model": server.model_id(), "max_tokens": 96, **body}
-    r = server.post(path, body)
-    assert r.status_code == 200, r.text
-    (text, finish), = texts(r.json())
+    (text, finish), = texts(post(server, path, body))
     assert finish == "stop"
     streamed, finishes = stream(server, path, body)
     assert streamed == {0: text} and finishes == {0: "stop"}
@@ -402,9 +402,7 @@ def test_n_choices_each_valid(server, endpoint):
     else:
         path, body = "/v1/completions", {"prompt": "A point as JSON:", **extra}
     body["model"] = server.model_id()
-    r = server.post(path, body)
-    assert r.status_code == 200, r.text
-    outs = texts(r.json())
+    outs = texts(post(server, path, body))
     assert len(outs) == 4
     for text, finish in outs:
         assert finish == "stop" and schema_errors(POINT, text) is None, text
@@ -523,15 +521,16 @@ UNENFORCED = {
 def test_unenforced_keyword_is_refused_or_honoured(server, case):
     schema = UNENFORCED[case]
     rf = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
-    r = server.post("/v1/chat/completions", {"model": server.model_id(), "max_tokens": 64, "temperature": 0,
-                                             "messages": [{"role": "user", "content": "Give a JSON value."}],
-                                             "response_format": rf})
+    r = patient_post(server, "/v1/chat/completions", {
+        "model": server.model_id(), "max_tokens": 64, "temperature": 0, "response_format": rf,
+        "messages": [{"role": "user", "content": "Give a JSON value."}]})
     if r.status_code == 400:
         assert r.json()["error"]["param"] == "response_format", r.text
         return
     assert r.status_code == 200, r.text
     bad = []
-    for sampling in ({"temperature": 0}, {"temperature": 1, "seed": 1}, {"temperature": 1, "seed": 2}):
+    samplings = [{"temperature": 0}] + ([] if SANITIZED else [{"temperature": 1, "seed": 1}, {"temperature": 1, "seed": 2}])
+    for sampling in samplings:
         text, finish = texts(chat(server, "Give a JSON value.", max_tokens=64, **sampling, response_format=rf))[0]
         why = schema_errors(schema, text) if finish == "stop" else "cut at max_tokens"
         if why:
