@@ -14,7 +14,7 @@ from conftest import ROOT
 
 SCHEMA_DIR = ROOT / "tests" / "data" / "json_schemas"
 # `make san` sets SANITIZED=1: the instrumented daemon is several times slower, so the corpus
-# runs on a fixed subset there (every 5th schema).
+# runs on a fixed subset there (every 10th schema).
 SANITIZED = os.environ.get("SANITIZED") == "1"
 MAX_TOKENS = 256
 
