@@ -27,6 +27,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# jsonschema, langchain-*: the structured-output tests (tests/api/test_structured_*.py) validate
+# outputs and drive LangChain's with_structured_output; langchain-openai 0.2.11 is the last that
+# takes openai 1.54
+PY_PKGS+=(jsonschema==4.26.0 langchain-core==0.3.86 langchain-openai==0.2.11)
+
 # Test-only Python packages live in .venv so the system Python stays untouched.
 stamp=.venv/.sluice-$(printf '%s\n' "${PY_PKGS[@]}" | md5sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
