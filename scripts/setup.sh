@@ -5,8 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# chromium: tests/api/test_browser_cors.py drives it headless to check CORS from a real browser
-DEB_PKGS=(gcc make pkg-config libmicrohttpd-dev libcjson-dev libpcre2-dev python3-venv python3-pip unzip curl wrk chromium)
+# chromium: tests/api/test_browser_cors.py drives it headless to check CORS from a real browser;
+# clang with libFuzzer (libclang-rt-dev, only a Recommends of clang) and OpenMP (libomp-dev, the
+# build's -fopenmp) builds the fuzz harnesses of `make fuzz` (tests/fuzz/)
+DEB_PKGS=(gcc make pkg-config libmicrohttpd-dev libcjson-dev libpcre2-dev python3-venv python3-pip unzip curl wrk chromium
+          clang libclang-rt-dev libomp-dev)
 PY_PKGS=(pytest==8.3.3 openai==1.54.4 httpx==0.27.2 jinja2==3.1.4 requests==2.32.3 numpy==2.4.6 gguf==0.17.1)
 
 missing=()
