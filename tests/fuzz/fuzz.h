@@ -1,5 +1,5 @@
 // fuzz.h: helpers shared by the libFuzzer harnesses in tests/fuzz/ (built by `make fuzz` with
-// clang -fsanitize=fuzzer,address,undefined; see tests/fuzz/README.md).
+// clang -fsanitize=fuzzer,address,undefined; see docs/architecture.md, tests/).
 #pragma once
 
 #include <stdbool.h>

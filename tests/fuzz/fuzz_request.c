@@ -1,7 +1,7 @@
 // fuzz_request: libFuzzer harness for a request body -> OaiRequest (server/openai.c and
 // openai_check.c), without the HTTP layer: the same body is read as a chat and as a completions
 // request, as /tokenize reads it, and what passes goes through the context check. Built and run
-// by `make fuzz` (tests/fuzz/README.md).
+// by `make fuzz` (docs/architecture.md, tests/fuzz/).
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
