@@ -47,6 +47,14 @@ max_len() {
     esac
 }
 
+# libFuzzer dictionaries: request field names and JSON tokens, Jinja syntax and filter names
+dict_of() {
+    case $1 in
+        fuzz_request | fuzz_chat) echo "-dict=tests/fuzz/request.dict" ;;
+        fuzz_template) echo "-dict=tests/fuzz/template.dict" ;;
+    esac
+}
+
 run_one() {
     local h=$1 bin=$BUILD/fuzz/$1
     mkdir -p "$BUILD/corpus/$h" "$BUILD/artifacts/$h" "$BUILD/logs"
@@ -55,7 +63,8 @@ run_one() {
     [ -d "$seeds/$h" ] && dirs+=("$seeds/$h")
     local t0=$SECONDS
     nice "$bin" -max_total_time="$FUZZ_TIME" -timeout=10 -rss_limit_mb=2560 -max_len="$(max_len "$h")" \
-        -print_final_stats=1 -artifact_prefix="$BUILD/artifacts/$h/" "${dirs[@]}" >"$BUILD/logs/$h.log" 2>&1
+        $(dict_of "$h") -print_final_stats=1 -artifact_prefix="$BUILD/artifacts/$h/" "${dirs[@]}" \
+        >"$BUILD/logs/$h.log" 2>&1
     local rc=$?
     local runs cov
     runs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$BUILD/logs/$h.log" | grep -oE '[0-9]+$')
@@ -68,7 +77,7 @@ run_one() {
     fi
     return "$rc"
 }
-export -f run_one max_len
+export -f run_one max_len dict_of
 export BUILD FUZZ_TIME seeds
 
 names=()
