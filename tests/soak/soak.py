@@ -3,7 +3,7 @@
 the checks that catch what piles up slowly: leaked KV blocks, requests that never finish, memory
 that grows, streams cut short.
 
-  soak.py --minutes N [--clients C] [--seed S]     (`make soak SOAK_MINUTES=N`)
+  soak.py --minutes N [--clients C] [--seed S] [--only half_close,normal]   (`make soak SOAK_MINUTES=N`)
 
 C client threads each loop over a random scenario, over raw sockets (HTTP/1.1, Connection:
 close) so that a client can do what libraries will not: half-close, reset, read slowly, send
@@ -56,7 +56,8 @@ WORDS = ("the river sluice gate water flows under a bridge while the town sleeps
 
 
 class Soak:
-    def __init__(self, srv, seed, health_max):
+    def __init__(self, srv, seed, health_max, only=()):
+        self.only = only
         self.srv = srv
         self.port = srv.port
         self.seed = seed
@@ -112,14 +113,19 @@ class Soak:
 
     @staticmethod
     def parse_reply(raw):
-        """(status, body) of a whole reply, or raises ValueError naming what is incomplete."""
-        head, sep, rest = raw.partition(b"\r\n\r\n")
-        if not sep:
-            raise ValueError(f"no end of headers in {len(raw)} bytes: {raw[:120]!r}")
-        lines = head.decode("latin-1").split("\r\n")
-        m = re.match(r"HTTP/1\.[01] (\d{3})", lines[0])
-        if not m:
-            raise ValueError(f"bad status line {lines[0]!r}")
+        """(status, body) of a whole reply, or raises ValueError naming what is incomplete.
+        Interim 1xx responses before it are skipped, as HTTP/1.1 clients do."""
+        rest = raw
+        while True:
+            head, sep, rest = rest.partition(b"\r\n\r\n")
+            if not sep:
+                raise ValueError(f"no end of headers in {len(raw)} bytes: {raw[:120]!r}")
+            lines = head.decode("latin-1").split("\r\n")
+            m = re.match(r"HTTP/1\.[01] (\d{3})", lines[0])
+            if not m:
+                raise ValueError(f"bad status line {lines[0]!r}")
+            if not m.group(1).startswith("1"):
+                break
         hdr = {}
         for ln in lines[1:]:
             k, _, v = ln.partition(":")
@@ -339,8 +345,9 @@ class Soak:
 
     def client(self, idx):
         rng = random.Random(self.seed * 1000 + idx)
-        funcs = [f for f, _ in self.SCENARIOS]
-        weights = [w for _, w in self.SCENARIOS]
+        chosen = [(f, w) for f, w in self.SCENARIOS if not self.only or f.__name__[3:] in self.only]
+        funcs = [f for f, _ in chosen]
+        weights = [w for _, w in chosen]
         while not self.stop.is_set():
             f = rng.choices(funcs, weights)[0]
             try:
@@ -382,6 +389,7 @@ def main():
     ap.add_argument("--clients", type=int, default=6)
     ap.add_argument("--seed", type=int, default=int(time.time()) % 100000)
     ap.add_argument("--health-max", type=float, default=2.0, help="slowest /health answer allowed, seconds")
+    ap.add_argument("--only", default="", help="run only these scenarios, e.g. half_close,normal (to chase one)")
     a = ap.parse_args()
     duration = a.minutes * 60
     print(f"soak: {a.minutes:g} min, {a.clients} clients, seed {a.seed}", flush=True)
@@ -389,7 +397,7 @@ def main():
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     srv = Server(SOAK_ARGS, base_args=[])
     five_start = srv.metrics().get('sluice:http_responses_total{code="5xx"}', 0)  # /health/ready while loading
-    soak = Soak(srv, a.seed, a.health_max)
+    soak = Soak(srv, a.seed, a.health_max, tuple(x for x in a.only.split(",") if x))
     threads = [threading.Thread(target=soak.client, args=(i,), daemon=True) for i in range(a.clients)]
     threads.append(threading.Thread(target=soak.health, daemon=True))
     t0 = time.monotonic()
