@@ -116,6 +116,7 @@ san: setup
 # libFuzzer harnesses (tests/fuzz/fuzz_*.c): clang instruments the whole library for coverage
 # (fuzzer-no-link) with ASan + UBSan, in its own build dir; scripts/run-fuzz.sh runs each for
 # FUZZ_TIME seconds (FUZZ_JOBS at once) and fails on any crash, leak or sanitizer report.
+# (CXX=clang++: C++ sources of the library take the same flags, which g++ does not know.)
 FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZERS    := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_TIME  ?= 60
@@ -123,7 +124,7 @@ FUZZ_TIME  ?= 60
 FUZZ_FLAGS := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
               -Wno-pass-failed
 fuzz: setup
-	@$(MAKE) --no-print-directory fuzzers BUILD=build-fuzz CC=clang OPT=-O1 CUDA=0 XCFLAGS="$(FUZZ_FLAGS)"
+	@$(MAKE) --no-print-directory fuzzers BUILD=build-fuzz CC=clang CXX=clang++ OPT=-O1 CUDA=0 XCFLAGS="$(FUZZ_FLAGS)"
 	@BUILD=build-fuzz FUZZ_TIME=$(FUZZ_TIME) bash scripts/run-fuzz.sh
 
 fuzzers: $(FUZZERS)
