@@ -276,6 +276,12 @@ static const Case methods_cases[] = {
      NULL, "1 and b|aba|N!|    a|b   |  c   |3.14|00042|1,234,567|'q'|1"},
     {"{{ '%s and %d' % ('a', 3) }}|{{ '%05.1f' % 3.14159 }}|{{ '%(a)s' % {'a': 'x'} }}|{{ '%-5s|' % 'ab' }}|{{ '%x' % 255 }}|{{ '%r' % 'q' }}|{{ '100%%' % () }}",
      NULL, "a and 3|003.1|x|ab   ||ff|'q'|100%"},
+    // widths of 20 digits overflowed the int they were read into (fuzz_template); now refused
+    {"{{ '%-*d|' % (3, 7) }}", NULL, "7  |"},
+    {"{{ '%99999999999999999999d' % 1 }}", NULL, "ERR:line 1, column 29: format width or precision too large"},
+    {"{{ '%.99999999999999999999f' % 1.5 }}", NULL, "ERR:line 1, column 30: format width or precision too large"},
+    {"{{ '%*d' % (1e300, 1) }}", NULL, "ERR:line 1, column 10: format width or precision too large"},
+    {"{{ '{:99999999999999999999}'.format(1) }}", NULL, "ERR:line 1, column 36: format width or precision too large"},
     {"{{ d.get('a') }}|{{ d.get('z') }}|{{ d.get('z', 5) }}|{{ d.keys() }}|{{ d.values() | list }}|{{ d.items() }}|{{ d.items | string | truncate_me if false else 'method' }}|{{ d['items'] }}|{{ d.copy() == d }}",
      NULL,
      "1|None|5|dict_keys(['a', 'b', 'items'])|[1, [1, 2], 'X']|dict_items([('a', 1), ('b', [1, 2]), ('items', 'X')])|method|X|True"},
