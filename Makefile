@@ -1,8 +1,10 @@
 # sluice build. `make` builds build/sluice and build/sluice-run (and kernels/cuda/*.cu for
 # sm_90 when nvcc is present; CUDA=0 forces CPU-only). `make test` sets up what is missing,
 # builds and runs every test; `make test-container` builds and runs the CPU image with podman;
-# `make san` runs the suite under ASan + UBSan; `make run` starts the server on the default
-# model at 127.0.0.1:8000. Objects and dependency files go under $(BUILD).
+# `make san` runs the suite under ASan + UBSan; `make fuzz` runs the libFuzzer harnesses
+# (tests/fuzz/) for FUZZ_TIME seconds each; `make soak` runs the daemon under mixed abusive load
+# for SOAK_MINUTES; `make run` starts the server on the default model at 127.0.0.1:8000. Objects
+# and dependency files go under $(BUILD).
 
 CC      ?= gcc
 BUILD   ?= build
@@ -54,7 +56,7 @@ else ifneq ($(wildcard $(BUILD)/cuda-on.stamp),)
 $(shell rm -f $(BUILD)/cuda-on.stamp $(BUILD)/engine/gpu_runner.o)
 endif
 
-.PHONY: all setup test test-container unit san run bench clean golden
+.PHONY: all setup test test-container unit san fuzz fuzzers soak run bench clean golden
 all: $(BINS) $(TESTS) $(TOOLS) $(BENCHES) $(CUDA_LIB)
 
 $(LIB): $(LIB_OBJ)
@@ -152,6 +154,42 @@ san: setup
 	@BUILD=build-san SANITIZED=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 bash scripts/run-tests.sh
 
+# libFuzzer harnesses (tests/fuzz/fuzz_*.c): clang instruments the whole library for coverage
+# (fuzzer-no-link) with ASan + UBSan, in its own build dir; scripts/run-fuzz.sh runs each for
+# FUZZ_TIME seconds (FUZZ_JOBS at once) and fails on any crash, leak or sanitizer report.
+# (CXX=clang++: C++ sources of the library take the same flags, which g++ does not know.)
+FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZERS    := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+FUZZ_TIME  ?= 60
+# (-Wno-pass-failed: clang notes each `omp simd` loop it leaves scalar at -O1; -fno-sanitize=vptr:
+# UBSan's C++ vptr check needs its C++ runtime, which the C link of the harnesses leaves out)
+FUZZ_FLAGS := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
+              -fno-sanitize=vptr -Wno-pass-failed
+fuzz: setup
+	@$(MAKE) --no-print-directory fuzzers BUILD=build-fuzz CC=clang CXX=clang++ OPT=-O1 CUDA=0 XCFLAGS="$(FUZZ_FLAGS)"
+	@BUILD=build-fuzz FUZZ_TIME=$(FUZZ_TIME) bash scripts/run-fuzz.sh
+
+fuzzers: $(FUZZERS)
+
+$(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/%.o $(SERVER_LIB) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
+# The soak test (tests/soak/soak.py): the daemon under mixed and abusive traffic for SOAK_MINUTES
+# minutes, then KV usage, running requests, RSS and clean exit are checked. SOAK_SAN=1 runs the
+# ASan + UBSan daemon of `make san` (build-san/) instead, with short prompts (soak.py --sanitized).
+SOAK_MINUTES ?= 10
+SOAK_SAN     ?= 0
+soak: setup
+ifeq ($(SOAK_SAN),1)
+	@$(MAKE) --no-print-directory build-san/sluice BUILD=build-san OPT=-O1 CUDA=0 XCFLAGS="$(SAN_FLAGS)"
+	@SLUICE_BUILD=build-san ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    .venv/bin/python tests/soak/soak.py --minutes $(SOAK_MINUTES) --sanitized
+else
+	@$(MAKE) --no-print-directory $(BUILD)/sluice
+	@SLUICE_BUILD=$(BUILD) .venv/bin/python tests/soak/soak.py --minutes $(SOAK_MINUTES)
+endif
+
 run: setup
 	@$(MAKE) --no-print-directory $(BINS)
 	$(BUILD)/sluice --model $(MODEL)
@@ -164,6 +202,6 @@ golden:
 	bash scripts/make-golden.sh
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

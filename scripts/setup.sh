@@ -10,10 +10,12 @@ cd "$(dirname "$0")/.."
 # chromium-driver + selenium: tests/api/test_web_ui.py drives the chat page with them.
 # libjs-marked: the chat page's markdown renderer, built into the binary (Makefile, WEB_ASSETS);
 # libyaml-dev: --config files (config/config_file.c).
+# clang with libFuzzer (libclang-rt-dev, only a Recommends of clang) and OpenMP (libomp-dev, the
+# build's -fopenmp) builds the fuzz harnesses of `make fuzz` (tests/fuzz/).
 # jsonschema, langchain-*: the structured-output and tool tests validate outputs and drive
 # LangChain; langchain-openai 0.2.11 is the last that takes openai 1.54.
 DEB_PKGS=(gcc g++ cmake make pkg-config libmicrohttpd-dev libcjson-dev libpcre2-dev libyaml-dev libjs-marked
-          python3-venv python3-pip unzip curl wrk chromium chromium-driver)
+          python3-venv python3-pip unzip curl wrk chromium chromium-driver clang libclang-rt-dev libomp-dev)
 PY_PKGS=(pytest==8.3.3 openai==1.54.4 httpx==0.27.2 jinja2==3.1.4 requests==2.32.3 numpy==2.4.6 gguf==0.17.1
          selenium==4.27.1 jsonschema==4.26.0 langchain-core==0.3.86 langchain-openai==0.2.11)
 

@@ -558,6 +558,19 @@ static Value loop_attr(Render *r, Loop *lp, const char *name) {
 
 // ---- access
 
+// An attribute a function lacks. An Undefined keeps only its owner's type, not the owner, and a
+// function's name in jinja2's message depends on its kind: the Undefined carries the whole message.
+static Value func_no_attr(Render *r, const Func *fn, const char *name) {
+    const char *what = fn->kind == FN_MACRO                               ? "jinja2.runtime.Macro"
+                       : fn->kind == FN_METHOD || fn->kind == FN_UNSAFE   ? "builtin_function_or_method"
+                       : fn->kind != FN_BUILTIN                           ? "method"
+                       : fn->id == G_NAMESPACE || fn->id == G_DICT        ? "type"
+                                                                          : "function";
+    char msg[ERR_MAX];
+    snprintf(msg, sizeof msg, "'%s object' has no attribute '%s'", what, name);
+    return v_undef(rt_str(r, msg, strlen(msg))->s, UNDEF_HINT);
+}
+
 Value getattr_value(Render *r, Value obj, const char *name) {
     switch (obj.type) {
     case V_UNDEF: fail_undefined(r, obj);
@@ -578,6 +591,7 @@ Value getattr_value(Render *r, Value obj, const char *name) {
         }
         return v_undef(name, obj.type);
     }
+    case V_FUNC: return func_no_attr(r, obj.fn, name);
     default: return v_undef(name, obj.type);
     }
 }

@@ -411,6 +411,12 @@ static void assign(Render *r, const Node *target, Value v, Scope *s) {
 
 // ---- expressions
 
+static bool tuple_has_slice(const Node *t) {
+    for (int i = 0; i < t->list.n; i++)
+        if (t->list.v[i]->kind == N_SLICE) return true;
+    return false;
+}
+
 Value eval_expr(Render *r, const Node *n, Scope *s) {
     r->at = n;
     switch (n->kind) {
@@ -424,6 +430,15 @@ Value eval_expr(Render *r, const Node *n, Scope *s) {
     case N_GETITEM: {
         Value obj = eval_expr(r, n->a, s);
         if (n->b->kind == N_SLICE) return eval_slice(r, obj, n->b, s);
+        if (n->b->kind == N_TUPLE && tuple_has_slice(n->b)) {
+            // x[a:b, c]: jinja2 looks up a tuple holding a slice object, which no list, string or
+            // dict has (its getitem then gives Undefined); a slice is no value of its own here
+            r->at = n;
+            if (obj.type == V_UNDEF) fail_undefined(r, obj);
+            char msg[96];
+            snprintf(msg, sizeof msg, "'%s object' has no element with a slice in a tuple", v_typename(obj));
+            return v_undef(rt_str(r, msg, strlen(msg))->s, UNDEF_HINT);
+        }
         Value key = eval_expr(r, n->b, s);
         r->at = n;
         return getitem_value(r, obj, key);

@@ -51,6 +51,25 @@ typedef struct {
     int width, prec;
 } Spec;
 
+#define FORMAT_MAX_WIDTH 100000 // widths and precisions beyond it are refused (a render error)
+
+// A width or precision written in digits from s[*i]. It stops growing past FORMAT_MAX_WIDTH, which
+// the caller refuses, so a long run of digits cannot overflow the int.
+static int spec_number(const char *s, size_t n, size_t *i) {
+    int v = 0;
+    for (; *i < n && s[*i] >= '0' && s[*i] <= '9'; (*i)++)
+        if (v <= FORMAT_MAX_WIDTH) v = v * 10 + (s[*i] - '0');
+    return v;
+}
+
+// A `*` width or precision taken from the arguments: a double beyond the int range is refused
+// before it is converted (the conversion would be undefined).
+static int star_number(Render *r, Value v) {
+    double d = v_num(v);
+    if (!(d > -FORMAT_MAX_WIDTH - 1 && d < FORMAT_MAX_WIDTH + 1)) rt_error(r, "format width or precision too large");
+    return (int)d;
+}
+
 static void parse_spec(Render *r, const char *s, size_t len, Spec *sp) {
     *sp = (Spec){.fill = " ", .prec = -1};
     size_t i = 0, j = 0;
@@ -70,17 +89,17 @@ static void parse_spec(Render *r, const char *s, size_t len, Spec *sp) {
     if (i < len && strchr("+- ", s[i])) sp->sign = s[i++];
     if (i < len && s[i] == '#') sp->alt = true, i++;
     if (i < len && s[i] == '0') sp->zero = true, i++;
-    while (i < len && s[i] >= '0' && s[i] <= '9') sp->width = sp->width * 10 + (s[i++] - '0');
+    sp->width = spec_number(s, len, &i);
     if (i < len && (s[i] == ',' || s[i] == '_')) sp->grouping = s[i++];
     if (i < len && s[i] == '.') {
         i++;
         if (i >= len || s[i] < '0' || s[i] > '9') rt_error(r, "format specifier missing precision");
         sp->prec = 0;
-        while (i < len && s[i] >= '0' && s[i] <= '9') sp->prec = sp->prec * 10 + (s[i++] - '0');
+        sp->prec = spec_number(s, len, &i);
     }
     if (i < len) sp->type = s[i++];
     if (i < len) rt_error(r, "invalid format specifier");
-    if (sp->width > 100000 || sp->prec > 100000) rt_error(r, "format width or precision too large");
+    if (sp->width > FORMAT_MAX_WIDTH || sp->prec > FORMAT_MAX_WIDTH) rt_error(r, "format width or precision too large");
 }
 
 // format(v, spec) for one value.
@@ -314,19 +333,19 @@ Str *str_percent_format(Render *r, Str *fmt, Value args) {
         int width = -1, prec = -1;
         if (i < n && s[i] == '*') {
             if (used >= argc) rt_error(r, "not enough arguments for format string");
-            width = (int)v_num(argv[used++]);
+            width = star_number(r, argv[used++]);
             i++;
         } else {
-            for (width = 0; i < n && s[i] >= '0' && s[i] <= '9';) width = width * 10 + (s[i++] - '0');
+            width = spec_number(s, n, &i);
         }
         if (i < n && s[i] == '.') {
             i++;
             if (i < n && s[i] == '*') {
                 if (used >= argc) rt_error(r, "not enough arguments for format string");
-                prec = (int)v_num(argv[used++]);
+                prec = star_number(r, argv[used++]);
                 i++;
             } else {
-                for (prec = 0; i < n && s[i] >= '0' && s[i] <= '9';) prec = prec * 10 + (s[i++] - '0');
+                prec = spec_number(s, n, &i);
             }
         }
         while (i < n && strchr("hlL", s[i])) i++;
@@ -340,7 +359,7 @@ Str *str_percent_format(Render *r, Str *fmt, Value args) {
             if (used >= argc) rt_error(r, "not enough arguments for format string");
             v = argv[used++];
         }
-        if (width > 100000 || prec > 100000) rt_error(r, "format width or precision too large");
+        if (width > FORMAT_MAX_WIDTH || prec > FORMAT_MAX_WIDTH) rt_error(r, "format width or precision too large");
         bool left = strchr(flags, '-') != NULL;
         char tmp[512];
         if (conv == 's' || conv == 'r' || conv == 'a') {

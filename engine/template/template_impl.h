@@ -63,8 +63,9 @@ typedef struct Loop Loop;
 typedef struct {
     uint8_t type;
     uint8_t sub; // V_STR: 1 = Markup. V_UNDEF: the VType of the object that lacked the
-                 // attribute `undef`, V_UNDEF when the variable `undef` was missing, or
-                 // UNDEF_HINT when `undef` is the whole message (jinja2's hints)
+                 // attribute `undef` (never V_FUNC: naming a function needs the function), V_UNDEF
+                 // when the variable `undef` was missing, or UNDEF_HINT when `undef` is the whole
+                 // message (jinja2's hints)
     union {
         bool b;
         int64_t i;
