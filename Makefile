@@ -179,15 +179,16 @@ $(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/%.o $(SERVER_LIB) $(LIB)
 # minutes, then KV usage, running requests, RSS and clean exit are checked. SOAK_SAN=1 runs the
 # ASan + UBSan daemon of `make san` (build-san/) instead, with short prompts (soak.py --sanitized).
 SOAK_MINUTES ?= 10
+SOAK_SKIP    ?=
 SOAK_SAN     ?= 0
 soak: setup
 ifeq ($(SOAK_SAN),1)
 	@$(MAKE) --no-print-directory build-san/sluice BUILD=build-san OPT=-O1 CUDA=0 XCFLAGS="$(SAN_FLAGS)"
 	@SLUICE_BUILD=build-san ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	    .venv/bin/python tests/soak/soak.py --minutes $(SOAK_MINUTES) --sanitized
+	    .venv/bin/python tests/soak/soak.py --minutes $(SOAK_MINUTES) --sanitized --skip "$(SOAK_SKIP)"
 else
 	@$(MAKE) --no-print-directory $(BUILD)/sluice
-	@SLUICE_BUILD=$(BUILD) .venv/bin/python tests/soak/soak.py --minutes $(SOAK_MINUTES)
+	@SLUICE_BUILD=$(BUILD) .venv/bin/python tests/soak/soak.py --minutes $(SOAK_MINUTES) --skip "$(SOAK_SKIP)"
 endif
 
 run: setup

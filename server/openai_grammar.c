@@ -43,12 +43,16 @@ static cJSON *json_value(const cJSON *v, const char *param, const char *what, bo
 // and output the schema refuses, so it is a 400 instead (vLLM refuses a similar list).
 static const char *unenforced(const cJSON *o) {
     static const char *const ALWAYS[] = {"uniqueItems", "contains", "minContains", "maxContains", "if", "then",
-                                         "else", "not", "multipleOf", "dependentRequired", "dependentSchemas",
+                                         "else", "not", "dependentRequired", "dependentSchemas",
                                          "unevaluatedProperties", "unevaluatedItems"};
     for (size_t i = 0; i < ARRAY_LEN(ALWAYS); i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, ALWAYS[i]);
         if (v && !(cJSON_IsFalse(v) && !strcmp(ALWAYS[i], "uniqueItems"))) return ALWAYS[i];
     }
+    // multipleOf: XGrammar enforces it on integers only
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(o, "type");
+    if (cJSON_GetObjectItemCaseSensitive(o, "multipleOf") && !(cJSON_IsString(type) && !strcmp(type->valuestring, "integer")))
+        return "multipleOf (on a non-integer)";
     const cJSON *all = cJSON_GetObjectItemCaseSensitive(o, "allOf");
     if (cJSON_IsArray(all) && cJSON_GetArraySize(all) > 1) return "allOf";
     bool len = cJSON_GetObjectItemCaseSensitive(o, "maxLength") || cJSON_GetObjectItemCaseSensitive(o, "minLength");
