@@ -1,0 +1,472 @@
+// matmul_q8.c: out = x · Wᵀ on Q4_0 / Q4_1 / Q8_0 weights with 8-bit activations
+// (--cpu-activations int8; matmul_q.c is the 16-bit path).
+//
+// Each activation row is quantized per block of 32 as ggml's Q8_0 / Q8_1 do: d = amax / 127,
+// q = round(x / d) in [-127, 127], and Σq kept beside it. Every weight block then meets every
+// activation block in an exact int32 dot product, with the weight's offset folded in where it
+// is an integer:
+//
+//   Q8_0  Σ q_w q_x                    (weights as u8 q_w + 128:  Σ (q_w + 128) q_x − 128 Σq_x)
+//   Q4_0  Σ (q_w − 8) q_x   = Σ q_w q_x − 8 Σq_x            (q_w in 0..15 is already a u8)
+//   Q4_1  Σ q_w q_x, and the min term m · d_x Σq_x is added in float after the row's loop
+//
+// so a block's integer sum B is the plain integer dot of the stored quants with q_x, and the
+// float result is Σ_blocks d_w d_x B (+ Σ_blocks m d_x Σq_x for Q4_1). vpdpbusd multiplies u8
+// by s8, which is why the weights are the unsigned operand: nibbles are 0..15 as stored, and
+// Q8_0's s8 quants become u8 by adding 128 (an xor), whose cost is one activation-only integer
+// per block. The int32 sums cannot overflow: per lane 4 · 255 · 127 plus 128 · 32 · 127.
+//
+// Paths, picked at run time from the CPU's features (one binary: each path is compiled for its
+// own instruction set with a target pragma, and only called when the CPU reports it):
+//   avx512-vnni  two blocks per 512-bit step, vpdpbusd, tiles of 4 weight rows x 4 token rows
+//   avx-vnni     one block per 256-bit step, the VEX vpdpbusd, 2 x 2 tiles
+//   avx2         the same with vpmaddubsw + vpmaddwd (Q8_0 via |w| and sign(x, w), because
+//                255 · 127 · 2 would saturate vpmaddubsw's int16)
+//   scalar       plain C
+// Every path computes the same int32 block sums; the float epilogue (per-lane d_w · d_x products
+// accumulated over the row, one fixed lane reduction at the end, then the Q4_1 min term) is
+// fixed per path and independent of the tile a row sits in, so a row's result does not depend
+// on the batch or the thread count. Across paths results agree up to float summation order.
+//
+// Accuracy (kernels.h, docs/architecture.md): the activation error per element is at most
+// amax(block) / 254, 258 times coarser than the 16-bit path.
+#include "kernels/cpu/cpu.h"
+
+void kcpu_matmul_q8(const KCpu *kc, float *out, const float *x, const QMatrix *w, int n_tokens);
+
+// ---- path selection
+
+typedef enum { Q8_SCALAR = 0, Q8_AVX2, Q8_AVXVNNI, Q8_AVX512, Q8_NPATHS } Q8Path;
+static const char *const Q8_PATH_NAMES[Q8_NPATHS] = {"scalar", "avx2", "avx-vnni", "avx512-vnni"};
+static int q8_path = -1; // chosen on first use; tests may force another (k_int8_path_set)
+
+static bool q8_path_supported(int p) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    switch (p) {
+    case Q8_AVX512:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+               __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
+    case Q8_AVXVNNI:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avxvnni") &&
+               __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
+    case Q8_AVX2:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
+    default: return p == Q8_SCALAR;
+    }
+#else
+    return p == Q8_SCALAR;
+#endif
+}
+
+static int q8_path_get(void) {
+    int p = __atomic_load_n(&q8_path, __ATOMIC_ACQUIRE);
+    if (p >= 0) return p;
+    for (p = Q8_NPATHS - 1; p > 0 && !q8_path_supported(p); p--) {}
+    __atomic_store_n(&q8_path, p, __ATOMIC_RELEASE);
+    return p;
+}
+
+const char *k_int8_path(void) {
+    return Q8_PATH_NAMES[q8_path_get()];
+}
+
+bool k_int8_path_set(const char *name) {
+    for (int p = 0; p < Q8_NPATHS; p++)
+        if (!strcmp(name, Q8_PATH_NAMES[p])) {
+            if (!q8_path_supported(p)) return false;
+            __atomic_store_n(&q8_path, p, __ATOMIC_RELEASE);
+            return true;
+        }
+    return false;
+}
+
+const char *k_int8_path_name(int i) {
+    return i >= 0 && i < Q8_NPATHS ? Q8_PATH_NAMES[i] : NULL;
+}
+
+// ---- the job
+
+#define Q8_PREFETCH_BYTES 12288 // as matmul_q.c: decode streams the weights; the tiles ask this far ahead
+
+typedef struct Q8Job {
+    QType type;
+    const uint8_t *w;     // first weight row
+    size_t row_bytes;
+    int nb, npairs;       // blocks per row, pairs of blocks (the last may be half empty)
+    const int8_t *xq;     // row t at xq + t * npairs * 64, in the path's order (q8_quant_row)
+    const float *xd;      // row t at xd + t * npairs * 2: block scales d_x (0 past the last block)
+    const int32_t *xc;    // same shape: the integer offset term per block (−8 Σq_x, −128 Σq_x or 0)
+    const float *xs;      // same shape: d_x Σq_x, Q4_1's min term
+    float *out;
+    int ldo;              // out row stride (= weight rows)
+    int path;             // Q8Path
+    void (*run)(const struct Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi, float *m);
+} Q8Job;
+
+static inline int q8_block_bytes(QType t) {
+    return t == QTYPE_Q4_0 ? 18 : t == QTYPE_Q4_1 ? 20 : 34;
+}
+
+// The integer offset per block that turns the kernel's u8 weights into the stored values.
+static inline int32_t q8_offset(QType t, int path, int32_t sum) {
+    if (t == QTYPE_Q4_0) return -8 * sum;
+    if (t == QTYPE_Q8_0 && (path == Q8_AVX512 || path == Q8_AVXVNNI)) return -128 * sum;
+    return 0;
+}
+
+// Quantizes activation row t. The quants themselves are computed the same way on every path
+// (one scalar loop, round to nearest even), only their order in memory differs: the AVX-512
+// path stores a pair of blocks as [b0 0..15, b1 0..15, b0 16..31, b1 16..31], which is how the
+// nibbles of two Q4 blocks unpack; the others keep the natural order.
+static void q8_quant_row(const Q8Job *j, int path, const float *x, int t) {
+    int8_t *xq = (int8_t *)j->xq + (size_t)t * j->npairs * 64;
+    float *xd = (float *)j->xd + (size_t)t * j->npairs * 2, *xs = (float *)j->xs + (size_t)t * j->npairs * 2;
+    int32_t *xc = (int32_t *)j->xc + (size_t)t * j->npairs * 2;
+    const float *xr = x + (size_t)t * j->nb * KCPU_QK;
+    for (int p = 0; p < j->npairs; p++) {
+        int8_t q[2][KCPU_QK];
+        memset(q, 0, sizeof(q));
+        for (int h = 0; h < 2; h++) {
+            int b = 2 * p + h;
+            xd[b] = xs[b] = 0.0f, xc[b] = 0;
+            if (b >= j->nb) continue;
+            const float *v = xr + (size_t)b * KCPU_QK;
+            float amax = 0.0f;
+            for (int e = 0; e < KCPU_QK; e++) amax = kcpu_maxf(amax, fabsf(v[e]));
+            float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+            int32_t sum = 0;
+            for (int e = 0; e < KCPU_QK; e++) {
+                q[h][e] = (int8_t)nearbyintf(v[e] * id); // |v · id| <= 127 · (1 + 2^-22): in range
+                sum += q[h][e];
+            }
+            xd[b] = d, xs[b] = d * (float)sum, xc[b] = q8_offset(j->type, path, sum);
+        }
+        int8_t *dst = xq + (size_t)p * 64;
+        if (path == Q8_AVX512) {
+            memcpy(dst, q[0], 16);
+            memcpy(dst + 16, q[1], 16);
+            memcpy(dst + 32, q[0] + 16, 16);
+            memcpy(dst + 48, q[1] + 16, 16);
+        } else {
+            memcpy(dst, q, sizeof(q));
+        }
+    }
+}
+
+// Q4_1's min term, added to a row's result after its blocks: Σ_b m_b · d_x Σq_x, in a fixed
+// order (blocks in 16-lane strips summed lane-wise, then the lanes in order), the same for every
+// tile. m: the row's mins, written by the kernels while they unpack the row.
+static inline float q8_min_term(const float *m, const float *xs, int nb) {
+    float lane[16] = {0};
+    for (int b = 0; b < nb; b++) lane[b % 16] = fmaf(m[b], xs[b], lane[b % 16]);
+    float s = 0.0f;
+    for (int i = 0; i < 16; i++) s += lane[i];
+    return s;
+}
+
+// ---- scalar: the reference order of the other paths' integer sums
+
+static void q8_run_scalar(const Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi, float *mbuf) {
+    const int bb = q8_block_bytes(j->type);
+    for (int r = r_lo; r < r_hi; r++) {
+        const uint8_t *row = j->w + (size_t)r * j->row_bytes;
+        for (int b = 0; b < j->nb && j->type == QTYPE_Q4_1; b++) mbuf[b] = kcpu_h2f(kcpu_load_u16(row + (size_t)b * bb + 2));
+        for (int t = t_lo; t < t_hi; t++) {
+            const int8_t *xq = j->xq + (size_t)t * j->npairs * 64;
+            const float *xd = j->xd + (size_t)t * j->npairs * 2;
+            const int32_t *xc = j->xc + (size_t)t * j->npairs * 2;
+            float sum = 0.0f;
+            for (int b = 0; b < j->nb; b++) {
+                const uint8_t *blk = row + (size_t)b * bb;
+                const int8_t *xb = xq + (size_t)b * KCPU_QK;
+                int32_t isum = xc[b];
+                if (j->type == QTYPE_Q8_0) {
+                    const int8_t *q = (const int8_t *)(blk + 2);
+                    for (int e = 0; e < KCPU_QK; e++) isum += q[e] * xb[e];
+                } else {
+                    const uint8_t *q = blk + (j->type == QTYPE_Q4_1 ? 4 : 2);
+                    for (int e = 0; e < 16; e++) isum += (q[e] & 0x0f) * xb[e] + (q[e] >> 4) * xb[e + 16];
+                }
+                sum = fmaf(kcpu_h2f(kcpu_load_u16(blk)) * xd[b], (float)isum, sum);
+            }
+            if (j->type == QTYPE_Q4_1) sum += q8_min_term(mbuf, j->xs + (size_t)t * j->npairs * 2, j->nb);
+            j->out[(size_t)t * j->ldo + r] = sum;
+        }
+    }
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+// ---- AVX-512 VNNI: two blocks per step, R weight rows x T token rows per tile
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")
+
+#define Q8_RMAX 4
+#define Q8_TMAX 4
+
+// dpbusd lane k sums bytes 4k..4k+3: lanes 0-3 and 8-11 belong to block 0 of the pair, 4-7 and
+// 12-15 to block 1. Lanes from element i0 / i1 of a vector in that pattern:
+static inline __m512i q8_spread(int i0, int i1) {
+    return _mm512_set_epi32(i1, i1, i1, i1, i0, i0, i0, i0, i1, i1, i1, i1, i0, i0, i0, i0);
+}
+
+typedef struct {
+    __m512i q; // u8 weights in the activation order
+    __m512 d;  // d_w per lane
+} Q8WPair;
+
+static inline __attribute__((always_inline)) Q8WPair q8_wpair_512(const QType type, const uint8_t *row, int p,
+                                                                  const int has1, float *m) {
+    const int bb = q8_block_bytes(type);
+    const uint8_t *b0 = row + (size_t)2 * p * bb, *b1 = b0 + bb;
+    Q8WPair w;
+    uint32_t dd = kcpu_load_u16(b0) | (has1 ? (uint32_t)kcpu_load_u16(b1) << 16 : 0);
+    w.d = _mm512_permutexvar_ps(q8_spread(0, 1), _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)dd))));
+    if (type == QTYPE_Q8_0) {
+        __m256i a0 = _mm256_loadu_si256((const __m256i *)(b0 + 2));
+        __m256i a1 = has1 ? _mm256_loadu_si256((const __m256i *)(b1 + 2)) : _mm256_setzero_si256();
+        __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(a0), a1, 1);
+        z = _mm512_permutexvar_epi64(_mm512_set_epi64(7, 6, 3, 2, 5, 4, 1, 0), z);
+        w.q = _mm512_xor_si512(z, _mm512_set1_epi8((char)0x80));
+        return w;
+    }
+    const int off = type == QTYPE_Q4_1 ? 4 : 2;
+    __m128i q0 = _mm_loadu_si128((const __m128i *)(b0 + off));
+    __m128i q1 = has1 ? _mm_loadu_si128((const __m128i *)(b1 + off)) : _mm_setzero_si128();
+    __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
+    __m256i lo = _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f));
+    w.q = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    if (type == QTYPE_Q4_1) {
+        m[2 * p] = kcpu_h2f(kcpu_load_u16(b0 + 2));
+        if (has1) m[2 * p + 1] = kcpu_h2f(kcpu_load_u16(b1 + 2));
+    }
+    return w;
+}
+
+static inline __attribute__((always_inline)) void q8_step_512(const QType type, const int R, const int T,
+                                                              const Q8Job *j, int r0, int t0, int p,
+                                                              const int has1, __m512 acc[Q8_RMAX][Q8_TMAX],
+                                                              float *m) {
+    Q8WPair w[Q8_RMAX];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+        w[r] = q8_wpair_512(type, j->w + (size_t)(r0 + r) * j->row_bytes, p, has1, m + (size_t)r * 2 * j->npairs);
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) {
+        const size_t xi = (size_t)(t0 + t) * j->npairs + p;
+        __m512i xq = _mm512_loadu_si512(j->xq + xi * 64);
+        __m512 xd = _mm512_permutexvar_ps(q8_spread(0, 1),
+                                          _mm512_castps128_ps512(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(j->xd + xi * 2)))));
+        // the offsets go into lane 0 (block 0) and lane 4 (block 1) of the int32 sums
+        __m512i xc = _mm512_maskz_permutexvar_epi32(0x0011, _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0),
+                                                    _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(j->xc + xi * 2))));
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            __m512i i = _mm512_dpbusd_epi32(xc, w[r].q, xq);
+            acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(w[r].d, xd), acc[r][t]);
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void q8_tile_512(const QType type, const int R, const int T,
+                                                              const Q8Job *j, int r0, int t0, float *m, bool first) {
+    __m512 acc[Q8_RMAX][Q8_TMAX];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
+    const int full = j->nb / 2;
+    const char *pf = (const char *)j->w + (size_t)r0 * j->row_bytes + Q8_PREFETCH_BYTES;
+    const int pf_step = R * 2 * q8_block_bytes(type);
+    for (int p = 0; p < full; p++) {
+        if (first)
+            for (int k = 0; k < pf_step; k += 64) _mm_prefetch(pf + (size_t)p * pf_step + k, _MM_HINT_T0);
+        q8_step_512(type, R, T, j, r0, t0, p, 1, acc, m);
+    }
+    if (j->nb & 1) q8_step_512(type, R, T, j, r0, t0, full, 0, acc, m);
+    if (R == 4 && T == 4) { // one transposing reduction (the same additions as kcpu_hsum512)
+        __m512 v[16];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++)
+#pragma GCC unroll 4
+            for (int t = 0; t < 4; t++) v[4 * r + t] = acc[r][t];
+        float s[16];
+        _mm512_storeu_ps(s, kcpu_hsum512x16(v));
+        for (int r = 0; r < 4; r++)
+            for (int t = 0; t < 4; t++) j->out[(size_t)(t0 + t) * j->ldo + r0 + r] = s[4 * t + r];
+    } else {
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) j->out[(size_t)(t0 + t) * j->ldo + r0 + r] = kcpu_hsum512(acc[r][t]);
+    }
+    if (type == QTYPE_Q4_1)
+        for (int r = 0; r < R; r++)
+            for (int t = 0; t < T; t++)
+                j->out[(size_t)(t0 + t) * j->ldo + r0 + r] +=
+                    q8_min_term(m + (size_t)r * 2 * j->npairs, j->xs + (size_t)(t0 + t) * j->npairs * 2, j->nb);
+}
+
+static inline __attribute__((always_inline)) void q8_rows_512(const QType type, const Q8Job *j, int r_lo, int r_hi,
+                                                              int t_lo, int t_hi, float *m) {
+    int r = r_lo;
+    for (; r + 4 <= r_hi; r += 4) {
+        int t = t_lo;
+        for (; t + 4 <= t_hi; t += 4) q8_tile_512(type, 4, 4, j, r, t, m, t == t_lo);
+        for (; t < t_hi; t++) q8_tile_512(type, 4, 1, j, r, t, m, t == t_lo);
+    }
+    for (; r < r_hi; r++) {
+        int t = t_lo;
+        for (; t + 4 <= t_hi; t += 4) q8_tile_512(type, 1, 4, j, r, t, m, t == t_lo);
+        for (; t < t_hi; t++) q8_tile_512(type, 1, 1, j, r, t, m, t == t_lo);
+    }
+}
+
+static void q8_run_avx512(const Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi, float *m) {
+    switch (j->type) {
+    case QTYPE_Q4_0: q8_rows_512(QTYPE_Q4_0, j, r_lo, r_hi, t_lo, t_hi, m); break;
+    case QTYPE_Q4_1: q8_rows_512(QTYPE_Q4_1, j, r_lo, r_hi, t_lo, t_hi, m); break;
+    case QTYPE_Q8_0: q8_rows_512(QTYPE_Q8_0, j, r_lo, r_hi, t_lo, t_hi, m); break;
+    default: DIE("no int8 kernel for %s", qtype_name(j->type));
+    }
+}
+
+#pragma GCC pop_options
+
+// ---- AVX2 and AVX-VNNI: one block per 256-bit step, 2 x 2 tiles, activations in natural order.
+// Both are compiled with AVX-VNNI allowed; the AVX2 instance (vnni = 0) contains no VNNI
+// instruction, as the constant branch in q8_dot_256 is folded away before code generation.
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avxvnni")
+
+// The int32 sums of 4 u8 x s8 products per lane, plus acc. AVX2 without VNNI takes Q8_0's
+// signed weights as |w| and moves their signs onto x.
+static inline __attribute__((always_inline)) __m256i q8_dot_256(const int vnni, const QType type, __m256i acc,
+                                                                __m256i w, __m256i x) {
+    if (vnni) return _mm256_dpbusd_avx_epi32(acc, w, x);
+    if (type == QTYPE_Q8_0) x = _mm256_sign_epi8(x, w), w = _mm256_abs_epi8(w);
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)));
+}
+
+static inline __attribute__((always_inline)) void q8_tile_256(const int vnni, const QType type, const int R,
+                                                              const int T, const Q8Job *j, int r0, int t0, float *m) {
+    const int bb = q8_block_bytes(type);
+    __m256 acc[2][2];
+#pragma GCC unroll 2
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
+    for (int b = 0; b < j->nb; b++) {
+        __m256i wq[2];
+        float dw[2];
+#pragma GCC unroll 2
+        for (int r = 0; r < R; r++) {
+            const uint8_t *blk = j->w + (size_t)(r0 + r) * j->row_bytes + (size_t)b * bb;
+            dw[r] = kcpu_h2f(kcpu_load_u16(blk));
+            if (type == QTYPE_Q8_0) {
+                wq[r] = _mm256_loadu_si256((const __m256i *)(blk + 2));
+                if (vnni) wq[r] = _mm256_xor_si256(wq[r], _mm256_set1_epi8((char)0x80));
+            } else {
+                __m128i v = _mm_loadu_si128((const __m128i *)(blk + (type == QTYPE_Q4_1 ? 4 : 2)));
+                __m128i lo = _mm_and_si128(v, _mm_set1_epi8(0x0f));
+                __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0f));
+                wq[r] = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+                if (type == QTYPE_Q4_1) m[(size_t)r * 2 * j->npairs + b] = kcpu_h2f(kcpu_load_u16(blk + 2));
+            }
+        }
+#pragma GCC unroll 2
+        for (int t = 0; t < T; t++) {
+            const size_t xi = (size_t)(t0 + t) * j->npairs * 2 + b;
+            __m256i xq = _mm256_loadu_si256((const __m256i *)(j->xq + xi * KCPU_QK));
+            __m256i xc = _mm256_castsi128_si256(_mm_cvtsi32_si128(j->xc[xi])); // into lane 0
+            float dx = j->xd[xi];
+#pragma GCC unroll 2
+            for (int r = 0; r < R; r++) {
+                __m256i i = q8_dot_256(vnni, type, xc, wq[r], xq);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_set1_ps(dw[r] * dx), acc[r][t]);
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+        for (int t = 0; t < T; t++) {
+            float s = kcpu_hsum256(acc[r][t]);
+            if (type == QTYPE_Q4_1)
+                s += q8_min_term(m + (size_t)r * 2 * j->npairs, j->xs + (size_t)(t0 + t) * j->npairs * 2, j->nb);
+            j->out[(size_t)(t0 + t) * j->ldo + r0 + r] = s;
+        }
+}
+
+static inline __attribute__((always_inline)) void q8_rows_256(const int vnni, const QType type, const Q8Job *j,
+                                                              int r_lo, int r_hi, int t_lo, int t_hi, float *m) {
+    int r = r_lo;
+    for (; r + 2 <= r_hi; r += 2) {
+        int t = t_lo;
+        for (; t + 2 <= t_hi; t += 2) q8_tile_256(vnni, type, 2, 2, j, r, t, m);
+        for (; t < t_hi; t++) q8_tile_256(vnni, type, 2, 1, j, r, t, m);
+    }
+    for (; r < r_hi; r++)
+        for (int t = t_lo; t < t_hi; t++) q8_tile_256(vnni, type, 1, 1, j, r, t, m);
+}
+
+#define Q8_RUN_256(name, vnni)                                                                   \
+    static void name(const Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi, float *m) {         \
+        switch (j->type) {                                                                       \
+        case QTYPE_Q4_0: q8_rows_256(vnni, QTYPE_Q4_0, j, r_lo, r_hi, t_lo, t_hi, m); break;     \
+        case QTYPE_Q4_1: q8_rows_256(vnni, QTYPE_Q4_1, j, r_lo, r_hi, t_lo, t_hi, m); break;     \
+        case QTYPE_Q8_0: q8_rows_256(vnni, QTYPE_Q8_0, j, r_lo, r_hi, t_lo, t_hi, m); break;     \
+        default: DIE("no int8 kernel for %s", qtype_name(j->type));                              \
+        }                                                                                        \
+    }
+Q8_RUN_256(q8_run_avxvnni, 1)
+Q8_RUN_256(q8_run_avx2, 0)
+
+#pragma GCC pop_options
+#endif // __x86_64__
+
+// ---- the matmul
+
+#define Q8_TOKEN_CHUNK 48 // token rows per pass over a thread's weight rows (as matmul_q.c)
+
+static void q8_quant_any(const void *j, const float *x, int t) {
+    q8_quant_row(j, ((const Q8Job *)j)->path, x, t);
+}
+static void q8_run_any(const void *j, int r_lo, int r_hi, int t_lo, int t_hi, float *m) {
+    ((const Q8Job *)j)->run(j, r_lo, r_hi, t_lo, t_hi, m);
+}
+
+void kcpu_matmul_q8(const KCpu *kc, float *out, const float *x, const QMatrix *w, int n_tokens) {
+    bool whole_blocks = w->cols % KCPU_QK == 0;
+    CHECK(whole_blocks, "%s matrix with %lld columns", qtype_name(w->type), (long long)w->cols);
+    kcpu_check_fits(kc, n_tokens, (int)w->cols);
+    const int path = q8_path_get();
+    Q8Job j = {
+        .type = w->type,
+        .w = w->data,
+        .row_bytes = qtype_row_size(w->type, w->cols),
+        .nb = (int)(w->cols / KCPU_QK),
+        .xq = kc->xq8,
+        .xd = kc->xd,
+        .xc = kc->xc,
+        .xs = kc->xs,
+        .out = out,
+        .ldo = (int)w->rows,
+        .path = path,
+    };
+    j.npairs = (j.nb + 1) / 2;
+    void (*run)(const Q8Job *, int, int, int, int, float *) = q8_run_scalar;
+#if defined(__x86_64__)
+    run = path == Q8_AVX512 ? q8_run_avx512 : path == Q8_AVXVNNI ? q8_run_avxvnni : path == Q8_AVX2 ? q8_run_avx2 : run;
+#endif
+    j.run = run;
+    // the thread buffer holds the Q4_1 mins of a tile's rows: 4 * 2 * npairs floats
+    KcpuQDrive d = {&j, q8_quant_any, q8_run_any, j.w, j.row_bytes, (int)w->rows, Q8_TOKEN_CHUNK, Q8_PREFETCH_BYTES};
+    kcpu_q_drive(kc, &d, x, n_tokens);
+}
