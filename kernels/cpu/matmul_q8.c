@@ -117,9 +117,9 @@ static inline int32_t q8_offset(QType t, int path, int32_t sum) {
 }
 
 // Quantizes activation row t. The quants themselves are computed the same way on every path
-// (one scalar loop, round to nearest even), only their order in memory differs: the AVX-512
-// path stores a pair of blocks as [b0 0..15, b1 0..15, b0 16..31, b1 16..31], which is how the
-// nibbles of two Q4 blocks unpack; the others keep the natural order.
+// (one scalar loop, round to nearest even), only their order in memory differs: for Q4 weights
+// the AVX-512 path stores a pair of blocks as [b0 0..15, b1 0..15, b0 16..31, b1 16..31], which
+// is how the nibbles of two Q4 blocks unpack; everything else keeps the natural order.
 static void q8_quant_row(const Q8Job *j, int path, const float *x, int t) {
     int8_t *xq = (int8_t *)j->xq + (size_t)t * j->npairs * 64;
     float *xd = (float *)j->xd + (size_t)t * j->npairs * 2, *xs = (float *)j->xs + (size_t)t * j->npairs * 2;
@@ -144,7 +144,7 @@ static void q8_quant_row(const Q8Job *j, int path, const float *x, int t) {
             xd[b] = d, xs[b] = d * (float)sum, xc[b] = q8_offset(j->type, path, sum);
         }
         int8_t *dst = xq + (size_t)p * 64;
-        if (path == Q8_AVX512) {
+        if (path == Q8_AVX512 && j->type != QTYPE_Q8_0) {
             memcpy(dst, q[0], 16);
             memcpy(dst + 16, q[1], 16);
             memcpy(dst + 32, q[0] + 16, 16);
@@ -155,14 +155,12 @@ static void q8_quant_row(const Q8Job *j, int path, const float *x, int t) {
     }
 }
 
-// Q4_1's min term, added to a row's result after its blocks: Σ_b m_b · d_x Σq_x, in a fixed
-// order (blocks in 16-lane strips summed lane-wise, then the lanes in order), the same for every
-// tile. m: the row's mins, written by the kernels while they unpack the row.
+// Q4_1's min term Σ_b m_b · d_x Σq_x for the scalar path, added after the row's blocks. The SIMD
+// paths add it to their lane accumulators before the lane sum, as a dot product of the row's
+// mins (written by the kernels while they unpack the row) with the activation's xs.
 static inline float q8_min_term(const float *m, const float *xs, int nb) {
-    float lane[16] = {0};
-    for (int b = 0; b < nb; b++) lane[b % 16] = fmaf(m[b], xs[b], lane[b % 16]);
     float s = 0.0f;
-    for (int i = 0; i < 16; i++) s += lane[i];
+    for (int b = 0; b < nb; b++) s = fmaf(m[b], xs[b], s);
     return s;
 }
 
@@ -208,9 +206,11 @@ static void q8_run_scalar(const Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi
 #define Q8_RMAX 4
 #define Q8_TMAX 4
 
-// dpbusd lane k sums bytes 4k..4k+3: lanes 0-3 and 8-11 belong to block 0 of the pair, 4-7 and
-// 12-15 to block 1. Lanes from element i0 / i1 of a vector in that pattern:
-static inline __m512i q8_spread(int i0, int i1) {
+// dpbusd lane k sums bytes 4k..4k+3. For Q4 weights (activations in the nibble order) lanes 0-3
+// and 8-11 belong to block 0 of the pair, 4-7 and 12-15 to block 1; for Q8_0 (natural order)
+// lanes 0-7 to block 0, 8-15 to block 1. Lanes from element i0 / i1 of a vector in that pattern:
+static inline __m512i q8_spread(const QType type, int i0, int i1) {
+    if (type == QTYPE_Q8_0) return _mm512_set_epi32(i1, i1, i1, i1, i1, i1, i1, i1, i0, i0, i0, i0, i0, i0, i0, i0);
     return _mm512_set_epi32(i1, i1, i1, i1, i0, i0, i0, i0, i1, i1, i1, i1, i0, i0, i0, i0);
 }
 
@@ -224,14 +224,21 @@ static inline __attribute__((always_inline)) Q8WPair q8_wpair_512(const QType ty
     const int bb = q8_block_bytes(type);
     const uint8_t *b0 = row + (size_t)2 * p * bb, *b1 = b0 + bb;
     Q8WPair w;
-    uint32_t dd = kcpu_load_u16(b0) | (has1 ? (uint32_t)kcpu_load_u16(b1) << 16 : 0);
-    w.d = _mm512_permutexvar_ps(q8_spread(0, 1), _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)dd))));
+    if (type == QTYPE_Q4_1) { // d0 m0 d1 m1 in one conversion; the mins go to m for the row's min term
+        uint32_t h0, h1 = 0;
+        memcpy(&h0, b0, 4);
+        if (has1) memcpy(&h1, b1, 4);
+        __m128 f = _mm_cvtph_ps(_mm_set_epi32(0, 0, (int)h1, (int)h0));
+        w.d = _mm512_permutexvar_ps(q8_spread(type, 0, 2), _mm512_castps128_ps512(f));
+        _mm_storel_pi((__m64 *)(m + 2 * p), _mm_shuffle_ps(f, f, _MM_SHUFFLE(3, 1, 3, 1)));
+    } else {
+        uint32_t dd = kcpu_load_u16(b0) | (has1 ? (uint32_t)kcpu_load_u16(b1) << 16 : 0);
+        w.d = _mm512_permutexvar_ps(q8_spread(type, 0, 1), _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)dd))));
+    }
     if (type == QTYPE_Q8_0) {
         __m256i a0 = _mm256_loadu_si256((const __m256i *)(b0 + 2));
         __m256i a1 = has1 ? _mm256_loadu_si256((const __m256i *)(b1 + 2)) : _mm256_setzero_si256();
-        __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(a0), a1, 1);
-        z = _mm512_permutexvar_epi64(_mm512_set_epi64(7, 6, 3, 2, 5, 4, 1, 0), z);
-        w.q = _mm512_xor_si512(z, _mm512_set1_epi8((char)0x80));
+        w.q = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(a0), a1, 1), _mm512_set1_epi8((char)0x80));
         return w;
     }
     const int off = type == QTYPE_Q4_1 ? 4 : 2;
@@ -241,10 +248,6 @@ static inline __attribute__((always_inline)) Q8WPair q8_wpair_512(const QType ty
     __m256i lo = _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
     __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f));
     w.q = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-    if (type == QTYPE_Q4_1) {
-        m[2 * p] = kcpu_h2f(kcpu_load_u16(b0 + 2));
-        if (has1) m[2 * p + 1] = kcpu_h2f(kcpu_load_u16(b1 + 2));
-    }
     return w;
 }
 
@@ -260,10 +263,10 @@ static inline __attribute__((always_inline)) void q8_step_512(const QType type, 
     for (int t = 0; t < T; t++) {
         const size_t xi = (size_t)(t0 + t) * j->npairs + p;
         __m512i xq = _mm512_loadu_si512(j->xq + xi * 64);
-        __m512 xd = _mm512_permutexvar_ps(q8_spread(0, 1),
+        __m512 xd = _mm512_permutexvar_ps(q8_spread(type, 0, 1),
                                           _mm512_castps128_ps512(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(j->xd + xi * 2)))));
-        // the offsets go into lane 0 (block 0) and lane 4 (block 1) of the int32 sums
-        __m512i xc = _mm512_maskz_permutexvar_epi32(0x0011, _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0),
+        // the offsets go into the first lane of each block's int32 sums (lane 0, and 4 or 8)
+        __m512i xc = _mm512_maskz_permutexvar_epi32(type == QTYPE_Q8_0 ? 0x0101 : 0x0011, q8_spread(type, 0, 1),
                                                     _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(j->xc + xi * 2))));
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
@@ -289,6 +292,21 @@ static inline __attribute__((always_inline)) void q8_tile_512(const QType type, 
         q8_step_512(type, R, T, j, r0, t0, p, 1, acc, m);
     }
     if (j->nb & 1) q8_step_512(type, R, T, j, r0, t0, full, 0, acc, m);
+    if (type == QTYPE_Q4_1) { // the min term into the lanes, 16 blocks at a time
+        const int n = 2 * j->npairs;
+        for (int k = 0; k < n; k += 16) {
+            __mmask16 mk = n - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - k)) - 1);
+            __m512 mv[Q8_RMAX];
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) mv[r] = _mm512_maskz_loadu_ps(mk, m + (size_t)r * n + k);
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) {
+                __m512 xv = _mm512_maskz_loadu_ps(mk, j->xs + (size_t)(t0 + t) * n + k);
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) acc[r][t] = _mm512_fmadd_ps(mv[r], xv, acc[r][t]);
+            }
+        }
+    }
     if (R == 4 && T == 4) { // one transposing reduction (the same additions as kcpu_hsum512)
         __m512 v[16];
 #pragma GCC unroll 4
@@ -305,11 +323,6 @@ static inline __attribute__((always_inline)) void q8_tile_512(const QType type, 
 #pragma GCC unroll 4
             for (int t = 0; t < T; t++) j->out[(size_t)(t0 + t) * j->ldo + r0 + r] = kcpu_hsum512(acc[r][t]);
     }
-    if (type == QTYPE_Q4_1)
-        for (int r = 0; r < R; r++)
-            for (int t = 0; t < T; t++)
-                j->out[(size_t)(t0 + t) * j->ldo + r0 + r] +=
-                    q8_min_term(m + (size_t)r * 2 * j->npairs, j->xs + (size_t)(t0 + t) * j->npairs * 2, j->nb);
 }
 
 static inline __attribute__((always_inline)) void q8_rows_512(const QType type, const Q8Job *j, int r_lo, int r_hi,
@@ -393,15 +406,21 @@ static inline __attribute__((always_inline)) void q8_tile_256(const int vnni, co
             }
         }
     }
+    if (type == QTYPE_Q4_1) // the min term into the lanes, 8 blocks at a time
+        for (int k = 0; k < j->nb; k += 8) {
+            __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(j->nb - k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#pragma GCC unroll 2
+            for (int t = 0; t < T; t++) {
+                __m256 xv = _mm256_maskload_ps(j->xs + (size_t)(t0 + t) * j->npairs * 2 + k, mk);
+#pragma GCC unroll 2
+                for (int r = 0; r < R; r++)
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_maskload_ps(m + (size_t)r * 2 * j->npairs + k, mk), xv, acc[r][t]);
+            }
+        }
 #pragma GCC unroll 2
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 2
-        for (int t = 0; t < T; t++) {
-            float s = kcpu_hsum256(acc[r][t]);
-            if (type == QTYPE_Q4_1)
-                s += q8_min_term(m + (size_t)r * 2 * j->npairs, j->xs + (size_t)(t0 + t) * j->npairs * 2, j->nb);
-            j->out[(size_t)(t0 + t) * j->ldo + r0 + r] = s;
-        }
+        for (int t = 0; t < T; t++) j->out[(size_t)(t0 + t) * j->ldo + r0 + r] = kcpu_hsum256(acc[r][t]);
 }
 
 static inline __attribute__((always_inline)) void q8_rows_256(const int vnni, const QType type, const Q8Job *j,
