@@ -39,8 +39,11 @@ typedef struct {
     int16_t *xq;        // [max_tokens, max_pairs * 64] activation rows quantized to 16 bits
     float *xd;          // [max_tokens, max_pairs * 2] their block scales
     float *xs;          // [max_tokens, max_pairs * 4] per pair 0 s0 0 s1, s = d * sum(q) (matmul_q.c)
-    int8_t *xq8;        // [max_tokens, max_pairs * 64] the same rows quantized to 8 bits (matmul_q8.c)
-    int32_t *xc;        // [max_tokens, max_pairs * 2] their integer offset terms (matmul_q8.c)
+    // matmul_q8.c: the rows quantized to 8 bits, blocks padded to a multiple of 4 (max_quads * 4)
+    int max_quads;
+    int8_t *xq8;        // [max_tokens, max_quads * 128]
+    float *xd8, *xs8;   // [max_tokens, max_quads * 4] block scales, and d * sum(q)
+    int32_t *xc;        // [max_tokens, max_quads * 4] the integer offset terms
     float *thread_buf;  // [n_threads, thread_buf_floats] private to each thread of the team
     size_t thread_buf_floats;
 } KCpu;

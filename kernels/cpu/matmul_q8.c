@@ -94,9 +94,9 @@ typedef struct Q8Job {
     QType type;
     const uint8_t *w;     // first weight row
     size_t row_bytes;
-    int nb, npairs;       // blocks per row, pairs of blocks (the last may be half empty)
-    const int8_t *xq;     // row t at xq + t * npairs * 64, in the path's order (q8_quant_row)
-    const float *xd;      // row t at xd + t * npairs * 2: block scales d_x (0 past the last block)
+    int nb, nbp;          // blocks per row, and padded to a multiple of 4 (the padding is zeros)
+    const int8_t *xq;     // row t at xq + t * nbp * 32, in the path's order (q8_quant_row)
+    const float *xd;      // row t at xd + t * nbp: block scales d_x (0 past the last block)
     const int32_t *xc;    // same shape: the integer offset term per block (−8 Σq_x, −128 Σq_x or 0)
     const float *xs;      // same shape: d_x Σq_x, Q4_1's min term
     float *out;
@@ -117,40 +117,35 @@ static inline int32_t q8_offset(QType t, int path, int32_t sum) {
 }
 
 // Quantizes activation row t. The quants themselves are computed the same way on every path
-// (one scalar loop, round to nearest even), only their order in memory differs: for Q4 weights
-// the AVX-512 path stores a pair of blocks as [b0 0..15, b1 0..15, b0 16..31, b1 16..31], which
-// is how the nibbles of two Q4 blocks unpack; everything else keeps the natural order.
+// (one scalar loop, round to nearest even), only their order in memory differs: the AVX-512
+// path stores each 4 blocks as 128 bytes [b0 0..15, b1 0..15, b2 0..15, b3 0..15] then the same
+// for elements 16..31 (see its kernel); the others keep the natural order.
 static void q8_quant_row(const Q8Job *j, int path, const float *x, int t) {
-    int8_t *xq = (int8_t *)j->xq + (size_t)t * j->npairs * 64;
-    float *xd = (float *)j->xd + (size_t)t * j->npairs * 2, *xs = (float *)j->xs + (size_t)t * j->npairs * 2;
-    int32_t *xc = (int32_t *)j->xc + (size_t)t * j->npairs * 2;
+    int8_t *xq = (int8_t *)j->xq + (size_t)t * j->nbp * KCPU_QK;
+    float *xd = (float *)j->xd + (size_t)t * j->nbp, *xs = (float *)j->xs + (size_t)t * j->nbp;
+    int32_t *xc = (int32_t *)j->xc + (size_t)t * j->nbp;
     const float *xr = x + (size_t)t * j->nb * KCPU_QK;
-    for (int p = 0; p < j->npairs; p++) {
-        int8_t q[2][KCPU_QK];
-        memset(q, 0, sizeof(q));
-        for (int h = 0; h < 2; h++) {
-            int b = 2 * p + h;
-            xd[b] = xs[b] = 0.0f, xc[b] = 0;
-            if (b >= j->nb) continue;
+    for (int b = 0; b < j->nbp; b++) {
+        int8_t q[KCPU_QK] = {0};
+        xd[b] = xs[b] = 0.0f, xc[b] = 0;
+        if (b < j->nb) {
             const float *v = xr + (size_t)b * KCPU_QK;
             float amax = 0.0f;
             for (int e = 0; e < KCPU_QK; e++) amax = kcpu_maxf(amax, fabsf(v[e]));
             float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
             int32_t sum = 0;
             for (int e = 0; e < KCPU_QK; e++) {
-                q[h][e] = (int8_t)nearbyintf(v[e] * id); // |v · id| <= 127 · (1 + 2^-22): in range
-                sum += q[h][e];
+                q[e] = (int8_t)nearbyintf(v[e] * id); // |v · id| <= 127 · (1 + 2^-22): in range
+                sum += q[e];
             }
             xd[b] = d, xs[b] = d * (float)sum, xc[b] = q8_offset(j->type, path, sum);
         }
-        int8_t *dst = xq + (size_t)p * 64;
-        if (path == Q8_AVX512 && j->type != QTYPE_Q8_0) {
-            memcpy(dst, q[0], 16);
-            memcpy(dst + 16, q[1], 16);
-            memcpy(dst + 32, q[0] + 16, 16);
-            memcpy(dst + 48, q[1] + 16, 16);
+        if (path == Q8_AVX512) {
+            int8_t *quad = xq + (size_t)(b / 4) * 128 + (b % 4) * 16;
+            memcpy(quad, q, 16);
+            memcpy(quad + 64, q + 16, 16);
         } else {
-            memcpy(dst, q, sizeof(q));
+            memcpy(xq + (size_t)b * KCPU_QK, q, KCPU_QK);
         }
     }
 }
@@ -172,9 +167,9 @@ static void q8_run_scalar(const Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi
         const uint8_t *row = j->w + (size_t)r * j->row_bytes;
         for (int b = 0; b < j->nb && j->type == QTYPE_Q4_1; b++) mbuf[b] = kcpu_h2f(kcpu_load_u16(row + (size_t)b * bb + 2));
         for (int t = t_lo; t < t_hi; t++) {
-            const int8_t *xq = j->xq + (size_t)t * j->npairs * 64;
-            const float *xd = j->xd + (size_t)t * j->npairs * 2;
-            const int32_t *xc = j->xc + (size_t)t * j->npairs * 2;
+            const int8_t *xq = j->xq + (size_t)t * j->nbp * KCPU_QK;
+            const float *xd = j->xd + (size_t)t * j->nbp;
+            const int32_t *xc = j->xc + (size_t)t * j->nbp;
             float sum = 0.0f;
             for (int b = 0; b < j->nb; b++) {
                 const uint8_t *blk = row + (size_t)b * bb;
@@ -189,7 +184,7 @@ static void q8_run_scalar(const Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi
                 }
                 sum = fmaf(kcpu_h2f(kcpu_load_u16(blk)) * xd[b], (float)isum, sum);
             }
-            if (j->type == QTYPE_Q4_1) sum += q8_min_term(mbuf, j->xs + (size_t)t * j->npairs * 2, j->nb);
+            if (j->type == QTYPE_Q4_1) sum += q8_min_term(mbuf, j->xs + (size_t)t * j->nbp, j->nb);
             j->out[(size_t)t * j->ldo + r] = sum;
         }
     }
@@ -206,71 +201,78 @@ static void q8_run_scalar(const Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi
 #define Q8_RMAX 4
 #define Q8_TMAX 4
 
-// dpbusd lane k sums bytes 4k..4k+3. For Q4 weights (activations in the nibble order) lanes 0-3
-// and 8-11 belong to block 0 of the pair, 4-7 and 12-15 to block 1; for Q8_0 (natural order)
-// lanes 0-7 to block 0, 8-15 to block 1. Lanes from element i0 / i1 of a vector in that pattern:
-static inline __m512i q8_spread(const QType type, int i0, int i1) {
-    if (type == QTYPE_Q8_0) return _mm512_set_epi32(i1, i1, i1, i1, i1, i1, i1, i1, i0, i0, i0, i0, i0, i0, i0, i0);
-    return _mm512_set_epi32(i1, i1, i1, i1, i0, i0, i0, i0, i1, i1, i1, i1, i0, i0, i0, i0);
+// Four blocks per step in two registers: A holds elements 0..15 of the 4 blocks, B elements
+// 16..31 (that is how the nibbles of 4 Q4 blocks unpack from one 64-byte register). dpbusd on
+// A then on B leaves 16 int32 lanes, lanes 4k..4k+3 of block k, each the sum of 8 products: one
+// int-to-float conversion and one scale multiply-add per 128 products.
+typedef struct {
+    __m512i a, b; // u8 weights, elements 0..15 and 16..31 of blocks 0..3
+    __m512 d;     // d_w, lanes 4k..4k+3 from block k
+} Q8WQuad;
+
+// Lanes 4k..4k+3 from element k.
+static inline __m512i q8_spread4(void) {
+    return _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
 }
 
-typedef struct {
-    __m512i q; // u8 weights in the activation order
-    __m512 d;  // d_w per lane
-} Q8WPair;
-
-static inline __attribute__((always_inline)) Q8WPair q8_wpair_512(const QType type, const uint8_t *row, int p,
-                                                                  const int has1, float *m) {
+// Quad qd of a weight row; n: its blocks (4, or 1..3 in the row's last quad, the rest zeros).
+// Q4_1 also writes the quad's 4 mins at m + 4 qd.
+static inline __attribute__((always_inline)) Q8WQuad q8_wquad_512(const QType type, const uint8_t *row, int qd,
+                                                                  const int n, float *m) {
     const int bb = q8_block_bytes(type);
-    const uint8_t *b0 = row + (size_t)2 * p * bb, *b1 = b0 + bb;
-    Q8WPair w;
-    if (type == QTYPE_Q4_1) { // d0 m0 d1 m1 in one conversion; the mins go to m for the row's min term
-        uint32_t h0, h1 = 0;
-        memcpy(&h0, b0, 4);
-        if (has1) memcpy(&h1, b1, 4);
-        __m128 f = _mm_cvtph_ps(_mm_set_epi32(0, 0, (int)h1, (int)h0));
-        w.d = _mm512_permutexvar_ps(q8_spread(type, 0, 2), _mm512_castps128_ps512(f));
-        _mm_storel_pi((__m64 *)(m + 2 * p), _mm_shuffle_ps(f, f, _MM_SHUFFLE(3, 1, 3, 1)));
+    const uint8_t *b0 = row + (size_t)4 * qd * bb;
+    Q8WQuad w;
+    if (type == QTYPE_Q4_1) { // d0 m0 .. d3 m3 in one conversion
+        uint32_t h[4] = {0, 0, 0, 0};
+        for (int k = 0; k < n; k++) memcpy(&h[k], b0 + (size_t)k * bb, 4);
+        __m256 f = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+        w.d = _mm512_permutexvar_ps(_mm512_set_epi32(6, 6, 6, 6, 4, 4, 4, 4, 2, 2, 2, 2, 0, 0, 0, 0), _mm512_castps256_ps512(f));
+        _mm_storeu_ps(m + 4 * qd, _mm256_castps256_ps128(_mm256_permutevar8x32_ps(f, _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7))));
     } else {
-        uint32_t dd = kcpu_load_u16(b0) | (has1 ? (uint32_t)kcpu_load_u16(b1) << 16 : 0);
-        w.d = _mm512_permutexvar_ps(q8_spread(type, 0, 1), _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)dd))));
+        uint16_t h[4] = {0, 0, 0, 0};
+        for (int k = 0; k < n; k++) h[k] = kcpu_load_u16(b0 + (size_t)k * bb);
+        __m128 f = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)h));
+        w.d = _mm512_permutexvar_ps(q8_spread4(), _mm512_castps128_ps512(f));
     }
-    if (type == QTYPE_Q8_0) {
-        __m256i a0 = _mm256_loadu_si256((const __m256i *)(b0 + 2));
-        __m256i a1 = has1 ? _mm256_loadu_si256((const __m256i *)(b1 + 2)) : _mm256_setzero_si256();
-        w.q = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(a0), a1, 1), _mm512_set1_epi8((char)0x80));
+    if (type == QTYPE_Q8_0) { // [b0 | b1] and [b2 | b3], then the halves gathered by 64-bit lanes
+        __m256i q[4];
+        for (int k = 0; k < 4; k++)
+            q[k] = k < n ? _mm256_loadu_si256((const __m256i *)(b0 + (size_t)k * bb + 2)) : _mm256_setzero_si256();
+        __m512i z01 = _mm512_inserti64x4(_mm512_castsi256_si512(q[0]), q[1], 1);
+        __m512i z23 = _mm512_inserti64x4(_mm512_castsi256_si512(q[2]), q[3], 1);
+        __m512i lo = _mm512_permutex2var_epi64(z01, _mm512_set_epi64(13, 12, 9, 8, 5, 4, 1, 0), z23);
+        __m512i hi = _mm512_permutex2var_epi64(z01, _mm512_set_epi64(15, 14, 11, 10, 7, 6, 3, 2), z23);
+        w.a = _mm512_xor_si512(lo, _mm512_set1_epi8((char)0x80));
+        w.b = _mm512_xor_si512(hi, _mm512_set1_epi8((char)0x80));
         return w;
     }
     const int off = type == QTYPE_Q4_1 ? 4 : 2;
-    __m128i q0 = _mm_loadu_si128((const __m128i *)(b0 + off));
-    __m128i q1 = has1 ? _mm_loadu_si128((const __m128i *)(b1 + off)) : _mm_setzero_si128();
-    __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
-    __m256i lo = _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
-    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f));
-    w.q = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(b0 + off)));
+    if (n > 1) v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(b0 + bb + off)), 1);
+    if (n > 2) v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(b0 + 2 * bb + off)), 2);
+    if (n > 3) v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(b0 + 3 * bb + off)), 3);
+    w.a = _mm512_and_si512(v, _mm512_set1_epi8(0x0f));
+    w.b = _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0f));
     return w;
 }
 
 static inline __attribute__((always_inline)) void q8_step_512(const QType type, const int R, const int T,
-                                                              const Q8Job *j, int r0, int t0, int p,
-                                                              const int has1, __m512 acc[Q8_RMAX][Q8_TMAX],
-                                                              float *m) {
-    Q8WPair w[Q8_RMAX];
+                                                              const Q8Job *j, int r0, int t0, int qd, const int n,
+                                                              __m512 acc[Q8_RMAX][Q8_TMAX], float *m) {
+    Q8WQuad w[Q8_RMAX];
 #pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-        w[r] = q8_wpair_512(type, j->w + (size_t)(r0 + r) * j->row_bytes, p, has1, m + (size_t)r * 2 * j->npairs);
+    for (int r = 0; r < R; r++) w[r] = q8_wquad_512(type, j->w + (size_t)(r0 + r) * j->row_bytes, qd, n, m + (size_t)r * j->nbp);
 #pragma GCC unroll 4
     for (int t = 0; t < T; t++) {
-        const size_t xi = (size_t)(t0 + t) * j->npairs + p;
-        __m512i xq = _mm512_loadu_si512(j->xq + xi * 64);
-        __m512 xd = _mm512_permutexvar_ps(q8_spread(type, 0, 1),
-                                          _mm512_castps128_ps512(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(j->xd + xi * 2)))));
-        // the offsets go into the first lane of each block's int32 sums (lane 0, and 4 or 8)
-        __m512i xc = _mm512_maskz_permutexvar_epi32(type == QTYPE_Q8_0 ? 0x0101 : 0x0011, q8_spread(type, 0, 1),
-                                                    _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(j->xc + xi * 2))));
+        const size_t xi = (size_t)(t0 + t) * j->nbp + (size_t)4 * qd; // first block of the quad
+        __m512i xa = _mm512_loadu_si512(j->xq + xi * KCPU_QK), xb = _mm512_loadu_si512(j->xq + xi * KCPU_QK + 64);
+        __m512 xd = _mm512_permutexvar_ps(q8_spread4(), _mm512_castps128_ps512(_mm_loadu_ps(j->xd + xi)));
+        // the offsets go into the first lane of each block (0, 4, 8, 12)
+        __m512i xc = _mm512_maskz_permutexvar_epi32(0x1111, q8_spread4(),
+                                                    _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(j->xc + xi))));
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
-            __m512i i = _mm512_dpbusd_epi32(xc, w[r].q, xq);
+            __m512i i = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(xc, w[r].a, xa), w[r].b, xb);
             acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(w[r].d, xd), acc[r][t]);
         }
     }
@@ -283,17 +285,22 @@ static inline __attribute__((always_inline)) void q8_tile_512(const QType type, 
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
-    const int full = j->nb / 2;
+    const int full = j->nb / 4;
     const char *pf = (const char *)j->w + (size_t)r0 * j->row_bytes + Q8_PREFETCH_BYTES;
-    const int pf_step = R * 2 * q8_block_bytes(type);
-    for (int p = 0; p < full; p++) {
+    const int pf_step = R * 4 * q8_block_bytes(type);
+    for (int qd = 0; qd < full; qd++) {
         if (first)
-            for (int k = 0; k < pf_step; k += 64) _mm_prefetch(pf + (size_t)p * pf_step + k, _MM_HINT_T0);
-        q8_step_512(type, R, T, j, r0, t0, p, 1, acc, m);
+            for (int k = 0; k < pf_step; k += 64) _mm_prefetch(pf + (size_t)qd * pf_step + k, _MM_HINT_T0);
+        q8_step_512(type, R, T, j, r0, t0, qd, 4, acc, m);
     }
-    if (j->nb & 1) q8_step_512(type, R, T, j, r0, t0, full, 0, acc, m);
+    switch (j->nb % 4) {
+    case 1: q8_step_512(type, R, T, j, r0, t0, full, 1, acc, m); break;
+    case 2: q8_step_512(type, R, T, j, r0, t0, full, 2, acc, m); break;
+    case 3: q8_step_512(type, R, T, j, r0, t0, full, 3, acc, m); break;
+    default: break;
+    }
     if (type == QTYPE_Q4_1) { // the min term into the lanes, 16 blocks at a time
-        const int n = 2 * j->npairs;
+        const int n = j->nbp;
         for (int k = 0; k < n; k += 16) {
             __mmask16 mk = n - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - k)) - 1);
             __m512 mv[Q8_RMAX];
@@ -390,12 +397,12 @@ static inline __attribute__((always_inline)) void q8_tile_256(const int vnni, co
                 __m128i lo = _mm_and_si128(v, _mm_set1_epi8(0x0f));
                 __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0f));
                 wq[r] = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
-                if (type == QTYPE_Q4_1) m[(size_t)r * 2 * j->npairs + b] = kcpu_h2f(kcpu_load_u16(blk + 2));
+                if (type == QTYPE_Q4_1) m[(size_t)r * j->nbp + b] = kcpu_h2f(kcpu_load_u16(blk + 2));
             }
         }
 #pragma GCC unroll 2
         for (int t = 0; t < T; t++) {
-            const size_t xi = (size_t)(t0 + t) * j->npairs * 2 + b;
+            const size_t xi = (size_t)(t0 + t) * j->nbp + b;
             __m256i xq = _mm256_loadu_si256((const __m256i *)(j->xq + xi * KCPU_QK));
             __m256i xc = _mm256_castsi128_si256(_mm_cvtsi32_si128(j->xc[xi])); // into lane 0
             float dx = j->xd[xi];
@@ -411,10 +418,10 @@ static inline __attribute__((always_inline)) void q8_tile_256(const int vnni, co
             __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(j->nb - k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 #pragma GCC unroll 2
             for (int t = 0; t < T; t++) {
-                __m256 xv = _mm256_maskload_ps(j->xs + (size_t)(t0 + t) * j->npairs * 2 + k, mk);
+                __m256 xv = _mm256_maskload_ps(j->xs + (size_t)(t0 + t) * j->nbp + k, mk);
 #pragma GCC unroll 2
                 for (int r = 0; r < R; r++)
-                    acc[r][t] = _mm256_fmadd_ps(_mm256_maskload_ps(m + (size_t)r * 2 * j->npairs + k, mk), xv, acc[r][t]);
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_maskload_ps(m + (size_t)r * j->nbp + k, mk), xv, acc[r][t]);
             }
         }
 #pragma GCC unroll 2
@@ -472,20 +479,20 @@ void kcpu_matmul_q8(const KCpu *kc, float *out, const float *x, const QMatrix *w
         .row_bytes = qtype_row_size(w->type, w->cols),
         .nb = (int)(w->cols / KCPU_QK),
         .xq = kc->xq8,
-        .xd = kc->xd,
+        .xd = kc->xd8,
         .xc = kc->xc,
-        .xs = kc->xs,
+        .xs = kc->xs8,
         .out = out,
         .ldo = (int)w->rows,
         .path = path,
     };
-    j.npairs = (j.nb + 1) / 2;
+    j.nbp = (j.nb + 3) & ~3;
     void (*run)(const Q8Job *, int, int, int, int, float *) = q8_run_scalar;
 #if defined(__x86_64__)
     run = path == Q8_AVX512 ? q8_run_avx512 : path == Q8_AVXVNNI ? q8_run_avxvnni : path == Q8_AVX2 ? q8_run_avx2 : run;
 #endif
     j.run = run;
-    // the thread buffer holds the Q4_1 mins of a tile's rows: 4 * 2 * npairs floats
+    // the thread buffer holds the Q4_1 mins of a tile's rows: 4 * nbp floats
     KcpuQDrive d = {&j, q8_quant_any, q8_run_any, j.w, j.row_bytes, (int)w->rows, Q8_TOKEN_CHUNK, Q8_PREFETCH_BYTES};
     kcpu_q_drive(kc, &d, x, n_tokens);
 }
