@@ -225,13 +225,13 @@ static inline __attribute__((always_inline)) Q8WQuad q8_wquad_512(const QType ty
     if (type == QTYPE_Q4_1) { // d0 m0 .. d3 m3 in one conversion
         uint32_t h[4] = {0, 0, 0, 0};
         for (int k = 0; k < n; k++) memcpy(&h[k], b0 + (size_t)k * bb, 4);
-        __m256 f = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+        __m256 f = _mm256_cvtph_ps(_mm_setr_epi32((int)h[0], (int)h[1], (int)h[2], (int)h[3]));
         w.d = _mm512_permutexvar_ps(_mm512_set_epi32(6, 6, 6, 6, 4, 4, 4, 4, 2, 2, 2, 2, 0, 0, 0, 0), _mm512_castps256_ps512(f));
         _mm_storeu_ps(m + 4 * qd, _mm256_castps256_ps128(_mm256_permutevar8x32_ps(f, _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7))));
     } else {
         uint16_t h[4] = {0, 0, 0, 0};
         for (int k = 0; k < n; k++) h[k] = kcpu_load_u16(b0 + (size_t)k * bb);
-        __m128 f = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)h));
+        __m128 f = _mm_cvtph_ps(_mm_setr_epi16((short)h[0], (short)h[1], (short)h[2], (short)h[3], 0, 0, 0, 0));
         w.d = _mm512_permutexvar_ps(q8_spread4(), _mm512_castps128_ps512(f));
     }
     if (type == QTYPE_Q8_0) { // [b0 | b1] and [b2 | b3], then the halves gathered by 64-bit lanes
