@@ -4,9 +4,11 @@
 //
 // SIMD paths are chosen at compile time (-march=native): KCPU_AVX512 needs AVX-512 F/BW/VL and
 // VNNI, KCPU_AVX2 needs AVX2 + FMA + F16C (with AVX-VNNI when present); anything else compiles
-// the portable scalar code. Every path computes each output element in an order that depends
-// only on that element's inputs (never on the batch or the thread split), so results are
-// batch-invariant and deterministic; across paths they agree up to float summation order.
+// the portable scalar code. The 8-bit activation matmuls (matmul_q8.c) are the exception: they
+// pick their instruction set at run time from the CPU's features. Every path computes each
+// output element in an order that depends only on that element's inputs (never on the batch or
+// the thread split), so results are batch-invariant and deterministic; across paths they agree
+// up to float summation order.
 #pragma once
 
 #include <math.h>
