@@ -8,9 +8,10 @@
 //   Q4_0  Σ dw·(q_w − 8) · dx·q_x             = dw·dx · Σ q_w q_x − 8 · dw · s
 //   Q4_1  Σ (dw·q_w + m) · dx·q_x             = dw·dx · Σ q_w q_x + m · s
 //
-// Why 16 bits and not ggml's 8: 8-bit activations (error up to amax/254 per element) moved
-// this model's logits by ~0.15 on average against the exact forward of the same weights, and a
-// small model meets near ties often enough that ~2.5% of top-1 picks flipped. At 16 bits the
+// Why 16 bits by default and not ggml's 8 (matmul_q8.c, --cpu-activations int8): 8-bit
+// activations (error up to amax/254 per element) moved this model's logits by ~0.15 on average
+// against the exact forward of the same weights, and a small model meets near ties often
+// enough that ~2.5% of top-1 picks flipped. At 16 bits the
 // error is amax/65534, 258 times smaller, and greedy output follows the exact model. The cost,
 // measured on one core (bench/bench_kernels.c): the model's 512-token prefill matmuls 1.24x
 // the 8-bit time, decode 1.06x. The integer sums stay exact: |Σ q_w q_x| over a block

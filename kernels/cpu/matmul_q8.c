@@ -8,23 +8,24 @@
 //
 //   Q8_0  Σ q_w q_x                    (weights as u8 q_w + 128:  Σ (q_w + 128) q_x − 128 Σq_x)
 //   Q4_0  Σ (q_w − 8) q_x   = Σ q_w q_x − 8 Σq_x            (q_w in 0..15 is already a u8)
-//   Q4_1  Σ q_w q_x, and the min term m · d_x Σq_x is added in float after the row's loop
+//   Q4_1  Σ q_w q_x, and the min term m · d_x Σq_x is added in float after the row's blocks
 //
 // so a block's integer sum B is the plain integer dot of the stored quants with q_x, and the
 // float result is Σ_blocks d_w d_x B (+ Σ_blocks m d_x Σq_x for Q4_1). vpdpbusd multiplies u8
 // by s8, which is why the weights are the unsigned operand: nibbles are 0..15 as stored, and
 // Q8_0's s8 quants become u8 by adding 128 (an xor), whose cost is one activation-only integer
-// per block. The int32 sums cannot overflow: per lane 4 · 255 · 127 plus 128 · 32 · 127.
+// per block. The int32 sums cannot overflow: per lane at most 8 · 255 · 127 plus 128 · 32 · 127.
 //
 // Paths, picked at run time from the CPU's features (one binary: each path is compiled for its
 // own instruction set with a target pragma, and only called when the CPU reports it):
-//   avx512-vnni  two blocks per 512-bit step, vpdpbusd, tiles of 4 weight rows x 4 token rows
+//   avx512-vnni  four blocks per step in two 512-bit registers, vpdpbusd, tiles of 4 weight rows
+//                x 4 token rows
 //   avx-vnni     one block per 256-bit step, the VEX vpdpbusd, 2 x 2 tiles
 //   avx2         the same with vpmaddubsw + vpmaddwd (Q8_0 via |w| and sign(x, w), because
 //                255 · 127 · 2 would saturate vpmaddubsw's int16)
 //   scalar       plain C
 // Every path computes the same int32 block sums; the float epilogue (per-lane d_w · d_x products
-// accumulated over the row, one fixed lane reduction at the end, then the Q4_1 min term) is
+// accumulated over the row, then the Q4_1 min term, then one fixed lane reduction) is
 // fixed per path and independent of the tile a row sits in, so a row's result does not depend
 // on the batch or the thread count. Across paths results agree up to float summation order.
 //
@@ -165,7 +166,8 @@ static void q8_run_scalar(const Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi
     const int bb = q8_block_bytes(j->type);
     for (int r = r_lo; r < r_hi; r++) {
         const uint8_t *row = j->w + (size_t)r * j->row_bytes;
-        for (int b = 0; b < j->nb && j->type == QTYPE_Q4_1; b++) mbuf[b] = kcpu_h2f(kcpu_load_u16(row + (size_t)b * bb + 2));
+        for (int b = 0; b < j->nb && j->type == QTYPE_Q4_1; b++)
+            mbuf[b] = kcpu_h2f(kcpu_load_u16(row + (size_t)b * bb + 2));
         for (int t = t_lo; t < t_hi; t++) {
             const int8_t *xq = j->xq + (size_t)t * j->nbp * KCPU_QK;
             const float *xd = j->xd + (size_t)t * j->nbp;
@@ -226,8 +228,10 @@ static inline __attribute__((always_inline)) Q8WQuad q8_wquad_512(const QType ty
         uint32_t h[4] = {0, 0, 0, 0};
         for (int k = 0; k < n; k++) memcpy(&h[k], b0 + (size_t)k * bb, 4);
         __m256 f = _mm256_cvtph_ps(_mm_setr_epi32((int)h[0], (int)h[1], (int)h[2], (int)h[3]));
-        w.d = _mm512_permutexvar_ps(_mm512_set_epi32(6, 6, 6, 6, 4, 4, 4, 4, 2, 2, 2, 2, 0, 0, 0, 0), _mm512_castps256_ps512(f));
-        _mm_storeu_ps(m + 4 * qd, _mm256_castps256_ps128(_mm256_permutevar8x32_ps(f, _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7))));
+        const __m512i d_idx = _mm512_set_epi32(6, 6, 6, 6, 4, 4, 4, 4, 2, 2, 2, 2, 0, 0, 0, 0);
+        w.d = _mm512_permutexvar_ps(d_idx, _mm512_castps256_ps512(f));
+        __m256 mins = _mm256_permutevar8x32_ps(f, _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7));
+        _mm_storeu_ps(m + 4 * qd, _mm256_castps256_ps128(mins));
     } else {
         uint16_t h[4] = {0, 0, 0, 0};
         for (int k = 0; k < n; k++) h[k] = kcpu_load_u16(b0 + (size_t)k * bb);
@@ -261,15 +265,16 @@ static inline __attribute__((always_inline)) void q8_step_512(const QType type, 
                                                               __m512 acc[Q8_RMAX][Q8_TMAX], float *m) {
     Q8WQuad w[Q8_RMAX];
 #pragma GCC unroll 4
-    for (int r = 0; r < R; r++) w[r] = q8_wquad_512(type, j->w + (size_t)(r0 + r) * j->row_bytes, qd, n, m + (size_t)r * j->nbp);
+    for (int r = 0; r < R; r++)
+        w[r] = q8_wquad_512(type, j->w + (size_t)(r0 + r) * j->row_bytes, qd, n, m + (size_t)r * j->nbp);
 #pragma GCC unroll 4
     for (int t = 0; t < T; t++) {
         const size_t xi = (size_t)(t0 + t) * j->nbp + (size_t)4 * qd; // first block of the quad
         __m512i xa = _mm512_loadu_si512(j->xq + xi * KCPU_QK), xb = _mm512_loadu_si512(j->xq + xi * KCPU_QK + 64);
         __m512 xd = _mm512_permutexvar_ps(q8_spread4(), _mm512_castps128_ps512(_mm_loadu_ps(j->xd + xi)));
         // the offsets go into the first lane of each block (0, 4, 8, 12)
-        __m512i xc = _mm512_maskz_permutexvar_epi32(0x1111, q8_spread4(),
-                                                    _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(j->xc + xi))));
+        __m128i c4 = _mm_loadu_si128((const __m128i *)(j->xc + xi));
+        __m512i xc = _mm512_maskz_permutexvar_epi32(0x1111, q8_spread4(), _mm512_castsi128_si512(c4));
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             __m512i i = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(xc, w[r].a, xa), w[r].b, xb);
