@@ -62,6 +62,10 @@
 #define EXACT_LOGIT_MAX_TOL 0.1f    // and max; observed 0.025
 // Logits within EXACT_LOGIT_MAX_TOL can only swap two tokens closer than twice that.
 #define EXACT_TIE_MARGIN (2 * EXACT_LOGIT_MAX_TOL)
+// The 8-bit activation path (test_int8_activations): its top-5 logits move up to ~0.9 from the
+// exact forward's, so two tokens can swap where their exact margin is below about twice that;
+// observed swaps at margins up to 0.54.
+#define INT8_TIE_MARGIN 1.0f
 #define MAX_TOKENS 512
 #define BLOCK 16
 
@@ -747,16 +751,19 @@ static void test_teacher_forced_matches_exact(void) {
 // The 8-bit activation path (--cpu-activations int8) quantizes the matmul inputs as llama.cpp
 // does, so it is held to the bounds llama.cpp meets, against both references: teacher-forced
 // top-1 agreement with the exact forward >= TOP1_MIN, each miss a near tie there (top-2 margin
-// < TIE_MARGIN), top-5 logits within the llama.cpp bounds; greedy runs leave the exact forward
-// only at near ties; and the checks against llama.cpp above pass unchanged. The agreement is
-// printed for docs/architecture.md. Runs last: it replaces the greedy run the tests above share.
+// < INT8_TIE_MARGIN), top-5 logits within the llama.cpp bounds; greedy runs leave the exact
+// forward only at near ties; and the checks against llama.cpp above pass unchanged. The
+// agreement is printed for docs/architecture.md. Any float rounding change (another SIMD path, a
+// kernel's summation order) can move an activation across an 8-bit rounding boundary and the
+// logits by up to the int8 error, so these figures vary by a few rows between builds and paths.
+// Runs last: it replaces the greedy run the tests above share.
 static void tf_row_int8(int q, int s, const float *l, void *ctx) {
     TFStats *st = ctx;
     const Golden *g = &exact[q];
     int top = argmax(l, model.cfg.vocab);
     st->agree += top == g->greedy[s];
     if (top != g->greedy[s])
-        EXPECT(top2_margin(g, s) < TIE_MARGIN, "int8: prompt %d row %d: ours %d, exact %d by %.3f", q, s, top,
+        EXPECT(top2_margin(g, s) < INT8_TIE_MARGIN, "int8: prompt %d row %d: ours %d, exact %d by %.3f", q, s, top,
                g->greedy[s], top2_margin(g, s));
     st->total++;
     for (int k = 0; k < N_TOP; k++) logit_err_add(&st->err, l[g->top_id[s][k]] - g->top_logit[s][k]);
@@ -780,7 +787,7 @@ static void test_int8_activations(void) {
         int s = greedy_divergence(greedy.ours[p], &exact[p]);
         identical += s == N_GEN;
         if (s < N_GEN)
-            EXPECT(top2_margin(&exact[p], s) < TIE_MARGIN, "int8: prompt %d left the exact forward at step %d by %.3f",
+            EXPECT(top2_margin(&exact[p], s) < INT8_TIE_MARGIN, "int8: prompt %d left the exact forward at step %d by %.3f",
                    p, s, top2_margin(&exact[p], s));
     }
     fprintf(stderr, "  int8 greedy: %d of %d prompts identical to the exact forward over %d tokens\n", identical, n_exact,
