@@ -4,13 +4,20 @@
 //
 //   gcc -std=gnu11 -O2 -march=native -fopenmp -I. common/common.c kernels/cpu/*.c
 //       bench/bench_kernels.c -o build/bench_kernels -lm   (one line)
-//   nice build/bench_kernels [threads]
+//   nice build/bench_kernels [threads] [act]
+//
+// "act" runs only the comparison of 16- and 8-bit activations (--cpu-activations): each shape at
+// 1 and 64 token rows, int16 and every 8-bit path this CPU has timed in turn within each
+// repetition (interleaved, so load on a shared machine hits them alike), medians and minima.
+// With 1 thread it times the thread's CPU time (CLOCK_THREAD_CPUTIME_ID: the time it actually
+// ran, so a busy machine's preemptions do not count; its cache interference still does).
 //
 // The last lines estimate whole-model matmul time per token (30 layers + LM head for decode,
 // 30 layers for a 512-token prefill), the bulk of a forward pass.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/common.h"
 #include "kernels/kernels.h"
@@ -127,6 +134,59 @@ static void bench_decode_from_memory(float *out, const float *x) {
     for (int i = 0; i < n; i++) free((void *)ws[i].data);
 }
 
+#define ACT_REPS 15
+
+static double thread_cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+#define ACT_MAX 5 // int16 + at most 4 int8 paths
+
+static void bench_activations(int n_threads, float *out, const float *x) {
+    double (*clock)(void) = n_threads == 1 ? thread_cpu_s : time_now_s;
+    static const Shape act_shapes[] = {
+        {"wq/wo 576x576", QTYPE_Q4_1, 576, 576, 2},   {"gate/up 1536x576", QTYPE_Q4_1, 1536, 576, 2},
+        {"down 576x1536", QTYPE_Q4_1, 576, 1536, 1},  {"Q4_0 1536x576", QTYPE_Q4_0, 1536, 576, 1},
+        {"Q8_0 1536x576", QTYPE_Q8_0, 1536, 576, 1},
+    };
+    const char *best = k_int8_path(), *names[ACT_MAX] = {"int16"};
+    int n_var = 1;
+    for (int i = 0; k_int8_path_name(i) && n_var < ACT_MAX; i++)
+        if (k_int8_path_set(k_int8_path_name(i))) names[n_var++] = k_int8_path_name(i);
+    printf("activations: int16 vs int8 paths (picked for this CPU: %s), %d thread(s), %s, GFLOP/s median/best of %d "
+           "interleaved runs\n", best, n_threads, n_threads == 1 ? "thread CPU time" : "wall time", ACT_REPS);
+    for (size_t i = 0; i < ARRAY_LEN(act_shapes); i++) {
+        const Shape *s = &act_shapes[i];
+        QMatrix w = {s->type, s->rows, s->cols, bench_weights(s->type, s->rows, s->cols)};
+        static const int ns[] = {1, 64};
+        for (int k = 0; k < 2; k++) {
+            double t[ACT_MAX][ACT_REPS];
+            for (int r = -1; r < ACT_REPS; r++) // r = -1: warm-up
+                for (int v = 0; v < n_var; v++) {
+                    k_set_activations(v ? K_ACT_INT8 : K_ACT_INT16);
+                    if (v) k_int8_path_set(names[v]);
+                    double t0 = clock();
+                    k_matmul(out, x, &w, ns[k]);
+                    if (r >= 0) t[v][r] = clock() - t0;
+                }
+            printf("%-18s %s n=%2d ", s->name, qtype_name(s->type), ns[k]);
+            double base = 0;
+            for (int v = 0; v < n_var; v++) {
+                qsort(t[v], ACT_REPS, sizeof(double), cmp_double);
+                double sec = t[v][ACT_REPS / 2], flop = 2.0 * s->rows * s->cols * ns[k];
+                if (v == 0) base = sec;
+                printf(" %s %5.1f/%5.1f", names[v], flop / sec * 1e-9, flop / t[v][0] * 1e-9);
+                if (v) printf(" (%.2fx)", base / sec);
+            }
+            printf("\n");
+        }
+        free((void *)w.data);
+    }
+    k_set_activations(K_ACT_INT16);
+    k_int8_path_set(best);
+}
+
 int main(int argc, char **argv) {
     int n_threads = argc > 1 ? atoi(argv[1]) : 2;
     const int max_tokens = 512;
@@ -134,6 +194,12 @@ int main(int argc, char **argv) {
     float *x = xmalloc_aligned(sizeof(float) * max_tokens * 1536);
     float *out = xmalloc_aligned(sizeof(float) * (size_t)max_tokens * 49152);
     for (int i = 0; i < max_tokens * 1536; i++) x[i] = (rand_byte() - 128) / 64.0f;
+    if (argc > 2 && !strcmp(argv[2], "act")) {
+        bench_activations(n_threads, out, x);
+        free(x), free(out);
+        k_free();
+        return 0;
+    }
     printf("k_matmul, %d threads, median of %d\n", n_threads, BENCH_REPS);
     double decode_s = 0, prefill_s = 0;
     for (size_t i = 0; i < ARRAY_LEN(shapes); i++) {

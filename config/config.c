@@ -17,6 +17,7 @@
 static const char *LOG_LEVEL_NAMES[] = {"debug", "info", "warning", "error"};
 const char *const LOAD_FORMAT_NAMES[] = {"auto", "gguf", "safetensors", "dummy", NULL};
 const char *const DEVICE_NAMES[] = {"auto", "cpu", "cuda", NULL};
+const char *const CPU_ACTIVATIONS_NAMES[] = {"int16", "int8", NULL};
 
 static int parse_loglevel(const char *s, LogLevel *out) {
     if (!strcasecmp(s, "debug")) *out = LOG_DEBUG;
@@ -253,6 +254,7 @@ void config_defaults(Config *c) {
     c->load_format = xstrdup("auto");
     c->tokenizer = NULL;
     c->device = xstrdup("auto");
+    c->cpu_activations = xstrdup("int16");
     c->gpu_memory_utilization = 0.9f;
     c->enforce_eager = false;
     c->structured_output_cache_size = 64;
@@ -264,8 +266,9 @@ void config_free(Config *c) {
     free(c->tokenizer);
     free(c->load_format);
     free(c->device);
+    free(c->cpu_activations);
     free(c->config);
-    c->model = c->tokenizer = c->load_format = c->device = c->config = NULL;
+    c->model = c->tokenizer = c->load_format = c->device = c->cpu_activations = c->config = NULL;
 }
 
 int config_flags(Config *c, Flag *out) {
@@ -301,6 +304,9 @@ int config_flags(Config *c, Flag *out) {
          "a .gguf or an HF tokenizer directory to take the tokenizer and chat template from", ""},
         {"--device", "SLUICE_DEVICE", FLAG_STR, &c->device, 0, 0,
          "auto (cuda when this build has CUDA and a GPU is visible, else cpu), cpu or cuda", ""},
+        {"--cpu-activations", "SLUICE_CPU_ACTIVATIONS", FLAG_STR, &c->cpu_activations, 0, 0,
+         "activation precision of the CPU's Q4_0/Q4_1/Q8_0 matmuls: int16 (follows the exact model) or int8 "
+         "(VNNI u8 x s8 dot products, faster, coarser: docs/architecture.md)", ""},
         {"--gpu-memory-utilization", "SLUICE_GPU_MEMORY_UTILIZATION", FLAG_FLOAT, &c->gpu_memory_utilization, 0, 1,
          "share of the GPU's memory for weights, activations and KV cache (0 < X <= 1)", ""},
         {"--enforce-eager", "SLUICE_ENFORCE_EAGER", FLAG_BOOL, &c->enforce_eager, 0, 0,
@@ -329,7 +335,8 @@ int config_validate(const Config *c, char *err) {
     const struct {
         const char *name, *value;
         const char *const *choices;
-    } choice[] = {{"--load-format", c->load_format, LOAD_FORMAT_NAMES}, {"--device", c->device, DEVICE_NAMES}};
+    } choice[] = {{"--load-format", c->load_format, LOAD_FORMAT_NAMES}, {"--device", c->device, DEVICE_NAMES},
+                   {"--cpu-activations", c->cpu_activations, CPU_ACTIVATIONS_NAMES}};
     for (size_t i = 0; i < ARRAY_LEN(choice); i++) {
         int k = config_choice(choice[i].value, choice[i].choices);
         if (k < 0) {
@@ -369,13 +376,13 @@ void config_log(const Config *c) {
     char kv[32];
     log_info("config: model=%s threads=%d max_model_len=%d max_num_batched_tokens=%d max_num_seqs=%d "
              "block_size=%d kv_cache_memory=%s enable_prefix_caching=%s log_level=%s seed=%llu "
-             "tensor_parallel_size=%d load_format=%s tokenizer=%s device=%s gpu_memory_utilization=%g "
+             "tensor_parallel_size=%d load_format=%s tokenizer=%s device=%s cpu_activations=%s gpu_memory_utilization=%g "
              "enforce_eager=%s config=%s",
              c->model, c->threads, c->max_model_len, c->max_num_batched_tokens, c->max_num_seqs, c->block_size,
              c->kv_cache_memory ? fmt_bytes(c->kv_cache_memory, kv, sizeof kv) : "auto",
              c->enable_prefix_caching ? "true" : "false", LOG_LEVEL_NAMES[c->log_level],
              (unsigned long long)c->seed, c->tensor_parallel_size, c->load_format,
-             c->tokenizer ? c->tokenizer : "(the model's)", c->device, c->gpu_memory_utilization,
+             c->tokenizer ? c->tokenizer : "(the model's)", c->device, c->cpu_activations, c->gpu_memory_utilization,
              c->enforce_eager ? "true" : "false", c->config ? c->config : "(none)");
 }
 

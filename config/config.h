@@ -35,6 +35,7 @@ typedef struct {
     char *load_format;          // --load-format: one of LOAD_FORMAT_NAMES (owned)
     char *tokenizer;            // --tokenizer: a .gguf or an HF tokenizer directory; NULL = the model's (owned)
     char *device;               // --device: one of DEVICE_NAMES (owned)
+    char *cpu_activations;      // --cpu-activations: one of CPU_ACTIVATIONS_NAMES (owned)
     float gpu_memory_utilization; // --gpu-memory-utilization: share of the GPU's memory, in (0, 1]
     bool enforce_eager;         // --enforce-eager: no CUDA graphs
     int structured_output_cache_size; // --structured-output-cache-size: compiled grammars kept (LRU)
@@ -46,6 +47,7 @@ typedef struct {
 // checks them.
 extern const char *const LOAD_FORMAT_NAMES[]; // "auto", "gguf", "safetensors", "dummy", NULL
 extern const char *const DEVICE_NAMES[];      // "auto", "cpu", "cuda", NULL
+extern const char *const CPU_ACTIVATIONS_NAMES[]; // "int16", "int8", NULL (kernels.h's KActivations order)
 
 // ---- flag tables
 

@@ -23,7 +23,7 @@ void engine_config_defaults(EngineConfig *c) {
     *c = (EngineConfig){.max_num_batched_tokens = 512, .max_num_seqs = 64, .block_size = 16,
                         .enable_prefix_caching = true, .max_model_len = 0, .kv_cache_memory = 0,
                         .threads = 0, .kv_dtype = KV_F16, .seed = 0, .tensor_parallel_size = 1,
-                        .load_format = LOAD_AUTO, .tokenizer = NULL, .device = ENGINE_DEVICE_AUTO,
+                        .load_format = LOAD_AUTO, .tokenizer = NULL,  .device = ENGINE_DEVICE_AUTO, .cpu_activations = K_ACT_INT16,
                         .gpu_memory_utilization = 0.9, .enforce_eager = false,
                         .structured_output_cache_size = 64, .structured_output_compile_timeout = 10};
 }
@@ -56,6 +56,9 @@ EngineConfig engine_config_from(const Config *c) {
                                                                                           : ENGINE_DEVICE_AUTO;
     e.gpu_memory_utilization = c->gpu_memory_utilization;
     e.enforce_eager = c->enforce_eager;
+    int a = config_choice(c->cpu_activations, CPU_ACTIVATIONS_NAMES); // config_validate checked it
+    CHECK(a >= 0, "--cpu-activations %s", c->cpu_activations);
+    e.cpu_activations = (KActivations)a;
     e.structured_output_cache_size = c->structured_output_cache_size;
     e.structured_output_compile_timeout = c->structured_output_compile_timeout;
     return e;
@@ -773,6 +776,12 @@ int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path,
         if (c->kv_cache_memory) log_warn("--kv-cache-memory is for the CPU: on cuda the KV cache takes what "
                                          "--gpu-memory-utilization leaves");
     } else {
+        // process-wide (kernels.h): the last engine created in a process sets it for all
+        k_set_activations(c->cpu_activations);
+        if (c->cpu_activations == K_ACT_INT8)
+            log_info("cpu matmuls: 8-bit activations, %s kernels (picked from the CPU's features)", k_int8_path());
+        else
+            log_info("cpu matmuls: 16-bit activations (--cpu-activations int16)");
         if (engine_load_cpu(e, err) != SL_OK) goto fail;
         double t_alloc = time_now_s();
         in->load_s = open_s + (t_alloc - t_load);

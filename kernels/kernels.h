@@ -79,6 +79,23 @@ void k_embed(float *out, const QMatrix *table, const int *ids, int n_tokens);
 // and whatever the thread count.
 void k_matmul(float *out, const float *x, const QMatrix *w, int n_tokens);
 
+// The activation precision of the Q4_0/Q4_1/Q8_0 matmuls (--cpu-activations), process-wide:
+// set it before ops run (tests switch it between ops). K_ACT_INT16 (the default) is the path
+// above. K_ACT_INT8 quantizes x per block of 32 to 8 bits as ggml's Q8_0 does (|error| per
+// element <= amax(block) / 254) and uses u8 x s8 integer dot products (vpdpbusd): twice the
+// integer throughput, at 258 times the activation error. It stays deterministic and
+// batch-invariant; against the 16-bit path it differs by that error.
+typedef enum { K_ACT_INT16 = 0, K_ACT_INT8 = 1 } KActivations;
+void k_set_activations(KActivations a);
+KActivations k_activations(void);
+// The instruction-set path the 8-bit kernels use, picked at run time from the CPU's features:
+// "avx512-vnni", "avx-vnni", "avx2" or "scalar" (the first the CPU supports, in that order).
+const char *k_int8_path(void);
+// Forces a path (tests, bench); false, changing nothing, for an unknown name or one the CPU
+// lacks. k_int8_path_name(i) lists them for i = 0, 1, ... (NULL past the last).
+bool k_int8_path_set(const char *name);
+const char *k_int8_path_name(int i);
+
 // out[t] = x[t] / sqrt(mean(x[t]²) + eps) * w.          x, out: [n_tokens, dim]  w: [dim]
 void k_rmsnorm(float *out, const float *x, const float *w, int n_tokens, int dim, float eps);
 // residual += delta, then out = rmsnorm(residual) * w (the pre-norm block's join).

@@ -4,9 +4,11 @@
 //
 // SIMD paths are chosen at compile time (-march=native): KCPU_AVX512 needs AVX-512 F/BW/VL and
 // VNNI, KCPU_AVX2 needs AVX2 + FMA + F16C (with AVX-VNNI when present); anything else compiles
-// the portable scalar code. Every path computes each output element in an order that depends
-// only on that element's inputs (never on the batch or the thread split), so results are
-// batch-invariant and deterministic; across paths they agree up to float summation order.
+// the portable scalar code. The 8-bit activation matmuls (matmul_q8.c) are the exception: they
+// pick their instruction set at run time from the CPU's features. Every path computes each
+// output element in an order that depends only on that element's inputs (never on the batch or
+// the thread split), so results are batch-invariant and deterministic; across paths they agree
+// up to float summation order.
 #pragma once
 
 #include <math.h>
@@ -39,6 +41,11 @@ typedef struct {
     int16_t *xq;        // [max_tokens, max_pairs * 64] activation rows quantized to 16 bits
     float *xd;          // [max_tokens, max_pairs * 2] their block scales
     float *xs;          // [max_tokens, max_pairs * 4] per pair 0 s0 0 s1, s = d * sum(q) (matmul_q.c)
+    // matmul_q8.c: the rows quantized to 8 bits, blocks padded to a multiple of 4 (max_quads * 4)
+    int max_quads;
+    int8_t *xq8;        // [max_tokens, max_quads * 128]
+    float *xd8, *xs8;   // [max_tokens, max_quads * 4] block scales, and d * sum(q)
+    int32_t *xc;        // [max_tokens, max_quads * 4] the integer offset terms
     float *thread_buf;  // [n_threads, thread_buf_floats] private to each thread of the team
     size_t thread_buf_floats;
 } KCpu;
@@ -127,6 +134,43 @@ static inline __m512 kcpu_exp512(__m512 x) {
     __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
     return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
 }
+#endif
+
+#if defined(KCPU_AVX2)
+static inline __m256 kcpu_exp256(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(KCPU_EXP_LO)), _mm256_set1_ps(KCPU_EXP_HI));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693359375f), x);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
+    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+#endif
+
+#if defined(__x86_64__)
+// ---- lane sums, compiled for their own instruction sets so that both the -march paths above
+// and the run-time selected kernels of matmul_q8.c (target pragmas) can inline them.
+#include <immintrin.h>
+#pragma GCC push_options
+#pragma GCC target("avx2")
+static inline float kcpu_hsum256(__m256 a) {
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    b = _mm_add_ss(b, _mm_movehdup_ps(b));
+    return _mm_cvtss_f32(b);
+}
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq")
 // Lane sum in a fixed order (halves folded: 16 -> 8 -> 4 -> 2 -> 1).
 static inline float kcpu_hsum512(__m512 v) {
     __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
@@ -152,33 +196,25 @@ static inline __m512 kcpu_hsum512x16(const __m512 v[16]) {
     }
     return _mm512_add_ps(_mm512_shuffle_ps(c[0], c[1], 0x88), _mm512_shuffle_ps(c[0], c[1], 0xdd)); // + 1 apart
 }
+#pragma GCC pop_options
 #endif
 
-#if defined(KCPU_AVX2)
-static inline __m256 kcpu_exp256(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(KCPU_EXP_LO)), _mm256_set1_ps(KCPU_EXP_HI));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693359375f), x);
-    r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
-    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-static inline float kcpu_hsum256(__m256 a) {
-    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    b = _mm_add_ps(b, _mm_movehl_ps(b, b));
-    b = _mm_add_ss(b, _mm_movehdup_ps(b));
-    return _mm_cvtss_f32(b);
-}
-#endif
+// ---- the driver both integer matmuls (matmul_q.c, matmul_q8.c) share (matmul.c)
+// quant_row quantizes activation row t into the job's scratch: on the caller's thread for one
+// or two rows, else split over the team, before a barrier. Then each thread takes a contiguous
+// range of 4-row weight tiles, the same for every chunk of token_chunk token rows, and calls
+// run on it chunk by chunk with its own thread buffer; its first prefetch_head bytes of weight
+// rows are prefetched first (the tiles prefetch ahead of themselves from there).
+typedef struct {
+    const void *job;
+    void (*quant_row)(const void *job, const float *x, int t);
+    void (*run)(const void *job, int r_lo, int r_hi, int t_lo, int t_hi, float *buf);
+    const uint8_t *w;
+    size_t row_bytes;
+    int rows, token_chunk;
+    size_t prefetch_head;
+} KcpuQDrive;
+void kcpu_q_drive(const KCpu *kc, const KcpuQDrive *d, const float *x, int n_tokens);
 
 // Sum of squares / dot product of n floats in a fixed order for the compiled path.
 float kcpu_dot_f32(const float *a, const float *b, int n);

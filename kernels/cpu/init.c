@@ -18,6 +18,10 @@ static void kcpu_destroy(void *p) {
     free(kc->xq);
     free(kc->xd);
     free(kc->xs);
+    free(kc->xq8);
+    free(kc->xd8);
+    free(kc->xs8);
+    free(kc->xc);
     free(kc->thread_buf);
     free(kc);
 }
@@ -50,6 +54,11 @@ void k_init(int n_threads, int max_tokens, int max_cols) {
     kc->xq = xmalloc_aligned(rows * (size_t)kc->max_pairs * 2 * KCPU_QK * sizeof(int16_t));
     kc->xd = xmalloc_aligned(rows * (size_t)kc->max_pairs * 2 * sizeof(float));
     kc->xs = xmalloc_aligned(rows * (size_t)kc->max_pairs * 4 * sizeof(float));
+    kc->max_quads = (blocks + 3) / 4;
+    kc->xq8 = xmalloc_aligned(rows * (size_t)kc->max_quads * 4 * KCPU_QK);
+    kc->xd8 = xmalloc_aligned(rows * (size_t)kc->max_quads * 4 * sizeof(float));
+    kc->xs8 = xmalloc_aligned(rows * (size_t)kc->max_quads * 4 * sizeof(float));
+    kc->xc = xmalloc_aligned(rows * (size_t)kc->max_quads * 4 * sizeof(int32_t));
     // Each thread's buffer holds a dequantized weight row (max_cols), the offsets of a matmul
     // tile's weight rows (< max_cols / 2), or one KV head group's attention accumulators.
     kc->thread_buf_floats = ((size_t)2 * max_cols + 4096 + 15) & ~(size_t)15;

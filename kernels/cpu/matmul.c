@@ -1,6 +1,7 @@
 // matmul.c: k_matmul, out = x · Wᵀ, dispatched on the weight's stored type.
 //
-//   Q4_0 Q4_1 Q8_0   integer dots on the stored blocks (matmul_q.c)
+//   Q4_0 Q4_1 Q8_0   integer dots on the stored blocks against 16-bit activations (matmul_q.c)
+//                    or, with k_set_activations(K_ACT_INT8), 8-bit ones (matmul_q8.c)
 //   F32 F16          float dots, F16 converted in registers
 //   anything else    each weight row dequantized once into the thread's buffer (dequant_row),
 //                    then float dots with every token row: correct, not fast
@@ -12,6 +13,19 @@
 #include "kernels/cpu/cpu.h"
 
 void kcpu_matmul_q(const KCpu *kc, float *out, const float *x, const QMatrix *w, int n_tokens);
+void kcpu_matmul_q8(const KCpu *kc, float *out, const float *x, const QMatrix *w, int n_tokens);
+
+// Process-wide, set at start-up (and by tests between ops), read by every rank's thread.
+static int cpu_activations = K_ACT_INT16;
+
+void k_set_activations(KActivations a) {
+    CHECK(a == K_ACT_INT16 || a == K_ACT_INT8, "activation precision %d", (int)a);
+    __atomic_store_n(&cpu_activations, (int)a, __ATOMIC_RELEASE);
+}
+
+KActivations k_activations(void) {
+    return (KActivations)__atomic_load_n(&cpu_activations, __ATOMIC_ACQUIRE);
+}
 
 float kcpu_dot_f32(const float *a, const float *b, int n) {
 #if defined(KCPU_AVX512)
@@ -35,6 +49,29 @@ float kcpu_dot_f32(const float *a, const float *b, int n) {
     for (int i = 0; i < n; i++) s = fmaf(a[i], b[i], s);
     return s;
 #endif
+}
+
+void kcpu_q_drive(const KCpu *kc, const KcpuQDrive *d, const float *x, int n_tokens) {
+    int nth = MIN(kc->n_threads, MAX(1, d->rows / 16));
+    if (n_tokens <= 2)
+        for (int t = 0; t < n_tokens; t++) d->quant_row(d->job, x, t);
+#pragma omp parallel num_threads(nth)
+    {
+        int tid = omp_get_thread_num(), n = omp_get_num_threads();
+        if (n_tokens > 2) {
+            int lo, hi;
+            kcpu_split(n_tokens, tid, n, &lo, &hi);
+            for (int t = lo; t < hi; t++) d->quant_row(d->job, x, t);
+#pragma omp barrier
+        }
+        int tiles = (d->rows + 3) / 4, lo, hi;
+        kcpu_split(tiles, tid, n, &lo, &hi);
+        int r_lo = lo * 4, r_hi = MIN(d->rows, hi * 4);
+        size_t head = MIN(d->prefetch_head, (size_t)(r_hi - r_lo) * d->row_bytes);
+        for (size_t o = 0; o < head; o += 64) __builtin_prefetch(d->w + (size_t)r_lo * d->row_bytes + o, 0, 3);
+        for (int t0 = 0; t0 < n_tokens; t0 += d->token_chunk)
+            d->run(d->job, r_lo, r_hi, t0, MIN(n_tokens, t0 + d->token_chunk), kcpu_thread_buf(kc, tid));
+    }
 }
 
 // ---- F32 and F16 weights: R weight rows x T token rows per tile, 16 columns a step
@@ -166,7 +203,10 @@ void k_matmul(float *out, const float *x, const QMatrix *w, int n_tokens) {
     switch (w->type) {
     case QTYPE_Q4_0:
     case QTYPE_Q4_1:
-    case QTYPE_Q8_0: kcpu_matmul_q(kc, out, x, w, n_tokens); break;
+    case QTYPE_Q8_0:
+        if (k_activations() == K_ACT_INT8) kcpu_matmul_q8(kc, out, x, w, n_tokens);
+        else kcpu_matmul_q(kc, out, x, w, n_tokens);
+        break;
     case QTYPE_F32:
     case QTYPE_F16: matmul_float(kc, out, x, w, n_tokens); break;
     default: matmul_dequant(kc, out, x, w, n_tokens); break;

@@ -8,9 +8,10 @@
 //   Q4_0  Σ dw·(q_w − 8) · dx·q_x             = dw·dx · Σ q_w q_x − 8 · dw · s
 //   Q4_1  Σ (dw·q_w + m) · dx·q_x             = dw·dx · Σ q_w q_x + m · s
 //
-// Why 16 bits and not ggml's 8: 8-bit activations (error up to amax/254 per element) moved
-// this model's logits by ~0.15 on average against the exact forward of the same weights, and a
-// small model meets near ties often enough that ~2.5% of top-1 picks flipped. At 16 bits the
+// Why 16 bits by default and not ggml's 8 (matmul_q8.c, --cpu-activations int8): 8-bit
+// activations (error up to amax/254 per element) moved this model's logits by ~0.15 on average
+// against the exact forward of the same weights, and a small model meets near ties often
+// enough that ~2.5% of top-1 picks flipped. At 16 bits the
 // error is amax/65534, 258 times smaller, and greedy output follows the exact model. The cost,
 // measured on one core (bench/bench_kernels.c): the model's 512-token prefill matmuls 1.24x
 // the 8-bit time, decode 1.06x. The integer sums stay exact: |Σ q_w q_x| over a block
@@ -34,8 +35,6 @@
 // so every unpacked weight block is reused T times and every activation block R times. Each
 // output element goes through the same instructions in the same order whatever tile it sits in,
 // so a row's result does not depend on the rest of the batch or on the thread count.
-#include <omp.h>
-
 #include "kernels/cpu/cpu.h"
 
 void kcpu_matmul_q(const KCpu *kc, float *out, const float *x, const QMatrix *w, int n_tokens);
@@ -419,6 +418,13 @@ static void q_run(const QJob *j, int r_lo, int r_hi, int t_lo, int t_hi, float *
 #define Q_TOKEN_CHUNK 48
 #endif
 
+static void q_quant_row(const void *j, const float *x, int t) {
+    act_quant_row(j, x, t);
+}
+static void q_run_any(const void *j, int r_lo, int r_hi, int t_lo, int t_hi, float *dm) {
+    q_run(j, r_lo, r_hi, t_lo, t_hi, dm);
+}
+
 void kcpu_matmul_q(const KCpu *kc, float *out, const float *x, const QMatrix *w, int n_tokens) {
     bool whole_blocks = w->cols % KCPU_QK == 0;
     CHECK(whole_blocks, "%s matrix with %lld columns", qtype_name(w->type), (long long)w->cols);
@@ -435,30 +441,11 @@ void kcpu_matmul_q(const KCpu *kc, float *out, const float *x, const QMatrix *w,
         .ldo = (int)w->rows,
     };
     j.npairs = (j.nb + 1) / 2;
-    int rows = (int)w->rows;
-    int nth = MIN(kc->n_threads, MAX(1, rows / 16));
-    if (n_tokens <= 2)
-        for (int t = 0; t < n_tokens; t++) act_quant_row(&j, x, t);
-#pragma omp parallel num_threads(nth)
-    {
-        int tid = omp_get_thread_num(), n = omp_get_num_threads();
-        if (n_tokens > 2) {
-            int lo, hi;
-            kcpu_split(n_tokens, tid, n, &lo, &hi);
-            for (int t = lo; t < hi; t++) act_quant_row(&j, x, t);
-#pragma omp barrier
-        }
-        // Each thread owns a contiguous range of 4-row tiles, the same for every token chunk.
-        int tiles = (rows + 3) / 4, lo, hi;
-        kcpu_split(tiles, tid, n, &lo, &hi);
-        int r_lo = lo * 4, r_hi = MIN(rows, hi * 4);
-        float *dm = kcpu_thread_buf(kc, tid);
 #if defined(KCPU_AVX512)
-        // The tiles prefetch Q_PREFETCH_BYTES ahead of themselves; start the stream here.
-        size_t head = MIN((size_t)Q_PREFETCH_BYTES, (size_t)(r_hi - r_lo) * j.row_bytes);
-        for (size_t o = 0; o < head; o += 64) _mm_prefetch((const char *)j.w + (size_t)r_lo * j.row_bytes + o, _MM_HINT_T0);
+    const size_t head = Q_PREFETCH_BYTES; // the tiles prefetch that far ahead of themselves
+#else
+    const size_t head = 0;
 #endif
-        for (int t0 = 0; t0 < n_tokens; t0 += Q_TOKEN_CHUNK)
-            q_run(&j, r_lo, r_hi, t0, MIN(n_tokens, t0 + Q_TOKEN_CHUNK), dm);
-    }
+    KcpuQDrive d = {&j, q_quant_row, q_run_any, j.w, j.row_bytes, (int)w->rows, Q_TOKEN_CHUNK, head};
+    kcpu_q_drive(kc, &d, x, n_tokens);
 }

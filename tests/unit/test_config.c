@@ -8,6 +8,7 @@
 
 #include "common/common.h"
 #include "config/config.h"
+#include "engine/engine.h" // engine_config_from
 #include "tests/unit/test.h"
 
 // Parses a NULL-terminated argument list (after the program name) into a fresh default Config.
@@ -47,7 +48,7 @@ static void test_flags_valid(void) {
     const char *a1[] = {"--model", "x.gguf", "--threads", "3", "--max-model-len=4096", "--block-size", "32",
                         "--kv-cache-memory", "512M", "--log-level", "WARNING", "--seed", "18446744073709551615",
                         "--max-num-batched-tokens", "64", "--max-num-seqs=8", "--model", "y.gguf",
-                        "--enable-prefix-caching=no", NULL};
+                        "--enable-prefix-caching=no", "--cpu-activations", "int8", NULL};
     EXPECT_EQ_INT(parse(&c, a1, err), SL_OK);
     EXPECT_STR_EQ(c.model, "y.gguf"); // the last one wins (and the first is freed: ASan checks)
     EXPECT_EQ_INT(c.threads, 3);
@@ -59,6 +60,8 @@ static void test_flags_valid(void) {
     EXPECT_EQ_INT(c.max_num_batched_tokens, 64);
     EXPECT_EQ_INT(c.max_num_seqs, 8);
     EXPECT(!c.enable_prefix_caching);
+    EXPECT_STR_EQ(c.cpu_activations, "int8");
+    EXPECT_EQ_INT(engine_config_from(&c).cpu_activations, K_ACT_INT8);
     config_free(&c);
     const char *a2[] = {"--enable-prefix-caching", NULL}; // a bare boolean flag sets it
     config_defaults(&c);
@@ -112,6 +115,7 @@ static void test_flags_invalid(void) {
         {{"--model", ""}, "--model: expected a value"},
         {{"--max-num-seqs", "0"}, "--max-num-seqs: 0 is out of range"},
         {{"--enable-prefix-caching=maybe"}, "--enable-prefix-caching: expected true or false, got 'maybe'"},
+        {{"--cpu-activations", "int4"}, "--cpu-activations: expected int16 or int8, got 'int4'"},
     };
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
         const char *a[5] = {0};

@@ -145,6 +145,33 @@ static void test_batch_invariance(void) {
     engine_destroy(e);
 }
 
+// The same with 8-bit activations (--cpu-activations int8), against its own solo references
+// (its tokens may differ from the 16-bit path's where two logits nearly tie): all 32 requests
+// at once, prefills chunked by the 48-token budget, each makes exactly its solo tokens.
+static void test_batch_invariance_int8(void) {
+    static Job alone[2 * NJOBS], together[2 * NJOBS];
+    jobs_make(alone, false);
+    jobs_make(alone + NJOBS, true);
+    jobs_make(together, false);
+    jobs_make(together + NJOBS, true);
+    EngineConfig c = cfg_make(512, 4, false, 32 << 20);
+    c.cpu_activations = K_ACT_INT8;
+    Engine *e = engine_open(&c);
+    ASSERT(e);
+    jobs_run_alone(e, alone, 2 * NJOBS);
+    engine_destroy(e);
+    c = cfg_make(48, 32, true, 64 << 20);
+    c.cpu_activations = K_ACT_INT8;
+    e = engine_open(&c);
+    ASSERT(e);
+    EXPECT(k_activations() == K_ACT_INT8, "the engine did not select int8");
+    jobs_run_together(e, together, 2 * NJOBS);
+    jobs_compare(alone, together, 2 * NJOBS, "int8, together");
+    EngineStats st;
+    expect_pool_whole(e, &st);
+    engine_destroy(e);
+}
+
 // A prompt four times the token budget is prefilled in chunks and makes the same tokens.
 static void test_chunked_prefill(void) {
     refs_make();
@@ -518,6 +545,7 @@ int main(int argc, char **argv) {
     RUN(test_create_errors);
     RUN(test_submit_errors);
     RUN(test_batch_invariance);
+    RUN(test_batch_invariance_int8);
     RUN(test_chunked_prefill);
     RUN(test_preemption);
     RUN(test_prefix_cache);

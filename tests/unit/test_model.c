@@ -62,6 +62,10 @@
 #define EXACT_LOGIT_MAX_TOL 0.1f    // and max; observed 0.025
 // Logits within EXACT_LOGIT_MAX_TOL can only swap two tokens closer than twice that.
 #define EXACT_TIE_MARGIN (2 * EXACT_LOGIT_MAX_TOL)
+// The 8-bit activation path (test_int8_activations): its top-5 logits move up to ~0.9 from the
+// exact forward's, so two tokens can swap where their exact margin is below about twice that;
+// observed swaps at margins up to 0.54.
+#define INT8_TIE_MARGIN 1.0f
 #define MAX_TOKENS 512
 #define BLOCK 16
 
@@ -228,13 +232,16 @@ static void logit_err_print(const LogitErr *e, const char *what, const char *ref
 }
 
 // The llama.cpp bounds (see the file comment).
-static void logit_err_check(const LogitErr *e, const char *what) {
-    logit_err_print(e, what, "llama.cpp");
+static void logit_err_check_vs(const LogitErr *e, const char *what, const char *ref) {
+    logit_err_print(e, what, ref);
     EXPECT(e->n > 0);
     EXPECT(e->over <= LOGIT_OVER_FRAC * e->n, "%s: %d of %d logits off by more than %.2f", what, e->over, e->n,
            TIE_MARGIN);
     EXPECT(e->max <= LOGIT_MAX_TOL, "%s: max |diff| %.4f", what, e->max);
     EXPECT(e->sum <= LOGIT_MEAN_TOL * e->n, "%s: mean |diff| %.4f", what, e->sum / e->n);
+}
+static void logit_err_check(const LogitErr *e, const char *what) {
+    logit_err_check_vs(e, what, "llama.cpp");
 }
 
 // ----------------------------------------------------------------------------
@@ -741,6 +748,55 @@ static void test_teacher_forced_matches_exact(void) {
     EXPECT(st.err.sum <= EXACT_LOGIT_MEAN_TOL * st.err.n, "mean |diff| %.4f", st.err.sum / st.err.n);
 }
 
+// The 8-bit activation path (--cpu-activations int8) quantizes the matmul inputs as llama.cpp
+// does, so it is held to the bounds llama.cpp meets, against both references: teacher-forced
+// top-1 agreement with the exact forward >= TOP1_MIN, each miss a near tie there (top-2 margin
+// < INT8_TIE_MARGIN), top-5 logits within the llama.cpp bounds; greedy runs leave the exact
+// forward only at near ties; and the checks against llama.cpp above pass unchanged. The
+// agreement is printed for docs/architecture.md. Any float rounding change (another SIMD path, a
+// kernel's summation order) can move an activation across an 8-bit rounding boundary and the
+// logits by up to the int8 error, so these figures vary by a few rows between builds and paths.
+// Runs last: it replaces the greedy run the tests above share.
+static void tf_row_int8(int q, int s, const float *l, void *ctx) {
+    TFStats *st = ctx;
+    const Golden *g = &exact[q];
+    int top = argmax(l, model.cfg.vocab);
+    st->agree += top == g->greedy[s];
+    if (top != g->greedy[s])
+        EXPECT(top2_margin(g, s) < INT8_TIE_MARGIN, "int8: prompt %d row %d: ours %d, exact %d by %.3f", q, s, top,
+               g->greedy[s], top2_margin(g, s));
+    st->total++;
+    for (int k = 0; k < N_TOP; k++) logit_err_add(&st->err, l[g->top_id[s][k]] - g->top_logit[s][k]);
+}
+
+static void test_int8_activations(void) {
+    ASSERT(model_ok && n_exact >= 10 && exact_prompts_match());
+    k_set_activations(K_ACT_INT8);
+    fprintf(stderr, "  int8 activations, %s kernels\n", k_int8_path());
+    TFStats st = {0};
+    teacher_forced_run(exact, n_exact, tf_row_int8, &st);
+    fprintf(stderr, "  int8 teacher-forced: top-1 agreement with the exact forward %d/%d (%.2f%%)\n", st.agree,
+            st.total, 100.0 * st.agree / st.total);
+    EXPECT(st.agree >= TOP1_MIN * st.total, "%d/%d", st.agree, st.total);
+    logit_err_check_vs(&st.err, "int8 teacher-forced", "exact");
+    free(greedy.ours);
+    memset(&greedy, 0, sizeof greedy);
+    greedy_run();
+    int identical = 0;
+    for (int p = 0; p < n_exact; p++) {
+        int s = greedy_divergence(greedy.ours[p], &exact[p]);
+        identical += s == N_GEN;
+        if (s < N_GEN)
+            EXPECT(top2_margin(&exact[p], s) < INT8_TIE_MARGIN, "int8: prompt %d left the exact forward at step %d by %.3f",
+                   p, s, top2_margin(&exact[p], s));
+    }
+    fprintf(stderr, "  int8 greedy: %d of %d prompts identical to the exact forward over %d tokens\n", identical, n_exact,
+            N_GEN);
+    test_greedy_matches_golden();
+    test_teacher_forced_matches_golden();
+    k_set_activations(K_ACT_INT16);
+}
+
 // Prefill in 7-token chunks (each chunk attends to its cached prefix) against one prefill:
 // the same last-row logits and the same 16 greedy tokens.
 static void test_chunked_prefill_matches_single(void) {
@@ -794,6 +850,7 @@ int main(void) {
     TEST_RUN(test_teacher_forced_matches_golden);
     TEST_RUN(test_teacher_forced_matches_exact);
     TEST_RUN(test_chunked_prefill_matches_single);
+    TEST_RUN(test_int8_activations);
     if (model_ok) {
         kv_cache_free(&kv);
         batch_buf_free(&bb);

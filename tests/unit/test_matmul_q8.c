@@ -1,0 +1,250 @@
+// test_matmul_q8.c: the 8-bit activation matmuls (--cpu-activations int8, kernels/cpu/matmul_q8.c)
+// on every instruction-set path this CPU has (the others say SKIP).
+//
+// 1. Integer dots are exact: with power-of-two scales and activations that are integers times a
+//    power of two with ±127 · 2^k in every block, the activation quantization is lossless and
+//    every float operation of the epilogue is exact, so the result must equal the plain integer
+//    reference Σ_b d_w d_x Σ_e q_w q_x (+ m d_x Σ q_x) bit for bit.
+// 2. Against the float reference (the stored weights dequantized by dequant_row, x in double):
+//    the integer sums are exact, so the only error beyond float rounding is the activations'
+//    rounding to the 8-bit grid, |x̂ − x| <= d / 2 = amax(block) / 254 per element. Hence
+//       |out − ref| <= Σ_blocks Σ|w| · amax / 254  (· 1.01 for the rounding of d, 1/d and x/d)
+//                    + 2e-5 · Σ|w·x| (float accumulation, as test_kernels.c allows)
+//    and against a reference fed the same 8-bit activations (quantized here, textbook way) only
+//    the float term is left.
+// 3. Batch invariance: every row of a 53-row batch equals itself computed alone, in an 8-row and
+//    a 16-row sub-batch starting mid-way, and with one thread instead of two, bit for bit.
+#include <stdlib.h>
+
+#include "common/common.h"
+#include "kernels/kernels.h"
+#include "tests/unit/test.h"
+
+static uint64_t seed = 88172645463325252ull;
+static uint32_t rnd(void) { // xorshift64
+    seed ^= seed << 13;
+    seed ^= seed >> 7;
+    seed ^= seed << 17;
+    return (uint32_t)(seed >> 32);
+}
+static float rnd_float(float lo, float hi) {
+    return lo + (hi - lo) * (float)(rnd() >> 8) / (float)(1 << 24);
+}
+
+static const QType TYPES[] = {QTYPE_Q4_0, QTYPE_Q4_1, QTYPE_Q8_0};
+
+static void put_half(uint8_t *p, float v) {
+    uint16_t h = f32_to_fp16(v);
+    memcpy(p, &h, 2);
+}
+
+// Random quants; scales from d_choices (exact in fp16), Q4_1 mins integers in [-4, 3] when
+// exact, else small floats.
+static uint8_t *make_w(QType t, int rows, int cols, bool exact) {
+    size_t rb = qtype_row_size(t, cols), bb = qtype_block_bytes(t);
+    uint8_t *w = xmalloc((size_t)rows * rb);
+    for (size_t i = 0; i < (size_t)rows * rb; i++) w[i] = (uint8_t)rnd();
+    for (int r = 0; r < rows; r++)
+        for (size_t b = 0; b < rb / bb; b++) {
+            uint8_t *blk = w + (size_t)r * rb + b * bb;
+            put_half(blk, exact ? (rnd() & 1 ? 1.0f : 0.5f) : rnd_float(0.002f, 0.03f));
+            if (t == QTYPE_Q4_1) put_half(blk + 2, exact ? (float)((int)(rnd() % 8) - 4) : rnd_float(-0.2f, 0.0f));
+        }
+    return w;
+}
+
+// exact: integers in [-127, 127] times 0.5 or 1 per block, each block holding ±127 times its scale.
+static float *make_x(int n, int cols, bool exact) {
+    float *x = xmalloc(sizeof(float) * (size_t)n * cols);
+    for (int i = 0; i < n * cols; i += 32) {
+        float s = rnd() & 1 ? 1.0f : 0.5f, spread = (i / 32) % 3 == 0 ? 4.0f : 0.5f;
+        for (int e = 0; e < 32; e++)
+            x[i + e] = exact ? s * (float)((int)(rnd() % 255) - 127) : rnd_float(-1.0f, 1.0f) * spread;
+        if (exact) x[i + rnd() % 32] = rnd() & 1 ? 127.0f * s : -127.0f * s;
+    }
+    return x;
+}
+
+// The stored integer quant of element e of a block, without the offset: Σ q_w q_x uses this,
+// and the offset (−8 for Q4_0) is applied to the integer sum as the format defines.
+static int block_quant(QType t, const uint8_t *blk, int e) {
+    if (t == QTYPE_Q8_0) return ((const int8_t *)(blk + 2))[e];
+    const uint8_t *qs = blk + (t == QTYPE_Q4_1 ? 4 : 2);
+    int q = e < 16 ? qs[e] & 0x0f : qs[e - 16] >> 4;
+    return t == QTYPE_Q4_0 ? q - 8 : q;
+}
+
+static int paths_tested;
+
+// Runs fn once per path the CPU supports, with int8 activations; restores the defaults after.
+static void each_path(void (*fn)(const char *path)) {
+    const char *best = k_int8_path();
+    k_set_activations(K_ACT_INT8);
+    for (int i = 0; k_int8_path_name(i); i++) {
+        const char *p = k_int8_path_name(i);
+        if (!k_int8_path_set(p)) {
+            printf("SKIP %s: this CPU lacks it\n", p);
+            continue;
+        }
+        paths_tested++;
+        fn(p);
+    }
+    EXPECT(k_int8_path_set(best), "%s", best);
+    k_set_activations(K_ACT_INT16);
+}
+
+typedef struct {
+    int rows, cols, n;
+} Shape;
+static const Shape SHAPES[] = {{37, 96, 7}, {5, 32, 1}, {67, 160, 4}, {64, 576, 9}, {9, 224, 13}, {20, 1536, 3}};
+
+static void each_case(const char *path, void (*fn)(const char *path, QType t, int R, int C, int N)) {
+    for (size_t ti = 0; ti < ARRAY_LEN(TYPES); ti++)
+        for (size_t si = 0; si < ARRAY_LEN(SHAPES); si++) fn(path, TYPES[ti], SHAPES[si].rows, SHAPES[si].cols, SHAPES[si].n);
+}
+
+static void int_exact_case(const char *path, QType t, int R, int C, int N) {
+    uint8_t *w = make_w(t, R, C, true);
+    float *x = make_x(N, C, true), *out = xmalloc(sizeof(float) * (size_t)N * R);
+    QMatrix m = {t, R, C, w};
+    k_matmul(out, x, &m, N);
+    size_t rb = qtype_row_size(t, C), bb = qtype_block_bytes(t);
+    int bad = 0;
+    for (int tok = 0; tok < N; tok++)
+        for (int r = 0; r < R; r++) {
+            double want = 0; // every term a multiple of 1/4 below 2^40: exact in double
+            for (int b = 0; b < C / 32; b++) {
+                const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bb;
+                const float *xb = x + (size_t)tok * C + b * 32;
+                float amax = 0;
+                for (int e = 0; e < 32; e++) amax = fmaxf(amax, fabsf(xb[e]));
+                double dx = amax / 127.0, dw = fp16_to_f32((uint16_t)(blk[0] | blk[1] << 8));
+                int64_t isum = 0, xsum = 0;
+                for (int e = 0; e < 32; e++) {
+                    int qx = (int)(xb[e] / dx);
+                    isum += (int64_t)block_quant(t, blk, e) * qx, xsum += qx;
+                }
+                want += dw * dx * (double)isum;
+                if (t == QTYPE_Q4_1) want += fp16_to_f32((uint16_t)(blk[2] | blk[3] << 8)) * dx * (double)xsum;
+            }
+            float got = out[(size_t)tok * R + r];
+            if ((double)got != want && bad++ < 3)
+                TEST_FAIL_("%s %s %dx%d n=%d row %d tok %d: %.9g, integer reference %.9g", path,
+                           qtype_name(t), R, C, N, r, tok, got, want);
+        }
+    free(w), free(x), free(out);
+}
+
+static void int_exact(const char *path) {
+    each_case(path, int_exact_case);
+}
+
+static void test_int_exact(void) {
+    each_path(int_exact);
+}
+
+static void vs_float_case(const char *path, QType t, int R, int C, int N) {
+    uint8_t *w = make_w(t, R, C, false);
+    float *x = make_x(N, C, false), *out = xmalloc(sizeof(float) * (size_t)N * R);
+    QMatrix m = {t, R, C, w};
+    k_matmul(out, x, &m, N);
+    float *wr = xmalloc(sizeof(float) * C), *xq = xmalloc(sizeof(float) * C);
+    size_t rb = qtype_row_size(t, C);
+    int bad = 0;
+    for (int tok = 0; tok < N; tok++) {
+        const float *xt = x + (size_t)tok * C;
+        for (int b = 0; b < C; b += 32) { // the textbook 8-bit quantization
+            float amax = 0;
+            for (int e = 0; e < 32; e++) amax = fmaxf(amax, fabsf(xt[b + e]));
+            float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0;
+            for (int e = 0; e < 32; e++) xq[b + e] = nearbyintf(xt[b + e] * id) * d;
+        }
+        for (int r = 0; r < R; r++) {
+            dequant_row(t, w + (size_t)r * rb, wr, C);
+            double ref = 0, refq = 0, mag = 0, bound = 0;
+            for (int c = 0; c < C; c++)
+                ref += (double)wr[c] * xt[c], refq += (double)wr[c] * xq[c], mag += fabs((double)wr[c] * xt[c]);
+            for (int b = 0; b < C; b += 32) {
+                double amax = 0, wsum = 0;
+                for (int e = 0; e < 32; e++) amax = fmax(amax, fabs(xt[b + e])), wsum += fabs(wr[b + e]);
+                bound += wsum * amax / 254.0;
+            }
+            double got = out[(size_t)tok * R + r], tol = 2e-5 * mag + 1e-6;
+            if (fabs(got - refq) > tol && bad++ < 3)
+                TEST_FAIL_("%s %s %dx%d row %d tok %d: %.7g vs same-quant reference %.7g (tol %.3g)", path,
+                           qtype_name(t), R, C, r, tok, got, refq, tol);
+            if (fabs(got - ref) > bound * 1.01 + tol && bad++ < 3)
+                TEST_FAIL_("%s %s %dx%d row %d tok %d: %.7g vs float %.7g beyond the 8-bit bound %.3g", path,
+                           qtype_name(t), R, C, r, tok, got, ref, bound);
+        }
+    }
+    free(wr), free(xq), free(w), free(x), free(out);
+}
+
+static void vs_float(const char *path) {
+    each_case(path, vs_float_case);
+}
+
+static void test_vs_float(void) {
+    each_path(vs_float);
+}
+
+static void batch_invariance(const char *path) {
+    for (size_t ti = 0; ti < ARRAY_LEN(TYPES); ti++) {
+        int R = 75, C = 160, N = 53; // N crosses the 48-row token chunk; 5 blocks, odd
+        QType t = TYPES[ti];
+        uint8_t *w = make_w(t, R, C, false);
+        QMatrix m = {t, R, C, w};
+        float *x = make_x(N, C, false), *batch = xmalloc(sizeof(float) * (size_t)N * R);
+        float *part = xmalloc(sizeof(float) * (size_t)N * R);
+        k_init(2, 64, 2048);
+        k_matmul(batch, x, &m, N);
+        int mism = 0;
+        for (int tok = 0; tok < N; tok++) {
+            k_matmul(part, x + (size_t)tok * C, &m, 1);
+            mism += memcmp(part, batch + (size_t)tok * R, sizeof(float) * R) != 0;
+        }
+        static const int sub[][2] = {{8, 3}, {16, 11}, {16, 37}}; // rows, first row
+        for (size_t i = 0; i < ARRAY_LEN(sub); i++) {
+            k_matmul(part, x + (size_t)sub[i][1] * C, &m, sub[i][0]);
+            mism += memcmp(part, batch + (size_t)sub[i][1] * R, sizeof(float) * sub[i][0] * R) != 0;
+        }
+        k_init(1, 64, 2048);
+        k_matmul(part, x, &m, N);
+        mism += memcmp(part, batch, sizeof(float) * (size_t)N * R) != 0;
+        EXPECT(mism == 0, "%s %s: %d comparisons differ", path, qtype_name(t), mism);
+        free(w), free(x), free(batch), free(part);
+    }
+    k_init(2, 64, 2048);
+}
+
+static void test_batch_invariance(void) {
+    each_path(batch_invariance);
+}
+
+// The default stays the 16-bit path, whose result differs from the 8-bit one.
+static void test_default_int16(void) {
+    EXPECT(k_activations() == K_ACT_INT16, "default %d", (int)k_activations());
+    int R = 16, C = 576;
+    uint8_t *w = make_w(QTYPE_Q4_1, R, C, false);
+    QMatrix m = {QTYPE_Q4_1, R, C, w};
+    float *x = make_x(1, C, false), a[16], b[16];
+    k_matmul(a, x, &m, 1);
+    k_set_activations(K_ACT_INT8);
+    k_matmul(b, x, &m, 1);
+    k_set_activations(K_ACT_INT16);
+    EXPECT(memcmp(a, b, sizeof a) != 0, "int8 and int16 agree bit for bit: is the int8 path reached?");
+    free(w), free(x);
+}
+
+int main(void) {
+    k_init(2, 64, 2048);
+    printf("int8 path picked for this CPU: %s\n", k_int8_path());
+    TEST_RUN(test_default_int16);
+    TEST_RUN(test_int_exact);
+    TEST_RUN(test_vs_float);
+    TEST_RUN(test_batch_invariance);
+    printf("%d path runs\n", paths_tested);
+    k_free();
+    return test_summary();
+}
