@@ -624,7 +624,9 @@ def setup_packages():
     return set(m.group(1).split())
 
 
-TEST_ONLY_PACKAGES = {"python3-venv", "curl", "wrk", "chromium", "chromium-driver"}  # setup.sh's, for the tests and benchmarks
+# setup.sh's packages for the tests, benchmarks and fuzz harnesses (clang, libFuzzer, OpenMP for clang)
+TEST_ONLY_PACKAGES = {"python3-venv", "curl", "wrk", "chromium", "chromium-driver", "clang", "libclang-rt-dev",
+                      "libomp-dev"}
 
 
 def test_dockerfile_builds_like_setup_and_the_makefile(help_text):
