@@ -159,7 +159,9 @@ static inline __m256 kcpu_exp256(__m256 x) {
 #if defined(__x86_64__)
 // ---- lane sums, compiled for their own instruction sets so that both the -march paths above
 // and the run-time selected kernels of matmul_q8.c (target pragmas) can inline them.
+// (clang ignores the pragmas: it gets each only where its -march has the set.)
 #include <immintrin.h>
+#if !defined(__clang__) || defined(__AVX2__)
 #pragma GCC push_options
 #pragma GCC target("avx2")
 static inline float kcpu_hsum256(__m256 a) {
@@ -169,6 +171,8 @@ static inline float kcpu_hsum256(__m256 a) {
     return _mm_cvtss_f32(b);
 }
 #pragma GCC pop_options
+#endif
+#if !defined(__clang__) || (defined(__AVX512F__) && defined(__AVX512DQ__))
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512dq")
 // Lane sum in a fixed order (halves folded: 16 -> 8 -> 4 -> 2 -> 1).
@@ -197,6 +201,7 @@ static inline __m512 kcpu_hsum512x16(const __m512 v[16]) {
     return _mm512_add_ps(_mm512_shuffle_ps(c[0], c[1], 0x88), _mm512_shuffle_ps(c[0], c[1], 0xdd)); // + 1 apart
 }
 #pragma GCC pop_options
+#endif
 #endif
 
 // ---- the driver both integer matmuls (matmul_q.c, matmul_q8.c) share (matmul.c)

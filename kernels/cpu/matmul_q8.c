@@ -37,12 +37,21 @@ void kcpu_matmul_q8(const KCpu *kc, float *out, const float *x, const QMatrix *w
 
 // ---- path selection
 
+// The SIMD paths are compiled under `#pragma GCC target`, which clang ignores (and its
+// __builtin_cpu_supports lacks "f16c" and "avxvnni"): a clang build (the fuzz harnesses, `make
+// fuzz`) gets the scalar path only, whatever its -march.
+#if defined(__x86_64__) && !defined(__clang__)
+#define Q8_SIMD 1
+#else
+#define Q8_SIMD 0
+#endif
+
 typedef enum { Q8_SCALAR = 0, Q8_AVX2, Q8_AVXVNNI, Q8_AVX512, Q8_NPATHS } Q8Path;
 static const char *const Q8_PATH_NAMES[Q8_NPATHS] = {"scalar", "avx2", "avx-vnni", "avx512-vnni"};
 static int q8_path = -1; // chosen on first use; tests may force another (k_int8_path_set)
 
 static bool q8_path_supported(int p) {
-#if defined(__x86_64__)
+#if Q8_SIMD
     __builtin_cpu_init();
     switch (p) {
     case Q8_AVX512:
@@ -192,7 +201,7 @@ static void q8_run_scalar(const Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi
     }
 }
 
-#if defined(__x86_64__)
+#if Q8_SIMD
 #include <immintrin.h>
 
 // ---- AVX-512 VNNI: two blocks per step, R weight rows x T token rows per tile
@@ -460,7 +469,7 @@ Q8_RUN_256(q8_run_avxvnni, 1)
 Q8_RUN_256(q8_run_avx2, 0)
 
 #pragma GCC pop_options
-#endif // __x86_64__
+#endif // Q8_SIMD
 
 // ---- the matmul
 
@@ -493,7 +502,7 @@ void kcpu_matmul_q8(const KCpu *kc, float *out, const float *x, const QMatrix *w
     };
     j.nbp = (j.nb + 3) & ~3;
     void (*run)(const Q8Job *, int, int, int, int, float *) = q8_run_scalar;
-#if defined(__x86_64__)
+#if Q8_SIMD
     run = path == Q8_AVX512 ? q8_run_avx512 : path == Q8_AVXVNNI ? q8_run_avxvnni : path == Q8_AVX2 ? q8_run_avx2 : run;
 #endif
     j.run = run;
