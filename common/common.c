@@ -97,6 +97,13 @@ double time_now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+struct timespec time_mono_timespec(double t_s) {
+    struct timespec ts;
+    ts.tv_sec = (time_t)t_s;
+    ts.tv_nsec = (long)((t_s - (double)ts.tv_sec) * 1e9);
+    return ts;
+}
+
 double time_ms_since(double t0_s) { return (time_now_s() - t0_s) * 1e3; }
 
 char *file_read_all(const char *path, size_t *len_out, char *err) {

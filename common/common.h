@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define SL_OK 0
 #define SL_ERR (-1)
@@ -57,6 +58,9 @@ void *xmalloc_aligned(size_t n);
 
 // ---- time
 double time_now_s(void); // monotonic seconds
+// A time_now_s() value as the CLOCK_MONOTONIC timespec pthread_cond_timedwait takes (for a
+// condition variable whose clock attribute is CLOCK_MONOTONIC).
+struct timespec time_mono_timespec(double t_s);
 double time_ms_since(double t0_s);
 
 // ---- files

@@ -233,13 +233,7 @@ bool engine_request_take(EngineRequest *r, EngineOutput *out) {
 }
 
 bool engine_request_wait(EngineRequest *r, double timeout_s) {
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    if (timeout_s >= 0) {
-        double t = deadline.tv_sec + deadline.tv_nsec * 1e-9 + timeout_s;
-        deadline.tv_sec = (time_t)t;
-        deadline.tv_nsec = (long)((t - (double)deadline.tv_sec) * 1e9);
-    }
+    struct timespec deadline = time_mono_timespec(time_now_s() + (timeout_s >= 0 ? timeout_s : 0));
     pthread_mutex_lock(&r->mu);
     while (!r->has_new && !r->finished) {
         if (timeout_s < 0) pthread_cond_wait(&r->cv, &r->mu);

@@ -264,14 +264,6 @@ static void *compile_main(void *arg) {
 // ----------------------------------------------------------------------------
 // the deadline thread: a request parked longer than the timeout ends with a timeout error
 
-static void abstime(double t_now_s_later, struct timespec *ts) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    double t = (double)now.tv_sec + (double)now.tv_nsec * 1e-9 + t_now_s_later;
-    ts->tv_sec = (time_t)t;
-    ts->tv_nsec = (long)((t - (double)ts->tv_sec) * 1e9);
-}
-
 static void *timer_main(void *arg) {
     StructuredOutput *so = arg;
     char msg[ERR_MAX];
@@ -303,8 +295,7 @@ static void *timer_main(void *arg) {
         if (next == 0) {
             pthread_cond_wait(&so->timer_cv, &so->mu);
         } else {
-            struct timespec ts;
-            abstime(next - now, &ts);
+            struct timespec ts = time_mono_timespec(next);
             pthread_cond_timedwait(&so->timer_cv, &so->mu, &ts);
         }
     }
