@@ -361,6 +361,7 @@ static int engine_mask_apply(Engine *e, int row, float *logits, int n_ban) {
     if (!e->masks.restrict_[k]) return n_ban;
     const uint32_t *mask = e->masks.masks + (size_t)k * (size_t)e->masks.words;
     grammar_mask_apply(mask, logits, e->info.vocab);
+    if (n_ban == 0) return 0; // nothing to weigh the mask against
     long allowed = 0;
     for (int w = 0; w < e->masks.words; w++) allowed += __builtin_popcount(mask[w]);
     for (int b = 0; b < n_ban; b++)
