@@ -12,12 +12,14 @@ cd "$(dirname "$0")/.."
 # libyaml-dev: --config files (config/config_file.c).
 # clang with libFuzzer (libclang-rt-dev, only a Recommends of clang) and OpenMP (libomp-dev, the
 # build's -fopenmp) builds the fuzz harnesses of `make fuzz` (tests/fuzz/).
-# jsonschema, langchain-*: the structured-output and tool tests validate outputs and drive
-# LangChain; langchain-openai 0.2.11 is the last that takes openai 1.54.
+# jsonschema, langchain-*, openai-agents: the structured-output and tool tests validate outputs
+# and drive LangChain and the OpenAI Agents SDK. openai-agents 0.3.3 is the last on openai 1.x
+# (it needs >=1.107.1; 0.4 moves to openai 2), 1.109.1 is openai 1.x's last, and langchain-openai
+# 0.3.35, the last of the line on langchain-core 0.3, takes it.
 DEB_PKGS=(gcc g++ cmake make pkg-config libmicrohttpd-dev libcjson-dev libpcre2-dev libyaml-dev libjs-marked
           python3-venv python3-pip unzip curl wrk chromium chromium-driver clang libclang-rt-dev libomp-dev)
-PY_PKGS=(pytest==8.3.3 openai==1.54.4 httpx==0.27.2 jinja2==3.1.4 requests==2.32.3 numpy==2.4.6 gguf==0.17.1
-         selenium==4.27.1 jsonschema==4.26.0 langchain-core==0.3.86 langchain-openai==0.2.11)
+PY_PKGS=(pytest==8.3.3 openai==1.109.1 httpx==0.27.2 jinja2==3.1.4 requests==2.32.3 numpy==2.4.6 gguf==0.17.1
+         selenium==4.27.1 jsonschema==4.26.0 langchain-core==0.3.86 langchain-openai==0.3.35 openai-agents==0.3.3)
 
 missing=()
 for p in "${DEB_PKGS[@]}"; do

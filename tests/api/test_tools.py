@@ -4,7 +4,8 @@ model with the shipped Hermes-style template (templates/chatml-tools.jinja) and
 
 - tool_choice "required" and a named function are forced by a grammar, so over 20 seeds every
   call's arguments validate against the tool's schema (finish_reason "tool_calls" / "stop");
-- a full agent loop with the openai SDK (call -> tool result -> answer), streaming and not;
+- a full agent loop (call -> tool result -> answer), streaming and not, with the openai SDK,
+  LangChain and the OpenAI Agents SDK;
 - "auto": output in the hermes format (here forced with a regex, the 135M model does not call
   tools by itself) comes back as tool_calls; streamed deltas add up to the non-streamed message;
 - --reasoning-parser deepseek_r1: text without "</think>" is all reasoning_content.
@@ -85,12 +86,15 @@ def test_required_and_named_always_validate(tools_server):
 
 def read_stream(stream):
     """What a client builds from the deltas: content, reasoning, calls, finish reason."""
-    content, reasoning, calls, finish = "", "", [], None
+    content, reasoning, calls, finish, roles = "", "", [], None, []
     for chunk in stream:
         if not chunk.choices:
             continue
         ch = chunk.choices[0]
         d = ch.delta
+        if d.role:  # first, with content "" before text and null before a call (OpenAI's)
+            assert not (content or reasoning or calls)
+            roles.append(d.content)
         content += d.content or ""
         reasoning += getattr(d, "reasoning_content", None) or (d.model_extra or {}).get("reasoning_content") or ""
         for tc in d.tool_calls or []:
@@ -102,6 +106,7 @@ def read_stream(stream):
                 assert tc.index == len(calls) - 1 and tc.id is None and tc.function.name is None
                 calls[tc.index]["arguments"] += tc.function.arguments
         finish = ch.finish_reason or finish
+    assert roles == [None if calls and not (content or reasoning) else ""], roles
     return content, reasoning, calls, finish
 
 
@@ -224,6 +229,62 @@ def test_agent_loop_langchain(tools_server, stream):
     msgs += [ai] + [ToolMessage(json.dumps({"temperature": 18}), tool_call_id=c["id"]) for c in ai.tool_calls]
     final = llm.bind_tools(TOOLS).bind(max_tokens=12).invoke(msgs)
     assert final.content and not final.tool_calls
+
+
+def agents_loop(srv, stream):
+    """One OpenAI Agents SDK run: the agent's ModelSettings force a call (tool_choice "required"),
+    the SDK runs the function tool, resets tool_choice (Agent.reset_tool_choice) and asks again,
+    freely; the reply is the final output. Returns the run, the tool's arguments and the bodies
+    the SDK sent."""
+    import asyncio
+    from typing import Annotated, Literal
+
+    import httpx
+    from agents import (Agent, ModelSettings, OpenAIChatCompletionsModel, Runner, function_tool,
+                        set_tracing_disabled)
+    from openai import AsyncOpenAI
+    from pydantic import Field
+
+    set_tracing_disabled(True)  # the SDK would export traces to OpenAI
+    calls, bodies = [], []
+
+    @function_tool
+    def get_weather(city: Annotated[str, Field(max_length=20)], unit: Literal["celsius", "fahrenheit"]) -> str:
+        """The weather in a city."""
+        calls.append({"city": city, "unit": unit})
+        return json.dumps({"temperature": 18, "unit": unit})
+
+    async def record(request):
+        bodies.append(json.loads(request.content))
+
+    async def run():
+        http = httpx.AsyncClient(event_hooks={"request": [record]})
+        client = AsyncOpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0, http_client=http)
+        agent = Agent(name="weather", instructions="Answer with the weather tool.", tools=[get_weather],
+                      model=OpenAIChatCompletionsModel(model=srv.model_id(), openai_client=client),
+                      model_settings=ModelSettings(tool_choice="required", temperature=0, max_tokens=60))
+        ask = ASK[0]["content"]
+        if not stream:
+            return await Runner.run(agent, ask, max_turns=3)
+        result = Runner.run_streamed(agent, ask, max_turns=3)
+        kinds = [ev.type async for ev in result.stream_events()]
+        assert "raw_response_event" in kinds and "run_item_stream_event" in kinds
+        return result
+
+    result = asyncio.run(run())
+    return result, calls, bodies
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_agent_loop_openai_agents_sdk(tools_server, stream):
+    result, calls, bodies = agents_loop(tools_server, stream)
+    assert [b.get("tool_choice") for b in bodies] == ["required", None]  # required, then free
+    assert all(b.get("stream", False) == stream for b in bodies)
+    assert len(calls) == 1
+    jsonschema.validate(calls[0], WEATHER)
+    kinds = [item.type for item in result.new_items]
+    assert kinds == ["tool_call_item", "tool_call_output_item", "message_output_item"], kinds
+    assert isinstance(result.final_output, str) and result.final_output
 
 
 @pytest.mark.parametrize("flags,words", [
