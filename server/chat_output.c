@@ -133,6 +133,7 @@ void chat_out_feed(ChatOut *o, const char *s, size_t n, bool final) {
     if (o->cfg.tool_fmt != TOOL_FMT_NONE) tool_parser_feed(&o->tp, s, n, final);
     else sbuf_put(&o->plain, s, n);
     track_calls(o);
+    o->final |= final;
 }
 
 static RespToolCall call_view(ChatOut *o, int k) {
@@ -140,8 +141,15 @@ static RespToolCall call_view(ChatOut *o, int k) {
     return (RespToolCall){.id = o->ids[k], .name = c->name, .args = c->args.data, .args_len = c->args.len};
 }
 
+static void role(ChatOut *o, SBuf *out, const RespMeta *m, int index, bool call) {
+    if (o->role_sent) return;
+    resp_sse_chat_role(out, m, index, call);
+    o->role_sent = true;
+}
+
 void chat_out_stream(ChatOut *o, SBuf *out, const RespMeta *m, const RespChoice *step) {
     RespChoice d = *step; // the logprobs go with the first content or reasoning delta only
+    bool forced = o->cfg.tool_fmt == TOOL_FMT_ARGS || o->cfg.tool_fmt == TOOL_FMT_JSON_ARRAY; // a call from the start
     const SBuf *parts[2] = {&o->rp.reasoning, content(o)};
     size_t *done[2] = {&o->sent_reasoning, &o->sent_content};
     for (int p = 0; p < 2; p++) {
@@ -149,6 +157,7 @@ void chat_out_stream(ChatOut *o, SBuf *out, const RespMeta *m, const RespChoice 
         d.text = parts[p]->data + *done[p];
         d.text_len = parts[p]->len - *done[p];
         d.reasoning_delta = p == 0;
+        role(o, out, m, step->index, false);
         resp_sse_delta(out, m, &d);
         *done[p] = parts[p]->len;
         d.tokens = NULL, d.n_tokens = 0;
@@ -156,6 +165,7 @@ void chat_out_stream(ChatOut *o, SBuf *out, const RespMeta *m, const RespChoice 
     for (int k = 0; k < o->tp.n_calls; k++) {
         RespToolCall tc = call_view(o, k);
         if (k >= o->sent_calls) {
+            role(o, out, m, step->index, true);
             resp_sse_tool_delta(out, m, step->index, k, &tc, "", 0);
             o->sent_calls = k + 1;
         }
@@ -168,8 +178,10 @@ void chat_out_stream(ChatOut *o, SBuf *out, const RespMeta *m, const RespChoice 
         d.text = "";
         d.text_len = 0;
         d.reasoning_delta = false;
+        role(o, out, m, step->index, forced);
         resp_sse_delta(out, m, &d);
     }
+    if (o->final) role(o, out, m, step->index, forced); // an empty message still has its role chunk
 }
 
 void chat_out_view(ChatOut *o, RespChoice *rc) {

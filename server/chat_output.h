@@ -27,7 +27,9 @@ typedef struct {
     ToolParser tp;
     SBuf plain;             // the content when no tool calls are read
     SBuf mid;               // the reasoning parser's content, on its way to the tool parser
-    size_t sent_reasoning, sent_content; // streaming: bytes sent
+    bool final;                          // the choice has finished
+    bool role_sent;                      // streaming: the role chunk went out
+    size_t sent_reasoning, sent_content; // bytes sent
     int sent_calls;                      // calls announced
     size_t *sent_args;                   // (cap) argument bytes sent per call
     char (*ids)[32];                     // (cap) "call_…" per call
@@ -40,7 +42,9 @@ void chat_out_init(ChatOut *o, const ChatOutConfig *c);
 void chat_out_free(ChatOut *o); // accepts a zeroed struct
 // Appends output text; final: the choice has finished (everything held back is settled).
 void chat_out_feed(ChatOut *o, const char *s, size_t n, bool final);
-// The SSE deltas for what became certain since the last call. step carries the choice's index
+// The SSE deltas for what became certain since the last call, the first of them after the role
+// chunk: its content is "" before text and null before a call (OpenAI's; the Agents SDK reads ""
+// as a message of its own), so it waits for the first delta. step carries the choice's index
 // and, when logprobs were asked for, this step's tokens: they ride on the first content or
 // reasoning delta written, else on an empty content delta (tool-call deltas carry none, as
 // OpenAI's), so no token's logprob is lost.

@@ -201,11 +201,12 @@ void gen_pump(GenReq *g, bool emit) {
             GenChoice *gc = &g->choices[index];
             if (gc->finished) continue;
             // The role chunk goes out with the choice's first output, not before the prefill:
-            // a client's TTFT (vLLM's: first chunk with choices) must include the prompt.
-            if (emit && g->req.stream && g->req.kind == OAI_CHAT && !gc->role_sent &&
+            // a client's TTFT (vLLM's: first chunk with choices) must include the prompt. A parsed
+            // choice's comes with its first delta (chat_out_stream), when it is known to be text or a call.
+            if (emit && g->req.stream && g->req.kind == OAI_CHAT && !gc->role_sent && !gc->co &&
                 ec->finish != ENGINE_FINISH_ABORT && (ec->n_tokens > 0 || ec->finish != ENGINE_FINISH_NONE)) {
                 live_usage(g, index);
-                resp_sse_chat_role(&g->out, &g->meta, index);
+                resp_sse_chat_role(&g->out, &g->meta, index, false);
                 gc->role_sent = true;
             }
             choice_output(g, gc, index, ec, emit);

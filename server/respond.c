@@ -417,13 +417,13 @@ static void chunk_tail(SBuf *b, const RespMeta *m) {
     sbuf_puts(b, m->include_usage ? "],\"usage\":null}\n\n" : "]}\n\n");
 }
 
-void resp_sse_chat_role(SBuf *b, const RespMeta *m, int index) {
+void resp_sse_chat_role(SBuf *b, const RespMeta *m, int index, bool null_content) {
     sbuf_puts(b, "data: ");
     head(b, m, true);
     sbuf_printf(b,
-                ",\"choices\":[{\"index\":%d,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,"
+                ",\"choices\":[{\"index\":%d,\"delta\":{\"role\":\"assistant\",\"content\":%s},\"logprobs\":null,"
                 "\"finish_reason\":null}",
-                index);
+                index, null_content ? "null" : "\"\"");
     chunk_tail(b, m);
 }
 

@@ -110,7 +110,7 @@ void resp_completion_body(SBuf *b, const RespMeta *m, const RespChoice *c, int n
 void resp_error_body(SBuf *b, const ApiError *e);
 
 // ---- SSE events ("data: <one line>\n\n")
-void resp_sse_chat_role(SBuf *b, const RespMeta *m, int index);          // delta {role, content:""}
+void resp_sse_chat_role(SBuf *b, const RespMeta *m, int index, bool null_content); // delta {role, content}
 // A content delta (c->text, and c->tokens' logprobs when not NULL). Chat: delta.content;
 // completions: "text". With c->finish_reason set, a completions chunk also carries it.
 void resp_sse_delta(SBuf *b, const RespMeta *m, const RespChoice *c);

@@ -180,7 +180,7 @@ typedef struct {
     RespToken *toks;             // non-streaming logprobs (n_toks)
     int n_toks, cap_toks;
     size_t text_offset;          // characters (code points) of this choice's text before the next token
-    bool role_sent;              // chat stream: the role chunk went out (with the first token, as vLLM)
+    bool role_sent;              // chat stream without a ChatOut: the role chunk went out (first token, as vLLM)
     int num_tokens;              // output tokens so far (continuous usage stats)
     ChatOut *co;                 // chat with a tool-call or reasoning parser: the parsed output
 } GenChoice;

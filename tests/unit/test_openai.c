@@ -353,7 +353,7 @@ static RespMeta meta(OaiKind kind, bool usage) {
 static void test_sse_chat(void) {
     RespMeta m = meta(OAI_CHAT, true);
     SBuf b = {0};
-    resp_sse_chat_role(&b, &m, 0);
+    resp_sse_chat_role(&b, &m, 0, false);
     RespChoice c = {.index = 0, .text = "Hel", .text_len = 3, .stop_token = -1};
     resp_sse_delta(&b, &m, &c);
     c.finish_reason = "stop";
@@ -379,8 +379,9 @@ static void test_sse_chat(void) {
     // without include_usage no chunk mentions usage
     RespMeta m2 = meta(OAI_CHAT, false);
     sbuf_reset(&b);
-    resp_sse_chat_role(&b, &m2, 1);
+    resp_sse_chat_role(&b, &m2, 1, true); // before a tool call: content null, as OpenAI's
     EXPECT(strstr(b.data, "usage") == NULL && strstr(b.data, "\"index\":1") != NULL);
+    EXPECT(strstr(b.data, "{\"role\":\"assistant\",\"content\":null}") != NULL);
     EXPECT(b.data[b.len - 1] == '\n' && b.data[b.len - 2] == '\n' && memchr(b.data, '\n', b.len - 2) == NULL);
     sbuf_reset(&b);
     resp_sse_error(&b, "engine \"x\" failed", "server_error", NULL);
