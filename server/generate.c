@@ -202,7 +202,8 @@ void gen_pump(GenReq *g, bool emit) {
             if (gc->finished) continue;
             // The role chunk goes out with the choice's first output, not before the prefill:
             // a client's TTFT (vLLM's: first chunk with choices) must include the prompt. A parsed
-            // choice's comes with its first delta (chat_out_stream), when it is known to be text or a call.
+            // choice's comes with its first delta (chat_out_stream), once it is known to be text
+            // or a call (chat's max_tokens is at least 1, so there is one).
             if (emit && g->req.stream && g->req.kind == OAI_CHAT && !gc->role_sent && !gc->co &&
                 ec->finish != ENGINE_FINISH_ABORT && (ec->n_tokens > 0 || ec->finish != ENGINE_FINISH_NONE)) {
                 live_usage(g, index);
