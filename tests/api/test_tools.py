@@ -86,17 +86,18 @@ def test_required_and_named_always_validate(tools_server):
 
 def read_stream(stream):
     """What a client builds from the deltas: content, reasoning, calls, finish reason."""
-    content, reasoning, calls, finish, roles = "", "", [], None, []
+    content, reasoning, calls, finish, roles, first = "", "", [], None, [], None
     for chunk in stream:
         if not chunk.choices:
             continue
         ch = chunk.choices[0]
         d = ch.delta
-        if d.role:  # first, with content "" before text and null before a call (OpenAI's)
+        if d.role:  # first, with content null when a call comes first, else "" (OpenAI's)
             assert not (content or reasoning or calls)
             roles.append(d.content)
         content += d.content or ""
         reasoning += getattr(d, "reasoning_content", None) or (d.model_extra or {}).get("reasoning_content") or ""
+        first = first or ("text" if content or reasoning else "call" if d.tool_calls else None)
         for tc in d.tool_calls or []:
             if tc.index == len(calls):  # OpenAI's first delta of a call: index, id, type, name, ""
                 assert tc.id.startswith("call_") and tc.type == "function" and tc.function.name
@@ -106,7 +107,7 @@ def read_stream(stream):
                 assert tc.index == len(calls) - 1 and tc.id is None and tc.function.name is None
                 calls[tc.index]["arguments"] += tc.function.arguments
         finish = ch.finish_reason or finish
-    assert roles == [None if calls and not (content or reasoning) else ""], roles
+    assert roles == [None if first == "call" else ""], roles
     return content, reasoning, calls, finish
 
 

@@ -94,12 +94,16 @@ static const Case CASES[] = {
      {"get_weather", "t"}, {"{\"city\":\"Paris\"}", "{}"}},
 };
 
-// A client reading the SSE stream: content, reasoning and calls accumulated from the deltas.
+// A client reading the SSE stream: content, reasoning and calls accumulated from the deltas, and
+// the role chunk (one, before anything else, content null when a call comes first, else "").
 typedef struct {
     SBuf content, reasoning;
     char *name[8], *id[8];
     SBuf args[8];
     int n_calls;
+    int roles;
+    bool role_null;
+    int first; // what came first after the role: 0 nothing, 1 text or reasoning, 2 a call
 } Client;
 
 static void client_free(Client *c) {
@@ -122,7 +126,16 @@ static bool client_read(Client *c, const SBuf *sse, const char *what) {
         p = end;
         cJSON *d = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(ev, "choices"), 0), "delta");
         cJSON *v;
-        if ((v = cJSON_GetObjectItem(d, "content"))) sbuf_puts(&c->content, v->valuestring);
+        if (cJSON_GetObjectItem(d, "role")) {
+            EXPECT(!c->content.len && !c->reasoning.len && !c->n_calls, "%s: role chunk first", what);
+            c->roles++;
+            c->role_null = cJSON_IsNull(cJSON_GetObjectItem(d, "content"));
+            EXPECT(c->role_null || !strcmp(cJSON_GetObjectItem(d, "content")->valuestring, ""), "%s: role", what);
+        } else if ((v = cJSON_GetObjectItem(d, "content"))) {
+            sbuf_puts(&c->content, v->valuestring);
+        }
+        if (!c->first && (c->content.len || cJSON_GetObjectItem(d, "reasoning_content"))) c->first = 1;
+        if (!c->first && cJSON_GetObjectItem(d, "tool_calls")) c->first = 2;
         if ((v = cJSON_GetObjectItem(d, "reasoning_content"))) sbuf_puts(&c->reasoning, v->valuestring);
         cJSON *tc = cJSON_GetArrayItem(cJSON_GetObjectItem(d, "tool_calls"), 0);
         if (tc) {
@@ -202,6 +215,9 @@ static void stream_once(const Case *t, const size_t *cuts, int n_cuts, const cha
     EXPECT(c.content.len == rc.text_len && !memcmp(c.content.data ? c.content.data : "", rc.text, rc.text_len),
            "%s: streamed content '%s'", what, c.content.data ? c.content.data : "");
     EXPECT(c.reasoning.len == rc.reasoning_len, "%s: streamed reasoning", what);
+    EXPECT_EQ_INT(c.roles, 1);
+    bool forced = t->fmt == TOOL_FMT_ARGS || t->fmt == TOOL_FMT_JSON_ARRAY; // null even when empty
+    EXPECT(c.role_null == (c.first == 2 || (!c.first && forced)), "%s: role content", what);
     EXPECT_EQ_INT(c.n_calls, rc.n_calls);
     for (int k = 0; k < c.n_calls && k < rc.n_calls; k++) {
         EXPECT_STR_EQ(c.name[k], rc.calls[k].name);
@@ -252,6 +268,7 @@ static void test_named(void) {
     Client c = {0};
     client_read(&c, &sse, "named");
     EXPECT_EQ_INT(c.n_calls, 1);
+    EXPECT(c.roles == 1 && c.role_null, "named: role chunk with content null");
     EXPECT_STR_EQ(c.name[0], "get_weather");
     EXPECT_STR_EQ(c.args[0].data, "{\"city\":\"Paris\"}");
     EXPECT_STR_EQ(chat_out_finish(&o, "stop"), "stop"); // OpenAI: a named call finishes with "stop"
