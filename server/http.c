@@ -381,6 +381,10 @@ static enum MHD_Result dispatch(Server *s, HttpConn *hc, struct MHD_Connection *
         hc->route != R_VERSION && hc->route != R_METRICS && hc->route != R_WEB)
         return reply_errorf(c, s, 503, "server_error", "service_unavailable", "The model is still loading.");
     if (route_works(hc->route) && !hc->worked) {
+        if (!hc->settled) { // see the comment at HttpConn.settled: suspend on the next call, not this one
+            hc->settled = true;
+            return MHD_YES;
+        }
         if (work_submit(s, hc, c)) return MHD_YES; // called again when the work is done
         hc->work_cancelled = true;
     }

@@ -114,7 +114,19 @@ struct HttpConn {
     char req_id[RESP_ID_MAX];     // else ours: the response id (chatcmpl-..., cmpl-...) or a new one
     int status;                   // the status queued (0: none)
     double t_start;               // the headers phase
-    // the body's work on a worker thread (work.c)
+    // The body's work on a worker thread (work.c). The connection is suspended for it, and for
+    // the engine, only from a later call than the one that completed the body (settled).
+    // libmicrohttpd 0.9.75 does not update a connection's event-loop state while it is
+    // suspended: suspended from that call, the connection keeps the "read" state of its body,
+    // and on each resume, marked ready, it reads first. A client that half-closed after its
+    // request (shutdown(SHUT_WR)) has its FIN read then, and libmicrohttpd closes the
+    // connection at once (MHD_REQUEST_TERMINATED_WITH_ERROR): no reply, request aborted. So the
+    // completing call returns without a response; libmicrohttpd moves the connection to
+    // "waiting for the application" (it reads nothing there) and calls again on its next loop
+    // pass, and the suspends from then on keep that state. A reply, once queued, is in writing
+    // states, which never read; a client that is really gone (reset, or both directions
+    // closed) still shows as an error on the socket (live.c, or the write).
+    bool settled;
     struct MHD_Connection *work_conn;
     HttpConn *work_next;          // Server's work queue
     bool worked;                  // done (or cancelled): the handler answers with its results

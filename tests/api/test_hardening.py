@@ -127,25 +127,52 @@ def test_same_content_length_twice_accepted(server):
 
 # ---- 3. a client that half-closes (shutdown(SHUT_WR)) after its request still gets the reply
 
-def half_closed(server, body):
+def half_closed(server, body, path=CHAT):
     data = json.dumps(body).encode()
-    s = raw(server, post_head(CHAT, len(data)) + data, timeout=30)
+    s = raw(server, post_head(path, len(data)) + data, timeout=60)
     s.shutdown(socket.SHUT_WR)
     out = read_all(s)
     s.close()
     return out
 
 
-# Known defect (issue 21 stays open): a half-closed non-streaming request sometimes gets no reply
-# at all, more often when several arrive together (libmicrohttpd 0.9.75 closes the connection when
-# it reads the FIN before the reply is queued); the stream case below is reliable.
-@pytest.mark.xfail(reason="libmicrohttpd may close a half-closed connection before a non-streaming reply", strict=False)
+def reply_json(out):
+    """The JSON body of a whole 200 reply, after any interim 100 Continue (the server's probe of a
+    FIN, which HTTP/1.1 clients skip)."""
+    while out.startswith(b"HTTP/1.1 100"):
+        out = out.partition(b"\r\n\r\n")[2]
+    assert out.startswith(b"HTTP/1.1 200"), out[:300]
+    return json.loads(out.partition(b"\r\n\r\n")[2])
+
+
 def test_half_close_gets_whole_reply(server):
     out = half_closed(server, {"messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 40,
                                "ignore_eos": True})
-    head, _, body = out.rpartition(b"\r\n\r\n")  # after any interim 100 Continue
-    assert head.startswith(b"HTTP/1.1 200") or b"\r\n\r\nHTTP/1.1 200" in out, out[:300]
-    assert json.loads(body)["usage"]["completion_tokens"] == 40
+    assert reply_json(out)["usage"]["completion_tokens"] == 40
+
+
+# Several at once: libmicrohttpd 0.9.75 read the FIN of a connection resumed from the state it
+# was suspended in (reading the body) and closed it, so most of a burst got nothing (HttpConn.settled).
+def test_half_close_concurrent_non_streaming(server):
+    outs = [None] * 8
+
+    def one(i):
+        body = {"max_tokens": 16, "ignore_eos": True}
+        if i % 2:
+            body["prompt"] = "Once upon a time"
+        else:
+            body["messages"] = [{"role": "user", "content": "Tell me a story."}]
+        outs[i] = half_closed(server, body, "/v1/completions" if i % 2 else CHAT)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(outs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, out in enumerate(outs):
+        reply = reply_json(out)
+        assert reply["object"] == ("text_completion" if i % 2 else "chat.completion")
+        assert reply["usage"]["completion_tokens"] == 16
 
 
 def test_half_close_stream_ends_with_done(server):

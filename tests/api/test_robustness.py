@@ -89,6 +89,26 @@ def test_disconnect_non_streaming_frees_kv(server):
     assert wait_idle(server, within=2.5) <= 2.5
 
 
+def test_close_right_after_request_aborts(server):
+    """A client that closes both directions at once after its request (before the worker thread
+    or the engine has touched it) is gone, not half-closed: its requests are aborted and free their
+    KV blocks, whether streaming or not."""
+    import socket
+    for stream in (False, True):
+        body = json.dumps({"messages": MSGS, "max_tokens": 1500, "ignore_eos": True, "stream": stream}).encode()
+        for _ in range(4):
+            s = socket.create_connection(("127.0.0.1", server.port))
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            s.close()
+        t0 = time.time()  # they reach the engine (or are dropped before it)
+        while running_and_kv(server)[0] == 0 and time.time() - t0 < 1.0:
+            time.sleep(0.05)
+        assert wait_idle(server, within=3.0) <= 3.0
+        time.sleep(0.5)  # and none starts later
+        assert running_and_kv(server) == (0, 0, 0)
+
+
 def test_overload_gets_429(start_server):
     srv = start_server("--max-num-seqs", "2", "--max-queued-requests", "2")  # 4 admitted at most
     out = []

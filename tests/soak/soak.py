@@ -21,7 +21,7 @@ What must hold, each a failure when not:
   * every reply the client read to the end is complete (chunked terminator / Content-Length) and
     has the expected status: 200 for valid requests, 4xx with OpenAI's error envelope for the
     pathological bodies; every completed stream ends with `data: [DONE]` and every event before
-    it is JSON; the half-closed clients included (this needs the half-close fix of issue 21);
+    it is JSON; the half-closed clients included;
   * /health always answers 200, within --health-max seconds (default 2);
   * no 5xx at all (sluice:http_responses_total, beyond the 503s of /health/ready at start-up);
   * once the load stops: within 30 s sluice:num_requests_running, num_requests_waiting and
@@ -401,7 +401,7 @@ def main():
                     help="the daemon is an ASan build: short prompts, and LSan at exit instead of the RSS bound "
                          "(ASan's quarantine grows RSS by design)")
     ap.add_argument("--only", default="", help="run only these scenarios, e.g. half_close,normal (to chase one)")
-    ap.add_argument("--skip", default="", help="leave these scenarios out, e.g. half_close (a known defect)")
+    ap.add_argument("--skip", default="", help="leave these scenarios out, e.g. half_close")
     a = ap.parse_args()
     duration = a.minutes * 60
     print(f"soak: {a.minutes:g} min, {a.clients} clients, seed {a.seed}", flush=True)
