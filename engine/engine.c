@@ -61,6 +61,8 @@ EngineConfig engine_config_from(const Config *c) {
     e.cpu_activations = (KActivations)a;
     e.structured_output_cache_size = c->structured_output_cache_size;
     e.structured_output_compile_timeout = c->structured_output_compile_timeout;
+    char err[ERR_MAX];
+    CHECK(spec_config_parse(c->speculative_config, &e.spec, err) == SL_OK, "%s", err); // config_validate checked it
     return e;
 }
 
@@ -369,22 +371,16 @@ static int engine_mask_apply(Engine *e, int row, float *logits, int n_ban) {
     return allowed > 0 ? n_ban : 0;
 }
 
-// Samples row j of entry en from logits `row`, runs the stop checks and fills the outbox.
-static void engine_sample_one(Engine *e, EngineRequest *r, const SchedEntry *en, int j, float *row) {
-    const int vocab = e->info.vocab;
-    int si = en->num_samples > 1 ? j : en->seq->sample_index;
-    Sample *s = &r->samples[si];
-    float *logits = row;
-    if (j < en->num_samples - 1) { // the sampler works in place: keep the row for the next sample
-        memcpy(e->row_copy, row, (size_t)vocab * sizeof(float));
-        logits = e->row_copy;
-    }
+int32_t engine_sample_token(Engine *e, EngineRequest *r, Sample *s, int row, float *logits, SampleLogprobs *lp) {
     // min_tokens: EOS and stop tokens are banned after the raw logprobs are taken (vLLM's order)
     int n_ban = stop_min_tokens_ban(&r->stop, e->eog_ids, e->n_eog, s->num_out, e->ban);
-    if (s->gm) n_ban = engine_mask_apply(e, en->sample_row + j, logits, n_ban);
-    SampleLogprobs lp;
-    int32_t tok = sampler_sample_banned(&s->params, &s->sampler, logits, vocab, e->ban, n_ban, &e->scratch,
-                                        r->want_logprobs ? &lp : NULL);
+    if (s->gm) n_ban = engine_mask_apply(e, row, logits, n_ban);
+    return sampler_sample_banned(&s->params, &s->sampler, logits, e->info.vocab, e->ban, n_ban, &e->scratch,
+                                 r->want_logprobs ? lp : NULL);
+}
+
+bool engine_emit_token(Engine *e, EngineRequest *r, int si, int row_idx, int32_t tok, const SampleLogprobs *lp) {
+    Sample *s = &r->samples[si];
     sampler_state_accept(&s->sampler, tok);
     s->num_out++;
 
@@ -408,19 +404,32 @@ static void engine_sample_one(Engine *e, EngineRequest *r, const SchedEntry *en,
     }
     if (kind == STOP_TOKEN) s->stop_token = tok;
     s->stop_kind = kind;
-    int row_idx = en->sample_row + j;
     e->sampled[row_idx] = tok;
     e->stop_flags[row_idx] = kind != STOP_NONE;
 
     double now = time_now_s();
     if (r->t_first_token == 0) r->t_first_token = now;
     pthread_mutex_lock(&r->mu);
-    engine_outbox_push_token(r, si, tok, r->want_logprobs ? &lp : NULL);
+    engine_outbox_push_token(r, si, tok, r->want_logprobs ? lp : NULL);
     engine_outbox_push_text(r, si, s->text.buf, n_final);
     if (r->out.t_first_token == 0) r->out.t_first_token = now;
     pthread_mutex_unlock(&r->mu);
     stop_text_consume(&s->text, n_final);
     engine_touch(e, r);
+    return kind != STOP_NONE;
+}
+
+// Samples row j of entry en from logits `row`, runs the stop checks and fills the outbox.
+static void engine_sample_one(Engine *e, EngineRequest *r, const SchedEntry *en, int j, float *row) {
+    int si = en->num_samples > 1 ? j : en->seq->sample_index;
+    float *logits = row;
+    if (j < en->num_samples - 1) { // the sampler works in place: keep the row for the next sample
+        memcpy(e->row_copy, row, (size_t)e->info.vocab * sizeof(float));
+        logits = e->row_copy;
+    }
+    SampleLogprobs lp;
+    int32_t tok = engine_sample_token(e, r, &r->samples[si], en->sample_row + j, logits, &lp);
+    engine_emit_token(e, r, si, en->sample_row + j, tok, &lp);
 }
 
 // Reduces this step's prompt rows to (logprob of the next prompt token, top-k) right after the
@@ -445,6 +454,7 @@ static void engine_step(Engine *e) {
     SchedOutput *out = &e->out;
     atomic_fetch_add(&e->steps_begun, 1);
     double t0 = time_now_s();
+    if (e->cfg.spec.method != SPEC_NONE) engine_spec_propose(e);
     sched_schedule(&e->sched, out);
     double t1 = time_now_s();
     bool any_prompt_rows = false;
@@ -487,6 +497,10 @@ static void engine_step(Engine *e) {
         if (!r->prompt_counted) {
             r->prompt_counted = true;
             e->st.prompt_tokens += (uint64_t)r->n_prompt;
+        }
+        if (en->num_spec > 0) {
+            engine_spec_verify(e, r, &out->entries[i], i);
+            continue;
         }
         float *row = runner_logits_row(&e->runner, i);
         for (int j = 0; j < en->num_samples; j++) engine_sample_one(e, r, en, j, row);
@@ -790,6 +804,11 @@ int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path,
         in->alloc_s = time_now_s() - t_alloc;
     }
     if (engine_check_kv(e, err) != SL_OK) goto fail;
+    if (c->spec.method != SPEC_NONE && !runner_has_prompt_rows(&e->runner)) {
+        seterr(err, "--speculative-config: speculative decoding runs on the CPU only so far (its verification "
+               "needs a logits row per proposal); pass --device cpu");
+        goto fail;
+    }
     SchedConfig sc = {.max_num_batched_tokens = c->max_num_batched_tokens, .max_num_seqs = c->max_num_seqs,
                       .block_size = c->block_size, .num_blocks = runner_num_blocks(&e->runner),
                       .enable_prefix_caching = c->enable_prefix_caching, .max_model_len = c->max_model_len,
@@ -810,6 +829,7 @@ int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path,
     in->threads = in->device == ENGINE_DEVICE_CUDA ? 0 : threads_per_rank * c->tensor_parallel_size;
     in->tensor_parallel_size = c->tensor_parallel_size;
     in->load_format = e->src.format;
+    in->spec_k = c->spec.method != SPEC_NONE ? c->spec.num_speculative_tokens : 0;
 
     sampler_scratch_init(&e->scratch, vocab);
     e->row_copy = xmalloc_aligned((size_t)vocab * sizeof(float));
@@ -832,6 +852,10 @@ int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path,
              engine_device_name(in->device), c->tensor_parallel_size, c->max_model_len, c->max_num_seqs,
              c->max_num_batched_tokens, c->block_size, c->enable_prefix_caching ? "on" : "off", in->threads);
     runner_log_plan(&e->runner, c->max_model_len);
+    if (c->spec.method == SPEC_NGRAM)
+        log_info("speculative decoding: ngram, %d proposals per step, n-grams of %d..%d tokens, off at %d running "
+                 "sequences", c->spec.num_speculative_tokens, c->spec.prompt_lookup_min, c->spec.prompt_lookup_max,
+                 c->spec.disable_by_batch_size);
     engine_publish_stats(e);
 
     if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
