@@ -202,7 +202,18 @@ void engine_map_del(ReqMap *m, int64_t id);
 // the engine is stopping (nothing queued).
 bool engine_inbox_push(Engine *e, EngineRequest *r, bool wake);
 
-// ---- sampling and emitting one token (engine.c), shared with speculative verification
+// Marks r for notification at the end of the step (engine.c); the list holds a reference.
+void engine_touch(Engine *e, EngineRequest *r);
+
+// ---- after the forward (engine_sample.c)
+// Structured output: hands this step's constrained sample rows' matchers to the mask thread,
+// which fills their bitmasks while the forward runs. Returns how many were posted.
+int engine_masks_post(Engine *e, const SchedOutput *out);
+// Samples row j of entry en from logits `row`, runs the stop checks and fills the outbox.
+void engine_sample_one(Engine *e, EngineRequest *r, const SchedEntry *en, int j, float *row);
+// Reduces this step's prompt rows (e->prompt_rows) to prompt logprobs.
+void engine_prompt_logprobs(Engine *e, const SchedOutput *out);
+// Sampling and emitting one token, shared with speculative verification:
 // The token for sample s from logits (modified in place): min_tokens' bans, the grammar's mask of
 // sample row `row` (structured output), the sampler. Fills lp when the request wants logprobs.
 int32_t engine_sample_token(Engine *e, EngineRequest *r, Sample *s, int row, float *logits, SampleLogprobs *lp);
