@@ -233,10 +233,135 @@ static void test_abort(void) {
     engine_destroy(e);
 }
 
+// ----------------------------------------------------------------------------
+// the scheduler alone: 100 mixed requests with and without proposals
+
+#define SIM_N 100
+
+// The "model": the token after tokens[0..pos) depends on the two before it only, over 6 ids, so
+// runs repeat and the proposals below are often right.
+static int32_t sim_next(const int32_t *t, int pos) {
+    return (int32_t)((t[pos - 1] * 7 + t[pos - 2] * 3 + pos % 2) % 6);
+}
+
+static uint64_t sim_rng = 1;
+static uint32_t sim_rand(void) {
+    sim_rng = sim_rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (uint32_t)(sim_rng >> 33);
+}
+
+// Runs SIM_N requests (prompts sharing prefixes, max_tokens 1..40, n = 2 for every seventh) to the
+// end; with spec, each decoding sequence proposes up to 4 tokens, each wrong with probability
+// 1/4, and the scheduler's invariants are checked around every step. Returns the pool's cached
+// block hashes (sorted) in hashes, their count as the result; out_tokens gets every sequence's
+// final tokens (parent and children) for comparison.
+static int sim_spec_planned, sim_spec_accepted; // proposals the scheduler planned, and accepted
+
+static int sim_run(bool spec, int num_blocks, int32_t (*out_tokens)[2][160], int *preemptions, uint64_t *hashes) {
+    SchedConfig cfg = {.max_num_batched_tokens = 48, .max_num_seqs = 8, .block_size = 4, .num_blocks = num_blocks,
+                       .enable_prefix_caching = true, .max_model_len = 120};
+    Scheduler sc;
+    char err[ERR_MAX];
+    CHECK(sched_init(&sc, &cfg, err) == SL_OK, "%s", err);
+    static Sequence seqs[SIM_N];
+    sim_rng = 42;
+    for (int i = 0; i < SIM_N; i++) {
+        int32_t prompt[64];
+        int n = 6 + (int)(sim_rand() % 40);
+        for (int k = 0; k < n; k++) prompt[k] = k < 24 ? (int32_t)((i % 3) * 5 + k % 4) : (int32_t)(sim_rand() % 6);
+        SeqParams sp = {.max_tokens = 1 + (int)(sim_rand() % 40), .n = i % 7 == 0 ? 2 : 1};
+        seq_init(&seqs[i], i + 1, prompt, n, &sp, cfg.max_model_len, cfg.block_size);
+        CHECK(sched_add(&sc, &seqs[i], err) == SL_OK, "%s", err);
+    }
+    SchedOutput out;
+    int32_t sampled[16], truth[SPEC_MAX_TOKENS + 1];
+    while (sched_has_work(&sc)) {
+        for (int i = 0; spec && i < sc.num_running; i++) {
+            Sequence *q = sc.running[i];
+            int room = q->max_tokens_total - q->num_tokens - 1;
+            if (q->num_tokens - q->num_computed_tokens != 1 || !q->forked || room <= 0) continue;
+            int k = MIN(4, room);
+            for (int j = 0; j < k; j++) {
+                int pos = q->num_tokens + j;
+                int32_t t = sim_next(q->tokens, pos);
+                q->tokens[pos] = sim_rand() % 4 == 0 ? (t + 1) % 6 : t; // later ones build on the guesses
+            }
+            q->num_spec = k;
+        }
+        sched_schedule(&sc, &out);
+        if (sched_check(&sc, err) != SL_OK) TEST_FAIL_("planned step: %s", err);
+        for (int e = 0; e < out.num_entries; e++) {
+            SchedEntry *en = &out.entries[e];
+            if (en->num_samples == 0) continue;
+            Sequence *q = en->seq;
+            if (en->num_spec == 0) {
+                for (int j = 0; j < en->num_samples; j++) sampled[en->sample_row + j] = sim_next(q->tokens, q->num_tokens);
+                continue;
+            }
+            // verification: the true token at each row, given the proposals before it
+            int a = 0;
+            for (;; a++) {
+                truth[a] = sim_next(q->tokens, q->num_tokens + a);
+                if (a == en->num_spec || truth[a] != q->tokens[q->num_tokens + a]) break;
+            }
+            en->num_accepted = a;
+            sampled[en->sample_row] = truth[a];
+            sim_spec_planned += en->num_spec;
+            sim_spec_accepted += a;
+        }
+        sched_update(&sc, &out, sampled, NULL);
+        if (sched_check(&sc, err) != SL_OK) TEST_FAIL_("after the step: %s", err);
+    }
+    const BlockPool *p = &sc.pool;
+    EXPECT_EQ_INT(blockpool_num_available(p), p->num_blocks);
+    int n = 0;
+    for (int b = 0; b < p->num_blocks; b++)
+        if (p->cached[b]) hashes[n++] = p->hash[b];
+    for (int i = 1; i < n; i++)
+        for (int k = i; k > 0 && hashes[k - 1] > hashes[k]; k--) {
+            uint64_t t = hashes[k];
+            hashes[k] = hashes[k - 1];
+            hashes[k - 1] = t;
+        }
+    for (int i = 0; i < SIM_N; i++) {
+        for (int c = 0; c < seqs[i].n_samples; c++) {
+            const Sequence *q = c == 0 ? &seqs[i] : &seqs[i].children[c - 1];
+            EXPECT(q->status == SEQ_FINISHED && q->finish_reason == SEQ_FINISH_LENGTH, "request %d", i);
+            memset(out_tokens[i][c], 0xff, sizeof out_tokens[i][c]);
+            memcpy(out_tokens[i][c], q->tokens, (size_t)q->num_tokens * sizeof(int32_t));
+        }
+        seq_free(&seqs[i]);
+    }
+    *preemptions = (int)sc.num_preemptions;
+    sched_free(&sc);
+    return n;
+}
+
+// Rollback: the same tokens, the pool whole afterwards, and (with a pool that never evicts) the
+// same prefix-cache contents as without speculation; with a small pool, preemption too.
+static void test_rollback_sim(void) {
+    static int32_t t0[SIM_N][2][160], t1[SIM_N][2][160];
+    static uint64_t h0[2048], h1[2048];
+    int p0, p1;
+    int n0 = sim_run(false, 2048, t0, &p0, h0);
+    sim_spec_planned = sim_spec_accepted = 0;
+    int n1 = sim_run(true, 2048, t1, &p1, h1);
+    EXPECT(sim_spec_accepted > 200 && sim_spec_planned - sim_spec_accepted > 200, "%d of %d proposals accepted",
+           sim_spec_accepted, sim_spec_planned);
+    EXPECT(n0 > 100 && n0 == n1 && !memcmp(h0, h1, (size_t)n0 * sizeof(uint64_t)), "prefix cache: %d vs %d blocks", n0,
+           n1);
+    EXPECT(!memcmp(t0, t1, sizeof t0), "tokens differ with speculation (large pool)");
+    sim_run(false, 40, t0, &p0, h0);
+    sim_run(true, 40, t1, &p1, h1);
+    EXPECT(p0 > 0 && p1 > 0, "no preemption in a 40-block pool (%d, %d)", p0, p1);
+    EXPECT(!memcmp(t0, t1, sizeof t0), "tokens differ with speculation (small pool)");
+}
+
 int main(int argc, char **argv) {
     log_level = LOG_WARN;
     RUN(test_config);
     RUN(test_ngram);
+    RUN(test_rollback_sim);
     if (!corpus_load()) return test_summary();
     RUN(test_identity);
     RUN(test_abort);
