@@ -357,6 +357,34 @@ static void test_rollback_sim(void) {
     EXPECT(!memcmp(t0, t1, sizeof t0), "tokens differ with speculation (small pool)");
 }
 
+// disable_by_batch_size: four requests of the same length, submitted together, speculate at 8 in
+// every step and at 2 only in the few steps where one runs alone (the first may start a step or
+// two before the others reach the engine, and then ends that much earlier than the last); their
+// tokens are the same either way.
+static void test_disable_by_batch_size(void) {
+    static Job jobs[NSPEC], got[2][4];
+    uint64_t drafts[2];
+    for (int k = 0; k < 2; k++) {
+        EngineConfig c = spec_cfg(512, 4, 16 << 20, true);
+        c.spec.disable_by_batch_size = k == 0 ? 2 : 8;
+        Engine *e = engine_open(&c);
+        ASSERT(e);
+        spec_jobs(jobs, engine_tokenizer(e));
+        for (int i = 0; i < 4; i++) {
+            got[k][i] = jobs[0]; // greedy, copying; all the same length
+            got[k][i].params.ignore_eos = true;
+        }
+        jobs_run_together(e, got[k], 4);
+        EngineStats st;
+        expect_pool_whole(e, &st);
+        drafts[k] = st.spec_drafts;
+        engine_destroy(e);
+    }
+    EXPECT(drafts[1] >= 8 && drafts[0] * 2 < drafts[1], "drafts %llu at 2, %llu at 8", (unsigned long long)drafts[0],
+           (unsigned long long)drafts[1]);
+    jobs_compare(got[0], got[1], 4, "disable_by_batch_size 2 vs 8");
+}
+
 int main(int argc, char **argv) {
     log_level = LOG_WARN;
     RUN(test_config);
@@ -365,5 +393,6 @@ int main(int argc, char **argv) {
     if (!corpus_load()) return test_summary();
     RUN(test_identity);
     RUN(test_abort);
+    RUN(test_disable_by_batch_size);
     return test_summary();
 }
