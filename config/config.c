@@ -1,6 +1,7 @@
 // config.c: see config.h.
 #define _GNU_SOURCE
 #include "config/config.h"
+#include "config/spec_config.h"
 
 #include <ctype.h>
 #include <sched.h>
@@ -268,6 +269,8 @@ void config_free(Config *c) {
     free(c->device);
     free(c->cpu_activations);
     free(c->config);
+    free(c->speculative_config);
+    c->speculative_config = NULL;
     c->model = c->tokenizer = c->load_format = c->device = c->cpu_activations = c->config = NULL;
 }
 
@@ -317,6 +320,9 @@ int config_flags(Config *c, Flag *out) {
         {"--structured-output-compile-timeout", "SLUICE_STRUCTURED_OUTPUT_COMPILE_TIMEOUT", FLAG_FLOAT,
          &c->structured_output_compile_timeout, 0.001, 3600,
          "seconds a request waits for its grammar to compile before it fails with 408", ""},
+        {"--speculative-config", "SLUICE_SPECULATIVE_CONFIG", FLAG_STR, &c->speculative_config, 0, 0,
+         "speculative decoding, vLLM's JSON: '{\"method\": \"ngram\", \"num_speculative_tokens\": 4, "
+         "\"prompt_lookup_max\": 4, \"prompt_lookup_min\": 2}' (docs/speculative.md)", ""},
         {"--config", "SLUICE_CONFIG", FLAG_STR, &c->config, 0, 0,
          "a YAML file of flags by long name ('max-num-seqs: 8'); the command line wins over it, it over SLUICE_*", ""},
     };
@@ -347,7 +353,8 @@ int config_validate(const Config *c, char *err) {
     }
     if (!(c->gpu_memory_utilization > 0))
         return seterr(err, "--gpu-memory-utilization: must be in (0, 1], got %g", c->gpu_memory_utilization);
-    return SL_OK;
+    SpecConfig spec;
+    return spec_config_parse(c->speculative_config, &spec, err);
 }
 
 int config_parse(Config *c, Flag *extra, int n_extra, int argc, char **argv, const char *usage,
@@ -377,13 +384,14 @@ void config_log(const Config *c) {
     log_info("config: model=%s threads=%d max_model_len=%d max_num_batched_tokens=%d max_num_seqs=%d "
              "block_size=%d kv_cache_memory=%s enable_prefix_caching=%s log_level=%s seed=%llu "
              "tensor_parallel_size=%d load_format=%s tokenizer=%s device=%s cpu_activations=%s gpu_memory_utilization=%g "
-             "enforce_eager=%s config=%s",
+             "enforce_eager=%s speculative_config=%s config=%s",
              c->model, c->threads, c->max_model_len, c->max_num_batched_tokens, c->max_num_seqs, c->block_size,
              c->kv_cache_memory ? fmt_bytes(c->kv_cache_memory, kv, sizeof kv) : "auto",
              c->enable_prefix_caching ? "true" : "false", LOG_LEVEL_NAMES[c->log_level],
              (unsigned long long)c->seed, c->tensor_parallel_size, c->load_format,
              c->tokenizer ? c->tokenizer : "(the model's)", c->device, c->cpu_activations, c->gpu_memory_utilization,
-             c->enforce_eager ? "true" : "false", c->config ? c->config : "(none)");
+             c->enforce_eager ? "true" : "false",
+             c->speculative_config ? c->speculative_config : "(none)", c->config ? c->config : "(none)");
 }
 
 int config_threads(const Config *c) {

@@ -40,6 +40,7 @@ typedef struct {
     bool enforce_eager;         // --enforce-eager: no CUDA graphs
     int structured_output_cache_size; // --structured-output-cache-size: compiled grammars kept (LRU)
     float structured_output_compile_timeout; // --structured-output-compile-timeout: seconds
+    char *speculative_config;   // --speculative-config: vLLM's JSON object (spec_config.h); NULL = off (owned)
     char *config;               // --config: the YAML file the other settings were read from (owned)
 } Config;
 

@@ -61,6 +61,8 @@ EngineConfig engine_config_from(const Config *c) {
     e.cpu_activations = (KActivations)a;
     e.structured_output_cache_size = c->structured_output_cache_size;
     e.structured_output_compile_timeout = c->structured_output_compile_timeout;
+    char err[ERR_MAX];
+    CHECK(spec_config_parse(c->speculative_config, &e.spec, err) == SL_OK, "%s", err); // config_validate checked it
     return e;
 }
 
@@ -73,7 +75,7 @@ void engine_params_defaults(EngineParams *p) {
 // waking consumers
 
 // Marks r for notification at the end of the step; the list holds a reference.
-static void engine_touch(Engine *e, EngineRequest *r) {
+void engine_touch(Engine *e, EngineRequest *r) {
     if (r->touched) return;
     CHECK(e->n_touched < e->cfg.max_num_seqs + 1);
     r->touched = true;
@@ -333,118 +335,11 @@ static void engine_abort_now(Engine *e, int64_t id) {
 // ----------------------------------------------------------------------------
 // engine thread: one step
 
-// Structured output: the constrained rows this step samples hand their matchers to the mask
-// thread, which fills their bitmasks while the forward runs. mask_row maps a sample row to its
-// mask. Returns how many were posted.
-static int engine_masks_post(Engine *e, const SchedOutput *out) {
-    if (atomic_load(&e->n_constrained) == 0) return 0;
-    int n = 0;
-    for (int i = 0; i < out->num_entries; i++) {
-        const SchedEntry *en = &out->entries[i];
-        if (en->num_samples == 0) continue;
-        EngineRequest *r = engine_map_get(&e->map, en->seq->id);
-        for (int j = 0; j < en->num_samples; j++) {
-            GrammarMatcher *gm = r->samples[en->num_samples > 1 ? j : en->seq->sample_index].gm;
-            e->mask_row[en->sample_row + j] = gm ? n : -1;
-            if (gm) e->masks.matchers[n++] = gm;
-        }
-    }
-    if (n) mask_worker_post(&e->masks, n);
-    return n;
-}
-
-// Applies sample row `row`'s bitmask to its logits. Returns n_ban, or 0 when min_tokens would
-// ban everything the grammar allows (its end): the grammar wins.
-static int engine_mask_apply(Engine *e, int row, float *logits, int n_ban) {
-    int k = e->mask_row[row];
-    CHECK(k >= 0, "constrained sample row %d has no mask", row);
-    if (!e->masks.restrict_[k]) return n_ban;
-    const uint32_t *mask = e->masks.masks + (size_t)k * (size_t)e->masks.words;
-    grammar_mask_apply(mask, logits, e->info.vocab);
-    if (n_ban == 0) return 0; // nothing to weigh the mask against
-    long allowed = 0;
-    for (int w = 0; w < e->masks.words; w++) allowed += __builtin_popcount(mask[w]);
-    for (int b = 0; b < n_ban; b++)
-        if (mask[e->ban[b] >> 5] >> (e->ban[b] & 31) & 1u) allowed--;
-    return allowed > 0 ? n_ban : 0;
-}
-
-// Samples row j of entry en from logits `row`, runs the stop checks and fills the outbox.
-static void engine_sample_one(Engine *e, EngineRequest *r, const SchedEntry *en, int j, float *row) {
-    const int vocab = e->info.vocab;
-    int si = en->num_samples > 1 ? j : en->seq->sample_index;
-    Sample *s = &r->samples[si];
-    float *logits = row;
-    if (j < en->num_samples - 1) { // the sampler works in place: keep the row for the next sample
-        memcpy(e->row_copy, row, (size_t)vocab * sizeof(float));
-        logits = e->row_copy;
-    }
-    // min_tokens: EOS and stop tokens are banned after the raw logprobs are taken (vLLM's order)
-    int n_ban = stop_min_tokens_ban(&r->stop, e->eog_ids, e->n_eog, s->num_out, e->ban);
-    if (s->gm) n_ban = engine_mask_apply(e, en->sample_row + j, logits, n_ban);
-    SampleLogprobs lp;
-    int32_t tok = sampler_sample_banned(&s->params, &s->sampler, logits, vocab, e->ban, n_ban, &e->scratch,
-                                        r->want_logprobs ? &lp : NULL);
-    sampler_state_accept(&s->sampler, tok);
-    s->num_out++;
-
-    // stop token, then the text it adds (none for a stop token unless asked), then stop strings
-    StopKind kind = stop_check_token(&r->stop, e->tok, tok, s->num_out);
-    if (s->gm) { // the grammar's end (a stop token accepted, with ignore_eos too) ends the sample
-        bool ok = grammar_matcher_accept(s->gm, tok);
-        if (!ok) log_warn("request %lld: the grammar refused token %d that its mask allowed; ending the choice",
-                          (long long)r->id, tok);
-        if ((!ok || grammar_matcher_terminated(s->gm)) && kind == STOP_NONE) kind = STOP_EOS;
-    }
-    int n = 0;
-    if (kind == STOP_NONE || r->stop.include_stop_str)
-        n = detok_feed(&s->detok, e->tok, tok, e->detok_buf, e->detok_cap);
-    bool check = kind == STOP_NONE && s->num_out >= r->stop.min_tokens;
-    size_t n_final;
-    int m = stop_text_push(&s->text, &r->stop, e->detok_buf, (size_t)n, check, false, &n_final);
-    if (m >= 0) {
-        kind = STOP_STRING;
-        s->stop_str = m;
-    }
-    if (kind == STOP_TOKEN) s->stop_token = tok;
-    s->stop_kind = kind;
-    int row_idx = en->sample_row + j;
-    e->sampled[row_idx] = tok;
-    e->stop_flags[row_idx] = kind != STOP_NONE;
-
-    double now = time_now_s();
-    if (r->t_first_token == 0) r->t_first_token = now;
-    pthread_mutex_lock(&r->mu);
-    engine_outbox_push_token(r, si, tok, r->want_logprobs ? &lp : NULL);
-    engine_outbox_push_text(r, si, s->text.buf, n_final);
-    if (r->out.t_first_token == 0) r->out.t_first_token = now;
-    pthread_mutex_unlock(&r->mu);
-    stop_text_consume(&s->text, n_final);
-    engine_touch(e, r);
-}
-
-// Reduces this step's prompt rows to (logprob of the next prompt token, top-k) right after the
-// forward, into each request's plp (allocated at submit); the request publishes them once the
-// whole prompt is done. A row's logits depend only on its own sequence (the kernels are batch
-// invariant), so the result does not depend on the chunking or on the other entries.
-static void engine_prompt_logprobs(Engine *e, const SchedOutput *out) {
-    for (int i = 0; i < out->num_entries; i++) {
-        if (e->prompt_rows[i] == 0) continue;
-        const SchedEntry *en = &out->entries[i];
-        EngineRequest *r = engine_map_get(&e->map, en->seq->id);
-        for (int j = 0; j < e->prompt_rows[i]; j++) {
-            int pos = en->start_pos + j + 1;
-            sampler_logprobs(runner_prompt_row(&e->runner, i, j), e->info.vocab, r->plp[pos].token, r->prompt_lp,
-                             &e->scratch, &r->plp[pos]);
-        }
-        if (en->start_pos + e->prompt_rows[i] == r->n_prompt - 1) r->plp_done = true;
-    }
-}
-
 static void engine_step(Engine *e) {
     SchedOutput *out = &e->out;
     atomic_fetch_add(&e->steps_begun, 1);
     double t0 = time_now_s();
+    if (e->cfg.spec.method != SPEC_NONE) engine_spec_propose(e);
     sched_schedule(&e->sched, out);
     double t1 = time_now_s();
     bool any_prompt_rows = false;
@@ -487,6 +382,10 @@ static void engine_step(Engine *e) {
         if (!r->prompt_counted) {
             r->prompt_counted = true;
             e->st.prompt_tokens += (uint64_t)r->n_prompt;
+        }
+        if (en->num_spec > 0) {
+            engine_spec_verify(e, r, &out->entries[i], i);
+            continue;
         }
         float *row = runner_logits_row(&e->runner, i);
         for (int j = 0; j < en->num_samples; j++) engine_sample_one(e, r, en, j, row);
@@ -790,6 +689,11 @@ int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path,
         in->alloc_s = time_now_s() - t_alloc;
     }
     if (engine_check_kv(e, err) != SL_OK) goto fail;
+    if (c->spec.method != SPEC_NONE && !runner_has_prompt_rows(&e->runner)) {
+        seterr(err, "--speculative-config: speculative decoding runs on the CPU only so far (its verification "
+               "needs a logits row per proposal); pass --device cpu");
+        goto fail;
+    }
     SchedConfig sc = {.max_num_batched_tokens = c->max_num_batched_tokens, .max_num_seqs = c->max_num_seqs,
                       .block_size = c->block_size, .num_blocks = runner_num_blocks(&e->runner),
                       .enable_prefix_caching = c->enable_prefix_caching, .max_model_len = c->max_model_len,
@@ -810,6 +714,7 @@ int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path,
     in->threads = in->device == ENGINE_DEVICE_CUDA ? 0 : threads_per_rank * c->tensor_parallel_size;
     in->tensor_parallel_size = c->tensor_parallel_size;
     in->load_format = e->src.format;
+    in->spec_k = c->spec.method != SPEC_NONE ? c->spec.num_speculative_tokens : 0;
 
     sampler_scratch_init(&e->scratch, vocab);
     e->row_copy = xmalloc_aligned((size_t)vocab * sizeof(float));
@@ -832,6 +737,10 @@ int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path,
              engine_device_name(in->device), c->tensor_parallel_size, c->max_model_len, c->max_num_seqs,
              c->max_num_batched_tokens, c->block_size, c->enable_prefix_caching ? "on" : "off", in->threads);
     runner_log_plan(&e->runner, c->max_model_len);
+    if (c->spec.method == SPEC_NGRAM)
+        log_info("speculative decoding: ngram, %d proposals per step, n-grams of %d..%d tokens, off at %d running "
+                 "sequences", c->spec.num_speculative_tokens, c->spec.prompt_lookup_min, c->spec.prompt_lookup_max,
+                 c->spec.disable_by_batch_size);
     engine_publish_stats(e);
 
     if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {

@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "config/spec_config.h"
 #include "engine/sampling/grammar.h"
 #include "engine/sampling/sampler.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -62,6 +63,7 @@ typedef struct {
     int structured_output_cache_size;        // --structured-output-cache-size: compiled grammars kept (64)
     double structured_output_compile_timeout; // --structured-output-compile-timeout: seconds a request
                                               // waits for its grammar to compile (10)
+    SpecConfig spec;            // --speculative-config (method SPEC_NONE: off)
 } EngineConfig;
 
 void engine_config_defaults(EngineConfig *c);
@@ -99,6 +101,7 @@ typedef struct {
     EngineDevice device;        // what ran: ENGINE_DEVICE_CPU or ENGINE_DEVICE_CUDA
     LoadFormat load_format;     // what was opened
     double load_s, alloc_s, graph_s; // start-up: weights, KV cache + buffers + rank threads, CUDA graphs
+    int spec_k;                 // speculative proposals per step at most; 0 = speculation off
 } EngineInfo;
 
 const EngineInfo *engine_info(const Engine *e);
@@ -254,6 +257,11 @@ typedef struct {
     int num_constrained;             // constrained requests admitted and not finished
     uint64_t num_decode_steps;       // steps with decode tokens only (no prefill chunk)
     double time_decode_steps;        // their seconds, all parts together
+    // speculative decoding (vLLM's spec_decode_* counters)
+    uint64_t spec_drafts;            // verifications: sequence-steps that carried proposals
+    uint64_t spec_draft_tokens;      // proposals verified
+    uint64_t spec_accepted_tokens;   // proposals accepted
+    uint64_t spec_accepted_per_pos[SPEC_MAX_TOKENS]; // accepted at proposal position i
 } EngineStats;
 
 void engine_stats(Engine *e, EngineStats *out);

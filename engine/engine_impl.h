@@ -71,6 +71,8 @@ typedef struct {
     int stop_str;
     bool finished;
     GrammarMatcher *gm;        // structured output: this choice's matcher, else NULL
+    int spec_proposed, spec_accepted; // speculative decoding: this choice's proposals so far
+    bool spec_off;             // its acceptance stayed low: no more proposals (engine_spec.c)
 } Sample;
 
 struct EngineRequest {
@@ -199,6 +201,33 @@ void engine_map_del(ReqMap *m, int64_t id);
 // compiled; wake: call its notify, since the consumer waits for engine_request_status). False when
 // the engine is stopping (nothing queued).
 bool engine_inbox_push(Engine *e, EngineRequest *r, bool wake);
+
+// Marks r for notification at the end of the step (engine.c); the list holds a reference.
+void engine_touch(Engine *e, EngineRequest *r);
+
+// ---- after the forward (engine_sample.c)
+// Structured output: hands this step's constrained sample rows' matchers to the mask thread,
+// which fills their bitmasks while the forward runs. Returns how many were posted.
+int engine_masks_post(Engine *e, const SchedOutput *out);
+// Samples row j of entry en from logits `row`, runs the stop checks and fills the outbox.
+void engine_sample_one(Engine *e, EngineRequest *r, const SchedEntry *en, int j, float *row);
+// Reduces this step's prompt rows (e->prompt_rows) to prompt logprobs.
+void engine_prompt_logprobs(Engine *e, const SchedOutput *out);
+// Sampling and emitting one token, shared with speculative verification:
+// The token for sample s from logits (modified in place): min_tokens' bans, the grammar's mask of
+// sample row `row` (structured output), the sampler. Fills lp when the request wants logprobs.
+int32_t engine_sample_token(Engine *e, EngineRequest *r, Sample *s, int row, float *logits, SampleLogprobs *lp);
+// Appends tok to choice si's output: penalties' counts, stop checks, detokenizing, the outbox;
+// records it as sampled[row_idx] with its stop flag. Returns whether the choice stops here.
+bool engine_emit_token(Engine *e, EngineRequest *r, int si, int row_idx, int32_t tok, const SampleLogprobs *lp);
+
+// ---- speculative decoding (engine_spec.c)
+// Before sched_schedule: n-gram proposals for each running decode that may speculate, written
+// after its tokens (Sequence.num_spec).
+void engine_spec_propose(Engine *e);
+// After the forward: verifies entry i's proposals row by row, emits the accepted ones and the
+// token after them, sets en->num_accepted for sched_update.
+void engine_spec_verify(Engine *e, EngineRequest *r, SchedEntry *en, int i);
 
 // ---- requests and their outboxes (engine_request.c)
 // Ends a request that never reached the engine thread: every choice finishes with an abort, and

@@ -155,7 +155,9 @@ void runner_step(Runner *r, const SchedOutput *out, const int *prompt_rows) {
         CHECK(want >= 0 && want <= n);
         // batch_buf_add takes the chunk's last rows: for prompt rows take them all, so the
         // sampling row (the last) and the prompt rows (the first `want`) share one range
-        int n_logits = want > 0 ? n : samples;
+        // a speculative decode: a row for its last token and one for each proposal
+        int n_logits = want > 0 ? n : samples ? 1 + en->num_spec : 0;
+        CHECK(en->num_spec == 0 || want == 0);
         batch_buf_add(bb, seq->block_table, seq->num_blocks, r->cfg.block_size, en->start_pos,
                       seq->tokens + en->start_pos, n, n_logits);
         r->entry_prompt_row[e] = want > 0 ? n_sample : -1;

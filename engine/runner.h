@@ -6,7 +6,8 @@
 //                         2. the Batch of DESIGN.md §4: for each entry, rows for its tokens
 //                            [start_pos, start_pos + num_new_tokens) with slots through the
 //                            sequence's block table, the table itself, and one logits row for an
-//                            entry that samples (its last token) or, for an entry that wants
+//                            entry that samples (its last token; a speculative decode one for its
+//                            last token and one per proposal) or, for an entry that wants
 //                            prompt logprobs (prompt_rows), one for every row of its chunk;
 //                         3. the forward, those logits into r->logits.
 //
@@ -93,6 +94,11 @@ bool runner_has_prompt_rows(const Runner *r);
 void runner_step(Runner *r, const SchedOutput *out, const int *prompt_rows);
 static inline float *runner_prompt_row(const Runner *r, int e, int j) {
     return r->logits + (size_t)(r->entry_prompt_row[e] + j) * r->vocab;
+}
+// Row j (0..num_spec) of a speculative decode entry e: the logits after its last token (j = 0)
+// and after each of its proposals; row num_spec is runner_logits_row.
+static inline float *runner_spec_row(const Runner *r, const SchedEntry *en, int e, int j) {
+    return r->logits + (size_t)(r->entry_logits_row[e] - en->num_spec + j) * r->vocab;
 }
 // The logits (vocab floats) of entry e, which must sample.
 static inline float *runner_logits_row(const Runner *r, int e) {

@@ -205,6 +205,7 @@ static void sched_preempt(Scheduler *s, SchedOutput *out, Sequence *victim) {
     running_remove(s, victim);
     s->num_running_slots -= seq_num_slots(victim);
     victim->num_computed_tokens = 0;
+    victim->num_spec = 0;
     victim->status = SEQ_PREEMPTED;
     victim->num_preemptions++;
     s->num_preemptions++;
@@ -234,6 +235,24 @@ static bool sched_try_grow(Scheduler *s, Sequence *seq, int k, int32_t *cow_src,
     }
     for (int i = 0; i < need; i++) seq->block_table[seq->num_blocks++] = pool_take(p);
     return true;
+}
+
+// Extends the planned decode entry e by its sequence's proposals, as many as the budget and the
+// available blocks allow: a guess never preempts anyone nor evicts more than it can use.
+static void sched_plan_spec(Scheduler *s, SchedOutput *out, int e) {
+    SchedEntry *en = &out->entries[e];
+    Sequence *seq = en->seq;
+    int bs = s->cfg.block_size, end = en->start_pos + en->num_new_tokens;
+    CHECK(en->num_new_tokens == 1 && end == seq->num_tokens);
+    int fit = (seq->num_blocks + blockpool_num_available(&s->pool)) * bs - end;
+    int k = MIN(MIN(seq->num_spec, s->budget), fit);
+    if (k <= 0) return;
+    CHECK(end + k < seq->max_tokens_total, "proposals leave no room for the token after them");
+    int need = cdiv(end + k, bs) - seq->num_blocks;
+    for (int i = 0; i < need; i++) seq->block_table[seq->num_blocks++] = pool_take(&s->pool);
+    en->num_new_tokens += k;
+    en->num_spec = k;
+    s->budget -= k;
 }
 
 // Plans k tokens of running sequence seq, preempting from the running tail until its blocks fit.
@@ -318,6 +337,9 @@ int sched_schedule(Scheduler *s, SchedOutput *out) {
         if (seq->num_tokens - seq->num_computed_tokens != 1) continue;
         if (!sched_plan_running(s, out, seq, 1)) break; // it was the last one left to preempt
     }
+    // 1b. speculative proposals, once every decode has its guaranteed token
+    for (int e = 0; e < out->num_entries && s->budget > 0; e++)
+        if (out->entries[e].seq->num_spec > 0) sched_plan_spec(s, out, e);
     // 2. the next chunk of running sequences still in their prompt (or in a recompute)
     for (int i = 0; i < s->num_running && s->budget > 0; i++) {
         Sequence *seq = s->running[i];
@@ -339,15 +361,22 @@ int sched_schedule(Scheduler *s, SchedOutput *out) {
     for (int e = 0; e < out->num_entries; e++) {
         SchedEntry *en = &out->entries[e];
         Sequence *seq = en->seq;
-        bool completes = en->start_pos + en->num_new_tokens == seq->num_tokens;
+        bool completes = en->start_pos + en->num_new_tokens == seq->num_tokens + en->num_spec;
         en->num_samples = completes ? seq_num_slots(seq) : 0;
         en->sample_row = out->num_sample_rows;
         out->num_sample_rows += en->num_samples;
         out->num_tokens += en->num_new_tokens;
-        if (en->num_new_tokens == 1 && en->start_pos >= seq->num_prompt_tokens) out->num_decode_tokens++;
+        if (en->num_new_tokens == 1 + en->num_spec && en->start_pos >= seq->num_prompt_tokens)
+            out->num_decode_tokens += en->num_new_tokens;
+        out->num_spec_tokens += en->num_spec;
         if (s->cow_src[e] >= 0) out->copies[out->num_copies++] = (SchedBlockCopy){s->cow_src[e], s->cow_dst[e]};
     }
     CHECK(out->num_tokens + s->budget == s->cfg.max_num_batched_tokens);
+    // proposals not planned in this step are dropped (the engine proposes afresh next step)
+    for (int i = 0; i < s->num_running; i++) {
+        Sequence *seq = s->running[i];
+        seq->num_spec = seq->sched_entry >= 0 ? out->entries[seq->sched_entry].num_spec : 0;
+    }
     s->step_pending = true;
     s->num_steps++;
     return out->num_entries;
@@ -386,6 +415,19 @@ static void seq_drop_window_blocks(Scheduler *s, Sequence *seq) {
     }
 }
 
+// A verified decode: the accepted proposals become tokens and keep their KV; the slots of the
+// rejected ones are rolled back, and the blocks that held only those go back to the pool (fresh
+// blocks, never in the prefix cache: a block is offered only once its tokens are computed).
+static void seq_spec_rollback(Scheduler *s, Sequence *seq, const SchedEntry *en) {
+    CHECK(en->num_accepted >= 0 && en->num_accepted <= en->num_spec && en->num_samples == 1 && seq->forked);
+    CHECK(seq->num_tokens == en->start_pos + 1);
+    seq->num_tokens += en->num_accepted;
+    seq->num_computed_tokens = seq->num_tokens;
+    int keep = cdiv(seq->num_computed_tokens, s->cfg.block_size);
+    while (seq->num_blocks > keep) blockpool_release(&s->pool, seq->block_table[--seq->num_blocks]);
+    seq->num_spec = 0;
+}
+
 // Starts the n-1 children of a parent whose prompt is now computed: each shares every block.
 static void seq_fork_children(Scheduler *s, Sequence *parent) {
     for (int i = 0; i < parent->n_samples - 1; i++) {
@@ -407,7 +449,8 @@ void sched_update(Scheduler *s, SchedOutput *out, const int32_t *sampled, const 
         Sequence *seq = en->seq;
         CHECK(seq->status == SEQ_RUNNING && seq->num_computed_tokens == en->start_pos);
         seq->sched_entry = -1;
-        seq->num_computed_tokens += en->num_new_tokens;
+        if (en->num_spec > 0) seq_spec_rollback(s, seq, en);
+        else seq->num_computed_tokens += en->num_new_tokens;
         seq_promote_blocks(s, seq);
         seq_drop_window_blocks(s, seq);
         if (en->num_samples == 0) continue;
@@ -446,7 +489,7 @@ int sched_check(const Scheduler *s, char *err) {
         if (rc == SL_OK && seq->num_blocks != cdiv(covered, c->block_size))
             rc = seterr(err, "sequence %lld/%d holds %d blocks for %d tokens", (long long)seq->id,
                         seq->sample_index, seq->num_blocks, covered);
-        if (rc == SL_OK && (covered > seq->num_tokens || (!s->step_pending && covered >= seq->num_tokens)))
+        if (rc == SL_OK && (covered > seq->num_tokens + seq->num_spec || (!s->step_pending && covered >= seq->num_tokens)))
             rc = seterr(err, "sequence %lld/%d has %d of %d tokens computed", (long long)seq->id,
                         seq->sample_index, covered, seq->num_tokens);
         for (int b = seq->num_dropped_blocks; b < seq->num_blocks && rc == SL_OK; b++) {

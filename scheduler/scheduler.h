@@ -15,6 +15,9 @@
 //                             goes back to the waiting queue to be recomputed (vLLM V1's choice).
 //   runner + sampler          read out.entries (seq->tokens, seq->block_table, start_pos, ...),
 //                             do out.copies first, and sample out.num_sample_rows tokens;
+//                             Speculative proposals (seq->num_spec) extend decodes after every
+//                             decode has its one token, within the same budget, never by
+//                             preempting anyone.
 //   sched_update(s, ...)      advances num_computed_tokens, appends the sampled tokens, forks
 //                             n > 1 groups after their prompt, finishes sequences, puts newly full
 //                             blocks in the prefix cache and frees finished sequences' blocks.
@@ -59,6 +62,12 @@ typedef struct {
     // completes in this step (its n samples fork into the group in sched_update).
     int num_samples;
     int sample_row;     // first row of this entry's samples in the step's sampled[] array
+    // Speculative decoding: a decode that carries num_spec proposals (seq->tokens[start_pos + 1..])
+    // after its last token, num_new_tokens = 1 + num_spec; each of those rows gets logits. Before
+    // sched_update the engine sets num_accepted (0..num_spec): the proposals it kept, whose KV
+    // stays; the KV of the rest is rolled back. sampled[sample_row] is the token after them.
+    int num_spec;
+    int num_accepted;
 } SchedEntry;
 
 // Copy block src into block dst (every layer, K and V) before the step: copy-on-write of a
@@ -73,7 +82,8 @@ typedef struct {
     SchedEntry *entries;      // decodes first, then prefill chunks
     int num_entries;
     int num_tokens;           // sum of num_new_tokens (<= max_num_batched_tokens)
-    int num_decode_tokens;    // entries with one token that samples (metrics)
+    int num_decode_tokens;    // decode entries (one token, or one + proposals) (metrics)
+    int num_spec_tokens;      // proposals carried (sum of num_spec)
     int num_sample_rows;      // sum of num_samples: the length of sched_update's arrays
     SchedBlockCopy *copies;
     int num_copies;

@@ -65,6 +65,11 @@ struct Sequence {
     int num_tokens;          // prompt + outputs so far
     int max_tokens_total;    // min(max_model_len, prompt + max_tokens): reaching it finishes LENGTH
     int max_tokens;          // the request's output limit, 0 = none (sched_add validates it)
+    int num_spec;            // speculative proposals at tokens[num_tokens, num_tokens + num_spec):
+                             // written by the engine before sched_schedule (a decoding sequence
+                             // only, at most max_tokens_total - num_tokens - 1 so that every
+                             // accepted proposal plus the next token fits), clipped by the
+                             // scheduler to what it plans, 0 after every step
 
     // ---- KV state
     int num_computed_tokens; // tokens whose KV is in the cache; the next step starts here

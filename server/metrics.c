@@ -208,6 +208,17 @@ static void render_vllm_set(const Out *o, Metrics *m, const MetricsEngine *e) {
     histogram(o, "request_decode_time_seconds", "Histogram of time spent in decode in seconds.", &m->decode);
     histogram(o, "request_prompt_tokens", "Number of prefill tokens processed per request.", &m->prompt_len);
     histogram(o, "request_generation_tokens", "Number of generation tokens processed per request.", &m->gen_len);
+    if (e->spec_k > 0) {
+        counter(o, "spec_decode_num_drafts", "Number of spec decoding drafts.", (double)e->spec_drafts);
+        counter(o, "spec_decode_num_draft_tokens", "Number of draft tokens.", (double)e->spec_draft_tokens);
+        counter(o, "spec_decode_num_accepted_tokens", "Number of accepted tokens.", (double)e->spec_accepted_tokens);
+        meta(o, "spec_decode_num_accepted_tokens_per_pos", "counter", "Accepted tokens per draft position.");
+        for (int i = 0; i < e->spec_k && i < SPEC_MAX_TOKENS; i++) {
+            char label[32];
+            snprintf(label, sizeof label, ",position=\"%d\"", i);
+            sample(o, "spec_decode_num_accepted_tokens_per_pos_total", label, (double)e->spec_accepted_per_pos[i]);
+        }
+    }
 }
 
 void metrics_render(Metrics *m, const MetricsEngine *e, const char *model, bool vllm_names, SBuf *b) {

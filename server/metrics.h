@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "config/spec_config.h" // SPEC_MAX_TOKENS
 #include "server/respond.h"
 
 #define METRICS_MAX_BUCKETS 24
@@ -48,6 +49,10 @@ typedef struct {
     uint64_t prompt_tokens, generation_tokens;
     uint64_t grammar_requests, grammar_cache_hits; // structured output: requests with a grammar, of
     int num_constrained;                           // which cache hits; constrained requests in flight
+    int spec_k;                           // --speculative-config's num_speculative_tokens; 0 = off
+                                          // (the spec_decode_* series are rendered only when on)
+    uint64_t spec_drafts, spec_draft_tokens, spec_accepted_tokens;
+    uint64_t spec_accepted_per_pos[SPEC_MAX_TOKENS];
 } MetricsEngine;
 
 void metrics_init(Metrics *m);

@@ -89,7 +89,12 @@ enum MHD_Result route_metrics(Server *s, struct MHD_Connection *c) {
             .grammar_requests = st.grammar_queries,
             .grammar_cache_hits = st.grammar_cache_hits,
             .num_constrained = st.num_constrained + st.num_grammar_compiling,
+            .spec_k = s->info.spec_k,
+            .spec_drafts = st.spec_drafts,
+            .spec_draft_tokens = st.spec_draft_tokens,
+            .spec_accepted_tokens = st.spec_accepted_tokens,
         };
+        memcpy(me.spec_accepted_per_pos, st.spec_accepted_per_pos, sizeof me.spec_accepted_per_pos);
     }
     SBuf b = {0};
     metrics_render(&s->metrics, &me, atomic_load(&s->state) != SERVER_LOADING ? s->model_name : "",

@@ -1,0 +1,30 @@
+// spec_config.h: --speculative-config, vLLM's JSON object for speculative decoding.
+//
+//   {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2,
+//    "disable_by_batch_size": 8}
+//
+// parsed once at start-up (config_validate), so a bad key or value stops the program with one
+// line that names it. Only the n-gram (prompt lookup) method is implemented; a draft model
+// ("model": PATH) is refused with a message that says so.
+#pragma once
+
+#include <stdbool.h>
+
+#define SPEC_MAX_TOKENS 16 // num_speculative_tokens at most (proposal buffers are sized for it)
+
+typedef enum {
+    SPEC_NONE = 0,
+    SPEC_NGRAM = 1, // prompt lookup: proposals copied from the sequence's own prompt + output
+} SpecMethod;
+
+typedef struct {
+    SpecMethod method;
+    int num_speculative_tokens; // k: proposals per step, 1..SPEC_MAX_TOKENS
+    int prompt_lookup_max;      // longest suffix n-gram matched
+    int prompt_lookup_min;      // shortest suffix n-gram matched
+    int disable_by_batch_size;  // no speculation while this many sequences run (0 = never off)
+} SpecConfig;
+
+// json NULL or "" is SPEC_NONE. SL_ERR with "--speculative-config: ..." on malformed JSON, an
+// unknown key or method, or a value out of range.
+int spec_config_parse(const char *json, SpecConfig *out, char *err);

@@ -1,0 +1,80 @@
+// engine_spec.c: speculative decoding in the step loop (--speculative-config, config/spec_config.h).
+//
+// Each step, before the scheduler plans it, every running sequence that is decoding gets up to k
+// n-gram proposals (engine/spec_ngram.h) written after its tokens; the scheduler extends its
+// decode by as many as the token budget and the free blocks allow (scheduler.h, Sequence.num_spec),
+// and the runner returns a logits row for the last token and for each proposal. Verification
+// then walks the rows in order, exactly as if each were its own decode step:
+//
+//   row j: sample the token t_j from row j with the sample's own sampler (min_tokens' bans,
+//          penalties that have seen t_0..t_{j-1}, temperature, top-k/top-p/min-p, one draw of
+//          its generator), emit it (stop checks, logprobs from row j, the outbox); stop when
+//          the choice stops, when t_j differs from proposal j, or after the last row.
+//
+// For greedy requests that is "the longest matching prefix plus the target's next token". For
+// sampled ones it is the standard rejection sampling with a point-mass draft (the n-gram proposal
+// x has q(x) = 1): accept x with probability min(1, p(x)/q(x)) = p(x), else draw from
+// (p - q)+ normalised = p without x, renormalised. Drawing t ~ p and accepting iff t == x does
+// exactly that: P(accept) = p(x), and a rejected draw is distributed as p restricted to t != x.
+// Because every row costs one draw and every draw emits one token, a seeded request consumes its
+// generator exactly as without speculation, and the kernels are batch invariant (a row's logits do
+// not depend on the other rows of the step), so its output is the same token for token.
+//
+// Not speculated: structured-output requests (their grammar's bitmask is computed for one row per
+// step, so a proposal after the first row would be unchecked) and requests whose acceptance stayed
+// low: after SPEC_OFF_MIN_PROPOSED proposals, fewer than 1 in SPEC_OFF_RATIO accepted turns the
+// choice's speculation off for the rest of the request (a miss costs the rows it added to a step).
+// With disable_by_batch_size, nobody speculates while that many sequences run: a large batch
+// already reads the weights once for many rows, so extra rows only add compute.
+#include "common/common.h"
+#include "engine/engine_impl.h"
+#include "engine/spec_ngram.h"
+
+#define SPEC_OFF_MIN_PROPOSED 32
+#define SPEC_OFF_RATIO 5
+
+void engine_spec_propose(Engine *e) {
+    const SpecConfig *c = &e->cfg.spec;
+    Scheduler *sc = &e->sched;
+    if (c->disable_by_batch_size > 0 && sc->num_running >= c->disable_by_batch_size) return;
+    for (int i = 0; i < sc->num_running; i++) {
+        Sequence *seq = sc->running[i];
+        seq->num_spec = 0;
+        if (seq->num_tokens - seq->num_computed_tokens != 1 || !seq->forked) continue; // not decoding
+        // every accepted proposal and the token after them must fit max_tokens and max_model_len
+        int room = seq->max_tokens_total - seq->num_tokens - 1;
+        if (room <= 0) continue;
+        EngineRequest *r = engine_map_get(&e->map, seq->id);
+        CHECK(r, "sequence %lld has no request", (long long)seq->id);
+        const Sample *s = &r->samples[seq->sample_index];
+        if (s->gm || s->spec_off || s->finished) continue;
+        seq->num_spec = spec_ngram_propose(seq->tokens, seq->num_tokens, c->prompt_lookup_min, c->prompt_lookup_max,
+                                           MIN(c->num_speculative_tokens, room), seq->tokens + seq->num_tokens);
+    }
+}
+
+void engine_spec_verify(Engine *e, EngineRequest *r, SchedEntry *en, int i) {
+    int si = en->seq->sample_index;
+    Sample *s = &r->samples[si];
+    CHECK(en->num_samples == 1 && en->num_spec > 0 && !s->gm);
+    const int32_t *prop = en->seq->tokens + en->start_pos + 1;
+    int j = 0, matched = 0;
+    for (;; j++) {
+        SampleLogprobs lp;
+        int32_t tok = engine_sample_token(e, r, s, en->sample_row, runner_spec_row(&e->runner, en, i, j), &lp);
+        bool hit = j < en->num_spec && tok == prop[j];
+        matched += hit;
+        if (engine_emit_token(e, r, si, en->sample_row, tok, &lp) || !hit) break;
+    }
+    // tokens 0..j-1 were accepted proposals (their KV stays); token j is the last emitted
+    en->num_accepted = j;
+    e->st.generation_tokens += (uint64_t)j; // the scheduler counts the sample row itself
+    e->st.spec_drafts++;
+    e->st.spec_draft_tokens += (uint64_t)en->num_spec;
+    e->st.spec_accepted_tokens += (uint64_t)matched;
+    for (int p = 0; p < matched; p++) e->st.spec_accepted_per_pos[p]++;
+    s->spec_proposed += en->num_spec;
+    s->spec_accepted += matched;
+    if (s->spec_proposed >= SPEC_OFF_MIN_PROPOSED && s->spec_accepted * SPEC_OFF_RATIO < s->spec_proposed)
+        s->spec_off = true;
+}
