@@ -7,6 +7,7 @@ at start-up with one line. The C side (rollback, prefix-cache contents, preempti
 tests/unit/test_spec.c.
 """
 import math
+import os
 import subprocess
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -141,6 +142,9 @@ def samples(srv, seed0):
         return [t for part in pool.map(one, range(125)) for t in part]
 
 
+# 4,000 three-token completions: minutes under ASan, and the sanitizers have the golden, n = 2 and
+# abort tests to watch the same verification code; `make test` runs it.
+@pytest.mark.skipif(os.environ.get("SANITIZED") == "1", reason="the distribution test runs in make test")
 def test_sampled_distribution_unchanged(server, spec_server):
     d0 = spec_counts(spec_server)
     off = Counter(samples(server, 1000))
