@@ -116,10 +116,10 @@ static void bench_decode_from_memory(float *out, const float *x) {
         for (size_t i = 0; i < ARRAY_LEN(shapes); i++)
             for (int k = 0; k < shapes[i].per_layer; k++) {
                 const Shape *s = &shapes[i];
-                ws[n++] = (QMatrix){s->type, s->rows, s->cols, bench_weights(s->type, s->rows, s->cols)};
+                ws[n++] = (QMatrix){s->type, s->rows, s->cols, bench_weights(s->type, s->rows, s->cols), NULL};
             }
     const Shape *head = &shapes[ARRAY_LEN(shapes) - 1];
-    ws[n++] = (QMatrix){head->type, head->rows, head->cols, bench_weights(head->type, head->rows, head->cols)};
+    ws[n++] = (QMatrix){head->type, head->rows, head->cols, bench_weights(head->type, head->rows, head->cols), NULL};
     double t[BENCH_REPS];
     for (int r = 0; r < BENCH_REPS; r++) {
         double t0 = time_now_s();
@@ -158,7 +158,7 @@ static void bench_activations(int n_threads, float *out, const float *x) {
            "interleaved runs\n", best, n_threads, n_threads == 1 ? "thread CPU time" : "wall time", ACT_REPS);
     for (size_t i = 0; i < ARRAY_LEN(act_shapes); i++) {
         const Shape *s = &act_shapes[i];
-        QMatrix w = {s->type, s->rows, s->cols, bench_weights(s->type, s->rows, s->cols)};
+        QMatrix w = {s->type, s->rows, s->cols, bench_weights(s->type, s->rows, s->cols), NULL};
         static const int ns[] = {1, 64};
         for (int k = 0; k < 2; k++) {
             double t[ACT_MAX][ACT_REPS];
@@ -204,7 +204,7 @@ int main(int argc, char **argv) {
     double decode_s = 0, prefill_s = 0;
     for (size_t i = 0; i < ARRAY_LEN(shapes); i++) {
         const Shape *s = &shapes[i];
-        QMatrix w = {s->type, s->rows, s->cols, bench_weights(s->type, s->rows, s->cols)};
+        QMatrix w = {s->type, s->rows, s->cols, bench_weights(s->type, s->rows, s->cols), NULL};
         double wbytes = (double)s->rows * qtype_row_size(s->type, s->cols);
         static const int ns[] = {1, 512};
         for (int k = 0; k < 2; k++) {

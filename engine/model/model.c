@@ -40,6 +40,7 @@ typedef struct {
     size_t bytes;    // weight bytes the forward reads
     uint8_t *arena;  // pass 2: Model.owned; pass 1: NULL
     size_t len, cap; // bytes taken (pass 1: counted)
+    size_t packed;   // of which weights repacked for the AMX kernels (k_pack)
 } Binder;
 
 // n bytes of the rank's own buffer, 64-byte aligned; NULL in the counting pass.
@@ -72,6 +73,15 @@ typedef struct {
 
 static Slice whole(int64_t n) { return (Slice){SLICE_ROWS, 0, n}; }
 
+// The copy of a bound matrix the CPU's 8-bit AMX kernels read, when the settings want one.
+static void bind_pack(Binder *bd, QMatrix *m) {
+    size_t n = k_pack_bytes(m);
+    if (!n) return;
+    void *dst = arena_take(bd, n);
+    bd->packed += n;
+    if (dst) k_pack(m, dst);
+}
+
 // A 2-D weight of rows x cols (ggml order: ne[0] = cols, ne[1] = rows), sliced. A row slice is
 // a view. A column slice is copied row by row into the rank's buffer: in the stored format
 // when it starts and ends on block boundaries (each row's slice is then whole blocks), else
@@ -94,6 +104,7 @@ static int bind_matrix(Binder *bd, QMatrix *out, const char *name, int64_t rows,
         CHECK(sl.lo >= 0 && sl.n >= 0 && sl.lo + sl.n <= rows);
         *out = (QMatrix){.type = t->type, .rows = sl.n, .cols = cols, .data = data + (size_t)sl.lo * row_bytes};
         bd->bytes += (size_t)sl.n * row_bytes;
+        bind_pack(bd, out);
         return SL_OK;
     }
     CHECK(sl.lo >= 0 && sl.n > 0 && sl.lo + sl.n <= cols);
@@ -103,6 +114,7 @@ static int bind_matrix(Binder *bd, QMatrix *out, const char *name, int64_t rows,
         *out = (QMatrix){.type = t->type, .rows = rows, .cols = sl.n, .data = dst};
         bd->bytes += (size_t)rows * n_bytes;
         for (int64_t r = 0; dst && r < rows; r++) memcpy(dst + r * n_bytes, data + r * row_bytes + off, n_bytes);
+        bind_pack(bd, out);
         return SL_OK;
     }
     float *dst = arena_take(bd, sizeof(float) * rows * sl.n);
@@ -233,6 +245,7 @@ static int weights_bind(Model *m, Binder *bd, char *err) {
         size_t row_bytes = qtype_row_size(w->tok_embd.type, c->dim);
         w->output = (QMatrix){.type = w->tok_embd.type, .rows = lm.n, .cols = c->dim,
                               .data = (const uint8_t *)w->tok_embd.data + (size_t)lm.lo * row_bytes};
+        bind_pack(bd, &w->output);
     } else if (bind_matrix(bd, &w->output, "output.weight", c->vocab, c->dim, lm, err)) {
         return SL_ERR;
     }
@@ -346,6 +359,9 @@ int model_load_shard(Model *m, WeightSource *src, int max_tokens, int tp_rank, i
         bd = (Binder){.src = src, .used = bd.used, .arena = m->owned, .cap = bd.len};
         CHECK(weights_bind(m, &bd, why) == SL_OK, "%s", why);
         m->weight_bytes = bd.bytes;
+        if (bd.packed)
+            log_info("rank %d: %.1f MiB of weights repacked for the AMX tiles (the weights the forward reads: %.1f MiB)", tp_rank,
+                     bd.packed / 1048576.0, bd.bytes / 1048576.0);
     }
     free(bd.used);
     if (rc != SL_OK) {

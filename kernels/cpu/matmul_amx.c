@@ -1,0 +1,250 @@
+// matmul_amx.c: the 8-bit activation matmuls (matmul_q8.c) on AMX-INT8 tiles, for Q4_0 / Q4_1 /
+// Q8_0 weights repacked at load (k_pack), and the AVX-512 VNNI kernel on the same layout.
+//
+// Batch invariance decides the design. AMX pays off from 16 token rows up (a tile is 16 rows);
+// fewer rows, and the rows past the last whole 16 of a batch, take the VNNI kernel. A row's
+// result must not depend on which kernel it met, so both produce, for each output element, the
+// exact int32 sum of every block (the tile's dot product of one block: K = 32; the VNNI kernel's
+// 8 vpdpbusd per block with one weight row per lane), and then the same float epilogue, in the
+// order the scalar kernel of matmul_q8.c uses:
+//
+//   acc = fma((float)(B_b + c_b), d_w,b · d_x,b, acc)   over the blocks b in order, from 0
+//   Q4_1: mt = fma(m_b, d_x,b Σq_x,b, mt) likewise; acc += mt
+//
+// (B_b + c_b: the block's integer sum plus matmul_q8.c's offset term, exact). So "amx" is bit
+// for bit the "scalar" path, whatever the batch, and bit for bit itself between its two kernels.
+// The other SIMD paths of matmul_q8.c spread a block over lanes and differ in the last bits.
+//
+// The repacked layout: the rows in groups of 16 (the last padded with zero rows), each group a
+// run of one record per block:
+//   Q4_0 / Q4_1  256 bytes: 4 slices of [16 rows][4 bytes], slice s holding bytes 4s..4s+3 of
+//                each row's stored nibbles: low nibbles elements 4s..4s+3, high 16+4s..19+4s
+//   Q8_0         512 bytes: 8 slices of [16 rows][4 bytes], elements 4s..4s+3 + 128 (as u8)
+//   then d_w of the 16 rows as f32 (64 bytes), and for Q4_1 their mins m (64 bytes).
+// A slice unpacked (Q4: & 0x0f and >> 4) is one row of the B operand in the tiles' VNNI layout
+// ([K/4][N][4]) and one u8 register for vpdpbusd. The activation rows (natural order, s8) are the
+// A operand as they lie in matmul_q8.c's scratch, so the dot is tdpbsud (s8 x u8). Memory: 320 /
+// 384 / 576 bytes per 16 blocks, 1.11x / 1.2x / 1.06x the stored Q4_0 / Q4_1 / Q8_0 weights,
+// on top of the file's mapping (whose pages the forward then no longer reads).
+#include <pthread.h>
+
+#include "kernels/cpu/q8.h"
+
+#if Q8_SIMD
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#define AMX_ROWS 16 // weight rows per group (tile columns) and token rows per tile
+
+static inline int amx_quant_bytes(QType t) {
+    return t == QTYPE_Q8_0 ? 512 : 256;
+}
+
+size_t kcpu_amx_record_bytes(QType t) {
+    return (size_t)amx_quant_bytes(t) + 64 + (t == QTYPE_Q4_1 ? 64 : 0);
+}
+
+// ---- permission and detection
+
+static bool amx_ok;
+static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
+
+// Linux keeps the 8 KiB tile state off until a process asks for it (arch_prctl
+// ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA); a tile instruction without the permission is a
+// SIGILL. The grant covers every thread of the process, existing and future.
+static void amx_detect(void) {
+#if Q8_SIMD
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
+    bool tile = d & (1u << 24), int8 = d & (1u << 25);
+    if (!tile || !int8) return;
+    enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
+    amx_ok = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+#endif
+}
+
+bool kcpu_amx_available(void) {
+    pthread_once(&amx_once, amx_detect);
+    return amx_ok;
+}
+
+// ---- repacking (plain C: it runs once, at load)
+
+size_t k_pack_bytes(const QMatrix *w) {
+    bool packable = w->type == QTYPE_Q4_0 || w->type == QTYPE_Q4_1 || w->type == QTYPE_Q8_0;
+    if (!packable || w->cols % KCPU_QK || w->rows <= 0 || k_activations() != K_ACT_INT8 ||
+        strcmp(k_int8_path(), "amx") != 0)
+        return 0;
+    size_t groups = (size_t)(w->rows + AMX_ROWS - 1) / AMX_ROWS;
+    return groups * (size_t)(w->cols / KCPU_QK) * kcpu_amx_record_bytes(w->type);
+}
+
+void k_pack(QMatrix *w, void *dst) {
+    const size_t rec = kcpu_amx_record_bytes(w->type), row_bytes = qtype_row_size(w->type, w->cols);
+    const int nb = (int)(w->cols / KCPU_QK), bb = q8_block_bytes(w->type), qb = amx_quant_bytes(w->type);
+    const bool q8 = w->type == QTYPE_Q8_0;
+    uint8_t *p = dst;
+    memset(p, 0, k_pack_bytes(w));
+    for (int64_t r = 0; r < w->rows; r++) {
+        const int n = (int)(r % AMX_ROWS);
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *blk = (const uint8_t *)w->data + (size_t)r * row_bytes + (size_t)b * bb;
+            uint8_t *o = p + ((size_t)(r / AMX_ROWS) * nb + b) * rec;
+            const uint8_t *q = blk + (w->type == QTYPE_Q4_1 ? 4 : 2);
+            for (int s = 0; s < qb / 64; s++)
+                for (int e = 0; e < 4; e++) o[64 * s + 4 * n + e] = q8 ? (uint8_t)(q[4 * s + e] ^ 0x80) : q[4 * s + e];
+            float d = fp16_to_f32(kcpu_load_u16(blk));
+            memcpy(o + qb + 4 * n, &d, 4);
+            if (w->type == QTYPE_Q4_1) {
+                float m = fp16_to_f32(kcpu_load_u16(blk + 2));
+                memcpy(o + qb + 64 + 4 * n, &m, 4);
+            }
+        }
+    }
+    w->pack = dst;
+}
+
+#if Q8_SIMD
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,amx-tile,amx-int8")
+
+static inline const uint8_t *amx_record(const Q8Job *j, int g, int b) {
+    return j->pack + ((size_t)g * j->nb + b) * kcpu_amx_record_bytes(j->type);
+}
+
+// The record's quants as 8 u8 registers, k: elements 4k..4k+3 of each of the 16 rows.
+static inline __attribute__((always_inline)) void amx_unpack(const QType type, const uint8_t *rec, __m512i w[8]) {
+    if (type == QTYPE_Q8_0) {
+        for (int k = 0; k < 8; k++) w[k] = _mm512_loadu_si512(rec + 64 * k);
+        return;
+    }
+    for (int k = 0; k < 4; k++) {
+        __m512i v = _mm512_loadu_si512(rec + 64 * k);
+        w[k] = _mm512_and_si512(v, _mm512_set1_epi8(0x0f));
+        w[k + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0f));
+    }
+}
+
+// The epilogue's tail: Q4_1's min term, then the rows' results (nr of the group's 16 valid).
+static inline __attribute__((always_inline)) void amx_finish(const QType type, const int T, const Q8Job *j, int g,
+                                                             int t0, int nr, __m512 *acc) {
+    if (type == QTYPE_Q4_1)
+        for (int t = 0; t < T; t++) {
+            __m512 mt = _mm512_setzero_ps();
+            const float *xs = j->xs + (size_t)(t0 + t) * j->nbp;
+            for (int b = 0; b < j->nb; b++)
+                mt = _mm512_fmadd_ps(_mm512_loadu_ps(amx_record(j, g, b) + 256 + 64), _mm512_set1_ps(xs[b]), mt);
+            acc[t] = _mm512_add_ps(acc[t], mt);
+        }
+    __mmask16 mk = nr >= AMX_ROWS ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
+    for (int t = 0; t < T; t++) _mm512_mask_storeu_ps(j->out + (size_t)(t0 + t) * j->ldo + g * AMX_ROWS, mk, acc[t]);
+}
+
+// acc = fma((float)(isum + c), d_w · d_x, acc): the one float step per block, as the scalar kernel.
+static inline __attribute__((always_inline)) __m512 amx_block_fma(__m512i isum, int32_t c, __m512 dw, float dx,
+                                                                  __m512 acc) {
+    __m512 v = _mm512_cvtepi32_ps(_mm512_add_epi32(isum, _mm512_set1_epi32(c)));
+    return _mm512_fmadd_ps(v, _mm512_mul_ps(dw, _mm512_set1_ps(dx)), acc);
+}
+
+// T (1..4) token rows against a group of 16 weight rows: one row per lane, 8 vpdpbusd a block.
+static inline __attribute__((always_inline)) void amx_vnni(const QType type, const int T, const Q8Job *j, int g,
+                                                           int t0, int nr) {
+    __m512 acc[4];
+    for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    for (int b = 0; b < j->nb; b++) {
+        const uint8_t *rec = amx_record(j, g, b);
+        __m512i w[8];
+        amx_unpack(type, rec, w);
+        __m512 dw = _mm512_loadu_ps(rec + amx_quant_bytes(type));
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const size_t xi = (size_t)(t0 + t) * j->nbp + b;
+            const int8_t *xq = j->xq + xi * KCPU_QK;
+            __m512i i = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k++) {
+                int32_t x4;
+                memcpy(&x4, xq + 4 * k, 4);
+                i = _mm512_dpbusd_epi32(i, w[k], _mm512_set1_epi32(x4));
+            }
+            acc[t] = amx_block_fma(i, j->xc[xi], dw, j->xd[xi], acc[t]);
+        }
+    }
+    amx_finish(type, T, j, g, t0, nr, acc);
+}
+
+// 16 token rows against a group: per block one tdpbsud of K = 32 (A: the 16 activation rows'
+// block, B: the record unpacked to [8][16][4] u8), the 16 x 16 int32 sums stored to cbuf and
+// taken into the float accumulators row by row.
+static inline __attribute__((always_inline)) void amx_tile(const QType type, const Q8Job *j, int g, int t0, int nr,
+                                                           int32_t *cbuf, uint8_t *bbuf) {
+    __m512 acc[AMX_ROWS];
+    for (int t = 0; t < AMX_ROWS; t++) acc[t] = _mm512_setzero_ps();
+    const long lda = (long)j->nbp * KCPU_QK;
+    for (int b = 0; b < j->nb; b++) {
+        const uint8_t *rec = amx_record(j, g, b), *bsrc = rec;
+        if (type != QTYPE_Q8_0) {
+            __m512i w[8];
+            amx_unpack(type, rec, w);
+            for (int k = 0; k < 8; k++) _mm512_storeu_si512(bbuf + 64 * k, w[k]);
+            bsrc = bbuf;
+        }
+        _tile_loadd(1, j->xq + ((size_t)t0 * j->nbp + b) * KCPU_QK, lda);
+        _tile_loadd(2, bsrc, 64);
+        _tile_zero(0);
+        _tile_dpbsud(0, 1, 2);
+        _tile_stored(0, cbuf, 64);
+        __m512 dw = _mm512_loadu_ps(rec + amx_quant_bytes(type));
+        for (int t = 0; t < AMX_ROWS; t++) {
+            const size_t xi = (size_t)(t0 + t) * j->nbp + b;
+            acc[t] = amx_block_fma(_mm512_loadu_si512(cbuf + 16 * t), j->xc[xi], dw, j->xd[xi], acc[t]);
+        }
+    }
+    amx_finish(type, AMX_ROWS, j, g, t0, nr, acc);
+}
+
+// Palette 1; tmm0: C, 16 rows x 16 int32; tmm1: A, 16 rows x 32 bytes; tmm2: B, 8 rows x 64.
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} AmxCfg;
+
+static inline __attribute__((always_inline)) void amx_rows(const QType type, const Q8Job *j, int r_lo, int r_hi,
+                                                           int t_lo, int t_hi, float *buf) {
+    int32_t *cbuf = (int32_t *)buf;
+    uint8_t *bbuf = (uint8_t *)(buf + 256);
+    if (t_hi - t_lo >= AMX_ROWS) { // each thread configures its own tiles (the state is per thread)
+        AmxCfg cfg = {.palette = 1, .colsb = {64, 32, 64}, .rows = {16, 16, 8}};
+        _tile_loadconfig(&cfg);
+    }
+    for (int r = r_lo; r < r_hi; r += AMX_ROWS) {
+        const int g = r / AMX_ROWS, nr = MIN(AMX_ROWS, j->rows - r);
+        int t = t_lo;
+        for (; t + AMX_ROWS <= t_hi; t += AMX_ROWS) amx_tile(type, j, g, t, nr, cbuf, bbuf);
+        for (; t + 4 <= t_hi; t += 4) amx_vnni(type, 4, j, g, t, nr);
+        for (; t < t_hi; t++) amx_vnni(type, 1, j, g, t, nr);
+    }
+}
+
+void kcpu_amx_run(const Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi, float *m) {
+    CHECK(r_lo % AMX_ROWS == 0, "row share %d..%d", r_lo, r_hi);
+    switch (j->type) {
+    case QTYPE_Q4_0: amx_rows(QTYPE_Q4_0, j, r_lo, r_hi, t_lo, t_hi, m); break;
+    case QTYPE_Q4_1: amx_rows(QTYPE_Q4_1, j, r_lo, r_hi, t_lo, t_hi, m); break;
+    case QTYPE_Q8_0: amx_rows(QTYPE_Q8_0, j, r_lo, r_hi, t_lo, t_hi, m); break;
+    default: DIE("no AMX kernel for %s", qtype_name(j->type));
+    }
+}
+
+#pragma GCC pop_options
+#else
+void kcpu_amx_run(const Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi, float *m) {
+    (void)j, (void)r_lo, (void)r_hi, (void)t_lo, (void)t_hi, (void)m;
+    DIE("AMX kernels are not compiled into this build (clang or not x86-64)");
+}
+#endif
