@@ -177,55 +177,99 @@ static inline __attribute__((always_inline)) void amx_vnni(const QType type, con
     amx_finish(type, T, j, g, t0, nr, acc);
 }
 
+// The 16 x 16 int32 block sums of one block (C, stored at c) into the accumulators.
+static inline __attribute__((always_inline)) void amx_take(const QType type, const Q8Job *j, int g, int t0, int b,
+                                                           const int32_t *c, __m512 acc[AMX_ROWS]) {
+    __m512 dw = _mm512_loadu_ps(amx_record(j, g, b) + amx_quant_bytes(type));
+#pragma GCC unroll 16
+    for (int t = 0; t < AMX_ROWS; t++) {
+        const size_t xi = (size_t)(t0 + t) * j->nbp + b;
+        acc[t] = amx_block_fma(_mm512_loadu_si512(c + 16 * t), j->xc[xi], dw, j->xd[xi], acc[t]);
+    }
+}
+
+// The B operand of block b: the record itself (Q8_0) or its unpacked copy in bq (Q4).
+static inline const uint8_t *amx_b(const QType type, const Q8Job *j, int g, int b, const uint8_t *bq) {
+    return type == QTYPE_Q8_0 ? amx_record(j, g, b) : bq + (size_t)b * 512;
+}
+
+// Blocks b and b + 1: their dot products (tiles 0-2 and 3-5), the sums stored to c.
+static inline __attribute__((always_inline)) void amx_pair(const QType type, const Q8Job *j, int g, const int8_t *a,
+                                                           long lda, int b, const uint8_t *bq, int32_t *c) {
+    _tile_loadd(1, a + (size_t)b * KCPU_QK, lda);
+    _tile_loadd(2, amx_b(type, j, g, b, bq), 64);
+    _tile_loadd(4, a + (size_t)(b + 1) * KCPU_QK, lda);
+    _tile_loadd(5, amx_b(type, j, g, b + 1, bq), 64);
+    _tile_zero(0);
+    _tile_zero(3);
+    _tile_dpbsud(0, 1, 2);
+    _tile_dpbsud(3, 4, 5);
+    _tile_stored(0, c, 64);
+    _tile_stored(3, c + 256, 64);
+}
+
 // 16 token rows against a group: per block one tdpbsud of K = 32 (A: the 16 activation rows'
-// block, B: the record unpacked to [8][16][4] u8), the 16 x 16 int32 sums stored to cbuf and
-// taken into the float accumulators row by row.
+// block, B: the record unpacked to [8][16][4] u8), its 16 x 16 int32 sums stored and taken into
+// the float accumulators row by row, in block order. Software-pipelined by pairs of blocks:
+// pair p + 1's dot products are issued before pair p's sums are read back (cbuf: 2 x 2 KiB),
+// so the tiles' latency and the stores' round trip overlap the float work.
 static inline __attribute__((always_inline)) void amx_tile(const QType type, const Q8Job *j, int g, int t0, int nr,
-                                                           int32_t *cbuf, uint8_t *bbuf) {
+                                                           int32_t *cbuf, const uint8_t *bq) {
     __m512 acc[AMX_ROWS];
+#pragma GCC unroll 16
     for (int t = 0; t < AMX_ROWS; t++) acc[t] = _mm512_setzero_ps();
     const long lda = (long)j->nbp * KCPU_QK;
-    for (int b = 0; b < j->nb; b++) {
-        const uint8_t *rec = amx_record(j, g, b), *bsrc = rec;
-        if (type != QTYPE_Q8_0) {
-            __m512i w[8];
-            amx_unpack(type, rec, w);
-            for (int k = 0; k < 8; k++) _mm512_storeu_si512(bbuf + 64 * k, w[k]);
-            bsrc = bbuf;
+    const int8_t *a = j->xq + (size_t)t0 * j->nbp * KCPU_QK;
+    const int pairs = j->nb / 2;
+    for (int p = 0; p <= pairs; p++) {
+        if (p < pairs) amx_pair(type, j, g, a, lda, 2 * p, bq, cbuf + 512 * (p & 1));
+        if (p > 0) {
+            const int32_t *c = cbuf + 512 * ((p - 1) & 1);
+            amx_take(type, j, g, t0, 2 * p - 2, c, acc);
+            amx_take(type, j, g, t0, 2 * p - 1, c + 256, acc);
         }
-        _tile_loadd(1, j->xq + ((size_t)t0 * j->nbp + b) * KCPU_QK, lda);
-        _tile_loadd(2, bsrc, 64);
+    }
+    if (j->nb % 2) {
+        const int b = j->nb - 1;
+        _tile_loadd(1, a + (size_t)b * KCPU_QK, lda);
+        _tile_loadd(2, amx_b(type, j, g, b, bq), 64);
         _tile_zero(0);
         _tile_dpbsud(0, 1, 2);
         _tile_stored(0, cbuf, 64);
-        __m512 dw = _mm512_loadu_ps(rec + amx_quant_bytes(type));
-        for (int t = 0; t < AMX_ROWS; t++) {
-            const size_t xi = (size_t)(t0 + t) * j->nbp + b;
-            acc[t] = amx_block_fma(_mm512_loadu_si512(cbuf + 16 * t), j->xc[xi], dw, j->xd[xi], acc[t]);
-        }
+        amx_take(type, j, g, t0, b, cbuf, acc);
     }
     amx_finish(type, AMX_ROWS, j, g, t0, nr, acc);
 }
 
-// Palette 1; tmm0: C, 16 rows x 16 int32; tmm1: A, 16 rows x 32 bytes; tmm2: B, 8 rows x 64.
+// Palette 1; tmm0, tmm3: C, 16 rows x 16 int32; tmm1, tmm4: A, 16 rows x 32 bytes; tmm2, tmm5:
+// B, 8 rows x 64 bytes.
 typedef struct {
     uint8_t palette, start_row, reserved[14];
     uint16_t colsb[16];
     uint8_t rows[16];
 } AmxCfg;
 
+// buf: the thread's buffer, 4 KiB of int32 sums then the group's Q4 records unpacked (512
+// bytes a block: init.c sizes it), written once per group for all its token tiles.
 static inline __attribute__((always_inline)) void amx_rows(const QType type, const Q8Job *j, int r_lo, int r_hi,
                                                            int t_lo, int t_hi, float *buf) {
     int32_t *cbuf = (int32_t *)buf;
-    uint8_t *bbuf = (uint8_t *)(buf + 256);
-    if (t_hi - t_lo >= AMX_ROWS) { // each thread configures its own tiles (the state is per thread)
-        AmxCfg cfg = {.palette = 1, .colsb = {64, 32, 64}, .rows = {16, 16, 8}};
+    uint8_t *bq = (uint8_t *)(buf + 1024);
+    const bool tiles = t_hi - t_lo >= AMX_ROWS;
+    if (tiles) { // each thread configures its own tiles (the state is per thread)
+        AmxCfg cfg = {.palette = 1, .colsb = {64, 32, 64, 64, 32, 64}, .rows = {16, 16, 8, 16, 16, 8}};
         _tile_loadconfig(&cfg);
     }
     for (int r = r_lo; r < r_hi; r += AMX_ROWS) {
         const int g = r / AMX_ROWS, nr = MIN(AMX_ROWS, j->rows - r);
+        if (tiles && type != QTYPE_Q8_0)
+            for (int b = 0; b < j->nb; b++) {
+                __m512i w[8];
+                amx_unpack(type, amx_record(j, g, b), w);
+                for (int k = 0; k < 8; k++) _mm512_storeu_si512(bq + (size_t)b * 512 + 64 * k, w[k]);
+            }
         int t = t_lo;
-        for (; t + AMX_ROWS <= t_hi; t += AMX_ROWS) amx_tile(type, j, g, t, nr, cbuf, bbuf);
+        for (; t + AMX_ROWS <= t_hi; t += AMX_ROWS) amx_tile(type, j, g, t, nr, cbuf, bq);
         for (; t + 4 <= t_hi; t += 4) amx_vnni(type, 4, j, g, t, nr);
         for (; t < t_hi; t++) amx_vnni(type, 1, j, g, t, nr);
     }
