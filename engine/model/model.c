@@ -86,7 +86,7 @@ static void bind_pack(Binder *bd, QMatrix *m) {
 // a view. A column slice is copied row by row into the rank's buffer: in the stored format
 // when it starts and ends on block boundaries (each row's slice is then whole blocks), else
 // dequantized to f32 (a block cut in two has no valid encoding).
-static int bind_matrix(Binder *bd, QMatrix *out, const char *name, int64_t rows, int64_t cols, Slice sl, char *err) {
+static int bind_table(Binder *bd, QMatrix *out, const char *name, int64_t rows, int64_t cols, Slice sl, char *err) {
     const WTensor *t = bind_find(bd, name, err);
     if (!t) return SL_ERR;
     if (t->n_dims != 2 || t->ne[0] != cols || t->ne[1] != rows)
@@ -104,7 +104,6 @@ static int bind_matrix(Binder *bd, QMatrix *out, const char *name, int64_t rows,
         CHECK(sl.lo >= 0 && sl.n >= 0 && sl.lo + sl.n <= rows);
         *out = (QMatrix){.type = t->type, .rows = sl.n, .cols = cols, .data = data + (size_t)sl.lo * row_bytes};
         bd->bytes += (size_t)sl.n * row_bytes;
-        bind_pack(bd, out);
         return SL_OK;
     }
     CHECK(sl.lo >= 0 && sl.n > 0 && sl.lo + sl.n <= cols);
@@ -114,7 +113,6 @@ static int bind_matrix(Binder *bd, QMatrix *out, const char *name, int64_t rows,
         *out = (QMatrix){.type = t->type, .rows = rows, .cols = sl.n, .data = dst};
         bd->bytes += (size_t)rows * n_bytes;
         for (int64_t r = 0; dst && r < rows; r++) memcpy(dst + r * n_bytes, data + r * row_bytes + off, n_bytes);
-        bind_pack(bd, out);
         return SL_OK;
     }
     float *dst = arena_take(bd, sizeof(float) * rows * sl.n);
@@ -127,6 +125,13 @@ static int bind_matrix(Binder *bd, QMatrix *out, const char *name, int64_t rows,
         memcpy(dst + r * sl.n, row + sl.lo, sizeof(float) * sl.n);
     }
     free(row);
+    return SL_OK;
+}
+
+// A matrix the forward multiplies by (bind_table, plus the AMX kernels' copy where wanted).
+static int bind_matrix(Binder *bd, QMatrix *out, const char *name, int64_t rows, int64_t cols, Slice sl, char *err) {
+    if (bind_table(bd, out, name, rows, cols, sl, err) != SL_OK) return SL_ERR;
+    bind_pack(bd, out);
     return SL_OK;
 }
 
@@ -172,7 +177,7 @@ static int weights_bind(Model *m, Binder *bd, char *err) {
     const Slice q_rows = {SLICE_ROWS, q_lo, q_n}, kv_rows = {SLICE_ROWS, kv_lo, kv_n};
     char name[96];
 #define NAME(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
-    if (bind_matrix(bd, &w->tok_embd, "token_embd.weight", c->vocab, c->dim, whole(c->vocab), err)) return SL_ERR;
+    if (bind_table(bd, &w->tok_embd, "token_embd.weight", c->vocab, c->dim, whole(c->vocab), err)) return SL_ERR;
     const int64_t f = c->ffn_dim;
     for (int l = 0; l < c->n_layers; l++) {
         LayerWeights *L = &w->layers[l];
