@@ -130,10 +130,13 @@ static inline __m512 amx_f16x16(const uint8_t *p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
 }
 
-// The epilogue's tail: Q4_1's min term, then the rows' results (nr of the group's 16 valid).
+// The epilogue's tail: Q4_1's min term (here unless mt holds it), then the rows' results (nr
+// of the group's 16 valid).
 static inline __attribute__((always_inline)) void amx_finish(const QType type, const int T, const Q8Job *j, int g,
-                                                             int t0, int nr, __m512 *acc) {
-    if (type == QTYPE_Q4_1)
+                                                             int t0, int nr, __m512 *acc, const __m512 *mt_done) {
+    if (type == QTYPE_Q4_1 && mt_done)
+        for (int t = 0; t < T; t++) acc[t] = _mm512_add_ps(acc[t], mt_done[t]);
+    else if (type == QTYPE_Q4_1)
         for (int t = 0; t < T; t++) {
             __m512 mt = _mm512_setzero_ps();
             const float *xs = j->xs + (size_t)(t0 + t) * j->nbp;
@@ -155,8 +158,9 @@ static inline __attribute__((always_inline)) __m512 amx_block_fma(__m512i isum, 
 // T (1..4) token rows against a group of 16 weight rows: one row per lane, 8 vpdpbusd a block.
 static inline __attribute__((always_inline)) void amx_vnni(const QType type, const int T, const Q8Job *j, int g,
                                                            int t0, int nr) {
-    __m512 acc[4];
-    for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    __m512 acc[4], mt[4]; // mt: Q4_1's min term, its own chain beside acc (a pass after would be
+                          // one dependent fma per block for a single token row)
+    for (int t = 0; t < T; t++) acc[t] = mt[t] = _mm512_setzero_ps();
     const int rec_bytes = (int)kcpu_amx_record_bytes(type);
     for (int b = 0; b < j->nb; b++) {
         const uint8_t *rec = amx_record(j, g, b);
@@ -180,9 +184,10 @@ static inline __attribute__((always_inline)) void amx_vnni(const QType type, con
             }
             __m512i sum = _mm512_add_epi32(_mm512_add_epi32(i[0], i[1]), _mm512_add_epi32(i[2], i[3]));
             acc[t] = amx_block_fma(sum, j->xc[xi], dw, j->xd[xi], acc[t]);
+            if (type == QTYPE_Q4_1) mt[t] = _mm512_fmadd_ps(amx_f16x16(rec + 256 + 32), _mm512_set1_ps(j->xs[xi]), mt[t]);
         }
     }
-    amx_finish(type, T, j, g, t0, nr, acc);
+    amx_finish(type, T, j, g, t0, nr, acc, mt);
 }
 
 // The 16 x 16 int32 block sums of one block (C, stored at c) into the accumulators.
@@ -246,7 +251,7 @@ static inline __attribute__((always_inline)) void amx_tile(const QType type, con
         _tile_stored(0, cbuf, 64);
         amx_take(type, j, g, t0, b, cbuf, acc);
     }
-    amx_finish(type, AMX_ROWS, j, g, t0, nr, acc);
+    amx_finish(type, AMX_ROWS, j, g, t0, nr, acc, NULL);
 }
 
 // Palette 1; tmm0, tmm3: C, 16 rows x 16 int32; tmm1, tmm4: A, 16 rows x 32 bytes; tmm2, tmm5:
@@ -283,6 +288,9 @@ static inline __attribute__((always_inline)) void amx_rows(const QType type, con
         for (; t + 4 <= t_hi; t += 4) amx_vnni(type, 4, j, g, t, nr);
         for (; t < t_hi; t++) amx_vnni(type, 1, j, g, t, nr);
     }
+    // Back to the init state: tile data in use makes every context switch save and restore
+    // 8 KiB more, and decode, which follows a prefill on the same threads, uses no tiles.
+    if (tiles) _tile_release();
 }
 
 void kcpu_amx_run(const Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi, float *m) {
