@@ -33,6 +33,7 @@
 
 #if Q8_SIMD
 #include <cpuid.h>
+#include <errno.h>
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -64,6 +65,9 @@ static void amx_detect(void) {
     if (!tile || !int8) return;
     enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
     amx_ok = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    if (!amx_ok)
+        log_warn("the CPU has AMX-INT8 but the kernel refused the tile state (arch_prctl: %s): the 8-bit "
+                 "kernels use AVX-512 VNNI", strerror(errno));
 #endif
 }
 
