@@ -83,9 +83,10 @@ void k_matmul(float *out, const float *x, const QMatrix *w, int n_tokens);
 // The activation precision of the Q4_0/Q4_1/Q8_0 matmuls (--cpu-activations), process-wide:
 // set it before ops run (tests switch it between ops). K_ACT_INT16 (the default) is the path
 // above. K_ACT_INT8 quantizes x per block of 32 to 8 bits as ggml's Q8_0 does (|error| per
-// element <= amax(block) / 254) and uses u8 x s8 integer dot products (vpdpbusd): twice the
-// integer throughput, at 258 times the activation error. It stays deterministic and
-// batch-invariant; against the 16-bit path it differs by that error.
+// element <= amax(block) / 254) and uses u8 x s8 integer dot products (vpdpbusd, or AMX tiles
+// where the CPU has them): twice the integer throughput or more, at 258 times the activation
+// error. It stays deterministic and batch-invariant; against the 16-bit path it differs by that
+// error.
 typedef enum { K_ACT_INT16 = 0, K_ACT_INT8 = 1 } KActivations;
 void k_set_activations(KActivations a);
 KActivations k_activations(void);
