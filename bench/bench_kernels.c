@@ -116,10 +116,10 @@ static void bench_decode_from_memory(float *out, const float *x) {
         for (size_t i = 0; i < ARRAY_LEN(shapes); i++)
             for (int k = 0; k < shapes[i].per_layer; k++) {
                 const Shape *s = &shapes[i];
-                ws[n++] = (QMatrix){s->type, s->rows, s->cols, bench_weights(s->type, s->rows, s->cols)};
+                ws[n++] = (QMatrix){s->type, s->rows, s->cols, bench_weights(s->type, s->rows, s->cols), NULL};
             }
     const Shape *head = &shapes[ARRAY_LEN(shapes) - 1];
-    ws[n++] = (QMatrix){head->type, head->rows, head->cols, bench_weights(head->type, head->rows, head->cols)};
+    ws[n++] = (QMatrix){head->type, head->rows, head->cols, bench_weights(head->type, head->rows, head->cols), NULL};
     double t[BENCH_REPS];
     for (int r = 0; r < BENCH_REPS; r++) {
         double t0 = time_now_s();
@@ -141,7 +141,7 @@ static double thread_cpu_s(void) {
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
-#define ACT_MAX 5 // int16 + at most 4 int8 paths
+#define ACT_MAX 6 // int16 + at most 5 int8 paths
 
 static void bench_activations(int n_threads, float *out, const float *x) {
     double (*clock)(void) = n_threads == 1 ? thread_cpu_s : time_now_s;
@@ -158,7 +158,10 @@ static void bench_activations(int n_threads, float *out, const float *x) {
            "interleaved runs\n", best, n_threads, n_threads == 1 ? "thread CPU time" : "wall time", ACT_REPS);
     for (size_t i = 0; i < ARRAY_LEN(act_shapes); i++) {
         const Shape *s = &act_shapes[i];
-        QMatrix w = {s->type, s->rows, s->cols, bench_weights(s->type, s->rows, s->cols)};
+        QMatrix w = {s->type, s->rows, s->cols, bench_weights(s->type, s->rows, s->cols), NULL}, wp = w;
+        void *pack = NULL; // "amx" reads the weights repacked, as the model loader leaves them
+        k_set_activations(K_ACT_INT8);
+        if (k_int8_path_set("amx") && k_pack_bytes(&wp)) k_pack(&wp, pack = xmalloc_aligned(k_pack_bytes(&wp)));
         static const int ns[] = {1, 64};
         for (int k = 0; k < 2; k++) {
             double t[ACT_MAX][ACT_REPS];
@@ -167,7 +170,7 @@ static void bench_activations(int n_threads, float *out, const float *x) {
                     k_set_activations(v ? K_ACT_INT8 : K_ACT_INT16);
                     if (v) k_int8_path_set(names[v]);
                     double t0 = clock();
-                    k_matmul(out, x, &w, ns[k]);
+                    k_matmul(out, x, strcmp(names[v], "amx") ? &w : &wp, ns[k]);
                     if (r >= 0) t[v][r] = clock() - t0;
                 }
             printf("%-18s %s n=%2d ", s->name, qtype_name(s->type), ns[k]);
@@ -181,7 +184,7 @@ static void bench_activations(int n_threads, float *out, const float *x) {
             }
             printf("\n");
         }
-        free((void *)w.data);
+        free((void *)w.data), free(pack);
     }
     k_set_activations(K_ACT_INT16);
     k_int8_path_set(best);
@@ -204,7 +207,7 @@ int main(int argc, char **argv) {
     double decode_s = 0, prefill_s = 0;
     for (size_t i = 0; i < ARRAY_LEN(shapes); i++) {
         const Shape *s = &shapes[i];
-        QMatrix w = {s->type, s->rows, s->cols, bench_weights(s->type, s->rows, s->cols)};
+        QMatrix w = {s->type, s->rows, s->cols, bench_weights(s->type, s->rows, s->cols), NULL};
         double wbytes = (double)s->rows * qtype_row_size(s->type, s->cols);
         static const int ns[] = {1, 512};
         for (int k = 0; k < 2; k++) {

@@ -26,6 +26,7 @@ typedef struct {
     QType type;
     int64_t rows, cols;
     const void *data;
+    const void *pack; // the weights repacked for the 8-bit AMX kernels (k_pack), or NULL
 } QMatrix;
 
 // One layer's slice of the paged KV cache: num_blocks blocks of block_size token slots; slot s
@@ -82,19 +83,28 @@ void k_matmul(float *out, const float *x, const QMatrix *w, int n_tokens);
 // The activation precision of the Q4_0/Q4_1/Q8_0 matmuls (--cpu-activations), process-wide:
 // set it before ops run (tests switch it between ops). K_ACT_INT16 (the default) is the path
 // above. K_ACT_INT8 quantizes x per block of 32 to 8 bits as ggml's Q8_0 does (|error| per
-// element <= amax(block) / 254) and uses u8 x s8 integer dot products (vpdpbusd): twice the
-// integer throughput, at 258 times the activation error. It stays deterministic and
-// batch-invariant; against the 16-bit path it differs by that error.
+// element <= amax(block) / 254) and uses u8 x s8 integer dot products (vpdpbusd, or AMX tiles
+// where the CPU has them): twice the integer throughput or more, at 258 times the activation
+// error. It stays deterministic and batch-invariant; against the 16-bit path it differs by that
+// error.
 typedef enum { K_ACT_INT16 = 0, K_ACT_INT8 = 1 } KActivations;
 void k_set_activations(KActivations a);
 KActivations k_activations(void);
 // The instruction-set path the 8-bit kernels use, picked at run time from the CPU's features:
-// "avx512-vnni", "avx-vnni", "avx2" or "scalar" (the first the CPU supports, in that order).
+// "amx", "avx512-vnni", "avx-vnni", "avx2" or "scalar" (the first the CPU supports, in that
+// order; "amx" also needs the kernel's permission for the tile state, asked on the first call).
+// "amx" computes bit for bit what "scalar" does; the others differ from it in the last bits.
 const char *k_int8_path(void);
 // Forces a path (tests, bench); false, changing nothing, for an unknown name or one the CPU
 // lacks. k_int8_path_name(i) lists them for i = 0, 1, ... (NULL past the last).
 bool k_int8_path_set(const char *name);
 const char *k_int8_path_name(int i);
+// The "amx" path reads Q4_0/Q4_1/Q8_0 weights repacked for the tiles (kernels/cpu/matmul_amx.c):
+// k_pack_bytes is the size of that copy when the current settings (int8 activations, the "amx"
+// path) want one, else 0; k_pack writes it to dst (64-byte aligned, k_pack_bytes long, kept as
+// long as w is used) from w->data and sets w->pack. Matrices without one take the VNNI kernels.
+size_t k_pack_bytes(const QMatrix *w);
+void k_pack(QMatrix *w, void *dst);
 
 // out[t] = x[t] / sqrt(mean(x[t]²) + eps) * w.          x, out: [n_tokens, dim]  w: [dim]
 void k_rmsnorm(float *out, const float *x, const float *w, int n_tokens, int dim, float eps);

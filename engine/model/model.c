@@ -40,6 +40,7 @@ typedef struct {
     size_t bytes;    // weight bytes the forward reads
     uint8_t *arena;  // pass 2: Model.owned; pass 1: NULL
     size_t len, cap; // bytes taken (pass 1: counted)
+    size_t packed;   // of which weights repacked for the AMX kernels (k_pack)
 } Binder;
 
 // n bytes of the rank's own buffer, 64-byte aligned; NULL in the counting pass.
@@ -72,11 +73,20 @@ typedef struct {
 
 static Slice whole(int64_t n) { return (Slice){SLICE_ROWS, 0, n}; }
 
+// The copy of a bound matrix the CPU's 8-bit AMX kernels read, when the settings want one.
+static void bind_pack(Binder *bd, QMatrix *m) {
+    size_t n = k_pack_bytes(m);
+    if (!n) return;
+    void *dst = arena_take(bd, n);
+    bd->packed += n;
+    if (dst) k_pack(m, dst);
+}
+
 // A 2-D weight of rows x cols (ggml order: ne[0] = cols, ne[1] = rows), sliced. A row slice is
 // a view. A column slice is copied row by row into the rank's buffer: in the stored format
 // when it starts and ends on block boundaries (each row's slice is then whole blocks), else
 // dequantized to f32 (a block cut in two has no valid encoding).
-static int bind_matrix(Binder *bd, QMatrix *out, const char *name, int64_t rows, int64_t cols, Slice sl, char *err) {
+static int bind_table(Binder *bd, QMatrix *out, const char *name, int64_t rows, int64_t cols, Slice sl, char *err) {
     const WTensor *t = bind_find(bd, name, err);
     if (!t) return SL_ERR;
     if (t->n_dims != 2 || t->ne[0] != cols || t->ne[1] != rows)
@@ -115,6 +125,13 @@ static int bind_matrix(Binder *bd, QMatrix *out, const char *name, int64_t rows,
         memcpy(dst + r * sl.n, row + sl.lo, sizeof(float) * sl.n);
     }
     free(row);
+    return SL_OK;
+}
+
+// A matrix the forward multiplies by (bind_table, plus the AMX kernels' copy where wanted).
+static int bind_matrix(Binder *bd, QMatrix *out, const char *name, int64_t rows, int64_t cols, Slice sl, char *err) {
+    if (bind_table(bd, out, name, rows, cols, sl, err) != SL_OK) return SL_ERR;
+    bind_pack(bd, out);
     return SL_OK;
 }
 
@@ -160,7 +177,7 @@ static int weights_bind(Model *m, Binder *bd, char *err) {
     const Slice q_rows = {SLICE_ROWS, q_lo, q_n}, kv_rows = {SLICE_ROWS, kv_lo, kv_n};
     char name[96];
 #define NAME(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
-    if (bind_matrix(bd, &w->tok_embd, "token_embd.weight", c->vocab, c->dim, whole(c->vocab), err)) return SL_ERR;
+    if (bind_table(bd, &w->tok_embd, "token_embd.weight", c->vocab, c->dim, whole(c->vocab), err)) return SL_ERR;
     const int64_t f = c->ffn_dim;
     for (int l = 0; l < c->n_layers; l++) {
         LayerWeights *L = &w->layers[l];
@@ -233,6 +250,7 @@ static int weights_bind(Model *m, Binder *bd, char *err) {
         size_t row_bytes = qtype_row_size(w->tok_embd.type, c->dim);
         w->output = (QMatrix){.type = w->tok_embd.type, .rows = lm.n, .cols = c->dim,
                               .data = (const uint8_t *)w->tok_embd.data + (size_t)lm.lo * row_bytes};
+        bind_pack(bd, &w->output);
     } else if (bind_matrix(bd, &w->output, "output.weight", c->vocab, c->dim, lm, err)) {
         return SL_ERR;
     }
@@ -346,6 +364,9 @@ int model_load_shard(Model *m, WeightSource *src, int max_tokens, int tp_rank, i
         bd = (Binder){.src = src, .used = bd.used, .arena = m->owned, .cap = bd.len};
         CHECK(weights_bind(m, &bd, why) == SL_OK, "%s", why);
         m->weight_bytes = bd.bytes;
+        if (bd.packed)
+            log_info("rank %d: %.1f MiB of weights repacked for the AMX tiles (the weights the forward reads: %.1f MiB)", tp_rank,
+                     bd.packed / 1048576.0, bd.bytes / 1048576.0);
     }
     free(bd.used);
     if (rc != SL_OK) {

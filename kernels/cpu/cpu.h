@@ -218,6 +218,7 @@ typedef struct {
     size_t row_bytes;
     int rows, token_chunk;
     size_t prefetch_head;
+    int row_tile; // weight rows per thread share are a multiple of this (0: 4)
 } KcpuQDrive;
 void kcpu_q_drive(const KCpu *kc, const KcpuQDrive *d, const float *x, int n_tokens);
 

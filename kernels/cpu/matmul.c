@@ -64,9 +64,9 @@ void kcpu_q_drive(const KCpu *kc, const KcpuQDrive *d, const float *x, int n_tok
             for (int t = lo; t < hi; t++) d->quant_row(d->job, x, t);
 #pragma omp barrier
         }
-        int tiles = (d->rows + 3) / 4, lo, hi;
+        int rt = d->row_tile ? d->row_tile : 4, tiles = (d->rows + rt - 1) / rt, lo, hi;
         kcpu_split(tiles, tid, n, &lo, &hi);
-        int r_lo = lo * 4, r_hi = MIN(d->rows, hi * 4);
+        int r_lo = lo * rt, r_hi = MIN(d->rows, hi * rt);
         size_t head = MIN(d->prefetch_head, (size_t)(r_hi - r_lo) * d->row_bytes);
         for (size_t o = 0; o < head; o += 64) __builtin_prefetch(d->w + (size_t)r_lo * d->row_bytes + o, 0, 3);
         for (int t0 = 0; t0 < n_tokens; t0 += d->token_chunk)

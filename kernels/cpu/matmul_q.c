@@ -446,6 +446,6 @@ void kcpu_matmul_q(const KCpu *kc, float *out, const float *x, const QMatrix *w,
 #else
     const size_t head = 0;
 #endif
-    KcpuQDrive d = {&j, q_quant_row, q_run_any, j.w, j.row_bytes, (int)w->rows, Q_TOKEN_CHUNK, head};
+    KcpuQDrive d = {&j, q_quant_row, q_run_any, j.w, j.row_bytes, (int)w->rows, Q_TOKEN_CHUNK, head, 4};
     kcpu_q_drive(kc, &d, x, n_tokens);
 }

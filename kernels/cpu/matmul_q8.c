@@ -31,23 +31,13 @@
 //
 // Accuracy (kernels.h, docs/architecture.md): the activation error per element is at most
 // amax(block) / 254, 258 times coarser than the 16-bit path.
-#include "kernels/cpu/cpu.h"
+#include "kernels/cpu/q8.h"
 
 void kcpu_matmul_q8(const KCpu *kc, float *out, const float *x, const QMatrix *w, int n_tokens);
 
 // ---- path selection
 
-// The SIMD paths are compiled under `#pragma GCC target`, which clang ignores (and its
-// __builtin_cpu_supports lacks "f16c" and "avxvnni"): a clang build (the fuzz harnesses, `make
-// fuzz`) gets the scalar path only, whatever its -march.
-#if defined(__x86_64__) && !defined(__clang__)
-#define Q8_SIMD 1
-#else
-#define Q8_SIMD 0
-#endif
-
-typedef enum { Q8_SCALAR = 0, Q8_AVX2, Q8_AVXVNNI, Q8_AVX512, Q8_NPATHS } Q8Path;
-static const char *const Q8_PATH_NAMES[Q8_NPATHS] = {"scalar", "avx2", "avx-vnni", "avx512-vnni"};
+static const char *const Q8_PATH_NAMES[Q8_NPATHS] = {"scalar", "avx2", "avx-vnni", "avx512-vnni", "amx"};
 static int q8_path = -1; // chosen on first use; tests may force another (k_int8_path_set)
 
 static bool q8_path_supported(int p) {
@@ -63,6 +53,7 @@ static bool q8_path_supported(int p) {
                __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
     case Q8_AVX2:
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
+    case Q8_AMX: return q8_path_supported(Q8_AVX512) && kcpu_amx_available();
     default: return p == Q8_SCALAR;
     }
 #else
@@ -98,31 +89,10 @@ const char *k_int8_path_name(int i) {
 
 // ---- the job
 
-#define Q8_PREFETCH_BYTES 12288 // as matmul_q.c: decode streams the weights; the tiles ask this far ahead
-
-typedef struct Q8Job {
-    QType type;
-    const uint8_t *w;     // first weight row
-    size_t row_bytes;
-    int nb, nbp;          // blocks per row, and padded to a multiple of 4 (the padding is zeros)
-    const int8_t *xq;     // row t at xq + t * nbp * 32, in the path's order (q8_quant_row)
-    const float *xd;      // row t at xd + t * nbp: block scales d_x (0 past the last block)
-    const int32_t *xc;    // same shape: the integer offset term per block (−8 Σq_x, −128 Σq_x or 0)
-    const float *xs;      // same shape: d_x Σq_x, Q4_1's min term
-    float *out;
-    int ldo;              // out row stride (= weight rows)
-    int path;             // Q8Path
-    void (*run)(const struct Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi, float *m);
-} Q8Job;
-
-static inline int q8_block_bytes(QType t) {
-    return t == QTYPE_Q4_0 ? 18 : t == QTYPE_Q4_1 ? 20 : 34;
-}
-
 // The integer offset per block that turns the kernel's u8 weights into the stored values.
 static inline int32_t q8_offset(QType t, int path, int32_t sum) {
     if (t == QTYPE_Q4_0) return -8 * sum;
-    if (t == QTYPE_Q8_0 && (path == Q8_AVX512 || path == Q8_AVXVNNI)) return -128 * sum;
+    if (t == QTYPE_Q8_0 && (path == Q8_AVX512 || path == Q8_AVXVNNI || path == Q8_AMX)) return -128 * sum;
     return 0;
 }
 
@@ -486,7 +456,8 @@ void kcpu_matmul_q8(const KCpu *kc, float *out, const float *x, const QMatrix *w
     bool whole_blocks = w->cols % KCPU_QK == 0;
     CHECK(whole_blocks, "%s matrix with %lld columns", qtype_name(w->type), (long long)w->cols);
     kcpu_check_fits(kc, n_tokens, (int)w->cols);
-    const int path = q8_path_get();
+    int path = q8_path_get();
+    if (path == Q8_AMX && !w->pack) path = Q8_AVX512; // not repacked (k_pack): the VNNI kernels
     Q8Job j = {
         .type = w->type,
         .w = w->data,
@@ -498,15 +469,20 @@ void kcpu_matmul_q8(const KCpu *kc, float *out, const float *x, const QMatrix *w
         .xs = kc->xs8,
         .out = out,
         .ldo = (int)w->rows,
+        .rows = (int)w->rows,
+        .pack = path == Q8_AMX ? w->pack : NULL,
         .path = path,
     };
     j.nbp = (j.nb + 3) & ~3;
     void (*run)(const Q8Job *, int, int, int, int, float *) = q8_run_scalar;
 #if Q8_SIMD
     run = path == Q8_AVX512 ? q8_run_avx512 : path == Q8_AVXVNNI ? q8_run_avxvnni : path == Q8_AVX2 ? q8_run_avx2 : run;
+    run = path == Q8_AMX ? kcpu_amx_run : run;
 #endif
     j.run = run;
     // the thread buffer holds the Q4_1 mins of a tile's rows: 4 * nbp floats
-    KcpuQDrive d = {&j, q8_quant_any, q8_run_any, j.w, j.row_bytes, (int)w->rows, Q8_TOKEN_CHUNK, Q8_PREFETCH_BYTES};
+    KcpuQDrive d = {&j, q8_quant_any, q8_run_any, j.w, j.row_bytes, (int)w->rows, Q8_TOKEN_CHUNK, Q8_PREFETCH_BYTES, 4};
+    if (j.pack) // the repacked layout goes by groups of 16 rows, each a run of nb records
+        d.w = j.pack, d.row_bytes = (size_t)j.nb * kcpu_amx_record_bytes(j.type) / 16, d.row_tile = 16;
     kcpu_q_drive(kc, &d, x, n_tokens);
 }

@@ -313,7 +313,7 @@ static void test_kernels_per_thread(void) {
     void *wd[4];
     for (int i = 0; i < 4; i++) {
         wd[i] = make_qweights(types[i], KT_ROWS, KT_COLS);
-        f.w[i] = (QMatrix){types[i], KT_ROWS, KT_COLS, wd[i]};
+        f.w[i] = (QMatrix){types[i], KT_ROWS, KT_COLS, wd[i], NULL};
     }
     f.x = xmalloc(sizeof(float) * KT_TOKENS * KT_COLS);
     for (int i = 0; i < KT_TOKENS * KT_COLS; i++) f.x[i] = krand(-2, 2);

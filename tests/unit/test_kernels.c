@@ -120,7 +120,7 @@ static const MatmulCase matmul_cases[] = {
 static void check_matmul_case(const MatmulCase *mc) {
     int R = mc->rows, C = mc->cols, N = mc->n_tokens;
     void *wdata = make_weights(mc->type, R, C);
-    QMatrix w = {mc->type, R, C, wdata};
+    QMatrix w = {mc->type, R, C, wdata, NULL};
     float *x = xmalloc(sizeof(float) * N * C), *out = xmalloc(sizeof(float) * N * R);
     // Spread the magnitudes so block scales differ a lot within a row.
     for (int i = 0; i < N * C; i++) x[i] = rng_uniform(-1.0f, 1.0f) * ((i / 32) % 3 == 0 ? 4.0f : 0.5f);
@@ -177,7 +177,7 @@ static void test_matmul_batch_invariance(void) {
     for (size_t i = 0; i < ARRAY_LEN(types); i++) {
         int R = 75, C = 160, N = 53; // N crosses the 48-row token chunk
         void *wd = make_weights(types[i], R, C);
-        QMatrix w = {types[i], R, C, wd};
+        QMatrix w = {types[i], R, C, wd, NULL};
         float *x = xmalloc(sizeof(float) * N * C), *batch = xmalloc(sizeof(float) * N * R);
         float *alone = xmalloc(sizeof(float) * R), *one_thread = xmalloc(sizeof(float) * N * R);
         fill(x, (size_t)N * C, -2.0f, 2.0f);
@@ -313,7 +313,7 @@ static void test_embed(void) {
         int ids[] = {0, 300, 17, 17, 150};
         int N = ARRAY_LEN(ids);
         void *tab = make_weights(types[i], V, D);
-        QMatrix m = {types[i], V, D, tab};
+        QMatrix m = {types[i], V, D, tab, NULL};
         float *out = xmalloc(sizeof(float) * N * D), *ref = xmalloc(sizeof(float) * D);
         k_embed(out, &m, ids, N);
         for (int t = 0; t < N; t++) {

@@ -76,6 +76,16 @@ static int block_quant(QType t, const uint8_t *blk, int e) {
 
 static int paths_tested;
 
+// On the "amx" path a matrix is read from its repacked copy (k_pack), as the model loader makes
+// it; the copy to free after, or NULL (the other paths read the stored blocks).
+static void *pack_for_path(QMatrix *m) {
+    size_t n = k_pack_bytes(m);
+    if (!n) return NULL;
+    void *p = xmalloc_aligned(n);
+    k_pack(m, p);
+    return p;
+}
+
 // Runs fn once per path the CPU supports, with int8 activations; restores the defaults after.
 static void each_path(void (*fn)(const char *path)) {
     const char *best = k_int8_path();
@@ -96,7 +106,8 @@ static void each_path(void (*fn)(const char *path)) {
 typedef struct {
     int rows, cols, n;
 } Shape;
-static const Shape SHAPES[] = {{37, 96, 7}, {5, 32, 1}, {67, 160, 4}, {64, 576, 9}, {9, 224, 13}, {20, 1536, 3}};
+// n >= 16 reaches the AMX tiles (16 token rows each), the rest their VNNI kernel
+static const Shape SHAPES[] = {{37, 96, 7}, {5, 32, 1}, {67, 160, 4}, {64, 576, 9}, {9, 224, 13}, {20, 1536, 3}, {35, 224, 37}};
 
 static void each_case(const char *path, void (*fn)(const char *path, QType t, int R, int C, int N)) {
     for (size_t ti = 0; ti < ARRAY_LEN(TYPES); ti++)
@@ -106,7 +117,8 @@ static void each_case(const char *path, void (*fn)(const char *path, QType t, in
 static void int_exact_case(const char *path, QType t, int R, int C, int N) {
     uint8_t *w = make_w(t, R, C, true);
     float *x = make_x(N, C, true), *out = xmalloc(sizeof(float) * (size_t)N * R);
-    QMatrix m = {t, R, C, w};
+    QMatrix m = {t, R, C, w, NULL};
+    void *pack = pack_for_path(&m);
     k_matmul(out, x, &m, N);
     size_t rb = qtype_row_size(t, C), bb = qtype_block_bytes(t);
     int bad = 0;
@@ -132,7 +144,7 @@ static void int_exact_case(const char *path, QType t, int R, int C, int N) {
                 TEST_FAIL_("%s %s %dx%d n=%d row %d tok %d: %.9g, integer reference %.9g", path,
                            qtype_name(t), R, C, N, r, tok, got, want);
         }
-    free(w), free(x), free(out);
+    free(w), free(x), free(out), free(pack);
 }
 
 static void int_exact(const char *path) {
@@ -146,7 +158,8 @@ static void test_int_exact(void) {
 static void vs_float_case(const char *path, QType t, int R, int C, int N) {
     uint8_t *w = make_w(t, R, C, false);
     float *x = make_x(N, C, false), *out = xmalloc(sizeof(float) * (size_t)N * R);
-    QMatrix m = {t, R, C, w};
+    QMatrix m = {t, R, C, w, NULL};
+    void *pack = pack_for_path(&m);
     k_matmul(out, x, &m, N);
     float *wr = xmalloc(sizeof(float) * C), *xq = xmalloc(sizeof(float) * C);
     size_t rb = qtype_row_size(t, C);
@@ -178,7 +191,7 @@ static void vs_float_case(const char *path, QType t, int R, int C, int N) {
                            qtype_name(t), R, C, r, tok, got, ref, bound);
         }
     }
-    free(wr), free(xq), free(w), free(x), free(out);
+    free(wr), free(xq), free(w), free(x), free(out), free(pack);
 }
 
 static void vs_float(const char *path) {
@@ -194,7 +207,8 @@ static void batch_invariance(const char *path) {
         int R = 75, C = 160, N = 53; // N crosses the 48-row token chunk; 5 blocks, odd
         QType t = TYPES[ti];
         uint8_t *w = make_w(t, R, C, false);
-        QMatrix m = {t, R, C, w};
+        QMatrix m = {t, R, C, w, NULL};
+        void *pack = pack_for_path(&m);
         float *x = make_x(N, C, false), *batch = xmalloc(sizeof(float) * (size_t)N * R);
         float *part = xmalloc(sizeof(float) * (size_t)N * R);
         k_init(2, 64, 2048);
@@ -213,7 +227,7 @@ static void batch_invariance(const char *path) {
         k_matmul(part, x, &m, N);
         mism += memcmp(part, batch, sizeof(float) * (size_t)N * R) != 0;
         EXPECT(mism == 0, "%s %s: %d comparisons differ", path, qtype_name(t), mism);
-        free(w), free(x), free(batch), free(part);
+        free(w), free(x), free(batch), free(part), free(pack);
     }
     k_init(2, 64, 2048);
 }
@@ -222,12 +236,58 @@ static void test_batch_invariance(void) {
     each_path(batch_invariance);
 }
 
+// "amx" is the scalar kernel bit for bit (matmul_amx.c: the same exact int32 block sums, the same
+// float epilogue order), in its tiles (16 token rows) and in its VNNI kernel (the rest, and a
+// row alone), with two threads or one. Shapes: rows past the last whole 16 (weight rows
+// padded in the repacked layout, token rows through the VNNI kernel), K = 32 and K not a
+// multiple of 64.
+static void test_amx_is_scalar(void) {
+    k_set_activations(K_ACT_INT8);
+    if (!k_int8_path_set("amx")) {
+        printf("SKIP amx vs scalar: this CPU lacks AMX-INT8 or the kernel refused the tile state\n");
+        k_set_activations(K_ACT_INT16);
+        return;
+    }
+    static const Shape AMX_SHAPES[] = {{5, 32, 16}, {37, 96, 17}, {67, 160, 53}, {64, 576, 64}, {33, 1536, 35}, {16, 224, 48}};
+    for (size_t ti = 0; ti < ARRAY_LEN(TYPES); ti++)
+        for (size_t si = 0; si < ARRAY_LEN(AMX_SHAPES); si++) {
+            QType t = TYPES[ti];
+            int R = AMX_SHAPES[si].rows, C = AMX_SHAPES[si].cols, N = AMX_SHAPES[si].n;
+            uint8_t *w = make_w(t, R, C, false);
+            float *x = make_x(N, C, false), *ref = xmalloc(sizeof(float) * (size_t)N * R);
+            float *got = xmalloc(sizeof(float) * (size_t)N * R);
+            QMatrix m = {t, R, C, w, NULL};
+            EXPECT(k_int8_path_set("scalar"), "scalar");
+            k_matmul(ref, x, &m, N);
+            EXPECT(k_int8_path_set("amx"), "amx");
+            void *pack = pack_for_path(&m);
+            EXPECT(pack != NULL, "no repacked copy on the amx path");
+            k_matmul(got, x, &m, N);
+            int mism = 0;
+            for (size_t i = 0; i < (size_t)N * R; i++)
+                if (memcmp(&got[i], &ref[i], sizeof(float)) && mism++ < 3)
+                    TEST_FAIL_("amx %s %dx%d n=%d: row %zu tok %zu: %.9g, scalar %.9g", qtype_name(t), R, C, N,
+                               i % R, i / R, got[i], ref[i]);
+            for (int tok = 0; tok < N; tok += 7) { // alone: the VNNI kernel
+                k_matmul(got, x + (size_t)tok * C, &m, 1);
+                mism += memcmp(got, ref + (size_t)tok * R, sizeof(float) * R) != 0;
+            }
+            k_init(1, 64, 2048);
+            k_matmul(got, x, &m, N);
+            mism += memcmp(got, ref, sizeof(float) * (size_t)N * R) != 0;
+            k_init(2, 64, 2048);
+            EXPECT(mism == 0, "amx %s %dx%d n=%d: %d mismatches against scalar", qtype_name(t), R, C, N, mism);
+            free(w), free(x), free(ref), free(got), free(pack);
+        }
+    k_set_activations(K_ACT_INT16);
+}
+
 // The default stays the 16-bit path, whose result differs from the 8-bit one.
 static void test_default_int16(void) {
     EXPECT(k_activations() == K_ACT_INT16, "default %d", (int)k_activations());
     int R = 16, C = 576;
     uint8_t *w = make_w(QTYPE_Q4_1, R, C, false);
-    QMatrix m = {QTYPE_Q4_1, R, C, w};
+    QMatrix m = {QTYPE_Q4_1, R, C, w, NULL};
     float *x = make_x(1, C, false), a[16], b[16];
     k_matmul(a, x, &m, 1);
     k_set_activations(K_ACT_INT8);
@@ -244,6 +304,7 @@ int main(void) {
     TEST_RUN(test_int_exact);
     TEST_RUN(test_vs_float);
     TEST_RUN(test_batch_invariance);
+    TEST_RUN(test_amx_is_scalar);
     printf("%d path runs\n", paths_tested);
     k_free();
     return test_summary();
