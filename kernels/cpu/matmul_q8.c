@@ -78,6 +78,13 @@ static int q8_path_get(void) {
     return p;
 }
 
+_Static_assert((int)Q8_AVX512 == (int)KCPU_I8_AVX512 && (int)Q8_AVXVNNI == (int)KCPU_I8_AVXVNNI &&
+                   (int)Q8_AVX2 == (int)KCPU_I8_AVX2,
+               "kcpu_int8_path returns a Q8Path");
+int kcpu_int8_path(void) {
+    return q8_path_get();
+}
+
 const char *k_int8_path(void) {
     return Q8_PATH_NAMES[q8_path_get()];
 }

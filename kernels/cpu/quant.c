@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "common/common.h"
+#include "kernels/cpu/cpu.h"
 
 // ---- the type table
 
@@ -211,15 +212,6 @@ static void dequant_q8_0(const uint8_t *b, float *y) {
 // Q4_K and Q5_K pack 8 six-bit scales and 8 six-bit mins into 12 bytes: bytes 0-3 hold scales
 // 0-3 (low 6 bits) and the top 2 bits of scales 4-7; bytes 4-7 the same for the mins; bytes
 // 8-11 the low 4 bits of scale (low nibble) and min (high nibble) 4-7.
-static inline void k_scale_min(int j, const uint8_t *s, int *sc, int *m) {
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *m = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 0x0f) | (s[j - 4] >> 6) << 4;
-        *m = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
-    }
-}
 
 // Q4_K {fp16 d, dmin; u8 scales[12]; u8 qs[128]}: each 64 elements are two sub-blocks of 32
 // sharing 32 bytes of qs (low nibbles, then high); value d*sc * q - dmin*m.
@@ -228,9 +220,9 @@ static void dequant_q4_K(const uint8_t *b, float *y) {
     const uint8_t *scales = b + 4, *q = b + 16;
     for (int j = 0, is = 0; j < QK_K; j += 64, is += 2, q += 32) {
         int sc, m;
-        k_scale_min(is, scales, &sc, &m);
+        kcpu_k_scale_min(is, scales, &sc, &m);
         float d1 = d * (float)sc, m1 = dmin * (float)m;
-        k_scale_min(is + 1, scales, &sc, &m);
+        kcpu_k_scale_min(is + 1, scales, &sc, &m);
         float d2 = d * (float)sc, m2 = dmin * (float)m;
         for (int l = 0; l < 32; l++) y[j + l] = d1 * (float)(q[l] & 0x0f) - m1;
         for (int l = 0; l < 32; l++) y[j + 32 + l] = d2 * (float)(q[l] >> 4) - m2;
@@ -245,9 +237,9 @@ static void dequant_q5_K(const uint8_t *b, float *y) {
     uint8_t u1 = 1, u2 = 2;
     for (int j = 0, is = 0; j < QK_K; j += 64, is += 2, ql += 32, u1 <<= 2, u2 <<= 2) {
         int sc, m;
-        k_scale_min(is, scales, &sc, &m);
+        kcpu_k_scale_min(is, scales, &sc, &m);
         float d1 = d * (float)sc, m1 = dmin * (float)m;
-        k_scale_min(is + 1, scales, &sc, &m);
+        kcpu_k_scale_min(is + 1, scales, &sc, &m);
         float d2 = d * (float)sc, m2 = dmin * (float)m;
         for (int l = 0; l < 32; l++)
             y[j + l] = d1 * (float)((ql[l] & 0x0f) + (qh[l] & u1 ? 16 : 0)) - m1;
