@@ -15,8 +15,8 @@
 // The int32 sums cannot overflow: |I| <= 256 · 63 · 127 · 128, |M| <= 16 · 4096 · 2032.
 //
 // Each 4-row group of a thread's weight rows is unpacked once per token chunk into the thread's
-// buffer (q as bytes, sc as int16 repeated per pair of elements, mn as int16), then every token
-// row meets it. Paths follow matmul_q8.c's choice (kcpu_int8_path):
+// buffer (q as bytes, 32 at a time with AVX2 on the SIMD paths; sc and mn per 16), then every
+// token row meets it. Paths follow matmul_q8.c's choice (kcpu_int8_path):
 //   avx512-vnni  vpmaddubsw (u8 q x s8 q_x; 2 · 63 · 127 fits int16) then vpdpwssd with the
 //                scales, 64 elements a step, tiles of 4 weight rows x 2 token rows
 //   avx-vnni     the same 32 elements a step with the VEX vpdpwssd; avx2: vpmaddwd + vpaddd
@@ -47,17 +47,19 @@ typedef struct {
     int ldo, path;
 } K8Job;
 
-// One row unpacked: q[cols], sc[cols / 2] (sc of element pair k = sc of group k / 8),
-// mn[cols / 16], d[nb], dm[nb]; the rows of a group lie one after the other.
+// One row unpacked: q[cols]; per 16 elements (group g) scp[g] = sc | sc << 16 (the scale in both
+// int16 halves, as the kernels' vpdpwssd pairs want it) and mn[g]; per super-block d and dm.
+// The rows of a group lie one after the other in the thread's buffer.
 typedef struct {
     uint8_t *q;
-    int16_t *sc, *mn;
+    int32_t *scp;
+    int16_t *mn;
     float *d, *dm;
 } K8Row;
 
 static size_t k8_row_bytes(int cols) {
     int nb = cols / QK_K;
-    return (size_t)cols + (size_t)cols + (size_t)cols / 8 + (size_t)nb * 8;
+    return (size_t)cols + (size_t)cols / 4 + (size_t)cols / 8 + (size_t)nb * 8;
 }
 
 static K8Row k8_row(float *buf, int cols, int r) {
@@ -65,7 +67,7 @@ static K8Row k8_row(float *buf, int cols, int r) {
     int nb = cols / QK_K;
     K8Row u = {.d = (float *)p, .dm = (float *)p + nb};
     p += (size_t)nb * 8;
-    u.sc = (int16_t *)p, u.mn = (int16_t *)(p + cols), u.q = p + cols + cols / 8;
+    u.scp = (int32_t *)p, u.mn = (int16_t *)(p + cols / 4), u.q = p + cols / 4 + cols / 8;
     return u;
 }
 
@@ -73,33 +75,59 @@ static inline float k8_h(const uint8_t *p) {
     return kcpu_h2f(kcpu_load_u16(p));
 }
 
-// Super-block b of a row: q[256], the 16 group scales sc and offsets mn, d and dm.
-static void k8_unpack_block(QType t, const uint8_t *b, uint8_t *q, int *sc, int *mn, float *d, float *dm) {
+// The scales of super-block b: the 16 group scales sc and offsets mn, d and dm.
+static void k8_scales(QType t, const uint8_t *b, int *sc, int *mn, float *d, float *dm) {
     switch (t) {
     case QTYPE_Q4_K:
-    case QTYPE_Q5_K: {
+    case QTYPE_Q5_K:
         *d = k8_h(b), *dm = k8_h(b + 2);
-        const uint8_t *qh = b + 16, *ql = b + (t == QTYPE_Q5_K ? 48 : 16);
-        for (int j = 0; j < 4; j++, ql += 32) {
-            for (int h = 0; h < 2; h++) {
-                int s, m;
-                kcpu_k_scale_min(2 * j + h, b + 4, &s, &m);
-                sc[4 * j + 2 * h] = sc[4 * j + 2 * h + 1] = s;
-                mn[4 * j + 2 * h] = mn[4 * j + 2 * h + 1] = m;
-            }
-            for (int l = 0; l < 32; l++) {
-                int hi0 = t == QTYPE_Q5_K ? ((qh[l] >> (2 * j)) & 1) << 4 : 0;
-                int hi1 = t == QTYPE_Q5_K ? ((qh[l] >> (2 * j + 1)) & 1) << 4 : 0;
-                q[64 * j + l] = (uint8_t)((ql[l] & 0x0f) | hi0);
-                q[64 * j + 32 + l] = (uint8_t)((ql[l] >> 4) | hi1);
-            }
+        for (int k = 0; k < 8; k++) {
+            int s, m;
+            kcpu_k_scale_min(k, b + 4, &s, &m);
+            sc[2 * k] = sc[2 * k + 1] = s, mn[2 * k] = mn[2 * k + 1] = m;
+        }
+        return;
+    case QTYPE_Q6_K:
+        *d = *dm = k8_h(b + 208);
+        for (int g = 0; g < 16; g++) sc[g] = ((const int8_t *)(b + 192))[g], mn[g] = 32 * sc[g];
+        return;
+    case QTYPE_Q3_K: {
+        const uint8_t *s = b + 96;
+        *d = *dm = k8_h(b + 108);
+        for (int g = 0; g < 16; g++) {
+            int lo = g < 8 ? s[g] & 0x0f : s[g - 8] >> 4;
+            sc[g] = (lo | ((s[8 + g % 4] >> (2 * (g / 4))) & 3) << 4) - 32, mn[g] = 4 * sc[g];
         }
         return;
     }
-    case QTYPE_Q6_K: {
+    case QTYPE_Q2_K:
+        *d = k8_h(b + 80), *dm = k8_h(b + 82);
+        for (int g = 0; g < 16; g++) sc[g] = b[g] & 0x0f, mn[g] = b[g] >> 4;
+        return;
+    default: DIE("no int8 K-quant kernel for %s", qtype_name(t));
+    }
+}
+
+// The 256 quants of super-block b, 0..63, in element order (the scalar path's unpacking; the
+// SIMD paths' k8_quants_256 computes the same bytes).
+//   Q4_K Q5_K  64-element group j: low nibbles of ql[32j..] then high ones; Q5_K's fifth bits
+//              are bits 2j and 2j + 1 of qh[l]
+//   Q6_K       each 128: low 4 bits from ql (64 bytes: low nibbles, then high), 2 high bits
+//              from qh (32 bytes, bits 2k..2k+1 for the k-th 32 elements)
+//   Q2_K Q3_K  element 128n + 32j + l: bits 2j of qs[32n + l]; Q3_K's third bit: bit j + 4n of
+//              hm[l]
+static void k8_quants_scalar(QType t, const uint8_t *b, uint8_t *q) {
+    if (t == QTYPE_Q4_K || t == QTYPE_Q5_K) {
+        const uint8_t *qh = b + 16, *ql = b + (t == QTYPE_Q5_K ? 48 : 16);
+        for (int j = 0; j < 4; j++, ql += 32)
+            for (int l = 0; l < 32; l++) {
+                int h0 = t == QTYPE_Q5_K ? ((qh[l] >> (2 * j)) & 1) << 4 : 0;
+                int h1 = t == QTYPE_Q5_K ? ((qh[l] >> (2 * j + 1)) & 1) << 4 : 0;
+                q[64 * j + l] = (uint8_t)((ql[l] & 0x0f) | h0);
+                q[64 * j + 32 + l] = (uint8_t)((ql[l] >> 4) | h1);
+            }
+    } else if (t == QTYPE_Q6_K) {
         const uint8_t *ql = b, *qh = b + 128;
-        *d = *dm = k8_h(b + 208);
-        for (int g = 0; g < 16; g++) sc[g] = ((const int8_t *)(b + 192))[g], mn[g] = 32 * sc[g];
         for (int n = 0; n < QK_K; n += 128, ql += 64, qh += 32)
             for (int l = 0; l < 32; l++) {
                 q[n + l] = (uint8_t)((ql[l] & 0x0f) | (qh[l] & 3) << 4);
@@ -107,23 +135,9 @@ static void k8_unpack_block(QType t, const uint8_t *b, uint8_t *q, int *sc, int 
                 q[n + l + 64] = (uint8_t)((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4);
                 q[n + l + 96] = (uint8_t)((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4);
             }
-        return;
-    }
-    case QTYPE_Q3_K:
-    case QTYPE_Q2_K: {
+    } else {
         const bool q3 = t == QTYPE_Q3_K;
-        const uint8_t *hm = b, *qs = b + (q3 ? 32 : 16), *s = b + (q3 ? 96 : 0);
-        if (q3) {
-            *d = *dm = k8_h(b + 108);
-            for (int g = 0; g < 16; g++) {
-                int lo = g < 8 ? s[g] & 0x0f : s[g - 8] >> 4;
-                sc[g] = (lo | ((s[8 + g % 4] >> (2 * (g / 4))) & 3) << 4) - 32, mn[g] = 4 * sc[g];
-            }
-        } else {
-            *d = k8_h(b + 80), *dm = k8_h(b + 82);
-            for (int g = 0; g < 16; g++) sc[g] = s[g] & 0x0f, mn[g] = s[g] >> 4;
-        }
-        // element 128n + 32j + l: bits 2j of qs[32n + l], the high bit j + 4n of hm[l] (Q3_K)
+        const uint8_t *hm = b, *qs = b + (q3 ? 32 : 16);
         for (int n = 0; n < 2; n++)
             for (int j = 0; j < 4; j++)
                 for (int l = 0; l < 32; l++) {
@@ -131,21 +145,83 @@ static void k8_unpack_block(QType t, const uint8_t *b, uint8_t *q, int *sc, int 
                     if (q3) v |= ((hm[l] >> (j + 4 * n)) & 1) << 2;
                     q[128 * n + 32 * j + l] = (uint8_t)v;
                 }
-        return;
-    }
-    default: DIE("no int8 K-quant kernel for %s", qtype_name(t));
     }
 }
+
+#if defined(__x86_64__) && !defined(__clang__)
+#define K8_SIMD 1
+#include <immintrin.h>
+#pragma GCC push_options
+#pragma GCC target("avx2")
+
+// Bytes of v whose bit `bit` is set, as `val` (else 0).
+static inline __m256i k8_bit(__m256i v, int bit, int val) {
+    __m256i m = _mm256_set1_epi8((char)(1 << bit));
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, m), m), _mm256_set1_epi8((char)val));
+}
+
+// k8_quants_scalar's bytes, 32 at a time.
+static void k8_quants_256(QType t, const uint8_t *b, uint8_t *q) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(3);
+#define LD(p) _mm256_loadu_si256((const __m256i *)(p))
+#define ST(p, v) _mm256_storeu_si256((__m256i *)(p), v)
+    if (t == QTYPE_Q4_K || t == QTYPE_Q5_K) {
+        const bool q5 = t == QTYPE_Q5_K;
+        const __m256i qh = q5 ? LD(b + 16) : _mm256_setzero_si256();
+        for (int j = 0; j < 4; j++) {
+            __m256i v = LD(b + (q5 ? 48 : 16) + 32 * j);
+            __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            if (q5) lo = _mm256_or_si256(lo, k8_bit(qh, 2 * j, 16)), hi = _mm256_or_si256(hi, k8_bit(qh, 2 * j + 1, 16));
+            ST(q + 64 * j, lo), ST(q + 64 * j + 32, hi);
+        }
+    } else if (t == QTYPE_Q6_K) {
+        for (int n = 0; n < 2; n++) {
+            __m256i a = LD(b + 64 * n), c = LD(b + 64 * n + 32), h = LD(b + 128 + 32 * n);
+            __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(h, m2), 4); // bits stay in their byte
+            __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m2), 4);
+            __m256i h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m2), 4);
+            __m256i h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m2), 4);
+            ST(q + 128 * n, _mm256_or_si256(_mm256_and_si256(a, m4), h0));
+            ST(q + 128 * n + 32, _mm256_or_si256(_mm256_and_si256(c, m4), h1));
+            ST(q + 128 * n + 64, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), m4), h2));
+            ST(q + 128 * n + 96, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(c, 4), m4), h3));
+        }
+    } else {
+        const bool q3 = t == QTYPE_Q3_K;
+        const __m256i hm = LD(b);
+        for (int n = 0; n < 2; n++) {
+            __m256i v = LD(b + (q3 ? 32 : 16) + 32 * n);
+            for (int j = 0; j < 4; j++) {
+                __m256i x = _mm256_and_si256(_mm256_srli_epi16(v, 2 * j), m2);
+                if (q3) x = _mm256_or_si256(x, k8_bit(hm, j + 4 * n, 4));
+                ST(q + 128 * n + 32 * j, x);
+            }
+        }
+    }
+#undef LD
+#undef ST
+}
+
+#pragma GCC pop_options
+#else
+#define K8_SIMD 0
+#endif
 
 static void k8_unpack_row(const K8Job *j, const uint8_t *row, K8Row u) {
     const size_t bb = qtype_block_bytes(j->type);
     for (int b = 0; b < j->nb; b++) {
+        const uint8_t *blk = row + (size_t)b * bb;
         int sc[16], mn[16];
-        k8_unpack_block(j->type, row + (size_t)b * bb, u.q + (size_t)b * QK_K, sc, mn, &u.d[b], &u.dm[b]);
-        for (int g = 0; g < 16; g++) {
-            for (int k = 0; k < 8; k++) u.sc[(size_t)b * 128 + 8 * g + k] = (int16_t)sc[g];
-            u.mn[(size_t)b * 16 + g] = (int16_t)mn[g];
+        k8_scales(j->type, blk, sc, mn, &u.d[b], &u.dm[b]);
+        for (int g = 0; g < 16; g++)
+            u.scp[16 * b + g] = (int32_t)((uint32_t)(uint16_t)sc[g] | (uint32_t)sc[g] << 16), u.mn[16 * b + g] = (int16_t)mn[g];
+#if K8_SIMD
+        if (j->path != KCPU_I8_SCALAR) {
+            k8_quants_256(j->type, blk, u.q + (size_t)b * QK_K);
+            continue;
         }
+#endif
+        k8_quants_scalar(j->type, blk, u.q + (size_t)b * QK_K);
     }
 }
 
@@ -185,7 +261,7 @@ static void k8_dot_scalar(const K8Job *j, K8Row u, int t, int r) {
             const size_t e0 = (size_t)b * QK_K + 16 * (size_t)g;
             int32_t s = 0;
             for (int e = 0; e < 16; e++) s += u.q[e0 + e] * xq[e0 + e];
-            isum += u.sc[e0 / 2] * s;
+            isum += (int16_t)u.scp[16 * b + g] * s;
             msum += u.mn[(size_t)b * 16 + g] * bs[16 * b + g];
         }
         float dx = j->xd[(size_t)t * j->nb + b];
@@ -204,8 +280,7 @@ static void k8_tiles_scalar(const K8Job *j, float *buf, int r0, int R, int t_lo,
         for (int r = 0; r < R; r++) k8_dot_scalar(j, k8_row(buf, j->cols, r), t, r0 + r);
 }
 
-#if defined(__x86_64__) && !defined(__clang__)
-#include <immintrin.h>
+#if K8_SIMD
 
 // ---- AVX-512 VNNI: 64 elements a step, R weight rows x T token rows
 
@@ -222,6 +297,8 @@ static inline __attribute__((always_inline)) void k8_tile_512(const bool sym, co
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 2
         for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
+    // lanes 4k..4k+3 from element k: the scale of group k of the 4 in a 64-element step
+    const __m512i spread4 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
     for (int b = 0; b < j->nb; b++) {
         __m512i is[K8_ROWS][2];
 #pragma GCC unroll 4
@@ -233,7 +310,9 @@ static inline __attribute__((always_inline)) void k8_tile_512(const bool sym, co
             __m512i wq[K8_ROWS], ws[K8_ROWS];
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++)
-                wq[r] = _mm512_loadu_si512(u[r].q + e0), ws[r] = _mm512_loadu_si512(u[r].sc + e0 / 2);
+                wq[r] = _mm512_loadu_si512(u[r].q + e0),
+                ws[r] = _mm512_permutexvar_epi32(spread4, _mm512_castsi128_si512(_mm_loadu_si128(
+                                                              (const __m128i *)(u[r].scp + 16 * b + 4 * c))));
 #pragma GCC unroll 2
             for (int t = 0; t < T; t++) {
                 __m512i xv = _mm512_loadu_si512(j->xq + (size_t)(t0 + t) * j->cols + e0);
@@ -301,7 +380,9 @@ static inline __attribute__((always_inline)) void k8_dot_256(const int vnni, con
             const size_t e0 = (size_t)b * QK_K + 32 * (size_t)c;
             __m256i p = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(u.q + e0)),
                                              _mm256_loadu_si256((const __m256i *)(xq + e0)));
-            __m256i s = _mm256_loadu_si256((const __m256i *)(u.sc + e0 / 2));
+            __m256i s = _mm256_permutevar8x32_epi32(
+                _mm256_castsi128_si256(_mm_loadl_epi64((const __m128i *)(u.scp + 16 * b + 2 * c))),
+                _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
             is = vnni ? _mm256_dpwssd_avx_epi32(is, p, s) : _mm256_add_epi32(is, _mm256_madd_epi16(p, s));
         }
         const size_t xb = (size_t)t * j->nb + b;
@@ -339,7 +420,7 @@ K8_TILES_256(k8_tiles_avx2, 0)
 static void k8_run(const void *job, int r_lo, int r_hi, int t_lo, int t_hi, float *buf) {
     const K8Job *j = job;
     void (*tiles)(const K8Job *, float *, int, int, int, int) = k8_tiles_scalar;
-#if defined(__x86_64__) && !defined(__clang__)
+#if K8_SIMD
     tiles = j->path == KCPU_I8_AVX512    ? k8_tiles_512
             : j->path == KCPU_I8_AVXVNNI ? k8_tiles_avxvnni
             : j->path == KCPU_I8_AVX2    ? k8_tiles_avx2
