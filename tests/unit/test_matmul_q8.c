@@ -1,5 +1,5 @@
 // test_matmul_q8.c: the 8-bit activation matmuls (--cpu-activations int8, kernels/cpu/matmul_q8.c
-// for Q4_0 Q4_1 Q8_0, matmul_k8.c for the K-quants Q2_K..Q6_K) on every instruction-set path this
+// for Q4_0 Q4_1 Q5_0 Q5_1 Q8_0, matmul_k8.c for the K-quants Q2_K..Q6_K) on every instruction-set path this
 // CPU has (the others say SKIP).
 //
 // 1. Integer dots are exact: with power-of-two scales, small integer sub-scales and activations
@@ -35,8 +35,8 @@ static float rnd_float(float lo, float hi) {
     return lo + (hi - lo) * (float)(rnd() >> 8) / (float)(1 << 24);
 }
 
-static const QType TYPES[] = {QTYPE_Q4_0, QTYPE_Q4_1, QTYPE_Q8_0, QTYPE_Q2_K,
-                             QTYPE_Q3_K, QTYPE_Q4_K, QTYPE_Q5_K, QTYPE_Q6_K};
+static const QType TYPES[] = {QTYPE_Q4_0, QTYPE_Q4_1, QTYPE_Q5_0, QTYPE_Q5_1, QTYPE_Q8_0,
+                             QTYPE_Q2_K, QTYPE_Q3_K, QTYPE_Q4_K, QTYPE_Q5_K, QTYPE_Q6_K};
 
 // Elements per activation quantization block.
 static int act_block(QType t) {
@@ -52,7 +52,8 @@ static void half_fields(QType t, int *d, int *dmin) {
     case QTYPE_Q6_K: *d = 208; break;
     case QTYPE_Q4_K:
     case QTYPE_Q5_K:
-    case QTYPE_Q4_1: *d = 0, *dmin = 2; break;
+    case QTYPE_Q4_1:
+    case QTYPE_Q5_1: *d = 0, *dmin = 2; break;
     default: *d = 0; break;
     }
 }
@@ -62,7 +63,7 @@ static void put_half(uint8_t *p, float v) {
     memcpy(p, &h, 2);
 }
 
-// Random quants and sub-scales; scales 1 or 0.5 when exact (Q4_1 mins integers in [-4, 3],
+// Random quants and sub-scales; scales 1 or 0.5 when exact (Q4_1 / Q5_1 mins integers in [-4, 3],
 // K-quant dmin 1 or 0.5, Q6_K's int8 sub-scales in [-32, 31]), else small floats.
 static uint8_t *make_w(QType t, int rows, int cols, bool exact) {
     size_t rb = qtype_row_size(t, cols), bb = qtype_block_bytes(t);
@@ -74,7 +75,7 @@ static uint8_t *make_w(QType t, int rows, int cols, bool exact) {
         for (size_t b = 0; b < rb / bb; b++) {
             uint8_t *blk = w + (size_t)r * rb + b * bb;
             put_half(blk + od, exact ? (rnd() & 1 ? 1.0f : 0.5f) : rnd_float(0.002f, 0.03f));
-            if (t == QTYPE_Q4_1) put_half(blk + 2, exact ? (float)((int)(rnd() % 8) - 4) : rnd_float(-0.2f, 0.0f));
+            if (t == QTYPE_Q4_1 || t == QTYPE_Q5_1) put_half(blk + 2, exact ? (float)((int)(rnd() % 8) - 4) : rnd_float(-0.2f, 0.0f));
             else if (om >= 0) put_half(blk + om, exact ? (rnd() & 1 ? 1.0f : 0.5f) : rnd_float(0.001f, 0.02f));
             if (t == QTYPE_Q6_K && exact)
                 for (int g = 0; g < 16; g++) blk[192 + g] = (uint8_t)((int)(rnd() % 64) - 32);
