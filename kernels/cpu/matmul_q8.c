@@ -221,10 +221,10 @@ static void q8_run_scalar(const Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi
                     for (int e = 0; e < KCPU_QK; e++) isum += q[e] * xb[e];
                 } else {
                     const uint8_t *q = blk + q8_qs_offset(j->type);
+                    for (int e = 0; e < 16; e++) isum += (q[e] & 0x0f) * xb[e] + (q[e] >> 4) * xb[e + 16];
+                    // (a separate loop: folding the bits into the one above halves Q4's speed)
                     uint32_t qh = q8_is_q5(j->type) ? q8_qh(j->type, blk) : 0;
-                    for (int e = 0; e < 16; e++)
-                        isum += ((q[e] & 0x0f) | ((qh >> e) & 1) << 4) * xb[e] +
-                                ((q[e] >> 4) | ((qh >> (e + 16)) & 1) << 4) * xb[e + 16];
+                    for (int e = 0; qh && e < 32; e++) isum += (int32_t)((qh >> e) & 1) * 16 * xb[e];
                 }
                 sum = fmaf(kcpu_h2f(kcpu_load_u16(blk)) * xd[b], (float)isum, sum);
             }
