@@ -6,8 +6,8 @@
 //       bench/bench_kernels.c -o build/bench_kernels -lm   (one line)
 //   nice build/bench_kernels [threads] [act]
 //
-// "act" runs only the comparison of 16- and 8-bit activations (--cpu-activations; for Q5_0, Q5_1
-// and the K-quants int16 means matmul.c's dequantized float path): each shape at
+// "act" runs only the comparison of 16- and 8-bit activations (--cpu-activations; for Q5_0, Q5_1,
+// IQ4_NL and the K-quants int16 means matmul.c's dequantized float path): each shape at
 // 1 and 64 token rows, int16 and every 8-bit path this CPU has timed in turn within each
 // repetition (interleaved, so load on a shared machine hits them alike), medians and minima.
 // With 1 thread it times the thread's CPU time (CLOCK_THREAD_CPUTIME_ID: the time it actually
@@ -153,7 +153,8 @@ static void bench_activations(int n_threads, float *out, const float *x) {
         {"wq/wo 576x576", QTYPE_Q4_1, 576, 576, 2},   {"gate/up 1536x576", QTYPE_Q4_1, 1536, 576, 2},
         {"down 576x1536", QTYPE_Q4_1, 576, 1536, 1},  {"Q4_0 1536x576", QTYPE_Q4_0, 1536, 576, 1},
         {"Q8_0 1536x576", QTYPE_Q8_0, 1536, 576, 1},  {"Q5_0 1536x576", QTYPE_Q5_0, 1536, 576, 1},
-        {"Q5_1 1536x576", QTYPE_Q5_1, 1536, 576, 1},  {"Q4_K 576x1536", QTYPE_Q4_K, 576, 1536, 1},
+        {"Q5_1 1536x576", QTYPE_Q5_1, 1536, 576, 1},  {"IQ4_NL 1536x576", QTYPE_IQ4_NL, 1536, 576, 1},
+        {"Q4_K 576x1536", QTYPE_Q4_K, 576, 1536, 1},
         {"Q5_K 576x1536", QTYPE_Q5_K, 576, 1536, 1},  {"Q6_K 576x1536", QTYPE_Q6_K, 576, 1536, 1},
         {"Q3_K 576x1536", QTYPE_Q3_K, 576, 1536, 1},  {"Q2_K 576x1536", QTYPE_Q2_K, 576, 1536, 1},
     };

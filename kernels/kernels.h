@@ -79,10 +79,10 @@ void k_embed(float *out, const QMatrix *table, const int *ids, int n_tokens);
 // and whatever the thread count.
 void k_matmul(float *out, const float *x, const QMatrix *w, int n_tokens);
 
-// The activation precision of the Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and K-quant (Q2_K..Q6_K) matmuls
-// (--cpu-activations), process-wide: set it before ops run (tests switch it between ops).
-// K_ACT_INT16 (the default) is the path above (Q5_0/Q5_1 and the K-quants dequantized a row at
-// a time).
+// The activation precision of the Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/IQ4_NL and K-quant (Q2_K..Q6_K)
+// matmuls (--cpu-activations), process-wide: set it before ops run (tests switch it between
+// ops). K_ACT_INT16 (the default) is the path above (Q5_0/Q5_1/IQ4_NL and the K-quants
+// dequantized a row at a time).
 // K_ACT_INT8 quantizes x to 8 bits per block of 32 as ggml's Q8_0 does, or per 256 as Q8_K for
 // the K-quants (|error| per element <= amax(block) / 254), and uses u8 x s8 integer dot products
 // (vpdpbusd; vpmaddubsw + vpdpwssd for the K-quants' per-16 scales): twice the integer

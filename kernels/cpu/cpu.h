@@ -226,6 +226,9 @@ void kcpu_q_drive(const KCpu *kc, const KcpuQDrive *d, const float *x, int n_tok
 typedef enum { KCPU_I8_SCALAR = 0, KCPU_I8_AVX2, KCPU_I8_AVXVNNI, KCPU_I8_AVX512, KCPU_I8_NPATHS } KcpuI8Path;
 int kcpu_int8_path(void);
 
+// IQ4_NL / IQ4_XS: the 16 values a 4-bit index stands for.
+static const int8_t KCPU_IQ4_VALUES[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
 // Q4_K / Q5_K: scale and min j (0..7) of the 12 packed bytes s (quant.c's layout note).
 static inline void kcpu_k_scale_min(int j, const uint8_t *s, int *sc, int *m) {
     if (j < 4) {

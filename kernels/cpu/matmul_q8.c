@@ -11,6 +11,7 @@
 //   Q4_1  Σ q_w q_x, and the min term m · d_x Σq_x is added in float after the row's blocks
 //   Q5_0 / Q5_1  as Q4_0 (offset −16) / Q4_1, the quants' fifth bits (a u32 per block) or-ed
 //         into the nibbles as 16 (the SIMD paths turn the bits into byte masks)
+//   IQ4_NL  as Q8_0 with the weights looked up from the nibbles (vpshufb on the 16-value table)
 //
 // so a block's integer sum B is the plain integer dot of the stored quants with q_x, and the
 // float result is Σ_blocks d_w d_x B (+ Σ_blocks m d_x Σq_x for Q4_1 / Q5_1). vpdpbusd multiplies u8
@@ -125,7 +126,13 @@ typedef struct Q8Job {
 } Q8Job;
 
 static inline int q8_block_bytes(QType t) {
-    return t == QTYPE_Q4_0 ? 18 : t == QTYPE_Q4_1 ? 20 : t == QTYPE_Q5_0 ? 22 : t == QTYPE_Q5_1 ? 24 : 34;
+    return t == QTYPE_Q4_0 || t == QTYPE_IQ4_NL ? 18 : t == QTYPE_Q4_1 ? 20 : t == QTYPE_Q5_0 ? 22 : t == QTYPE_Q5_1 ? 24 : 34;
+}
+
+// Signed weights (Q8_0, IQ4_NL's table values): u8 for vpdpbusd by adding 128, or |w| and
+// sign(x, w) on plain AVX2.
+static inline bool q8_signed(QType t) {
+    return t == QTYPE_Q8_0 || t == QTYPE_IQ4_NL;
 }
 
 // Q4_1 and Q5_1 carry a min (fp16 after d), added in float.
@@ -135,7 +142,7 @@ static inline bool q8_has_min(QType t) {
 
 // Where a block's low nibbles start; Q5_0 / Q5_1 keep the fifth bits in a u32 before them.
 static inline int q8_qs_offset(QType t) {
-    return t == QTYPE_Q4_0 ? 2 : t == QTYPE_Q4_1 ? 4 : t == QTYPE_Q5_0 ? 6 : 8;
+    return t == QTYPE_Q4_0 || t == QTYPE_IQ4_NL ? 2 : t == QTYPE_Q4_1 ? 4 : t == QTYPE_Q5_0 ? 6 : 8;
 }
 
 static inline bool q8_is_q5(QType t) {
@@ -152,7 +159,7 @@ static inline uint32_t q8_qh(QType t, const uint8_t *blk) {
 static inline int32_t q8_offset(QType t, int path, int32_t sum) {
     if (t == QTYPE_Q4_0) return -8 * sum;
     if (t == QTYPE_Q5_0) return -16 * sum;
-    if (t == QTYPE_Q8_0 && (path == Q8_AVX512 || path == Q8_AVXVNNI)) return -128 * sum;
+    if (q8_signed(t) && (path == Q8_AVX512 || path == Q8_AVXVNNI)) return -128 * sum;
     return 0;
 }
 
@@ -219,6 +226,10 @@ static void q8_run_scalar(const Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi
                 if (j->type == QTYPE_Q8_0) {
                     const int8_t *q = (const int8_t *)(blk + 2);
                     for (int e = 0; e < KCPU_QK; e++) isum += q[e] * xb[e];
+                } else if (j->type == QTYPE_IQ4_NL) {
+                    const uint8_t *q = blk + 2;
+                    for (int e = 0; e < 16; e++)
+                        isum += KCPU_IQ4_VALUES[q[e] & 0x0f] * xb[e] + KCPU_IQ4_VALUES[q[e] >> 4] * xb[e + 16];
                 } else {
                     const uint8_t *q = blk + q8_qs_offset(j->type);
                     for (int e = 0; e < 16; e++) isum += (q[e] & 0x0f) * xb[e] + (q[e] >> 4) * xb[e + 16];
@@ -307,6 +318,11 @@ static inline __attribute__((always_inline)) Q8WQuad q8_wquad_512(const QType ty
         }
         w.a = _mm512_or_si512(w.a, _mm512_maskz_mov_epi8(ma, _mm512_set1_epi8(16)));
         w.b = _mm512_or_si512(w.b, _mm512_maskz_mov_epi8(mb, _mm512_set1_epi8(16)));
+    }
+    if (type == QTYPE_IQ4_NL) { // the nibbles index the table, stored + 128 (the offset folds it back)
+        __m512i tbl = _mm512_xor_si512(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)KCPU_IQ4_VALUES)),
+                                       _mm512_set1_epi8((char)0x80));
+        w.a = _mm512_shuffle_epi8(tbl, w.a), w.b = _mm512_shuffle_epi8(tbl, w.b);
     }
     return w;
 }
@@ -408,6 +424,7 @@ static void q8_run_avx512(const Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi
     case QTYPE_Q4_0: q8_rows_512(QTYPE_Q4_0, j, r_lo, r_hi, t_lo, t_hi, m); break;
     case QTYPE_Q4_1: q8_rows_512(QTYPE_Q4_1, j, r_lo, r_hi, t_lo, t_hi, m); break;
     case QTYPE_Q5_0: q8_rows_512(QTYPE_Q5_0, j, r_lo, r_hi, t_lo, t_hi, m); break;
+    case QTYPE_IQ4_NL: q8_rows_512(QTYPE_IQ4_NL, j, r_lo, r_hi, t_lo, t_hi, m); break;
     case QTYPE_Q5_1: q8_rows_512(QTYPE_Q5_1, j, r_lo, r_hi, t_lo, t_hi, m); break;
     case QTYPE_Q8_0: q8_rows_512(QTYPE_Q8_0, j, r_lo, r_hi, t_lo, t_hi, m); break;
     default: DIE("no int8 kernel for %s", qtype_name(j->type));
@@ -428,7 +445,7 @@ static void q8_run_avx512(const Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi
 static inline __attribute__((always_inline)) __m256i q8_dot_256(const int vnni, const QType type, __m256i acc,
                                                                 __m256i w, __m256i x) {
     if (vnni) return _mm256_dpbusd_avx_epi32(acc, w, x);
-    if (type == QTYPE_Q8_0) x = _mm256_sign_epi8(x, w), w = _mm256_abs_epi8(w);
+    if (q8_signed(type)) x = _mm256_sign_epi8(x, w), w = _mm256_abs_epi8(w);
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)));
 }
 
@@ -462,6 +479,11 @@ static inline __attribute__((always_inline)) void q8_tile_256(const int vnni, co
                     const __m256i bits = _mm256_set1_epi64x((long long)0x8040201008040201ull);
                     h = _mm256_cmpeq_epi8(_mm256_and_si256(h, bits), bits);
                     wq[r] = _mm256_or_si256(wq[r], _mm256_and_si256(h, _mm256_set1_epi8(16)));
+                }
+                if (type == QTYPE_IQ4_NL) { // the table, + 128 for vpdpbusd (the offset folds it back)
+                    __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)KCPU_IQ4_VALUES));
+                    if (vnni) tbl = _mm256_xor_si256(tbl, _mm256_set1_epi8((char)0x80));
+                    wq[r] = _mm256_shuffle_epi8(tbl, wq[r]);
                 }
                 if (q8_has_min(type)) m[(size_t)r * j->nbp + b] = kcpu_h2f(kcpu_load_u16(blk + 2));
             }
@@ -514,6 +536,7 @@ static inline __attribute__((always_inline)) void q8_rows_256(const int vnni, co
         case QTYPE_Q4_0: q8_rows_256(vnni, QTYPE_Q4_0, j, r_lo, r_hi, t_lo, t_hi, m); break;     \
         case QTYPE_Q4_1: q8_rows_256(vnni, QTYPE_Q4_1, j, r_lo, r_hi, t_lo, t_hi, m); break;     \
         case QTYPE_Q5_0: q8_rows_256(vnni, QTYPE_Q5_0, j, r_lo, r_hi, t_lo, t_hi, m); break;     \
+        case QTYPE_IQ4_NL: q8_rows_256(vnni, QTYPE_IQ4_NL, j, r_lo, r_hi, t_lo, t_hi, m); break; \
         case QTYPE_Q5_1: q8_rows_256(vnni, QTYPE_Q5_1, j, r_lo, r_hi, t_lo, t_hi, m); break;     \
         case QTYPE_Q8_0: q8_rows_256(vnni, QTYPE_Q8_0, j, r_lo, r_hi, t_lo, t_hi, m); break;     \
         default: DIE("no int8 kernel for %s", qtype_name(j->type));                              \

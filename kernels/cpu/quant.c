@@ -306,14 +306,13 @@ static void dequant_q3_K(const uint8_t *b, float *y) {
 }
 
 // ---- the non-linear 4-bit types: indices into a fixed table of 16 values
-static const int8_t IQ4_VALUES[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
-// IQ4_NL {fp16 d; u8 qs[16]}: nibbles as Q4_0; value d * IQ4_VALUES[q].
+// IQ4_NL {fp16 d; u8 qs[16]}: nibbles as Q4_0; value d * KCPU_IQ4_VALUES[q].
 static void dequant_iq4_nl(const uint8_t *b, float *y) {
     float d = read_fp16(b);
     for (int j = 0; j < 16; j++) {
-        y[j] = d * (float)IQ4_VALUES[b[2 + j] & 0x0f];
-        y[j + 16] = d * (float)IQ4_VALUES[b[2 + j] >> 4];
+        y[j] = d * (float)KCPU_IQ4_VALUES[b[2 + j] & 0x0f];
+        y[j + 16] = d * (float)KCPU_IQ4_VALUES[b[2 + j] >> 4];
     }
 }
 
@@ -327,8 +326,8 @@ static void dequant_iq4_xs(const uint8_t *b, float *y) {
         float dl = d * (float)(ls - 32);
         const uint8_t *qs = b + 8 + 16 * ib;
         for (int j = 0; j < 16; j++) {
-            y[j] = dl * (float)IQ4_VALUES[qs[j] & 0x0f];
-            y[j + 16] = dl * (float)IQ4_VALUES[qs[j] >> 4];
+            y[j] = dl * (float)KCPU_IQ4_VALUES[qs[j] & 0x0f];
+            y[j + 16] = dl * (float)KCPU_IQ4_VALUES[qs[j] >> 4];
         }
     }
 }

@@ -1,5 +1,5 @@
 // test_matmul_q8.c: the 8-bit activation matmuls (--cpu-activations int8, kernels/cpu/matmul_q8.c
-// for Q4_0 Q4_1 Q5_0 Q5_1 Q8_0, matmul_k8.c for the K-quants Q2_K..Q6_K) on every instruction-set path this
+// for Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL, matmul_k8.c for the K-quants Q2_K..Q6_K) on every instruction-set path this
 // CPU has (the others say SKIP).
 //
 // 1. Integer dots are exact: with power-of-two scales, small integer sub-scales and activations
@@ -35,7 +35,7 @@ static float rnd_float(float lo, float hi) {
     return lo + (hi - lo) * (float)(rnd() >> 8) / (float)(1 << 24);
 }
 
-static const QType TYPES[] = {QTYPE_Q4_0, QTYPE_Q4_1, QTYPE_Q5_0, QTYPE_Q5_1, QTYPE_Q8_0,
+static const QType TYPES[] = {QTYPE_Q4_0, QTYPE_Q4_1, QTYPE_Q5_0, QTYPE_Q5_1, QTYPE_Q8_0, QTYPE_IQ4_NL,
                              QTYPE_Q2_K, QTYPE_Q3_K, QTYPE_Q4_K, QTYPE_Q5_K, QTYPE_Q6_K};
 
 // Elements per activation quantization block.
