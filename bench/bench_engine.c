@@ -12,6 +12,7 @@
 //   decode step   mean time of the steps that carry decode tokens only
 //
 //   make build/bench/bench_engine && nice build/bench/bench_engine [model.gguf] [threads] [C,C,...] [kv MiB]
+//       [int16|int8]      (kv MiB 0: the default; the last: --cpu-activations)
 //
 // The machine should be quiet; on a shared one, OMP_WAIT_POLICY=passive keeps OpenMP threads from
 // spinning against other processes.
@@ -106,15 +107,17 @@ int main(int argc, char **argv) {
     c.enable_prefix_caching = false;
     c.max_model_len = PROMPT_LEN + GEN_LEN;
     c.threads = threads;
-    if (argc > 4) c.kv_cache_memory = (size_t)atol(argv[4]) << 20;
+    if (argc > 4 && atol(argv[4]) > 0) c.kv_cache_memory = (size_t)atol(argv[4]) << 20;
+    if (argc > 5) c.cpu_activations = strcmp(argv[5], "int8") ? K_ACT_INT16 : K_ACT_INT8;
     char err[ERR_MAX];
     Engine *e;
     if (engine_create(&e, &c, model, err) != SL_OK) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
-    printf("bench_engine: %s, %d threads, prompt %d, %d new tokens each, budget %d tokens/step\n", model,
-           engine_info(e)->threads, PROMPT_LEN, GEN_LEN, c.max_num_batched_tokens);
+    printf("bench_engine: %s, %d threads, prompt %d, %d new tokens each, budget %d tokens/step, %s activations\n",
+           model, engine_info(e)->threads, PROMPT_LEN, GEN_LEN, c.max_num_batched_tokens,
+           c.cpu_activations == K_ACT_INT8 ? "int8" : "int16");
     Result warm;
     if (run_round(e, 1, &warm) != SL_OK) return 1; // page in weights and KV, start the thread team
 

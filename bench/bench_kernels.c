@@ -6,7 +6,8 @@
 //       bench/bench_kernels.c -o build/bench_kernels -lm   (one line)
 //   nice build/bench_kernels [threads] [act]
 //
-// "act" runs only the comparison of 16- and 8-bit activations (--cpu-activations): each shape at
+// "act" runs only the comparison of 16- and 8-bit activations (--cpu-activations; for Q5_0, Q5_1,
+// IQ4_NL and the K-quants int16 means matmul.c's dequantized float path): each shape at
 // 1 and 64 token rows, int16 and every 8-bit path this CPU has timed in turn within each
 // repetition (interleaved, so load on a shared machine hits them alike), medians and minima.
 // With 1 thread it times the thread's CPU time (CLOCK_THREAD_CPUTIME_ID: the time it actually
@@ -35,15 +36,18 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-// Random blocks with small fp16 scales in the first 2 (and for Q4_1 4) bytes of each block.
+// Random blocks with small fp16 scales in each block's scale fields (the first 2 bytes, Q4_1's
+// min after them; the K-quants' d / dmin where their layouts keep them).
 static void *bench_weights(QType t, int rows, int cols) {
     size_t bytes = (size_t)rows * qtype_row_size(t, cols), bb = qtype_block_bytes(t);
     uint8_t *w = xmalloc_aligned(bytes);
     for (size_t i = 0; i < bytes; i++) w[i] = rand_byte();
+    int od = t == QTYPE_Q2_K ? 80 : t == QTYPE_Q3_K ? 108 : t == QTYPE_Q6_K ? 208 : 0;
+    int om = t == QTYPE_Q4_1 || t == QTYPE_Q5_1 || t == QTYPE_Q4_K || t == QTYPE_Q5_K ? 2 : t == QTYPE_Q2_K ? 82 : -1;
     for (size_t i = 0; i < bytes; i += bb) {
         uint16_t d = f32_to_fp16(0.01f), m = f32_to_fp16(-0.05f);
-        memcpy(w + i, &d, 2);
-        if (t == QTYPE_Q4_1) memcpy(w + i + 2, &m, 2);
+        memcpy(w + i + od, &d, 2);
+        if (om >= 0) memcpy(w + i + om, &m, 2);
     }
     return w;
 }
@@ -148,7 +152,11 @@ static void bench_activations(int n_threads, float *out, const float *x) {
     static const Shape act_shapes[] = {
         {"wq/wo 576x576", QTYPE_Q4_1, 576, 576, 2},   {"gate/up 1536x576", QTYPE_Q4_1, 1536, 576, 2},
         {"down 576x1536", QTYPE_Q4_1, 576, 1536, 1},  {"Q4_0 1536x576", QTYPE_Q4_0, 1536, 576, 1},
-        {"Q8_0 1536x576", QTYPE_Q8_0, 1536, 576, 1},
+        {"Q8_0 1536x576", QTYPE_Q8_0, 1536, 576, 1},  {"Q5_0 1536x576", QTYPE_Q5_0, 1536, 576, 1},
+        {"Q5_1 1536x576", QTYPE_Q5_1, 1536, 576, 1},  {"IQ4_NL 1536x576", QTYPE_IQ4_NL, 1536, 576, 1},
+        {"Q4_K 576x1536", QTYPE_Q4_K, 576, 1536, 1},
+        {"Q5_K 576x1536", QTYPE_Q5_K, 576, 1536, 1},  {"Q6_K 576x1536", QTYPE_Q6_K, 576, 1536, 1},
+        {"Q3_K 576x1536", QTYPE_Q3_K, 576, 1536, 1},  {"Q2_K 576x1536", QTYPE_Q2_K, 576, 1536, 1},
     };
     const char *best = k_int8_path(), *names[ACT_MAX] = {"int16"};
     int n_var = 1;

@@ -80,13 +80,16 @@ void k_embed(float *out, const QMatrix *table, const int *ids, int n_tokens);
 // and whatever the thread count.
 void k_matmul(float *out, const float *x, const QMatrix *w, int n_tokens);
 
-// The activation precision of the Q4_0/Q4_1/Q8_0 matmuls (--cpu-activations), process-wide:
-// set it before ops run (tests switch it between ops). K_ACT_INT16 (the default) is the path
-// above. K_ACT_INT8 quantizes x per block of 32 to 8 bits as ggml's Q8_0 does (|error| per
-// element <= amax(block) / 254) and uses u8 x s8 integer dot products (vpdpbusd, or AMX tiles
-// where the CPU has them): twice the integer throughput or more, at 258 times the activation
-// error. It stays deterministic and batch-invariant; against the 16-bit path it differs by that
-// error.
+// The activation precision of the Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/IQ4_NL and K-quant (Q2_K..Q6_K)
+// matmuls (--cpu-activations), process-wide: set it before ops run (tests switch it between
+// ops). K_ACT_INT16 (the default) is the path above (Q5_0/Q5_1/IQ4_NL and the K-quants
+// dequantized a row at a time).
+// K_ACT_INT8 quantizes x to 8 bits per block of 32 as ggml's Q8_0 does, or per 256 as Q8_K for
+// the K-quants (|error| per element <= amax(block) / 254), and uses u8 x s8 integer dot products
+// (vpdpbusd, or AMX tiles for Q4_0/Q4_1/Q8_0 where the CPU has them; vpmaddubsw + vpdpwssd for
+// the K-quants' per-16 scales): twice the integer throughput or more, at 258 times the
+// activation error. It stays deterministic and batch-invariant; against the 16-bit path it
+// differs by that error.
 typedef enum { K_ACT_INT16 = 0, K_ACT_INT8 = 1 } KActivations;
 void k_set_activations(KActivations a);
 KActivations k_activations(void);

@@ -54,7 +54,8 @@ typedef enum {
 // Known to the reader (size and block known) — a superset of what can be dequantized.
 // Takes an int so a raw id from a file can be asked about before it is trusted as a QType.
 bool qtype_known(int t);
-// Dequantization implemented: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K.
+// Dequantization implemented: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K
+// IQ4_NL IQ4_XS.
 bool qtype_dequant_supported(QType t);
 const char *qtype_name(QType t);   // "Q4_1"; "unknown" for an unknown id
 int qtype_block(QType t);          // elements per block (t must be known)

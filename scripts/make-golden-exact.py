@@ -23,7 +23,7 @@ step, and, in a comment line, the top-1 minus top-2 logit margin at each step. T
 logits.
 
 Needs the reference venv (numpy + gguf; see scripts/make-golden.sh, which creates it):
-    nice /opt/refvenv/bin/python scripts/make-golden-exact.py [model.gguf]
+    nice /opt/refvenv/bin/python scripts/make-golden-exact.py [--out=PATH] [model.gguf]
     nice /opt/refvenv/bin/python scripts/make-golden-exact.py --verify [model.gguf]
 --verify writes nothing in the tree: it checks the existing exact.txt against llama.cpp
 (llama-cpp-python) run on a temporary copy of the model with every tensor dequantized to F32
@@ -55,11 +55,13 @@ except ImportError:
     sys.exit("the gguf package is missing: run scripts/make-golden.sh (it creates /opt/refvenv)")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ARGS = [a for a in sys.argv[1:] if a != "--verify"]
+ARGS = [a for a in sys.argv[1:] if a != "--verify" and not a.startswith("--out=")]
 VERIFY = "--verify" in sys.argv[1:]
 MODEL = ARGS[0] if ARGS else os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+# --out=PATH: write there instead (tests/models/test_requant.py's goldens of requantized files)
+OUT_ARG = next((a[len("--out="):] for a in sys.argv[1:] if a.startswith("--out=")), None)
 FORWARD = os.path.join(ROOT, "tests", "data", "golden", "forward.txt")
-OUT = os.path.join(ROOT, "tests", "data", "golden", "exact.txt")
+OUT = OUT_ARG or os.path.join(ROOT, "tests", "data", "golden", "exact.txt")
 N_GEN = 64
 TOP_K = 5
 
@@ -123,8 +125,9 @@ class Model:
         self.v_cache = [None] * self.hp["n_layer"]
         self.n_past = 0
 
-    def forward(self, ids):
-        """Run tokens ids at positions n_past.. and return the logits of the last one."""
+    def forward(self, ids, every=False):
+        """Run tokens ids at positions n_past.. and return the logits of the last one (every:
+        of each, as rows)."""
         hp, w = self.hp, self.w
         T, hd, nh, nkv = len(ids), hp["head_dim"], hp["n_head"], hp["n_kv_head"]
         pos = np.arange(self.n_past, self.n_past + T)
@@ -157,6 +160,8 @@ class Model:
             u = h @ w[p + "ffn_up.weight"].T
             x = x + ((g / (1.0 + np.exp(-g))) * u) @ w[p + "ffn_down.weight"].T
         self.n_past += T
+        if every:
+            return rms_norm(x, w["output_norm.weight"], hp["eps"]) @ w["output.weight"].T
         h = rms_norm(x[-1], w["output_norm.weight"], hp["eps"])
         return w["output.weight"] @ h
 

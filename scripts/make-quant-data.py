@@ -12,7 +12,9 @@ repository and is needed only to regenerate this data (tests and CI read the che
 
 Output (all little-endian, no headers; a fixed seed makes it reproducible):
   <TYPE>.raw / <TYPE>.f32      blocks of TYPE and their float32 decoding, for F32 F16 BF16 Q4_0
-                               Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K. Blocks are random bytes with
+                               Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K, then (from a second
+                               seed, so the earlier files did not change) Q2_K Q3_K IQ4_NL
+                               IQ4_XS. Blocks are random bytes with
                                the fp16 scale/min fields set to finite values of moderate size
                                (a few zero and subnormal), plus, where gguf-py can quantize the
                                type, blocks made by gguf.quants.quantize from random floats.
@@ -46,6 +48,13 @@ BLOCK_TYPES = {
     T.Q4_K: (48, [0, 2]),
     T.Q5_K: (48, [0, 2]),
     T.Q6_K: (48, [208]),
+}
+# added later, drawn from their own generator so that the files above stay as they were
+LATER_TYPES = {
+    T.Q2_K: (48, [80, 82]),
+    T.Q3_K: (48, [108]),
+    T.IQ4_NL: (256, [0]),
+    T.IQ4_XS: (48, [0]),
 }
 QUANTIZABLE = {T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0}
 
@@ -125,6 +134,7 @@ def special_f32():
 
 
 def main():
+    global rng
     os.makedirs(OUT, exist_ok=True)
     total = 0
     with np.errstate(all="ignore"):
@@ -150,6 +160,13 @@ def main():
         total += save("convert_fp16.f32", v) + save("convert_fp16.u16", v.astype(np.float16).view(np.uint16))
         bq = quantize(v, T.BF16).view(np.uint16)
         total += save("convert_bf16.f32", v) + save("convert_bf16.u16", bq)
+
+        rng = np.random.default_rng(20261205)
+        for qtype, (n_blocks, offs) in LATER_TYPES.items():
+            raw = make_blocks(qtype, n_blocks, offs)
+            out = dequantize(raw.reshape(-1), qtype).astype(np.float32).reshape(-1)
+            assert np.isfinite(out).all(), qtype.name
+            total += save(qtype.name + ".raw", raw) + save(qtype.name + ".f32", out)
 
     if os.path.exists(MODEL):
         r = GGUFReader(MODEL)

@@ -46,6 +46,7 @@ typedef struct {
     int8_t *xq8;        // [max_tokens, max_quads * 128]
     float *xd8, *xs8;   // [max_tokens, max_quads * 4] block scales, and d * sum(q)
     int32_t *xc;        // [max_tokens, max_quads * 4] the integer offset terms
+    int16_t *xbs;       // [max_tokens, max_quads * 8] matmul_k8.c: Σq_x per 16 elements
     float *thread_buf;  // [n_threads, thread_buf_floats] private to each thread of the team
     size_t thread_buf_floats;
 } KCpu;
@@ -221,6 +222,24 @@ typedef struct {
     int row_tile; // weight rows per thread share are a multiple of this (0: 4)
 } KcpuQDrive;
 void kcpu_q_drive(const KCpu *kc, const KcpuQDrive *d, const float *x, int n_tokens);
+
+// The 8-bit matmuls' instruction-set path (matmul_q8.c picks it; matmul_k8.c follows it).
+typedef enum { KCPU_I8_SCALAR = 0, KCPU_I8_AVX2, KCPU_I8_AVXVNNI, KCPU_I8_AVX512, KCPU_I8_NPATHS } KcpuI8Path;
+int kcpu_int8_path(void);
+
+// IQ4_NL / IQ4_XS: the 16 values a 4-bit index stands for.
+static const int8_t KCPU_IQ4_VALUES[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+// Q4_K / Q5_K: scale and min j (0..7) of the 12 packed bytes s (quant.c's layout note).
+static inline void kcpu_k_scale_min(int j, const uint8_t *s, int *sc, int *m) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0x0f) | (s[j - 4] >> 6) << 4;
+        *m = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+    }
+}
 
 // Sum of squares / dot product of n floats in a fixed order for the compiled path.
 float kcpu_dot_f32(const float *a, const float *b, int n);

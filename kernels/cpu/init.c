@@ -22,6 +22,7 @@ static void kcpu_destroy(void *p) {
     free(kc->xd8);
     free(kc->xs8);
     free(kc->xc);
+    free(kc->xbs);
     free(kc->thread_buf);
     free(kc);
 }
@@ -59,9 +60,11 @@ void k_init(int n_threads, int max_tokens, int max_cols) {
     kc->xd8 = xmalloc_aligned(rows * (size_t)kc->max_quads * 4 * sizeof(float));
     kc->xs8 = xmalloc_aligned(rows * (size_t)kc->max_quads * 4 * sizeof(float));
     kc->xc = xmalloc_aligned(rows * (size_t)kc->max_quads * 4 * sizeof(int32_t));
+    kc->xbs = xmalloc_aligned(rows * (size_t)kc->max_quads * 8 * sizeof(int16_t));
     // Each thread's buffer holds a dequantized weight row (max_cols), the offsets of a matmul
-    // tile's weight rows (< max_cols / 2), one KV head group's attention accumulators, or the
-    // AMX kernels' 16 rows of Q4 weights unpacked to bytes (16 max_cols bytes) after 4 KiB.
+    // tile's weight rows (< max_cols / 2), 4 K-quant rows unpacked by matmul_k8.c (< 2.2 max_cols
+    // bytes each), one KV head group's attention accumulators, or the AMX kernels' 16 rows of Q4
+    // weights unpacked to bytes (16 max_cols bytes) after 4 KiB.
     kc->thread_buf_floats = ((size_t)4 * max_cols + 4096 + 15) & ~(size_t)15;
     kc->thread_buf = xmalloc_aligned((size_t)n_threads * kc->thread_buf_floats * sizeof(float));
     kcpu_self = kc;

@@ -2,6 +2,10 @@
 //
 //   Q4_0 Q4_1 Q8_0   integer dots on the stored blocks against 16-bit activations (matmul_q.c)
 //                    or, with k_set_activations(K_ACT_INT8), 8-bit ones (matmul_q8.c)
+//   Q5_0 Q5_1 IQ4_NL with K_ACT_INT8 as Q4_0 / Q4_1 / Q8_0 (matmul_q8.c); with K_ACT_INT16 as
+//                    below
+//   Q2_K .. Q6_K     with K_ACT_INT8, integer dots against 8-bit activations per 256 (matmul_k8.c);
+//                    with K_ACT_INT16 dequantized rows as below
 //   F32 F16          float dots, F16 converted in registers
 //   anything else    each weight row dequantized once into the thread's buffer (dequant_row),
 //                    then float dots with every token row: correct, not fast
@@ -14,6 +18,7 @@
 
 void kcpu_matmul_q(const KCpu *kc, float *out, const float *x, const QMatrix *w, int n_tokens);
 void kcpu_matmul_q8(const KCpu *kc, float *out, const float *x, const QMatrix *w, int n_tokens);
+void kcpu_matmul_k8(const KCpu *kc, float *out, const float *x, const QMatrix *w, int n_tokens);
 
 // Process-wide, set at start-up (and by tests between ops), read by every rank's thread.
 static int cpu_activations = K_ACT_INT16;
@@ -204,9 +209,21 @@ void k_matmul(float *out, const float *x, const QMatrix *w, int n_tokens) {
     case QTYPE_Q4_0:
     case QTYPE_Q4_1:
     case QTYPE_Q8_0:
-        if (k_activations() == K_ACT_INT8) kcpu_matmul_q8(kc, out, x, w, n_tokens);
+    case QTYPE_Q5_0:
+    case QTYPE_Q5_1:
+    case QTYPE_IQ4_NL:
+    case QTYPE_Q2_K:
+    case QTYPE_Q3_K:
+    case QTYPE_Q4_K:
+    case QTYPE_Q5_K:
+    case QTYPE_Q6_K: {
+        bool kq = qtype_block(w->type) == QK_K, q16 = w->type == QTYPE_Q4_0 || w->type == QTYPE_Q4_1 ||
+                                                      w->type == QTYPE_Q8_0;
+        if (k_activations() == K_ACT_INT8) (kq ? kcpu_matmul_k8 : kcpu_matmul_q8)(kc, out, x, w, n_tokens);
+        else if (!q16) matmul_dequant(kc, out, x, w, n_tokens);
         else kcpu_matmul_q(kc, out, x, w, n_tokens);
         break;
+    }
     case QTYPE_F32:
     case QTYPE_F16: matmul_float(kc, out, x, w, n_tokens); break;
     default: matmul_dequant(kc, out, x, w, n_tokens); break;

@@ -1,4 +1,4 @@
-// matmul_q8.c: out = x · Wᵀ on Q4_0 / Q4_1 / Q8_0 weights with 8-bit activations
+// matmul_q8.c: out = x · Wᵀ on Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 weights with 8-bit activations
 // (--cpu-activations int8; matmul_q.c is the 16-bit path).
 //
 // Each activation row is quantized per block of 32 as ggml's Q8_0 / Q8_1 do: d = amax / 127,
@@ -9,9 +9,12 @@
 //   Q8_0  Σ q_w q_x                    (weights as u8 q_w + 128:  Σ (q_w + 128) q_x − 128 Σq_x)
 //   Q4_0  Σ (q_w − 8) q_x   = Σ q_w q_x − 8 Σq_x            (q_w in 0..15 is already a u8)
 //   Q4_1  Σ q_w q_x, and the min term m · d_x Σq_x is added in float after the row's blocks
+//   Q5_0 / Q5_1  as Q4_0 (offset −16) / Q4_1, the quants' fifth bits (a u32 per block) or-ed
+//         into the nibbles as 16 (the SIMD paths turn the bits into byte masks)
+//   IQ4_NL  as Q8_0 with the weights looked up from the nibbles (vpshufb on the 16-value table)
 //
 // so a block's integer sum B is the plain integer dot of the stored quants with q_x, and the
-// float result is Σ_blocks d_w d_x B (+ Σ_blocks m d_x Σq_x for Q4_1). vpdpbusd multiplies u8
+// float result is Σ_blocks d_w d_x B (+ Σ_blocks m d_x Σq_x for Q4_1 / Q5_1). vpdpbusd multiplies u8
 // by s8, which is why the weights are the unsigned operand: nibbles are 0..15 as stored, and
 // Q8_0's s8 quants become u8 by adding 128 (an xor), whose cost is one activation-only integer
 // per block. The int32 sums cannot overflow: per lane at most 8 · 255 · 127 plus 128 · 32 · 127.
@@ -69,6 +72,14 @@ static int q8_path_get(void) {
     return p;
 }
 
+_Static_assert((int)Q8_AVX512 == (int)KCPU_I8_AVX512 && (int)Q8_AVXVNNI == (int)KCPU_I8_AVXVNNI &&
+                   (int)Q8_AVX2 == (int)KCPU_I8_AVX2,
+               "kcpu_int8_path returns a Q8Path");
+int kcpu_int8_path(void) {
+    int p = q8_path_get();
+    return p == Q8_AMX ? Q8_AVX512 : p; // the K-quants have no tile kernel: AMX implies AVX-512 VNNI
+}
+
 const char *k_int8_path(void) {
     return Q8_PATH_NAMES[q8_path_get()];
 }
@@ -92,7 +103,8 @@ const char *k_int8_path_name(int i) {
 // The integer offset per block that turns the kernel's u8 weights into the stored values.
 static inline int32_t q8_offset(QType t, int path, int32_t sum) {
     if (t == QTYPE_Q4_0) return -8 * sum;
-    if (t == QTYPE_Q8_0 && (path == Q8_AVX512 || path == Q8_AVXVNNI || path == Q8_AMX)) return -128 * sum;
+    if (t == QTYPE_Q5_0) return -16 * sum;
+    if (q8_signed(t) && (path == Q8_AVX512 || path == Q8_AVXVNNI || path == Q8_AMX)) return -128 * sum;
     return 0;
 }
 
@@ -145,7 +157,7 @@ static void q8_run_scalar(const Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi
     const int bb = q8_block_bytes(j->type);
     for (int r = r_lo; r < r_hi; r++) {
         const uint8_t *row = j->w + (size_t)r * j->row_bytes;
-        for (int b = 0; b < j->nb && j->type == QTYPE_Q4_1; b++)
+        for (int b = 0; b < j->nb && q8_has_min(j->type); b++)
             mbuf[b] = kcpu_h2f(kcpu_load_u16(row + (size_t)b * bb + 2));
         for (int t = t_lo; t < t_hi; t++) {
             const int8_t *xq = j->xq + (size_t)t * j->nbp * KCPU_QK;
@@ -159,13 +171,20 @@ static void q8_run_scalar(const Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi
                 if (j->type == QTYPE_Q8_0) {
                     const int8_t *q = (const int8_t *)(blk + 2);
                     for (int e = 0; e < KCPU_QK; e++) isum += q[e] * xb[e];
+                } else if (j->type == QTYPE_IQ4_NL) {
+                    const uint8_t *q = blk + 2;
+                    for (int e = 0; e < 16; e++)
+                        isum += KCPU_IQ4_VALUES[q[e] & 0x0f] * xb[e] + KCPU_IQ4_VALUES[q[e] >> 4] * xb[e + 16];
                 } else {
-                    const uint8_t *q = blk + (j->type == QTYPE_Q4_1 ? 4 : 2);
+                    const uint8_t *q = blk + q8_qs_offset(j->type);
                     for (int e = 0; e < 16; e++) isum += (q[e] & 0x0f) * xb[e] + (q[e] >> 4) * xb[e + 16];
+                    // (a separate loop: folding the bits into the one above halves Q4's speed)
+                    uint32_t qh = q8_is_q5(j->type) ? q8_qh(j->type, blk) : 0;
+                    for (int e = 0; qh && e < 32; e++) isum += (int32_t)((qh >> e) & 1) * 16 * xb[e];
                 }
                 sum = fmaf(kcpu_h2f(kcpu_load_u16(blk)) * xd[b], (float)isum, sum);
             }
-            if (j->type == QTYPE_Q4_1) sum += q8_min_term(mbuf, j->xs + (size_t)t * j->nbp, j->nb);
+            if (q8_has_min(j->type)) sum += q8_min_term(mbuf, j->xs + (size_t)t * j->nbp, j->nb);
             j->out[(size_t)t * j->ldo + r] = sum;
         }
     }
@@ -203,7 +222,7 @@ static inline __attribute__((always_inline)) Q8WQuad q8_wquad_512(const QType ty
     const int bb = q8_block_bytes(type);
     const uint8_t *b0 = row + (size_t)4 * qd * bb;
     Q8WQuad w;
-    if (type == QTYPE_Q4_1) { // d0 m0 .. d3 m3 in one conversion
+    if (q8_has_min(type)) { // d0 m0 .. d3 m3 in one conversion
         uint32_t h[4] = {0, 0, 0, 0};
         for (int k = 0; k < n; k++) memcpy(&h[k], b0 + (size_t)k * bb, 4);
         __m256 f = _mm256_cvtph_ps(_mm_setr_epi32((int)h[0], (int)h[1], (int)h[2], (int)h[3]));
@@ -229,13 +248,27 @@ static inline __attribute__((always_inline)) Q8WQuad q8_wquad_512(const QType ty
         w.b = _mm512_xor_si512(hi, _mm512_set1_epi8((char)0x80));
         return w;
     }
-    const int off = type == QTYPE_Q4_1 ? 4 : 2;
+    const int off = q8_qs_offset(type);
     __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(b0 + off)));
     if (n > 1) v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(b0 + bb + off)), 1);
     if (n > 2) v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(b0 + 2 * bb + off)), 2);
     if (n > 3) v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(b0 + 3 * bb + off)), 3);
     w.a = _mm512_and_si512(v, _mm512_set1_epi8(0x0f));
     w.b = _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0f));
+    if (q8_is_q5(type)) { // fifth bits: bit e of block k's qh is byte 16k + e of a (e < 16) or of b
+        uint64_t ma = 0, mb = 0;
+        for (int k = 0; k < n; k++) {
+            uint32_t qh = q8_qh(type, b0 + (size_t)k * bb);
+            ma |= (uint64_t)(qh & 0xffff) << (16 * k), mb |= (uint64_t)(qh >> 16) << (16 * k);
+        }
+        w.a = _mm512_or_si512(w.a, _mm512_maskz_mov_epi8(ma, _mm512_set1_epi8(16)));
+        w.b = _mm512_or_si512(w.b, _mm512_maskz_mov_epi8(mb, _mm512_set1_epi8(16)));
+    }
+    if (type == QTYPE_IQ4_NL) { // the nibbles index the table, stored + 128 (the offset folds it back)
+        __m512i tbl = _mm512_xor_si512(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)KCPU_IQ4_VALUES)),
+                                       _mm512_set1_epi8((char)0x80));
+        w.a = _mm512_shuffle_epi8(tbl, w.a), w.b = _mm512_shuffle_epi8(tbl, w.b);
+    }
     return w;
 }
 
@@ -283,7 +316,7 @@ static inline __attribute__((always_inline)) void q8_tile_512(const QType type, 
     case 3: q8_step_512(type, R, T, j, r0, t0, full, 3, acc, m); break;
     default: break;
     }
-    if (type == QTYPE_Q4_1) { // the min term into the lanes, 16 blocks at a time
+    if (q8_has_min(type)) { // the min term into the lanes, 16 blocks at a time
         const int n = j->nbp;
         for (int k = 0; k < n; k += 16) {
             __mmask16 mk = n - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - k)) - 1);
@@ -335,6 +368,9 @@ static void q8_run_avx512(const Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi
     switch (j->type) {
     case QTYPE_Q4_0: q8_rows_512(QTYPE_Q4_0, j, r_lo, r_hi, t_lo, t_hi, m); break;
     case QTYPE_Q4_1: q8_rows_512(QTYPE_Q4_1, j, r_lo, r_hi, t_lo, t_hi, m); break;
+    case QTYPE_Q5_0: q8_rows_512(QTYPE_Q5_0, j, r_lo, r_hi, t_lo, t_hi, m); break;
+    case QTYPE_IQ4_NL: q8_rows_512(QTYPE_IQ4_NL, j, r_lo, r_hi, t_lo, t_hi, m); break;
+    case QTYPE_Q5_1: q8_rows_512(QTYPE_Q5_1, j, r_lo, r_hi, t_lo, t_hi, m); break;
     case QTYPE_Q8_0: q8_rows_512(QTYPE_Q8_0, j, r_lo, r_hi, t_lo, t_hi, m); break;
     default: DIE("no int8 kernel for %s", qtype_name(j->type));
     }
@@ -354,7 +390,7 @@ static void q8_run_avx512(const Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi
 static inline __attribute__((always_inline)) __m256i q8_dot_256(const int vnni, const QType type, __m256i acc,
                                                                 __m256i w, __m256i x) {
     if (vnni) return _mm256_dpbusd_avx_epi32(acc, w, x);
-    if (type == QTYPE_Q8_0) x = _mm256_sign_epi8(x, w), w = _mm256_abs_epi8(w);
+    if (q8_signed(type)) x = _mm256_sign_epi8(x, w), w = _mm256_abs_epi8(w);
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)));
 }
 
@@ -377,11 +413,24 @@ static inline __attribute__((always_inline)) void q8_tile_256(const int vnni, co
                 wq[r] = _mm256_loadu_si256((const __m256i *)(blk + 2));
                 if (vnni) wq[r] = _mm256_xor_si256(wq[r], _mm256_set1_epi8((char)0x80));
             } else {
-                __m128i v = _mm_loadu_si128((const __m128i *)(blk + (type == QTYPE_Q4_1 ? 4 : 2)));
+                __m128i v = _mm_loadu_si128((const __m128i *)(blk + q8_qs_offset(type)));
                 __m128i lo = _mm_and_si128(v, _mm_set1_epi8(0x0f));
                 __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0f));
                 wq[r] = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
-                if (type == QTYPE_Q4_1) m[(size_t)r * j->nbp + b] = kcpu_h2f(kcpu_load_u16(blk + 2));
+                if (q8_is_q5(type)) { // byte e takes bit e of qh: spread its bytes, test one bit each
+                    __m256i h = _mm256_shuffle_epi8(_mm256_set1_epi32((int)q8_qh(type, blk)),
+                                                    _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202,
+                                                                       0x0303030303030303));
+                    const __m256i bits = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+                    h = _mm256_cmpeq_epi8(_mm256_and_si256(h, bits), bits);
+                    wq[r] = _mm256_or_si256(wq[r], _mm256_and_si256(h, _mm256_set1_epi8(16)));
+                }
+                if (type == QTYPE_IQ4_NL) { // the table, + 128 for vpdpbusd (the offset folds it back)
+                    __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)KCPU_IQ4_VALUES));
+                    if (vnni) tbl = _mm256_xor_si256(tbl, _mm256_set1_epi8((char)0x80));
+                    wq[r] = _mm256_shuffle_epi8(tbl, wq[r]);
+                }
+                if (q8_has_min(type)) m[(size_t)r * j->nbp + b] = kcpu_h2f(kcpu_load_u16(blk + 2));
             }
         }
 #pragma GCC unroll 2
@@ -397,7 +446,7 @@ static inline __attribute__((always_inline)) void q8_tile_256(const int vnni, co
             }
         }
     }
-    if (type == QTYPE_Q4_1) // the min term into the lanes, 8 blocks at a time
+    if (q8_has_min(type)) // the min term into the lanes, 8 blocks at a time
         for (int k = 0; k < j->nb; k += 8) {
             __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(j->nb - k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 #pragma GCC unroll 2
@@ -431,6 +480,9 @@ static inline __attribute__((always_inline)) void q8_rows_256(const int vnni, co
         switch (j->type) {                                                                       \
         case QTYPE_Q4_0: q8_rows_256(vnni, QTYPE_Q4_0, j, r_lo, r_hi, t_lo, t_hi, m); break;     \
         case QTYPE_Q4_1: q8_rows_256(vnni, QTYPE_Q4_1, j, r_lo, r_hi, t_lo, t_hi, m); break;     \
+        case QTYPE_Q5_0: q8_rows_256(vnni, QTYPE_Q5_0, j, r_lo, r_hi, t_lo, t_hi, m); break;     \
+        case QTYPE_IQ4_NL: q8_rows_256(vnni, QTYPE_IQ4_NL, j, r_lo, r_hi, t_lo, t_hi, m); break; \
+        case QTYPE_Q5_1: q8_rows_256(vnni, QTYPE_Q5_1, j, r_lo, r_hi, t_lo, t_hi, m); break;     \
         case QTYPE_Q8_0: q8_rows_256(vnni, QTYPE_Q8_0, j, r_lo, r_hi, t_lo, t_hi, m); break;     \
         default: DIE("no int8 kernel for %s", qtype_name(j->type));                              \
         }                                                                                        \

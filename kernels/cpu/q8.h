@@ -38,7 +38,33 @@ typedef struct Q8Job {
 } Q8Job;
 
 static inline int q8_block_bytes(QType t) {
-    return t == QTYPE_Q4_0 ? 18 : t == QTYPE_Q4_1 ? 20 : 34;
+    return t == QTYPE_Q4_0 || t == QTYPE_IQ4_NL ? 18 : t == QTYPE_Q4_1 ? 20 : t == QTYPE_Q5_0 ? 22 : t == QTYPE_Q5_1 ? 24 : 34;
+}
+
+// Signed weights (Q8_0, IQ4_NL's table values): u8 for vpdpbusd by adding 128, or |w| and
+// sign(x, w) on plain AVX2.
+static inline bool q8_signed(QType t) {
+    return t == QTYPE_Q8_0 || t == QTYPE_IQ4_NL;
+}
+
+// Q4_1 and Q5_1 carry a min (fp16 after d), added in float.
+static inline bool q8_has_min(QType t) {
+    return t == QTYPE_Q4_1 || t == QTYPE_Q5_1;
+}
+
+// Where a block's low nibbles start; Q5_0 / Q5_1 keep the fifth bits in a u32 before them.
+static inline int q8_qs_offset(QType t) {
+    return t == QTYPE_Q4_0 || t == QTYPE_IQ4_NL ? 2 : t == QTYPE_Q4_1 ? 4 : t == QTYPE_Q5_0 ? 6 : 8;
+}
+
+static inline bool q8_is_q5(QType t) {
+    return t == QTYPE_Q5_0 || t == QTYPE_Q5_1;
+}
+
+static inline uint32_t q8_qh(QType t, const uint8_t *blk) {
+    uint32_t qh;
+    memcpy(&qh, blk + q8_qs_offset(t) - 4, 4);
+    return qh;
 }
 
 // matmul_amx.c. The CPU has AMX-TILE and AMX-INT8 and the kernel granted this process the tile

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "common/common.h"
+#include "kernels/cpu/cpu.h"
 
 // ---- the type table
 
@@ -31,8 +32,8 @@ static const QTypeInfo QTYPE_INFO[QTYPE_COUNT] = {
     [QTYPE_Q5_1] = {"Q5_1", 32, 24, true},
     [QTYPE_Q8_0] = {"Q8_0", 32, 34, true},
     [QTYPE_Q8_1] = {"Q8_1", 32, 36, false},
-    [QTYPE_Q2_K] = {"Q2_K", QK_K, 84, false},
-    [QTYPE_Q3_K] = {"Q3_K", QK_K, 110, false},
+    [QTYPE_Q2_K] = {"Q2_K", QK_K, 84, true},
+    [QTYPE_Q3_K] = {"Q3_K", QK_K, 110, true},
     [QTYPE_Q4_K] = {"Q4_K", QK_K, 144, true},
     [QTYPE_Q5_K] = {"Q5_K", QK_K, 176, true},
     [QTYPE_Q6_K] = {"Q6_K", QK_K, 210, true},
@@ -41,10 +42,10 @@ static const QTypeInfo QTYPE_INFO[QTYPE_COUNT] = {
     [QTYPE_IQ2_XS] = {"IQ2_XS", QK_K, 74, false},
     [QTYPE_IQ3_XXS] = {"IQ3_XXS", QK_K, 98, false},
     [QTYPE_IQ1_S] = {"IQ1_S", QK_K, 50, false},
-    [QTYPE_IQ4_NL] = {"IQ4_NL", 32, 18, false},
+    [QTYPE_IQ4_NL] = {"IQ4_NL", 32, 18, true},
     [QTYPE_IQ3_S] = {"IQ3_S", QK_K, 110, false},
     [QTYPE_IQ2_S] = {"IQ2_S", QK_K, 82, false},
-    [QTYPE_IQ4_XS] = {"IQ4_XS", QK_K, 136, false},
+    [QTYPE_IQ4_XS] = {"IQ4_XS", QK_K, 136, true},
     [QTYPE_I8] = {"I8", 1, 1, false},
     [QTYPE_I16] = {"I16", 1, 2, false},
     [QTYPE_I32] = {"I32", 1, 4, false},
@@ -211,15 +212,6 @@ static void dequant_q8_0(const uint8_t *b, float *y) {
 // Q4_K and Q5_K pack 8 six-bit scales and 8 six-bit mins into 12 bytes: bytes 0-3 hold scales
 // 0-3 (low 6 bits) and the top 2 bits of scales 4-7; bytes 4-7 the same for the mins; bytes
 // 8-11 the low 4 bits of scale (low nibble) and min (high nibble) 4-7.
-static inline void k_scale_min(int j, const uint8_t *s, int *sc, int *m) {
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *m = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 0x0f) | (s[j - 4] >> 6) << 4;
-        *m = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
-    }
-}
 
 // Q4_K {fp16 d, dmin; u8 scales[12]; u8 qs[128]}: each 64 elements are two sub-blocks of 32
 // sharing 32 bytes of qs (low nibbles, then high); value d*sc * q - dmin*m.
@@ -228,9 +220,9 @@ static void dequant_q4_K(const uint8_t *b, float *y) {
     const uint8_t *scales = b + 4, *q = b + 16;
     for (int j = 0, is = 0; j < QK_K; j += 64, is += 2, q += 32) {
         int sc, m;
-        k_scale_min(is, scales, &sc, &m);
+        kcpu_k_scale_min(is, scales, &sc, &m);
         float d1 = d * (float)sc, m1 = dmin * (float)m;
-        k_scale_min(is + 1, scales, &sc, &m);
+        kcpu_k_scale_min(is + 1, scales, &sc, &m);
         float d2 = d * (float)sc, m2 = dmin * (float)m;
         for (int l = 0; l < 32; l++) y[j + l] = d1 * (float)(q[l] & 0x0f) - m1;
         for (int l = 0; l < 32; l++) y[j + 32 + l] = d2 * (float)(q[l] >> 4) - m2;
@@ -245,9 +237,9 @@ static void dequant_q5_K(const uint8_t *b, float *y) {
     uint8_t u1 = 1, u2 = 2;
     for (int j = 0, is = 0; j < QK_K; j += 64, is += 2, ql += 32, u1 <<= 2, u2 <<= 2) {
         int sc, m;
-        k_scale_min(is, scales, &sc, &m);
+        kcpu_k_scale_min(is, scales, &sc, &m);
         float d1 = d * (float)sc, m1 = dmin * (float)m;
-        k_scale_min(is + 1, scales, &sc, &m);
+        kcpu_k_scale_min(is + 1, scales, &sc, &m);
         float d2 = d * (float)sc, m2 = dmin * (float)m;
         for (int l = 0; l < 32; l++)
             y[j + l] = d1 * (float)((ql[l] & 0x0f) + (qh[l] & u1 ? 16 : 0)) - m1;
@@ -274,6 +266,68 @@ static void dequant_q6_K(const uint8_t *b, float *y) {
             y[l + 32] = d * (float)sc[is + 2] * (float)q2;
             y[l + 64] = d * (float)sc[is + 4] * (float)q3;
             y[l + 96] = d * (float)sc[is + 6] * (float)q4;
+        }
+    }
+}
+
+// Q2_K {u8 scales[16]; u8 qs[64]; fp16 d, dmin}: 2-bit quants, one byte per 16 elements holding
+// the scale (low nibble) and min (high nibble); each 128 elements take 32 bytes of qs, element
+// group j (of 4) the bits 2j..2j+1; value d*sc * q - dmin*m.
+static void dequant_q2_K(const uint8_t *b, float *y) {
+    const uint8_t *sc = b, *q = b + 16;
+    float d = read_fp16(b + 80), dmin = read_fp16(b + 82);
+    for (int n = 0, is = 0; n < QK_K; n += 128, q += 32)
+        for (int shift = 0; shift < 8; shift += 2)
+            for (int h = 0; h < 32; h += 16, is++) {
+                float dl = d * (float)(sc[is] & 0x0f), ml = dmin * (float)(sc[is] >> 4);
+                for (int l = 0; l < 16; l++) *y++ = dl * (float)((q[h + l] >> shift) & 3) - ml;
+            }
+}
+
+// Q3_K {u8 hmask[32]; u8 qs[64]; u8 scales[12]; fp16 d}: 2 low bits as Q2_K, the third bit of
+// element group j (of 8) in bit j of hmask (clear means -4), and 16 six-bit scales packed as
+// low nibbles in bytes 0-7 then 2-bit tops in bytes 8-11; value d*(sc - 32) * q.
+static void dequant_q3_K(const uint8_t *b, float *y) {
+    const uint8_t *hm = b, *q = b + 32, *s = b + 96;
+    float d = read_fp16(b + 108);
+    int sc[16];
+    for (int i = 0; i < 16; i++) {
+        int lo = i < 8 ? s[i] & 0x0f : s[i - 8] >> 4;
+        sc[i] = (lo | ((s[8 + i % 4] >> (2 * (i / 4))) & 3) << 4) - 32;
+    }
+    uint8_t m = 1;
+    for (int n = 0, is = 0; n < QK_K; n += 128, q += 32)
+        for (int shift = 0; shift < 8; shift += 2, m <<= 1)
+            for (int h = 0; h < 32; h += 16, is++) {
+                float dl = d * (float)sc[is];
+                for (int l = 0; l < 16; l++)
+                    *y++ = dl * (float)(((q[h + l] >> shift) & 3) - (hm[h + l] & m ? 0 : 4));
+            }
+}
+
+// ---- the non-linear 4-bit types: indices into a fixed table of 16 values
+
+// IQ4_NL {fp16 d; u8 qs[16]}: nibbles as Q4_0; value d * KCPU_IQ4_VALUES[q].
+static void dequant_iq4_nl(const uint8_t *b, float *y) {
+    float d = read_fp16(b);
+    for (int j = 0; j < 16; j++) {
+        y[j] = d * (float)KCPU_IQ4_VALUES[b[2 + j] & 0x0f];
+        y[j + 16] = d * (float)KCPU_IQ4_VALUES[b[2 + j] >> 4];
+    }
+}
+
+// IQ4_XS {fp16 d; u16 scales_h; u8 scales_l[4]; u8 qs[128]}: eight IQ4_NL-like sub-blocks of 32
+// whose 6-bit scales are a nibble of scales_l and 2 bits of scales_h; value d*(ls - 32) * table.
+static void dequant_iq4_xs(const uint8_t *b, float *y) {
+    float d = read_fp16(b);
+    int sh = b[2] | b[3] << 8;
+    for (int ib = 0; ib < 8; ib++, y += 32) {
+        int ls = ((b[4 + ib / 2] >> 4 * (ib % 2)) & 0x0f) | ((sh >> 2 * ib) & 3) << 4;
+        float dl = d * (float)(ls - 32);
+        const uint8_t *qs = b + 8 + 16 * ib;
+        for (int j = 0; j < 16; j++) {
+            y[j] = dl * (float)KCPU_IQ4_VALUES[qs[j] & 0x0f];
+            y[j + 16] = dl * (float)KCPU_IQ4_VALUES[qs[j] >> 4];
         }
     }
 }
@@ -307,9 +361,13 @@ void dequant_row(QType t, const void *src, float *dst, int64_t n) {
     case QTYPE_Q5_0: fn = dequant_q5_0; break;
     case QTYPE_Q5_1: fn = dequant_q5_1; break;
     case QTYPE_Q8_0: fn = dequant_q8_0; break;
+    case QTYPE_Q2_K: fn = dequant_q2_K; break;
+    case QTYPE_Q3_K: fn = dequant_q3_K; break;
     case QTYPE_Q4_K: fn = dequant_q4_K; break;
     case QTYPE_Q5_K: fn = dequant_q5_K; break;
     case QTYPE_Q6_K: fn = dequant_q6_K; break;
+    case QTYPE_IQ4_NL: fn = dequant_iq4_nl; break;
+    case QTYPE_IQ4_XS: fn = dequant_iq4_xs; break;
     default: DIE("no dequantizer for %s", qtype_name(t));
     }
     int qk = QTYPE_INFO[t].block, bytes = QTYPE_INFO[t].bytes;

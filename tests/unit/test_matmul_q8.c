@@ -1,13 +1,17 @@
-// test_matmul_q8.c: the 8-bit activation matmuls (--cpu-activations int8, kernels/cpu/matmul_q8.c)
-// on every instruction-set path this CPU has (the others say SKIP).
+// test_matmul_q8.c: the 8-bit activation matmuls (--cpu-activations int8, kernels/cpu/matmul_q8.c
+// for Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL, matmul_k8.c for the K-quants Q2_K..Q6_K) on every instruction-set path this
+// CPU has (the others say SKIP).
 //
-// 1. Integer dots are exact: with power-of-two scales and activations that are integers times a
-//    power of two with ±127 · 2^k in every block, the activation quantization is lossless and
-//    every float operation of the epilogue is exact, so the result must equal the plain integer
-//    reference Σ_b d_w d_x Σ_e q_w q_x (+ m d_x Σ q_x) bit for bit.
+// 1. Integer dots are exact: with power-of-two scales, small integer sub-scales and activations
+//    that are small integers times a power of two (constant over each 256) with ±127 · 2^k in
+//    every 32, the activation quantization (per 32 or per 256) is lossless and every float
+//    operation of the epilogue is exact, so the result must equal the plain reference Σ_e w_e x_e
+//    bit for bit, w_e the stored value (dequant_row, itself checked against gguf-py) and the sum
+//    exact in double: that is the integer sum Σ_b d_w d_x (Σ_e sc q_w q_x − mn Σ q_x).
 // 2. Against the float reference (the stored weights dequantized by dequant_row, x in double):
 //    the integer sums are exact, so the only error beyond float rounding is the activations'
-//    rounding to the 8-bit grid, |x̂ − x| <= d / 2 = amax(block) / 254 per element. Hence
+//    rounding to the 8-bit grid, |x̂ − x| <= d / 2 = amax(block) / 254 per element, a block being
+//    the activation quantization's (32 elements, or 256 for the K-quants). Hence
 //       |out − ref| <= Σ_blocks Σ|w| · amax / 254  (· 1.01 for the rounding of d, 1/d and x/d)
 //                    + 2e-5 · Σ|w·x| (float accumulation, as test_kernels.c allows)
 //    and against a reference fed the same 8-bit activations (quantized here, textbook way) only
@@ -31,47 +35,67 @@ static float rnd_float(float lo, float hi) {
     return lo + (hi - lo) * (float)(rnd() >> 8) / (float)(1 << 24);
 }
 
-static const QType TYPES[] = {QTYPE_Q4_0, QTYPE_Q4_1, QTYPE_Q8_0};
+static const QType TYPES[] = {QTYPE_Q4_0, QTYPE_Q4_1, QTYPE_Q5_0, QTYPE_Q5_1, QTYPE_Q8_0, QTYPE_IQ4_NL,
+                             QTYPE_Q2_K, QTYPE_Q3_K, QTYPE_Q4_K, QTYPE_Q5_K, QTYPE_Q6_K};
+
+// Elements per activation quantization block.
+static int act_block(QType t) {
+    return qtype_block(t) == QK_K ? QK_K : 32;
+}
+
+// Byte offsets of a block's fp16 scales (d, then dmin where there is one; -1 for none).
+static void half_fields(QType t, int *d, int *dmin) {
+    *dmin = -1;
+    switch (t) {
+    case QTYPE_Q2_K: *d = 80, *dmin = 82; break;
+    case QTYPE_Q3_K: *d = 108; break;
+    case QTYPE_Q6_K: *d = 208; break;
+    case QTYPE_Q4_K:
+    case QTYPE_Q5_K:
+    case QTYPE_Q4_1:
+    case QTYPE_Q5_1: *d = 0, *dmin = 2; break;
+    default: *d = 0; break;
+    }
+}
 
 static void put_half(uint8_t *p, float v) {
     uint16_t h = f32_to_fp16(v);
     memcpy(p, &h, 2);
 }
 
-// Random quants; scales from d_choices (exact in fp16), Q4_1 mins integers in [-4, 3] when
-// exact, else small floats.
+// Random quants and sub-scales; scales 1 or 0.5 when exact (Q4_1 / Q5_1 mins integers in [-4, 3],
+// K-quant dmin 1 or 0.5, Q6_K's int8 sub-scales in [-32, 31]), else small floats.
 static uint8_t *make_w(QType t, int rows, int cols, bool exact) {
     size_t rb = qtype_row_size(t, cols), bb = qtype_block_bytes(t);
     uint8_t *w = xmalloc((size_t)rows * rb);
     for (size_t i = 0; i < (size_t)rows * rb; i++) w[i] = (uint8_t)rnd();
+    int od, om;
+    half_fields(t, &od, &om);
     for (int r = 0; r < rows; r++)
         for (size_t b = 0; b < rb / bb; b++) {
             uint8_t *blk = w + (size_t)r * rb + b * bb;
-            put_half(blk, exact ? (rnd() & 1 ? 1.0f : 0.5f) : rnd_float(0.002f, 0.03f));
-            if (t == QTYPE_Q4_1) put_half(blk + 2, exact ? (float)((int)(rnd() % 8) - 4) : rnd_float(-0.2f, 0.0f));
+            put_half(blk + od, exact ? (rnd() & 1 ? 1.0f : 0.5f) : rnd_float(0.002f, 0.03f));
+            if (t == QTYPE_Q4_1 || t == QTYPE_Q5_1) put_half(blk + 2, exact ? (float)((int)(rnd() % 8) - 4) : rnd_float(-0.2f, 0.0f));
+            else if (om >= 0) put_half(blk + om, exact ? (rnd() & 1 ? 1.0f : 0.5f) : rnd_float(0.001f, 0.02f));
+            if (t == QTYPE_Q6_K && exact)
+                for (int g = 0; g < 16; g++) blk[192 + g] = (uint8_t)((int)(rnd() % 64) - 32);
         }
     return w;
 }
 
-// exact: integers in [-127, 127] times 0.5 or 1 per block, each block holding ±127 times its scale.
+// exact: integers in [-15, 15] times s = 0.5 or 1 (one s per 256, or per row when shorter),
+// each 32 holding ±127 s (small values keep the K-quants' sums exact in float).
 static float *make_x(int n, int cols, bool exact) {
     float *x = xmalloc(sizeof(float) * (size_t)n * cols);
+    float s = 1.0f;
     for (int i = 0; i < n * cols; i += 32) {
-        float s = rnd() & 1 ? 1.0f : 0.5f, spread = (i / 32) % 3 == 0 ? 4.0f : 0.5f;
+        if ((i % cols) % QK_K == 0) s = rnd() & 1 ? 1.0f : 0.5f;
+        float spread = (i / 32) % 3 == 0 ? 4.0f : 0.5f;
         for (int e = 0; e < 32; e++)
-            x[i + e] = exact ? s * (float)((int)(rnd() % 255) - 127) : rnd_float(-1.0f, 1.0f) * spread;
+            x[i + e] = exact ? s * (float)((int)(rnd() % 31) - 15) : rnd_float(-1.0f, 1.0f) * spread;
         if (exact) x[i + rnd() % 32] = rnd() & 1 ? 127.0f * s : -127.0f * s;
     }
     return x;
-}
-
-// The stored integer quant of element e of a block, without the offset: Σ q_w q_x uses this,
-// and the offset (−8 for Q4_0) is applied to the integer sum as the format defines.
-static int block_quant(QType t, const uint8_t *blk, int e) {
-    if (t == QTYPE_Q8_0) return ((const int8_t *)(blk + 2))[e];
-    const uint8_t *qs = blk + (t == QTYPE_Q4_1 ? 4 : 2);
-    int q = e < 16 ? qs[e] & 0x0f : qs[e - 16] >> 4;
-    return t == QTYPE_Q4_0 ? q - 8 : q;
 }
 
 static int paths_tested;
@@ -109,9 +133,13 @@ typedef struct {
 // n >= 16 reaches the AMX tiles (16 token rows each), the rest their VNNI kernel
 static const Shape SHAPES[] = {{37, 96, 7}, {5, 32, 1}, {67, 160, 4}, {64, 576, 9}, {9, 224, 13}, {20, 1536, 3}, {35, 224, 37}};
 
+// The K-quants take each shape's columns rounded up to whole 256s.
 static void each_case(const char *path, void (*fn)(const char *path, QType t, int R, int C, int N)) {
     for (size_t ti = 0; ti < ARRAY_LEN(TYPES); ti++)
-        for (size_t si = 0; si < ARRAY_LEN(SHAPES); si++) fn(path, TYPES[ti], SHAPES[si].rows, SHAPES[si].cols, SHAPES[si].n);
+        for (size_t si = 0; si < ARRAY_LEN(SHAPES); si++) {
+            int blk = qtype_block(TYPES[ti]), C = (SHAPES[si].cols + blk - 1) / blk * blk;
+            fn(path, TYPES[ti], SHAPES[si].rows, C, SHAPES[si].n);
+        }
 }
 
 static void int_exact_case(const char *path, QType t, int R, int C, int N) {
@@ -120,31 +148,21 @@ static void int_exact_case(const char *path, QType t, int R, int C, int N) {
     QMatrix m = {t, R, C, w, NULL};
     void *pack = pack_for_path(&m);
     k_matmul(out, x, &m, N);
-    size_t rb = qtype_row_size(t, C), bb = qtype_block_bytes(t);
+    size_t rb = qtype_row_size(t, C);
+    float *wr = xmalloc(sizeof(float) * C);
     int bad = 0;
-    for (int tok = 0; tok < N; tok++)
-        for (int r = 0; r < R; r++) {
-            double want = 0; // every term a multiple of 1/4 below 2^40: exact in double
-            for (int b = 0; b < C / 32; b++) {
-                const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bb;
-                const float *xb = x + (size_t)tok * C + b * 32;
-                float amax = 0;
-                for (int e = 0; e < 32; e++) amax = fmaxf(amax, fabsf(xb[e]));
-                double dx = amax / 127.0, dw = fp16_to_f32((uint16_t)(blk[0] | blk[1] << 8));
-                int64_t isum = 0, xsum = 0;
-                for (int e = 0; e < 32; e++) {
-                    int qx = (int)(xb[e] / dx);
-                    isum += (int64_t)block_quant(t, blk, e) * qx, xsum += qx;
-                }
-                want += dw * dx * (double)isum;
-                if (t == QTYPE_Q4_1) want += fp16_to_f32((uint16_t)(blk[2] | blk[3] << 8)) * dx * (double)xsum;
-            }
+    for (int r = 0; r < R; r++) {
+        dequant_row(t, w + (size_t)r * rb, wr, C);
+        for (int tok = 0; tok < N; tok++) {
+            double want = 0; // products of <= 24 + 8 bits, multiples of 2^-8 below 2^40: exact
+            for (int c = 0; c < C; c++) want += (double)wr[c] * x[(size_t)tok * C + c];
             float got = out[(size_t)tok * R + r];
             if ((double)got != want && bad++ < 3)
                 TEST_FAIL_("%s %s %dx%d n=%d row %d tok %d: %.9g, integer reference %.9g", path,
                            qtype_name(t), R, C, N, r, tok, got, want);
         }
-    free(w), free(x), free(out), free(pack);
+    }
+    free(wr), free(w), free(x), free(out), free(pack);
 }
 
 static void int_exact(const char *path) {
@@ -164,22 +182,23 @@ static void vs_float_case(const char *path, QType t, int R, int C, int N) {
     float *wr = xmalloc(sizeof(float) * C), *xq = xmalloc(sizeof(float) * C);
     size_t rb = qtype_row_size(t, C);
     int bad = 0;
+    const int ab = act_block(t);
     for (int tok = 0; tok < N; tok++) {
         const float *xt = x + (size_t)tok * C;
-        for (int b = 0; b < C; b += 32) { // the textbook 8-bit quantization
+        for (int b = 0; b < C; b += ab) { // the textbook 8-bit quantization
             float amax = 0;
-            for (int e = 0; e < 32; e++) amax = fmaxf(amax, fabsf(xt[b + e]));
+            for (int e = 0; e < ab; e++) amax = fmaxf(amax, fabsf(xt[b + e]));
             float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0;
-            for (int e = 0; e < 32; e++) xq[b + e] = nearbyintf(xt[b + e] * id) * d;
+            for (int e = 0; e < ab; e++) xq[b + e] = nearbyintf(xt[b + e] * id) * d;
         }
         for (int r = 0; r < R; r++) {
             dequant_row(t, w + (size_t)r * rb, wr, C);
             double ref = 0, refq = 0, mag = 0, bound = 0;
             for (int c = 0; c < C; c++)
                 ref += (double)wr[c] * xt[c], refq += (double)wr[c] * xq[c], mag += fabs((double)wr[c] * xt[c]);
-            for (int b = 0; b < C; b += 32) {
+            for (int b = 0; b < C; b += ab) {
                 double amax = 0, wsum = 0;
-                for (int e = 0; e < 32; e++) amax = fmax(amax, fabs(xt[b + e])), wsum += fabs(wr[b + e]);
+                for (int e = 0; e < ab; e++) amax = fmax(amax, fabs(xt[b + e])), wsum += fabs(wr[b + e]);
                 bound += wsum * amax / 254.0;
             }
             double got = out[(size_t)tok * R + r], tol = 2e-5 * mag + 1e-6;
@@ -204,8 +223,9 @@ static void test_vs_float(void) {
 
 static void batch_invariance(const char *path) {
     for (size_t ti = 0; ti < ARRAY_LEN(TYPES); ti++) {
-        int R = 75, C = 160, N = 53; // N crosses the 48-row token chunk; 5 blocks, odd
         QType t = TYPES[ti];
+        // N crosses the 48-row token chunk; 5 blocks, odd (2 for the K-quants)
+        int R = 75, C = qtype_block(t) == QK_K ? 512 : 160, N = 53;
         uint8_t *w = make_w(t, R, C, false);
         QMatrix m = {t, R, C, w, NULL};
         void *pack = pack_for_path(&m);
@@ -249,9 +269,11 @@ static void test_amx_is_scalar(void) {
         return;
     }
     static const Shape AMX_SHAPES[] = {{5, 32, 16}, {37, 96, 17}, {67, 160, 53}, {64, 576, 64}, {33, 1536, 35}, {16, 224, 48}};
-    for (size_t ti = 0; ti < ARRAY_LEN(TYPES); ti++)
+    // the types k_pack repacks; the others take the avx512-vnni kernels on the amx path (each_path)
+    static const QType AMX_TYPES[] = {QTYPE_Q4_0, QTYPE_Q4_1, QTYPE_Q8_0};
+    for (size_t ti = 0; ti < ARRAY_LEN(AMX_TYPES); ti++)
         for (size_t si = 0; si < ARRAY_LEN(AMX_SHAPES); si++) {
-            QType t = TYPES[ti];
+            QType t = AMX_TYPES[ti];
             int R = AMX_SHAPES[si].rows, C = AMX_SHAPES[si].cols, N = AMX_SHAPES[si].n;
             uint8_t *w = make_w(t, R, C, false);
             float *x = make_x(N, C, false), *ref = xmalloc(sizeof(float) * (size_t)N * R);

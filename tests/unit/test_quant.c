@@ -42,14 +42,14 @@ static void test_type_table(void) {
         {QTYPE_Q5_1, 32, 24, 32, "Q5_1", true},
         {QTYPE_Q8_0, 576, 612, 32, "Q8_0", true},
         {QTYPE_Q8_1, 32, 36, 32, "Q8_1", false},
-        {QTYPE_Q2_K, 256, 84, 256, "Q2_K", false},
-        {QTYPE_Q3_K, 256, 110, 256, "Q3_K", false},
+        {QTYPE_Q2_K, 256, 84, 256, "Q2_K", true},
+        {QTYPE_Q3_K, 256, 110, 256, "Q3_K", true},
         {QTYPE_Q4_K, 512, 288, 256, "Q4_K", true},
         {QTYPE_Q5_K, 256, 176, 256, "Q5_K", true},
         {QTYPE_Q6_K, 768, 630, 256, "Q6_K", true},
         {QTYPE_Q8_K, 256, 292, 256, "Q8_K", false},
-        {QTYPE_IQ4_NL, 32, 18, 32, "IQ4_NL", false},
-        {QTYPE_IQ4_XS, 256, 136, 256, "IQ4_XS", false},
+        {QTYPE_IQ4_NL, 32, 18, 32, "IQ4_NL", true},
+        {QTYPE_IQ4_XS, 256, 136, 256, "IQ4_XS", true},
         {QTYPE_F64, 2, 16, 1, "F64", false},
         {QTYPE_TQ2_0, 256, 66, 256, "TQ2_0", false},
         {QTYPE_Q4_0, 0, 0, 32, "Q4_0", true},
@@ -76,7 +76,7 @@ static void test_type_table(void) {
 
 static const QType DEQUANT_TYPES[] = {
     QTYPE_F32, QTYPE_F16, QTYPE_BF16, QTYPE_Q4_0, QTYPE_Q4_1, QTYPE_Q5_0,
-    QTYPE_Q5_1, QTYPE_Q8_0, QTYPE_Q4_K, QTYPE_Q5_K, QTYPE_Q6_K,
+    QTYPE_Q5_1, QTYPE_Q8_0, QTYPE_Q2_K, QTYPE_Q3_K, QTYPE_Q4_K, QTYPE_Q5_K, QTYPE_Q6_K, QTYPE_IQ4_NL, QTYPE_IQ4_XS,
 };
 
 // Compares n floats bit for bit; reports the first difference.
