@@ -18,7 +18,7 @@
 static const char *LOG_LEVEL_NAMES[] = {"debug", "info", "warning", "error"};
 const char *const LOAD_FORMAT_NAMES[] = {"auto", "gguf", "safetensors", "dummy", NULL};
 const char *const DEVICE_NAMES[] = {"auto", "cpu", "cuda", NULL};
-const char *const CPU_ACTIVATIONS_NAMES[] = {"int16", "int8", NULL};
+const char *const CPU_ACTIVATIONS_NAMES[] = {"int16", "int8", "auto", NULL};
 
 static int parse_loglevel(const char *s, LogLevel *out) {
     if (!strcasecmp(s, "debug")) *out = LOG_DEBUG;
@@ -255,7 +255,7 @@ void config_defaults(Config *c) {
     c->load_format = xstrdup("auto");
     c->tokenizer = NULL;
     c->device = xstrdup("auto");
-    c->cpu_activations = xstrdup("int16");
+    c->cpu_activations = xstrdup("auto");
     c->gpu_memory_utilization = 0.9f;
     c->enforce_eager = false;
     c->structured_output_cache_size = 64;
@@ -308,8 +308,9 @@ int config_flags(Config *c, Flag *out) {
         {"--device", "SLUICE_DEVICE", FLAG_STR, &c->device, 0, 0,
          "auto (cuda when this build has CUDA and a GPU is visible, else cpu), cpu or cuda", ""},
         {"--cpu-activations", "SLUICE_CPU_ACTIVATIONS", FLAG_STR, &c->cpu_activations, 0, 0,
-         "activation precision of the CPU's Q4_0/Q4_1/Q8_0 matmuls: int16 (follows the exact model) or int8 "
-         "(VNNI u8 x s8 dot products, faster, coarser: docs/architecture.md)", ""},
+         "activation precision of the CPU's quantized matmuls: int16 (follows the exact model; types other than "
+         "Q4_0/Q4_1/Q8_0 dequantized a row at a time), int8 (VNNI/AMX u8 x s8 dot products, faster, coarser: "
+         "docs/architecture.md) or auto (int16 for Q4_0/Q4_1/Q8_0, int8 for the rest)", ""},
         {"--gpu-memory-utilization", "SLUICE_GPU_MEMORY_UTILIZATION", FLAG_FLOAT, &c->gpu_memory_utilization, 0, 1,
          "share of the GPU's memory for weights, activations and KV cache (0 < X <= 1)", ""},
         {"--enforce-eager", "SLUICE_ENFORCE_EAGER", FLAG_BOOL, &c->enforce_eager, 0, 0,

@@ -23,7 +23,7 @@ void engine_config_defaults(EngineConfig *c) {
     *c = (EngineConfig){.max_num_batched_tokens = 512, .max_num_seqs = 64, .block_size = 16,
                         .enable_prefix_caching = true, .max_model_len = 0, .kv_cache_memory = 0,
                         .threads = 0, .kv_dtype = KV_F16, .seed = 0, .tensor_parallel_size = 1,
-                        .load_format = LOAD_AUTO, .tokenizer = NULL,  .device = ENGINE_DEVICE_AUTO, .cpu_activations = K_ACT_INT16,
+                        .load_format = LOAD_AUTO, .tokenizer = NULL,  .device = ENGINE_DEVICE_AUTO, .cpu_activations = K_ACT_AUTO,
                         .gpu_memory_utilization = 0.9, .enforce_eager = false,
                         .structured_output_cache_size = 64, .structured_output_compile_timeout = 10};
 }
@@ -680,6 +680,9 @@ int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path,
         k_set_activations(c->cpu_activations);
         if (c->cpu_activations == K_ACT_INT8)
             log_info("cpu matmuls: 8-bit activations, %s kernels (picked from the CPU's features)", k_int8_path());
+        else if (c->cpu_activations == K_ACT_AUTO)
+            log_info("cpu matmuls: 16-bit activations for Q4_0/Q4_1/Q8_0, 8-bit (%s kernels) for other quantized "
+                     "types (--cpu-activations auto)", k_int8_path());
         else
             log_info("cpu matmuls: 16-bit activations (--cpu-activations int16)");
         if (engine_load_cpu(e, err) != SL_OK) goto fail;

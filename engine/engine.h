@@ -57,7 +57,7 @@ typedef struct {
     const char *tokenizer;      // --tokenizer: a .gguf or an HF tokenizer directory; NULL = the model's
                                 // own (read during engine_create only)
     EngineDevice device;        // --device
-    KActivations cpu_activations; // --cpu-activations: the CPU matmuls' activation precision (int16)
+    KActivations cpu_activations; // --cpu-activations: the CPU matmuls' activation precision (auto)
     double gpu_memory_utilization; // --gpu-memory-utilization (0.9)
     bool enforce_eager;         // --enforce-eager: no CUDA graphs
     int structured_output_cache_size;        // --structured-output-cache-size: compiled grammars kept (64)

@@ -6,6 +6,7 @@
 //                    below
 //   Q2_K .. Q6_K     with K_ACT_INT8, integer dots against 8-bit activations per 256 (matmul_k8.c);
 //                    with K_ACT_INT16 dequantized rows as below
+//   (K_ACT_AUTO: the Q4_0 Q4_1 Q8_0 row's int16, every other quantized type's int8)
 //   F32 F16          float dots, F16 converted in registers
 //   anything else    each weight row dequantized once into the thread's buffer (dequant_row),
 //                    then float dots with every token row: correct, not fast
@@ -24,7 +25,7 @@ void kcpu_matmul_k8(const KCpu *kc, float *out, const float *x, const QMatrix *w
 static int cpu_activations = K_ACT_INT16;
 
 void k_set_activations(KActivations a) {
-    CHECK(a == K_ACT_INT16 || a == K_ACT_INT8, "activation precision %d", (int)a);
+    CHECK(a == K_ACT_INT16 || a == K_ACT_INT8 || a == K_ACT_AUTO, "activation precision %d", (int)a);
     __atomic_store_n(&cpu_activations, (int)a, __ATOMIC_RELEASE);
 }
 
@@ -219,7 +220,8 @@ void k_matmul(float *out, const float *x, const QMatrix *w, int n_tokens) {
     case QTYPE_Q6_K: {
         bool kq = qtype_block(w->type) == QK_K, q16 = w->type == QTYPE_Q4_0 || w->type == QTYPE_Q4_1 ||
                                                       w->type == QTYPE_Q8_0;
-        if (k_activations() == K_ACT_INT8) (kq ? kcpu_matmul_k8 : kcpu_matmul_q8)(kc, out, x, w, n_tokens);
+        KActivations a = k_activations();
+        if (a == K_ACT_INT8 || (a == K_ACT_AUTO && !q16)) (kq ? kcpu_matmul_k8 : kcpu_matmul_q8)(kc, out, x, w, n_tokens);
         else if (!q16) matmul_dequant(kc, out, x, w, n_tokens);
         else kcpu_matmul_q(kc, out, x, w, n_tokens);
         break;

@@ -36,6 +36,8 @@ static void test_defaults(void) {
     EXPECT(c.enable_prefix_caching);
     EXPECT_EQ_INT(c.log_level, LOG_INFO);
     EXPECT_EQ_INT(c.seed, 0);
+    EXPECT_STR_EQ(c.cpu_activations, "auto");
+    EXPECT_EQ_INT(engine_config_from(&c).cpu_activations, K_ACT_AUTO);
     char err[ERR_MAX];
     EXPECT_EQ_INT(config_validate(&c, err), SL_OK);
     config_free(&c);
@@ -115,7 +117,7 @@ static void test_flags_invalid(void) {
         {{"--model", ""}, "--model: expected a value"},
         {{"--max-num-seqs", "0"}, "--max-num-seqs: 0 is out of range"},
         {{"--enable-prefix-caching=maybe"}, "--enable-prefix-caching: expected true or false, got 'maybe'"},
-        {{"--cpu-activations", "int4"}, "--cpu-activations: expected int16 or int8, got 'int4'"},
+        {{"--cpu-activations", "int4"}, "--cpu-activations: expected int16, int8 or auto, got 'int4'"},
     };
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
         const char *a[5] = {0};

@@ -319,6 +319,25 @@ static void test_default_int16(void) {
     free(w), free(x);
 }
 
+// auto: Q4_0/Q4_1/Q8_0 take the int16 kernels, every other quantized type the int8 ones, bit for
+// bit what the explicit setting gives.
+static void test_auto_per_type(void) {
+    for (size_t ti = 0; ti < ARRAY_LEN(TYPES); ti++) {
+        QType t = TYPES[ti];
+        int R = 16, C = 512, q16 = t == QTYPE_Q4_0 || t == QTYPE_Q4_1 || t == QTYPE_Q8_0;
+        uint8_t *w = make_w(t, R, C, false);
+        QMatrix m = {t, R, C, w, NULL};
+        float *x = make_x(3, C, false), want[48], got[48];
+        k_set_activations(q16 ? K_ACT_INT16 : K_ACT_INT8);
+        k_matmul(want, x, &m, 3);
+        k_set_activations(K_ACT_AUTO);
+        k_matmul(got, x, &m, 3);
+        EXPECT(memcmp(want, got, sizeof want) == 0, "auto on %s is not the %s path", qtype_name(t), q16 ? "int16" : "int8");
+        free(w), free(x);
+    }
+    k_set_activations(K_ACT_INT16);
+}
+
 int main(void) {
     k_init(2, 64, 2048);
     printf("int8 path picked for this CPU: %s\n", k_int8_path());
@@ -327,6 +346,7 @@ int main(void) {
     TEST_RUN(test_vs_float);
     TEST_RUN(test_batch_invariance);
     TEST_RUN(test_amx_is_scalar);
+    TEST_RUN(test_auto_per_type);
     printf("%d path runs\n", paths_tested);
     k_free();
     return test_summary();
