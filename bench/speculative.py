@@ -101,8 +101,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=192)
     ap.add_argument("--spec", default=SPEC)
+    ap.add_argument("--server-args", default="", help="more daemon flags for both runs, e.g. '--cpu-activations int8'")
     a = ap.parse_args()
-    base = ["--threads", str(a.threads), "--max-model-len", "4096", "--max-num-seqs", "16"]
+    base = ["--threads", str(a.threads), "--max-model-len", "4096", "--max-num-seqs", "16"] + a.server_args.split()
     servers = {"off": Server(base, base_args=[]), "ngram": Server(base + ["--speculative-config", a.spec], base_args=[])}
     wl = workloads()
     cases = [(w, c) for w in ("grounded", "random") for c in (1, 8)]
@@ -135,8 +136,8 @@ def main():
     finally:
         for s in servers.values():
             s.stop()
-    print("\nCPU: %s; --threads %d; %d rounds; max_tokens %d; %s" % (cpu_model(), a.threads, a.rounds, a.max_tokens,
-                                                                     a.spec))
+    print("\nCPU: %s; --threads %d %s; %d rounds; max_tokens %d; %s" % (cpu_model(), a.threads, a.server_args,
+                                                                        a.rounds, a.max_tokens, a.spec))
     print("| workload | concurrency | off tok/s (median) | ngram tok/s (median) | speed-up | acceptance |")
     print("|---|---|---|---|---|---|")
     for w, c in cases:
