@@ -224,7 +224,12 @@ typedef struct {
 void kcpu_q_drive(const KCpu *kc, const KcpuQDrive *d, const float *x, int n_tokens);
 
 // The 8-bit matmuls' instruction-set path (matmul_q8.c picks it; matmul_k8.c follows it).
-typedef enum { KCPU_I8_SCALAR = 0, KCPU_I8_AVX2, KCPU_I8_AVXVNNI, KCPU_I8_AVX512, KCPU_I8_NPATHS } KcpuI8Path;
+// KCPU_I8_AMX: the AMX tiles for each 16 token rows of a matrix repacked at load (k_pack), the
+// VNNI kernel on the repacked layout for the rest; an unpacked matrix takes the KCPU_I8_AVX512
+// kernels.
+typedef enum { KCPU_I8_SCALAR = 0, KCPU_I8_AVX2, KCPU_I8_AVXVNNI, KCPU_I8_AVX512, KCPU_I8_AMX, KCPU_I8_NPATHS } KcpuI8Path;
+// The path matmul_q8.c runs, except KCPU_I8_AMX (the K-quants have no tile kernel; AMX implies
+// AVX-512 VNNI): KCPU_I8_AVX512 then.
 int kcpu_int8_path(void);
 
 // IQ4_NL / IQ4_XS: the 16 values a 4-bit index stands for.

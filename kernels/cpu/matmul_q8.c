@@ -40,44 +40,41 @@ void kcpu_matmul_q8(const KCpu *kc, float *out, const float *x, const QMatrix *w
 
 // ---- path selection
 
-static const char *const Q8_PATH_NAMES[Q8_NPATHS] = {"scalar", "avx2", "avx-vnni", "avx512-vnni", "amx"};
+static const char *const Q8_PATH_NAMES[KCPU_I8_NPATHS] = {"scalar", "avx2", "avx-vnni", "avx512-vnni", "amx"};
 static int q8_path = -1; // chosen on first use; tests may force another (k_int8_path_set)
 
 static bool q8_path_supported(int p) {
 #if Q8_SIMD
     __builtin_cpu_init();
     switch (p) {
-    case Q8_AVX512:
+    case KCPU_I8_AVX512:
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
                __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
-    case Q8_AVXVNNI:
+    case KCPU_I8_AVXVNNI:
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avxvnni") &&
                __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
-    case Q8_AVX2:
+    case KCPU_I8_AVX2:
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
-    case Q8_AMX: return q8_path_supported(Q8_AVX512) && kcpu_amx_available();
-    default: return p == Q8_SCALAR;
+    case KCPU_I8_AMX: return q8_path_supported(KCPU_I8_AVX512) && kcpu_amx_available();
+    default: return p == KCPU_I8_SCALAR;
     }
 #else
-    return p == Q8_SCALAR;
+    return p == KCPU_I8_SCALAR;
 #endif
 }
 
 static int q8_path_get(void) {
     int p = __atomic_load_n(&q8_path, __ATOMIC_ACQUIRE);
     if (p >= 0) return p;
-    for (p = Q8_NPATHS - 1; p > 0 && !q8_path_supported(p); p--) {}
+    for (p = KCPU_I8_NPATHS - 1; p > 0 && !q8_path_supported(p); p--) {}
     __atomic_store_n(&q8_path, p, __ATOMIC_RELEASE);
     return p;
 }
 
-_Static_assert((int)Q8_AVX512 == (int)KCPU_I8_AVX512 && (int)Q8_AVXVNNI == (int)KCPU_I8_AVXVNNI &&
-                   (int)Q8_AVX2 == (int)KCPU_I8_AVX2,
-               "kcpu_int8_path returns a Q8Path");
 int kcpu_int8_path(void) {
     int p = q8_path_get();
-    return p == Q8_AMX ? Q8_AVX512 : p; // the K-quants have no tile kernel: AMX implies AVX-512 VNNI
+    return p == KCPU_I8_AMX ? KCPU_I8_AVX512 : p;
 }
 
 const char *k_int8_path(void) {
@@ -85,7 +82,7 @@ const char *k_int8_path(void) {
 }
 
 bool k_int8_path_set(const char *name) {
-    for (int p = 0; p < Q8_NPATHS; p++)
+    for (int p = 0; p < KCPU_I8_NPATHS; p++)
         if (!strcmp(name, Q8_PATH_NAMES[p])) {
             if (!q8_path_supported(p)) return false;
             __atomic_store_n(&q8_path, p, __ATOMIC_RELEASE);
@@ -95,7 +92,7 @@ bool k_int8_path_set(const char *name) {
 }
 
 const char *k_int8_path_name(int i) {
-    return i >= 0 && i < Q8_NPATHS ? Q8_PATH_NAMES[i] : NULL;
+    return i >= 0 && i < KCPU_I8_NPATHS ? Q8_PATH_NAMES[i] : NULL;
 }
 
 // ---- the job
@@ -104,7 +101,7 @@ const char *k_int8_path_name(int i) {
 static inline int32_t q8_offset(QType t, int path, int32_t sum) {
     if (t == QTYPE_Q4_0) return -8 * sum;
     if (t == QTYPE_Q5_0) return -16 * sum;
-    if (q8_signed(t) && (path == Q8_AVX512 || path == Q8_AVXVNNI || path == Q8_AMX)) return -128 * sum;
+    if (q8_signed(t) && (path == KCPU_I8_AVX512 || path == KCPU_I8_AVXVNNI || path == KCPU_I8_AMX)) return -128 * sum;
     return 0;
 }
 
@@ -132,7 +129,7 @@ static void q8_quant_row(const Q8Job *j, int path, const float *x, int t) {
             }
             xd[b] = d, xs[b] = d * (float)sum, xc[b] = q8_offset(j->type, path, sum);
         }
-        if (path == Q8_AVX512) {
+        if (path == KCPU_I8_AVX512) {
             int8_t *quad = xq + (size_t)(b / 4) * 128 + (b % 4) * 16;
             memcpy(quad, q, 16);
             memcpy(quad + 64, q + 16, 16);
@@ -509,7 +506,7 @@ void kcpu_matmul_q8(const KCpu *kc, float *out, const float *x, const QMatrix *w
     CHECK(whole_blocks, "%s matrix with %lld columns", qtype_name(w->type), (long long)w->cols);
     kcpu_check_fits(kc, n_tokens, (int)w->cols);
     int path = q8_path_get();
-    if (path == Q8_AMX && !w->pack) path = Q8_AVX512; // not repacked (k_pack): the VNNI kernels
+    if (path == KCPU_I8_AMX && !w->pack) path = KCPU_I8_AVX512; // not repacked (k_pack): the VNNI kernels
     Q8Job j = {
         .type = w->type,
         .w = w->data,
@@ -522,14 +519,17 @@ void kcpu_matmul_q8(const KCpu *kc, float *out, const float *x, const QMatrix *w
         .out = out,
         .ldo = (int)w->rows,
         .rows = (int)w->rows,
-        .pack = path == Q8_AMX ? w->pack : NULL,
+        .pack = path == KCPU_I8_AMX ? w->pack : NULL,
         .path = path,
     };
     j.nbp = (j.nb + 3) & ~3;
     void (*run)(const Q8Job *, int, int, int, int, float *) = q8_run_scalar;
 #if Q8_SIMD
-    run = path == Q8_AVX512 ? q8_run_avx512 : path == Q8_AVXVNNI ? q8_run_avxvnni : path == Q8_AVX2 ? q8_run_avx2 : run;
-    run = path == Q8_AMX ? kcpu_amx_run : run;
+    run = path == KCPU_I8_AVX512    ? q8_run_avx512
+          : path == KCPU_I8_AVXVNNI ? q8_run_avxvnni
+          : path == KCPU_I8_AVX2    ? q8_run_avx2
+                                    : run;
+    run = path == KCPU_I8_AMX ? kcpu_amx_run : run;
 #endif
     j.run = run;
     // the thread buffer holds the Q4_1 mins of a tile's rows: 4 * nbp floats

@@ -14,10 +14,6 @@
 #define Q8_SIMD 0
 #endif
 
-// Q8_AMX: the AMX tiles for each 16 token rows of a matrix repacked at load (k_pack), the VNNI
-// kernel on the repacked layout for the rest; an unpacked matrix takes the Q8_AVX512 kernels.
-typedef enum { Q8_SCALAR = 0, Q8_AVX2, Q8_AVXVNNI, Q8_AVX512, Q8_AMX, Q8_NPATHS } Q8Path;
-
 #define Q8_PREFETCH_BYTES 12288 // as matmul_q.c: decode streams the weights; the tiles ask this far ahead
 
 typedef struct Q8Job {
@@ -32,13 +28,17 @@ typedef struct Q8Job {
     float *out;
     int ldo;              // out row stride (= weight rows)
     int rows;             // weight rows
-    const uint8_t *pack;  // Q8_AMX: the repacked weights (matmul_amx.c), else NULL
-    int path;             // Q8Path
+    const uint8_t *pack;  // KCPU_I8_AMX: the repacked weights (matmul_amx.c), else NULL
+    int path;             // KcpuI8Path
     void (*run)(const struct Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi, float *m);
 } Q8Job;
 
 static inline int q8_block_bytes(QType t) {
-    return t == QTYPE_Q4_0 || t == QTYPE_IQ4_NL ? 18 : t == QTYPE_Q4_1 ? 20 : t == QTYPE_Q5_0 ? 22 : t == QTYPE_Q5_1 ? 24 : 34;
+    return t == QTYPE_Q4_0 || t == QTYPE_IQ4_NL ? 18
+           : t == QTYPE_Q4_1                    ? 20
+           : t == QTYPE_Q5_0                    ? 22
+           : t == QTYPE_Q5_1                    ? 24
+                                                : 34;
 }
 
 // Signed weights (Q8_0, IQ4_NL's table values): u8 for vpdpbusd by adding 128, or |w| and
