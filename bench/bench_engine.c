@@ -20,18 +20,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench/bench.h"
 #include "common/common.h"
 #include "engine/engine.h"
 
 #define PROMPT_LEN 128
 #define GEN_LEN 128
 #define MAX_CONC 64
-
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static uint32_t rng_u32(void) {
-    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 16);
-}
 
 typedef struct {
     double gen_tps, decode_tps, ttft_ms, wall_s;
@@ -43,8 +38,7 @@ static int run_round(Engine *e, int conc, Result *res) {
     char err[ERR_MAX];
     static int32_t prompts[MAX_CONC][PROMPT_LEN];
     int vocab = engine_info(e)->vocab;
-    for (int i = 0; i < conc; i++) // printable-ish ids away from the special tokens at the start
-        for (int k = 0; k < PROMPT_LEN; k++) prompts[i][k] = 100 + (int32_t)(rng_u32() % (uint32_t)(vocab - 200));
+    for (int i = 0; i < conc; i++) bench_random_prompt(prompts[i], PROMPT_LEN, vocab);
     EngineParams p;
     engine_params_defaults(&p);
     p.sampling.temperature = 0;

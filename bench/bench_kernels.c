@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/bench.h"
 #include "common/common.h"
 #include "kernels/kernels.h"
 
@@ -31,10 +32,6 @@ static uint8_t rand_byte(void) {
     return (uint8_t)bench_rng;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 // Random blocks with small fp16 scales in each block's scale fields (the first 2 bytes, Q4_1's
 // min after them; the K-quants' d / dmin where their layouts keep them).
@@ -75,7 +72,7 @@ static double time_matmul(float *out, const float *x, const QMatrix *w, int n, d
         k_matmul(out, x, w, n);
         t[r] = time_now_s() - t0;
     }
-    qsort(t, BENCH_REPS, sizeof(double), cmp_double);
+    qsort(t, BENCH_REPS, sizeof(double), bench_cmp_double);
     *best = t[0];
     return t[BENCH_REPS / 2];
 }
@@ -103,7 +100,7 @@ static void bench_attention(int n_threads, KVType dt, int n_ctx, int n_rows) {
         k_attention(out, q, &c, &b, n_heads, &(AttnOpt){.scale = 0.125f});
         t[r] = time_now_s() - t0;
     }
-    qsort(t, BENCH_REPS, sizeof(double), cmp_double);
+    qsort(t, BENCH_REPS, sizeof(double), bench_cmp_double);
     printf("attention %s ctx %4d rows %3d  %8.3f ms/layer (min %.3f)  x30 layers: %.2f ms\n", dt == KV_F16 ? "F16" : "F32",
            n_ctx, n_rows, t[BENCH_REPS / 2] * 1e3, t[0] * 1e3, t[BENCH_REPS / 2] * 30e3);
     (void)n_threads;
@@ -130,7 +127,7 @@ static void bench_decode_from_memory(float *out, const float *x) {
         for (int i = 0; i < n; i++) k_matmul(out, x, &ws[i], 1);
         t[r] = time_now_s() - t0;
     }
-    qsort(t, BENCH_REPS, sizeof(double), cmp_double);
+    qsort(t, BENCH_REPS, sizeof(double), bench_cmp_double);
     double bytes = 0;
     for (int i = 0; i < n; i++) bytes += (double)ws[i].rows * qtype_row_size(ws[i].type, ws[i].cols);
     printf("model matmuls, decode, weights from memory (%.0f MB): %.2f ms/token (min %.2f), %.1f GB/s\n",
@@ -184,7 +181,7 @@ static void bench_activations(int n_threads, float *out, const float *x) {
             printf("%-18s %s n=%2d ", s->name, qtype_name(s->type), ns[k]);
             double base = 0;
             for (int v = 0; v < n_var; v++) {
-                qsort(t[v], ACT_REPS, sizeof(double), cmp_double);
+                qsort(t[v], ACT_REPS, sizeof(double), bench_cmp_double);
                 double sec = t[v][ACT_REPS / 2], flop = 2.0 * s->rows * s->cols * ns[k];
                 if (v == 0) base = sec;
                 printf(" %s %5.1f/%5.1f", names[v], flop / sec * 1e-9, flop / t[v][0] * 1e-9);

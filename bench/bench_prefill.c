@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench/bench.h"
 #include "common/common.h"
 #include "engine/engine.h"
 #include "kernels/kernels.h"
@@ -24,18 +25,8 @@
 #define MAX_CFG 16
 #define MAX_ROUNDS 64
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static uint32_t rng_u32(void) {
-    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 16);
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
@@ -44,7 +35,7 @@ static int run_one(Engine *e, double *ttft, double *tpot) {
     char err[ERR_MAX];
     int32_t prompt[PROMPT_LEN];
     int vocab = engine_info(e)->vocab;
-    for (int k = 0; k < PROMPT_LEN; k++) prompt[k] = 100 + (int32_t)(rng_u32() % (uint32_t)(vocab - 200));
+    bench_random_prompt(prompt, PROMPT_LEN, vocab);
     EngineParams p;
     engine_params_defaults(&p);
     p.sampling.temperature = 0;
