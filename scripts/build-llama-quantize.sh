@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's llama-quantize, which tests/unit/requant.sh uses to requantize the default
+# Builds llama.cpp's llama-quantize, which tests/models/test_requant.py uses to requantize the default
 # model into the K-quant and IQ4 types at test time, from the llama.cpp tree vendored in the same
 # pinned llama-cpp-python sdist as scripts/build-llama-server.sh (scripts/sdist.sh fetches it).
 #
