@@ -235,6 +235,15 @@ int kcpu_int8_path(void);
 // IQ4_NL / IQ4_XS: the 16 values a 4-bit index stands for.
 static const int8_t KCPU_IQ4_VALUES[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
+// Q3_K: its 16 six-bit scales, less 32, from the 12 packed bytes s (low nibbles in bytes 0-7,
+// 2-bit tops in bytes 8-11; quant.c's layout note).
+static inline void kcpu_q3k_scales(const uint8_t *s, int sc[16]) {
+    for (int g = 0; g < 16; g++) {
+        int lo = g < 8 ? s[g] & 0x0f : s[g - 8] >> 4;
+        sc[g] = (lo | ((s[8 + g % 4] >> (2 * (g / 4))) & 3) << 4) - 32;
+    }
+}
+
 // Q4_K / Q5_K: scale and min j (0..7) of the 12 packed bytes s (quant.c's layout note).
 static inline void kcpu_k_scale_min(int j, const uint8_t *s, int *sc, int *m) {
     if (j < 4) {

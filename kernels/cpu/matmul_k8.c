@@ -91,15 +91,11 @@ static void k8_scales(QType t, const uint8_t *b, int *sc, int *mn, float *d, flo
         *d = *dm = k8_h(b + 208);
         for (int g = 0; g < 16; g++) sc[g] = ((const int8_t *)(b + 192))[g], mn[g] = 32 * sc[g];
         return;
-    case QTYPE_Q3_K: {
-        const uint8_t *s = b + 96;
+    case QTYPE_Q3_K:
         *d = *dm = k8_h(b + 108);
-        for (int g = 0; g < 16; g++) {
-            int lo = g < 8 ? s[g] & 0x0f : s[g - 8] >> 4;
-            sc[g] = (lo | ((s[8 + g % 4] >> (2 * (g / 4))) & 3) << 4) - 32, mn[g] = 4 * sc[g];
-        }
+        kcpu_q3k_scales(b + 96, sc);
+        for (int g = 0; g < 16; g++) mn[g] = 4 * sc[g];
         return;
-    }
     case QTYPE_Q2_K:
         *d = k8_h(b + 80), *dm = k8_h(b + 82);
         for (int g = 0; g < 16; g++) sc[g] = b[g] & 0x0f, mn[g] = b[g] >> 4;

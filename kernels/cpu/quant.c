@@ -291,10 +291,7 @@ static void dequant_q3_K(const uint8_t *b, float *y) {
     const uint8_t *hm = b, *q = b + 32, *s = b + 96;
     float d = read_fp16(b + 108);
     int sc[16];
-    for (int i = 0; i < 16; i++) {
-        int lo = i < 8 ? s[i] & 0x0f : s[i - 8] >> 4;
-        sc[i] = (lo | ((s[8 + i % 4] >> (2 * (i / 4))) & 3) << 4) - 32;
-    }
+    kcpu_q3k_scales(s, sc);
     uint8_t m = 1;
     for (int n = 0, is = 0; n < QK_K; n += 128, q += 32)
         for (int shift = 0; shift < 8; shift += 2, m <<= 1)
