@@ -1,10 +1,11 @@
 // spec_config.c: see spec_config.h. The keys and defaults are vLLM's SpeculativeConfig: when only
 // one of prompt_lookup_min / _max is given the other takes its value, and when neither is, both
-// are 5.
+// are 5; "model" without "method" means "draft_model".
 #include "config/spec_config.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/common.h"
@@ -42,17 +43,34 @@ static int spec_parse_obj(const cJSON *root, SpecConfig *c, char *err) {
         } else if (!strcmp(key, "disable_by_batch_size")) {
             if (spec_int(it, key, 2, 1 << 16, &c->disable_by_batch_size, err) != SL_OK) return SL_ERR;
         } else if (!strcmp(key, "model")) {
-            return seterr(err, "--speculative-config: a draft model (\"model\") is not supported yet; use "
-                          "{\"method\": \"ngram\", ...}");
+            if (!cJSON_IsString(it) || !it->valuestring[0])
+                return seterr(err, "--speculative-config: \"model\" must be a path (a GGUF file or an HF directory)");
+            if (strlen(it->valuestring) >= sizeof c->model)
+                return seterr(err, "--speculative-config: \"model\" is longer than %zu bytes", sizeof c->model - 1);
+            snprintf(c->model, sizeof c->model, "%s", it->valuestring);
         } else {
-            return seterr(err, "--speculative-config: unknown key \"%s\" (known: method, num_speculative_tokens, "
-                          "prompt_lookup_max, prompt_lookup_min, disable_by_batch_size)", key);
+            return seterr(err, "--speculative-config: unknown key \"%s\" (known: method, model, "
+                          "num_speculative_tokens, prompt_lookup_max, prompt_lookup_min, disable_by_batch_size)", key);
         }
     }
-    if (!method) return seterr(err, "--speculative-config: \"method\" is required (\"ngram\")");
-    if (strcmp(method, "ngram"))
-        return seterr(err, "--speculative-config: unknown method \"%s\" (supported: \"ngram\")", method);
+    if (!method) method = c->model[0] ? "draft_model" : NULL;
+    if (!method) return seterr(err, "--speculative-config: \"method\" (\"ngram\") or \"model\" is required");
     if (k < 0) return seterr(err, "--speculative-config: \"num_speculative_tokens\" is required");
+    if (!strcmp(method, "draft_model")) {
+        if (!c->model[0]) return seterr(err, "--speculative-config: method \"draft_model\" needs \"model\": PATH");
+        if (lmin >= 0 || lmax >= 0)
+            return seterr(err, "--speculative-config: prompt_lookup_min / prompt_lookup_max are for method \"ngram\", "
+                          "not a draft model");
+        c->method = SPEC_DRAFT;
+        c->num_speculative_tokens = k;
+        return SL_OK;
+    }
+    if (strcmp(method, "ngram"))
+        return seterr(err, "--speculative-config: unknown method \"%s\" (supported: \"ngram\", \"draft_model\")",
+                      method);
+    if (c->model[0])
+        return seterr(err, "--speculative-config: method \"ngram\" takes no \"model\" (a draft model's method is "
+                      "\"draft_model\")");
     if (lmin < 0 && lmax < 0) lmin = lmax = SPEC_LOOKUP_DEFAULT;
     else if (lmin < 0) lmin = lmax;
     else if (lmax < 0) lmax = lmin;

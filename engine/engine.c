@@ -355,6 +355,7 @@ static void engine_step(Engine *e) {
         any_prompt_rows |= e->prompt_rows[i] > 0;
     }
     int n_masks = engine_masks_post(e, out);
+    if (e->runner.draft) runner_draft(&e->runner, out, e->info.vocab);
     runner_step(&e->runner, out, any_prompt_rows ? e->prompt_rows : NULL);
     if (n_masks) mask_worker_wait(&e->masks);
     double t2 = time_now_s();
@@ -514,6 +515,8 @@ static void engine_free(Engine *e) {
     sched_free(&e->sched);
     runner_free(&e->runner); // stops the rank threads before their models go
     for (int i = 0; i < e->n_models; i++) model_free(&e->models[i]);
+    if (e->draft_loaded) model_free(&e->draft);
+    wsrc_close(&e->draft_src);
     free(e->models);
     if (e->comm_group) comm_cpu_group_destroy(e->comm_group);
     free(e->comms);
@@ -679,16 +682,23 @@ int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path,
         // process-wide (kernels.h): the last engine created in a process sets it for all
         k_set_activations(c->cpu_activations);
         if (c->cpu_activations == K_ACT_INT8)
-            log_info("cpu matmuls: 8-bit activations, %s kernels (picked from the CPU's features)", k_int8_path());
+            log_info("cpu matmuls: 8-bit activations, %s kernels (picked from the CPU's features)%s", k_int8_path(),
+                     strcmp(k_int8_path(), "amx") ? "" : "; avx512-vnni for types other than Q4_0/Q4_1/Q8_0");
+        else if (c->cpu_activations == K_ACT_AUTO && k_act_int8(QTYPE_Q4_1))
+            log_info("cpu matmuls: 8-bit activations, amx kernels for Q4_0/Q4_1/Q8_0, avx512-vnni for other quantized "
+                     "types (--cpu-activations auto on a CPU with AMX; int16 keeps the exact path)");
         else if (c->cpu_activations == K_ACT_AUTO)
             log_info("cpu matmuls: 16-bit activations for Q4_0/Q4_1/Q8_0, 8-bit (%s kernels) for other quantized "
                      "types (--cpu-activations auto)", k_int8_path());
         else
             log_info("cpu matmuls: 16-bit activations (--cpu-activations int16)");
         if (engine_load_cpu(e, err) != SL_OK) goto fail;
+        if (c->spec.method == SPEC_DRAFT && engine_spec_load_draft(e, engine_kv_window(mc), err) != SL_OK) goto fail;
         double t_alloc = time_now_s();
         in->load_s = open_s + (t_alloc - t_load);
-        if (runner_init_cpu(&e->runner, e->models, c->tensor_parallel_size, &rc, err) != SL_OK) goto fail;
+        if (runner_init_cpu(&e->runner, e->models, c->tensor_parallel_size, e->draft_loaded ? &e->draft : NULL, &rc,
+                            err) != SL_OK)
+            goto fail;
         in->alloc_s = time_now_s() - t_alloc;
     }
     if (engine_check_kv(e, err) != SL_OK) goto fail;
@@ -740,10 +750,7 @@ int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path,
              engine_device_name(in->device), c->tensor_parallel_size, c->max_model_len, c->max_num_seqs,
              c->max_num_batched_tokens, c->block_size, c->enable_prefix_caching ? "on" : "off", in->threads);
     runner_log_plan(&e->runner, c->max_model_len);
-    if (c->spec.method == SPEC_NGRAM)
-        log_info("speculative decoding: ngram, %d proposals per step, n-grams of %d..%d tokens, off at %d running "
-                 "sequences", c->spec.num_speculative_tokens, c->spec.prompt_lookup_min, c->spec.prompt_lookup_max,
-                 c->spec.disable_by_batch_size);
+    if (c->spec.method != SPEC_NONE) engine_spec_log(e);
     engine_publish_stats(e);
 
     if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {

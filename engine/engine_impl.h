@@ -133,6 +133,9 @@ struct Engine {
     EngineInfo info;
     WeightSource src;          // the model's files (the ranks' weights are views into it)
     Model *models;             // (tp_size) CPU: each rank's share of the model
+    WeightSource draft_src;    // --speculative-config's draft model: its files,
+    Model draft;               // its weights (whole, on rank 0's thread), when draft_loaded
+    bool draft_loaded;
     int n_models;              // loaded so far (freed on the way out)
     CommGroupCpu *comm_group;  // CPU ranks' communicator (tp_size > 1)
     Comm **comms;              // (tp_size)
@@ -222,9 +225,15 @@ int32_t engine_sample_token(Engine *e, EngineRequest *r, Sample *s, int row, flo
 bool engine_emit_token(Engine *e, EngineRequest *r, int si, int row_idx, int32_t tok, const SampleLogprobs *lp);
 
 // ---- speculative decoding (engine_spec.c)
-// Before sched_schedule: n-gram proposals for each running decode that may speculate, written
-// after its tokens (Sequence.num_spec).
+// Before sched_schedule: for each running decode that may speculate, how many proposals it wants
+// (Sequence.num_spec) and, with n-grams, the proposals themselves, written after its tokens (a
+// draft model's come from runner_draft after sched_schedule).
 void engine_spec_propose(Engine *e);
+// The draft model of method draft_model: opens it, checks that its tokenizer is the target's
+// (every token's bytes, BOS and EOS) and that it reads no KV the target's sliding window
+// (target_window, 0 for none) frees, loads it whole. SL_ERR with "--speculative-config: ...".
+int engine_spec_load_draft(Engine *e, int target_window, char *err);
+void engine_spec_log(const Engine *e); // one line: the method and its settings
 // After the forward: verifies entry i's proposals row by row, emits the accepted ones and the
 // token after them, sets en->num_accepted for sched_update.
 void engine_spec_verify(Engine *e, EngineRequest *r, SchedEntry *en, int i);

@@ -1,10 +1,12 @@
 // engine_spec.c: speculative decoding in the step loop (--speculative-config, config/spec_config.h).
 //
-// Each step, before the scheduler plans it, every running sequence that is decoding gets up to k
-// n-gram proposals (engine/spec_ngram.h) written after its tokens; the scheduler extends its
-// decode by as many as the token budget and the free blocks allow (scheduler.h, Sequence.num_spec),
-// and the runner returns a logits row for the last token and for each proposal. Verification
-// then walks the rows in order, exactly as if each were its own decode step:
+// Each step, before the scheduler plans it, every running sequence that is decoding asks for up to
+// k proposals (Sequence.num_spec); the scheduler extends its decode by as many as the token budget
+// and the free blocks allow (scheduler.h), and the runner returns a logits row for the last token
+// and for each proposal. The proposals themselves are n-grams (engine/spec_ngram.h), written after
+// the sequence's tokens before the scheduler runs, or a draft model's greedy tokens, which
+// runner_draft writes once the scheduler has given them KV slots (the draft writes its own KV
+// there). Verification then walks the rows in order, exactly as if each were its own decode step:
 //
 //   row j: sample the token t_j from row j with the sample's own sampler (min_tokens' bans,
 //          penalties that have seen t_0..t_{j-1}, temperature, top-k/top-p/min-p, one draw of
@@ -13,7 +15,7 @@
 //
 // For greedy requests that is "the longest matching prefix plus the target's next token". For
 // sampled ones it is the standard rejection sampling with a point-mass draft (the n-gram proposal
-// x has q(x) = 1): accept x with probability min(1, p(x)/q(x)) = p(x), else draw from
+// x has q(x) = 1; so has a draft model's argmax): accept x with probability min(1, p(x)/q(x)) = p(x), else draw from
 // (p - q)+ normalised = p without x, renormalised. Drawing t ~ p and accepting iff t == x does
 // exactly that: P(accept) = p(x), and a rejected draw is distributed as p restricted to t != x.
 // Because every row costs one draw and every draw emits one token, a seeded request consumes its
@@ -26,6 +28,9 @@
 // choice's speculation off for the rest of the request (a miss costs the rows it added to a step).
 // With disable_by_batch_size, nobody speculates while that many sequences run: a large batch
 // already reads the weights once for many rows, so extra rows only add compute.
+#include <stdio.h>
+#include <string.h>
+
 #include "common/common.h"
 #include "engine/engine_impl.h"
 #include "engine/spec_ngram.h"
@@ -48,6 +53,10 @@ void engine_spec_propose(Engine *e) {
         CHECK(r, "sequence %lld has no request", (long long)seq->id);
         const Sample *s = &r->samples[seq->sample_index];
         if (s->gm || s->spec_off || s->finished) continue;
+        if (c->method == SPEC_DRAFT) { // runner_draft fills them in once they have slots
+            seq->num_spec = MIN(c->num_speculative_tokens, room);
+            continue;
+        }
         seq->num_spec = spec_ngram_propose(seq->tokens, seq->num_tokens, c->prompt_lookup_min, c->prompt_lookup_max,
                                            MIN(c->num_speculative_tokens, room), seq->tokens + seq->num_tokens);
     }
@@ -77,4 +86,80 @@ void engine_spec_verify(Engine *e, EngineRequest *r, SchedEntry *en, int i) {
     s->spec_accepted += matched;
     if (s->spec_proposed >= SPEC_OFF_MIN_PROPOSED && s->spec_accepted * SPEC_OFF_RATIO < s->spec_proposed)
         s->spec_off = true;
+}
+
+void engine_spec_log(const Engine *e) {
+    const SpecConfig *c = &e->cfg.spec;
+    char off[64] = "never off";
+    if (c->disable_by_batch_size > 0) snprintf(off, sizeof off, "off at %d running sequences", c->disable_by_batch_size);
+    if (c->method == SPEC_NGRAM)
+        log_info("speculative decoding: ngram, %d proposals per step, n-grams of %d..%d tokens, %s",
+                 c->num_speculative_tokens, c->prompt_lookup_min, c->prompt_lookup_max, off);
+    else
+        log_info("speculative decoding: draft model %s (%s, %d layers, dim %d), %d greedy proposals per step, %s",
+                 c->model, e->draft.cfg.arch, e->draft.cfg.n_layers, e->draft.cfg.dim, c->num_speculative_tokens, off);
+}
+
+// ---- the draft model
+
+// A token's bytes for a message: at most 24, anything unprintable as '?'.
+static void piece_for_msg(const Tokenizer *t, int id, char *buf, size_t cap) {
+    size_t n, w = 0;
+    const char *p = tok_piece(t, id, &n);
+    for (size_t i = 0; i < n && i < 24 && w + 1 < cap; i++)
+        buf[w++] = p[i] >= 0x20 && p[i] < 0x7f ? p[i] : '?';
+    buf[w] = 0;
+}
+
+// A proposal is a token id, so every id must mean the same bytes to both tokenizers. SL_ERR with
+// the first difference in msg.
+static int tok_match(const Tokenizer *target, const Tokenizer *draft, char *msg) {
+    int nt = tok_vocab_size(target), nd = tok_vocab_size(draft);
+    if (nt != nd) return seterr(msg, "its tokenizer has %d tokens, the target's %d", nd, nt);
+    for (int id = 0; id < nt; id++) {
+        size_t lt, ld;
+        const char *pt = tok_piece(target, id, &lt), *pd = tok_piece(draft, id, &ld);
+        if (lt != ld || memcmp(pt, pd, lt)) {
+            char a[32], b[32];
+            piece_for_msg(draft, id, a, sizeof a);
+            piece_for_msg(target, id, b, sizeof b);
+            return seterr(msg, "token %d is \"%s\" in its tokenizer, \"%s\" in the target's", id, a, b);
+        }
+    }
+    if (tok_bos(target) != tok_bos(draft) || tok_eos(target) != tok_eos(draft))
+        return seterr(msg, "its BOS / EOS tokens are %d / %d, the target's %d / %d", tok_bos(draft), tok_eos(draft),
+                      tok_bos(target), tok_eos(target));
+    return SL_OK;
+}
+
+int engine_spec_load_draft(Engine *e, int target_window, char *err) {
+    const SpecConfig *c = &e->cfg.spec;
+    char msg[ERR_MAX];
+    CHECK(c->method == SPEC_DRAFT);
+    if (wsrc_open(&e->draft_src, c->model, LOAD_AUTO, msg) != SL_OK)
+        return seterr(err, "--speculative-config: draft model: %s", msg);
+    EngineText t;
+    if (engine_text_open(&t, &e->draft_src, NULL, msg) != SL_OK)
+        return seterr(err, "--speculative-config: draft model: %s", msg);
+    int rc = tok_match(e->tok, t.tok, msg);
+    engine_text_close(&t);
+    if (rc != SL_OK)
+        return seterr(err, "--speculative-config: draft model %s: %s; a draft model must share the target's "
+                      "tokenizer", c->model, msg);
+    const ModelConfig *d = &e->draft_src.cfg;
+    if (d->vocab < tok_vocab_size(e->tok))
+        return seterr(err, "--speculative-config: draft model %s: %d vocabulary rows, the tokenizer has %d tokens",
+                      c->model, d->vocab, tok_vocab_size(e->tok));
+    // The target's sliding window returns blocks to the pool; the draft must not read them.
+    for (int l = 0; target_window > 0 && l < d->n_layers; l++) {
+        int w = model_layer_window(d, l);
+        if (w == 0 || w > target_window)
+            return seterr(err, "--speculative-config: draft model %s: its layer %d attends %s, but the target keeps "
+                          "only the last %d positions (sliding window)", c->model, l, w ? "further back" : "the "
+                          "whole context", target_window);
+    }
+    if (model_load_shard(&e->draft, &e->draft_src, e->cfg.max_num_batched_tokens, 0, 1, NULL, msg) != SL_OK)
+        return seterr(err, "--speculative-config: draft model: %s", msg);
+    e->draft_loaded = true;
+    return SL_OK;
 }

@@ -9,6 +9,7 @@
 #include "config/config.h" // fmt_bytes
 
 static inline int cdiv(int a, int b) { return (a + b - 1) / b; }
+static void runner_draft_mirror(Runner *r, const SchedOutput *out);
 
 // What both backends share: the batch arrays and the logits rows (logits_rows of them).
 static void runner_init_common(Runner *r, int vocab, const RunnerConfig *cfg, int logits_rows) {
@@ -24,7 +25,7 @@ static void runner_init_common(Runner *r, int vocab, const RunnerConfig *cfg, in
     r->logits = xmalloc_aligned((size_t)r->logits_cap * vocab * sizeof(float));
 }
 
-int runner_init_cpu(Runner *r, Model *models, int tp_size, const RunnerConfig *cfg, char *err) {
+int runner_init_cpu(Runner *r, Model *models, int tp_size, Model *draft, const RunnerConfig *cfg, char *err) {
     memset(r, 0, sizeof(*r));
     CHECK(tp_size >= 1 && cfg->threads_per_rank >= 1);
     const ModelConfig *c = &models[0].cfg;
@@ -36,6 +37,13 @@ int runner_init_cpu(Runner *r, Model *models, int tp_size, const RunnerConfig *c
     for (int i = 0; i < tp_size; i++)
         block_bytes += kv_cache_block_bytes(c->n_layers, models[i].n_kv_heads, c->head_dim, cfg->block_size,
                                             cfg->kv_dtype);
+    size_t draft_block = 0;
+    if (draft) {
+        CHECK(draft->tp_size == 1 && cfg->max_num_batched_tokens <= draft->max_tokens);
+        draft_block = kv_cache_block_bytes(draft->cfg.n_layers, draft->cfg.n_kv_heads, draft->cfg.head_dim,
+                                           cfg->block_size, cfg->kv_dtype);
+        block_bytes += draft_block;
+    }
     size_t mem = cfg->kv_cache_memory ? cfg->kv_cache_memory : kv_cache_default_memory();
     int num_blocks = kv_cache_blocks_in(mem, block_bytes, cfg->block_size);
     if (num_blocks < 1) {
@@ -55,6 +63,16 @@ int runner_init_cpu(Runner *r, Model *models, int tp_size, const RunnerConfig *c
         kv_cache_init(&r->kv[i], c->n_layers, models[i].n_kv_heads, c->head_dim, cfg->block_size, cfg->kv_dtype,
                              num_blocks);
         r->kv_bytes += r->kv[i].bytes;
+    }
+    if (draft) {
+        const ModelConfig *d = &draft->cfg;
+        r->draft = draft;
+        kv_cache_init(&r->draft_kv, d->n_layers, d->n_kv_heads, d->head_dim, cfg->block_size, cfg->kv_dtype,
+                      num_blocks);
+        r->kv_bytes += r->draft_kv.bytes;
+        batch_buf_init(&r->draft_bb, cfg->max_num_batched_tokens, cfg->max_num_seqs,
+                       cdiv(cfg->max_model_len, cfg->block_size));
+        r->draft_logits = xmalloc_aligned((size_t)cfg->max_num_seqs * d->vocab * sizeof(float));
     }
     tp_start(&r->tp, models, r->kv, tp_size, cfg->threads_per_rank);
     return SL_OK;
@@ -76,6 +94,9 @@ void runner_free(Runner *r) {
     if (r->kv)
         for (int i = 0; i < r->tp_size; i++) kv_cache_free(&r->kv[i]);
     free(r->kv);
+    kv_cache_free(&r->draft_kv);
+    batch_buf_free(&r->draft_bb);
+    free(r->draft_logits);
     batch_buf_free(&r->bb);
     free(r->entry_logits_row);
     free(r->entry_prompt_row);
@@ -84,7 +105,14 @@ void runner_free(Runner *r) {
 }
 
 void runner_thread_init(const Runner *r) {
-    if (!r->gpu) tp_kernels_init(&r->tp, 0);
+    if (r->gpu) return;
+    if (!r->draft) {
+        tp_kernels_init(&r->tp, 0);
+        return;
+    }
+    // the draft runs here too: scratch for the wider of rank 0's and the draft's matmul inputs
+    const Model *m = &r->models[0];
+    k_init(r->cfg.threads_per_rank, m->max_tokens, MAX(model_max_cols(m), model_max_cols(r->draft)));
 }
 
 void runner_thread_done(const Runner *r) {
@@ -129,6 +157,14 @@ void runner_log_plan(const Runner *r, int max_model_len) {
              fmt_bytes(r->kv_bytes, kv, sizeof kv), r->num_blocks, r->cfg.block_size,
              fmt_bytes(r->block_bytes, blk, sizeof blk), per, r->cfg.kv_dtype == KV_F16 ? "f16" : "f32", tokens,
              (double)tokens / max_model_len, max_model_len);
+    if (r->draft) {
+        const Model *d = r->draft;
+        char dw[32], da[32], dkv[32];
+        log_info("  draft model  %12s  weights, %s activations, KV cache %s (its share of each block above; "
+                 "%d layers, %d KV heads of dim %d)", fmt_bytes(d->weight_bytes, dw, sizeof dw),
+                 fmt_bytes(d->s.bytes, da, sizeof da), fmt_bytes(r->draft_kv.bytes, dkv, sizeof dkv),
+                 d->cfg.n_layers, d->cfg.n_kv_heads, d->cfg.head_dim);
+    }
     for (int i = 0; r->tp_size > 1 && i < r->tp_size; i++) {
         const Model *m = &r->models[i];
         char rw[32], rkv[32];
@@ -173,4 +209,57 @@ void runner_step(Runner *r, const SchedOutput *out, const int *prompt_rows) {
         return;
     }
     tp_step(&r->tp, out->copies, out->num_copies, &bb->b, r->logits);
+    if (r->draft) runner_draft_mirror(r, out);
+}
+
+// The argmax of row[0..n) (lowest id on ties).
+static int32_t argmax_row(const float *row, int n) {
+    int32_t best = 0;
+    for (int i = 1; i < n; i++)
+        if (row[i] > row[best]) best = i;
+    return best;
+}
+
+void runner_draft(Runner *r, const SchedOutput *out, int n_vocab) {
+    CHECK(r->draft && !r->draft_done && n_vocab <= r->draft->cfg.vocab);
+    for (int i = 0; i < out->num_copies; i++) kv_cache_copy_block(&r->draft_kv, out->copies[i].src, out->copies[i].dst);
+    int kmax = 0;
+    for (int e = 0; e < out->num_entries; e++) kmax = MAX(kmax, out->entries[e].num_spec);
+    BatchBuf *bb = &r->draft_bb;
+    for (int j = 0; j < kmax; j++) {
+        // one row per sequence still proposing: the token at start_pos + j predicts proposal j
+        batch_buf_clear(bb);
+        for (int e = 0; e < out->num_entries; e++) {
+            const SchedEntry *en = &out->entries[e];
+            if (en->num_spec <= j) continue;
+            const Sequence *seq = en->seq;
+            int pos = en->start_pos + j;
+            batch_buf_add(bb, seq->block_table, seq->num_blocks, r->cfg.block_size, pos, seq->tokens + pos, 1, 1);
+        }
+        model_forward(r->draft, r->draft_kv.layers, &bb->b, r->draft_logits);
+        for (int e = 0, row = 0; e < out->num_entries; e++) {
+            const SchedEntry *en = &out->entries[e];
+            if (en->num_spec <= j) continue;
+            const float *l = r->draft_logits + (size_t)row++ * r->draft->cfg.vocab;
+            en->seq->tokens[en->start_pos + j + 1] = argmax_row(l, n_vocab);
+        }
+    }
+    r->draft_done = true;
+}
+
+// After the target's forward: the draft computes the KV of every row the target did that it has
+// not: a speculative entry's last proposal (runner_draft fed the others), every row of the rest.
+static void runner_draft_mirror(Runner *r, const SchedOutput *out) {
+    CHECK(r->draft_done, "runner_step with a draft model needs runner_draft first");
+    r->draft_done = false;
+    BatchBuf *bb = &r->draft_bb;
+    batch_buf_clear(bb);
+    for (int e = 0; e < out->num_entries; e++) {
+        const SchedEntry *en = &out->entries[e];
+        const Sequence *seq = en->seq;
+        int pos = en->num_spec > 0 ? en->start_pos + en->num_spec : en->start_pos;
+        int n = en->start_pos + en->num_new_tokens - pos;
+        batch_buf_add(bb, seq->block_table, seq->num_blocks, r->cfg.block_size, pos, seq->tokens + pos, n, 0);
+    }
+    if (bb->b.n_tokens > 0) model_forward(r->draft, r->draft_kv.layers, &bb->b, NULL);
 }

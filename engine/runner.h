@@ -19,8 +19,15 @@
 // Block ids are the block pool's (scheduler/block_pool.h), used directly as KV block indices on
 // every rank: the pool never sees memory and the caches never see ownership.
 //
+// Speculative decoding with a draft model (CPU): the draft has a KV cache of its own with the same
+// block ids, so the target's block tables address both. It mirrors the target: every step's rows
+// go through the draft too (runner_step), so for every computed position of every sequence the
+// draft's cache holds that token's KV, whoever computed it (prefill, a preempted recompute, a
+// prefix-cache hit, a fork). Before the forward, runner_draft proposes: k one-row draft steps per
+// speculating sequence, into the slots the scheduler gave the proposals.
+//
 // Memory plan (CPU): --kv-cache-memory bytes over all ranks together, rounded down to whole
-// blocks (a block = every rank's share of every layer's K and V); 0 picks
+// blocks (a block = every rank's share of every layer's K and V, and the draft's K and V); 0 picks
 // kv_cache_default_memory(). Everything is allocated by runner_init_*; runner_step never
 // allocates.
 #pragma once
@@ -50,6 +57,11 @@ typedef struct {
     int tp_size;
     KVCache *kv;                // [tp_size] each rank's cache, the same block ids on every rank
     TpGroup tp;
+    Model *draft;               // speculative decoding's draft model, not owned; NULL without one
+    KVCache draft_kv;           // its cache: the same num_blocks and block ids as the target's
+    BatchBuf draft_bb;          // the draft's rows: a proposal step's, then the mirror of a step's
+    float *draft_logits;        // (max_num_seqs, draft vocab) one proposal step's logits
+    bool draft_done;            // runner_draft ran for the pending step
     // ---- CUDA backend
     GpuRunner *gpu;             // not owned; NULL on the CPU
     // ---- both
@@ -62,13 +74,14 @@ typedef struct {
     int logits_cap;             // max_num_seqs; max_num_batched_tokens once prompt rows are reserved
     int vocab;                  // the model's (the logits' row length)
     int num_blocks;
-    size_t block_bytes;         // one block: every rank, every layer, K and V
+    size_t block_bytes;         // one block: every rank, every layer, K and V (and the draft's)
     size_t kv_bytes;            // the whole cache, all ranks
 } Runner;
 
-// CPU: the KV caches (the same num_blocks on every rank), the batch arrays and the rank threads
-// (ranks 1..tp_size-1, each k_init'ing itself). SL_ERR when the memory holds no block.
-int runner_init_cpu(Runner *r, Model *models, int tp_size, const RunnerConfig *cfg, char *err);
+// CPU: the KV caches (the same num_blocks on every rank, and the draft's when draft is not NULL),
+// the batch arrays and the rank threads (ranks 1..tp_size-1, each k_init'ing itself). SL_ERR when
+// the memory holds no block. The draft runs on rank 0's thread.
+int runner_init_cpu(Runner *r, Model *models, int tp_size, Model *draft, const RunnerConfig *cfg, char *err);
 // CUDA: the batch arrays around g (which made its own memory plan and KV cache).
 void runner_init_gpu(Runner *r, GpuRunner *g, int vocab, const ModelConfig *mc, const RunnerConfig *cfg);
 void runner_free(Runner *r); // stops the rank threads; accepts a zeroed struct
@@ -86,6 +99,14 @@ void runner_log_plan(const Runner *r, int max_model_len);
 // CPU, allocated at init (its pages become resident only when prompt logprobs write them); not on
 // the GPU, whose logits buffer holds the sampled rows only.
 bool runner_has_prompt_rows(const Runner *r);
+
+// With a draft model, before every runner_step: the step's block copies on the draft's cache, then
+// for each entry with num_spec > 0 its proposals, written to seq->tokens[start_pos + 1 ..
+// start_pos + num_spec]: step j feeds token start_pos + j at its position and takes the argmax of
+// the draft's logits over ids < n_vocab (lowest id on ties, as the greedy sampler). The proposals
+// are greedy whatever the request samples with: verification (engine_spec.c) needs only that a
+// proposal is a fixed token, and then keeps the output distribution exactly.
+void runner_draft(Runner *r, const SchedOutput *out, int n_vocab);
 
 // Copies, Batch, forward (see the top of this file). The scheduler's step must be pending.
 // prompt_rows (NULL = none) is per entry the number of leading chunk rows whose logits the caller

@@ -1,14 +1,16 @@
-"""Speculative decoding (--speculative-config, n-gram proposals) through the daemon: the outputs
-are those of the same daemon without speculation, token for token (greedy golden prompts alone
-and 8 at once; seeded sampling, n = 2, logprobs and stop strings); sampled outputs keep their
-distribution (a chi-square test over 2,000 samples of the next 3 tokens, different seeds with
-and without speculation); an aborted stream leaks no KV block; bad configurations are refused
-at start-up with one line. The C side (rollback, prefix-cache contents, preemption) is
-tests/unit/test_spec.c.
+"""Speculative decoding (--speculative-config: n-gram proposals, and the default model as its own
+draft model) through the daemon: the outputs are those of the same daemon without speculation,
+token for token (greedy golden prompts alone and 8 at once; seeded sampling, n = 2, logprobs and
+stop strings); with the model as its own draft every greedy proposal is accepted; sampled outputs
+keep their distribution (a chi-square test over 2,000 samples of the next 3 tokens, different
+seeds with and without speculation); an aborted stream leaks no KV block; bad configurations
+(and a draft model that is missing or has another tokenizer) are refused at start-up with one
+line. The C side (rollback, prefix-cache contents, preemption) is tests/unit/test_spec.c.
 """
 import math
 import os
 import subprocess
+import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +21,7 @@ import requests
 from conftest import BASE_ARGS, MODEL, ROOT, binary, free_port
 
 SPEC = '{"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2}'
+DRAFT = '{"model": "%s", "num_speculative_tokens": 4}' % MODEL
 EXACT = ROOT / "tests" / "data" / "golden" / "exact.txt"
 
 
@@ -27,11 +30,22 @@ def spec_server(start_server):
     return start_server("--speculative-config", SPEC)
 
 
+@pytest.fixture(scope="module")
+def draft_server(start_server):
+    return start_server("--speculative-config", DRAFT)
+
+
+@pytest.fixture(scope="module")
+def golden_want(server):
+    """The golden prompts' greedy outputs without speculation."""
+    return [choices_of(complete(server, greedy_body(ids))) for ids in golden_prompt_ids()]
+
+
 def golden_prompt_ids():
     out = []
     for line in EXACT.read_text().splitlines():
         if line.startswith("tokens "):
-            out.append([int(x) for x in line.split()[2:]])
+            out.append([int(x) for x in line.split()[1:]])
     assert len(out) == 12
     return out
 
@@ -62,9 +76,9 @@ def greedy_body(ids):
             "return_tokens_as_token_ids": True}
 
 
-def test_greedy_golden_alone_and_concurrent(server, spec_server):
+def test_greedy_golden_alone_and_concurrent(golden_want, spec_server):
     prompts = golden_prompt_ids()
-    want = [choices_of(complete(server, greedy_body(ids))) for ids in prompts]
+    want = golden_want
     d0 = spec_counts(spec_server)
     alone = [choices_of(complete(spec_server, greedy_body(ids))) for ids in prompts]
     d1 = spec_counts(spec_server)
@@ -77,7 +91,34 @@ def test_greedy_golden_alone_and_concurrent(server, spec_server):
     print("golden prompts alone: %d drafts, %d of %d proposals accepted" % (d1[0] - d0[0], d1[2] - d0[2], d1[1] - d0[1]))
 
 
-def test_seeded_n2_logprobs_stop(server, spec_server):
+def test_draft_model_golden_alone_and_concurrent(golden_want, draft_server):
+    """The default model as its own draft: the golden outputs unchanged, every proposal accepted
+    (greedy, ignore_eos: nothing ends a request in the middle of its proposals), and the memory
+    plan shows the draft."""
+    prompts = golden_prompt_ids()
+    d0 = spec_counts(draft_server)
+    alone = [choices_of(complete(draft_server, greedy_body(ids))) for ids in prompts]
+    d1 = spec_counts(draft_server)
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda ids: choices_of(complete(draft_server, greedy_body(ids))), prompts))
+    d2 = spec_counts(draft_server)
+    for i in range(len(prompts)):
+        assert alone[i] == golden_want[i], "golden prompt %d differs with the draft model (alone)" % i
+        assert together[i] == golden_want[i], "golden prompt %d differs with the draft model (8 at once)" % i
+    for a, b in ((d0, d1), (d1, d2)):
+        drafted, accepted = b[1] - a[1], b[2] - a[2]
+        assert drafted > 12 * 8 and accepted == drafted, "%d of %d proposals accepted" % (accepted, drafted)
+    m = draft_server.metrics()
+    per_pos = [m.get('sluice:spec_decode_num_accepted_tokens_per_pos_total{position="%d"}' % p, 0) for p in range(4)]
+    assert per_pos[0] == d2[0] and per_pos[3] > 0, per_pos
+    draft_server.log.flush()
+    plan = [ln for ln in draft_server.log_path.read_text(errors="replace").splitlines() if "draft model" in ln]
+    assert any("weights" in ln and "KV cache" in ln for ln in plan), plan
+
+
+@pytest.mark.parametrize("kind", ["spec_server", "draft_server"])
+def test_seeded_n2_logprobs_stop(server, kind, request):
+    spec_server = request.getfixturevalue(kind)
     # a prompt that invites copying; n = 2 seeded samples with penalties, logprobs and a stop string
     text = ("one two three four five six seven eight nine ten. one two three four five six seven eight nine ten. "
             "one two three four five six seven eight nine ten. one two three")
@@ -195,6 +236,28 @@ def test_abort_mid_stream_leaks_nothing(spec_server):
         time.sleep(0.2)
     assert m["sluice:num_requests_running"] == 0 and m["sluice:kv_cache_usage_perc"] == 0, m
     assert spec_counts(spec_server)[0] > d0[0], "the request did not speculate"
+
+
+def refusal(cfg):
+    p = subprocess.run([str(binary()), "--model", str(MODEL), "--port", str(free_port()), *BASE_ARGS,
+                        "--speculative-config", cfg], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if "--speculative-config" in ln]
+    assert len(lines) == 1, p.stderr
+    return lines[0]
+
+
+def test_draft_model_missing_is_refused(tmp_path):
+    line = refusal('{"model": "%s", "num_speculative_tokens": 2}' % (tmp_path / "draft.gguf"))
+    assert "draft model" in line and "draft.gguf" in line, line
+
+
+def test_draft_model_other_tokenizer_is_refused(tmp_path):
+    # a tiny random Mistral-style model with a 300-odd-token byte-level BPE vocabulary
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make-tiny-models.py"), str(tmp_path),
+                    "--family", "mistral"], check=True, capture_output=True)
+    line = refusal('{"model": "%s", "num_speculative_tokens": 2}' % (tmp_path / "mistral.gguf"))
+    assert "tokens, the target's 49152" in line and "must share the target's tokenizer" in line, line
 
 
 @pytest.mark.parametrize("cfg,msg", [

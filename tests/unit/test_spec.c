@@ -1,4 +1,5 @@
-// test_spec.c: speculative decoding (n-gram proposals) on the real default model (CPU).
+// test_spec.c: speculative decoding (n-gram proposals, and the default model as its own draft
+// model) on the real default model (CPU).
 //
 // --speculative-config parsing; the n-gram proposer on known token runs; and through the engine:
 // every request of a mixed workload (greedy, seeded sampling with penalties, small max_tokens,
@@ -31,20 +32,30 @@ static void test_config(void) {
     EXPECT_EQ_INT(spec_config_parse("{\"method\":\"ngram\",\"num_speculative_tokens\":4,\"prompt_lookup_max\":4,"
                                     "\"prompt_lookup_min\":2,\"disable_by_batch_size\":8}", &c, err), SL_OK);
     EXPECT(c.prompt_lookup_min == 2 && c.prompt_lookup_max == 4 && c.disable_by_batch_size == 8, "parsed");
+    EXPECT_EQ_INT(spec_config_parse("{\"model\": \"d.gguf\", \"num_speculative_tokens\": 3}", &c, err), SL_OK);
+    EXPECT(c.method == SPEC_DRAFT && c.num_speculative_tokens == 3 && !strcmp(c.model, "d.gguf"), "draft parsed");
+    EXPECT_EQ_INT(spec_config_parse("{\"method\": \"draft_model\", \"model\": \"d\", \"num_speculative_tokens\": 1, "
+                                    "\"disable_by_batch_size\": 4}", &c, err), SL_OK);
+    EXPECT(c.method == SPEC_DRAFT && c.disable_by_batch_size == 4, "draft_model parsed");
     const struct {
         const char *json, *msg;
     } bad[] = {
         {"{", "not valid JSON"},
         {"[]", "expected a JSON object"},
         {"{\"method\": \"eagle\", \"num_speculative_tokens\": 2}", "unknown method \"eagle\""},
-        {"{\"num_speculative_tokens\": 2}", "\"method\" is required"},
+        {"{\"num_speculative_tokens\": 2}", "\"method\" (\"ngram\") or \"model\" is required"},
         {"{\"method\": \"ngram\"}", "\"num_speculative_tokens\" is required"},
         {"{\"method\": \"ngram\", \"num_speculative_tokens\": 0}", "between 1 and 16, got 0"},
         {"{\"method\": \"ngram\", \"num_speculative_tokens\": 2.5}", "must be an integer"},
         {"{\"method\": \"ngram\", \"num_speculative_tokens\": 2, \"prompt_lookup_min\": 4, \"prompt_lookup_max\": 2}",
          "\"prompt_lookup_min\" (4) must be <= \"prompt_lookup_max\" (2)"},
         {"{\"method\": \"ngram\", \"num_speculative_tokens\": 2, \"foo\": 1}", "unknown key \"foo\""},
-        {"{\"model\": \"draft.gguf\", \"num_speculative_tokens\": 2}", "draft model"},
+        {"{\"model\": \"\", \"num_speculative_tokens\": 2}", "\"model\" must be a path"},
+        {"{\"model\": 7, \"num_speculative_tokens\": 2}", "\"model\" must be a path"},
+        {"{\"method\": \"draft_model\", \"num_speculative_tokens\": 2}", "needs \"model\": PATH"},
+        {"{\"model\": \"d.gguf\", \"num_speculative_tokens\": 2, \"prompt_lookup_max\": 3}", "are for method \"ngram\""},
+        {"{\"method\": \"ngram\", \"model\": \"d.gguf\", \"num_speculative_tokens\": 2}", "takes no \"model\""},
+        {"{\"model\": \"d.gguf\"}", "\"num_speculative_tokens\" is required"},
         {"{\"method\": 3, \"num_speculative_tokens\": 2}", "\"method\" must be a string"},
     };
     for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
@@ -118,13 +129,18 @@ static void spec_jobs(Job *jobs, const Tokenizer *tok) {
     (void)tok;
 }
 
-static EngineConfig spec_cfg(int budget, int max_seqs, size_t kv_mem, bool spec) {
+typedef enum { OFF, NGRAM, DRAFT } SpecKind;
+
+// DRAFT: the default model as its own draft, 4 proposals per step.
+static EngineConfig spec_cfg(int budget, int max_seqs, size_t kv_mem, SpecKind kind) {
     EngineConfig c = cfg_make(budget, max_seqs, true, kv_mem);
-    if (spec) {
-        char err[ERR_MAX];
-        CHECK(spec_config_parse("{\"method\":\"ngram\",\"num_speculative_tokens\":5,\"prompt_lookup_max\":4,"
-                                "\"prompt_lookup_min\":2}", &c.spec, err) == SL_OK, "%s", err);
-    }
+    char err[ERR_MAX], json[1200];
+    if (kind == NGRAM)
+        snprintf(json, sizeof json, "{\"method\":\"ngram\",\"num_speculative_tokens\":5,\"prompt_lookup_max\":4,"
+                 "\"prompt_lookup_min\":2}");
+    else
+        snprintf(json, sizeof json, "{\"model\":\"%s\",\"num_speculative_tokens\":4}", TEST_MODEL_PATH);
+    if (kind != OFF) CHECK(spec_config_parse(json, &c.spec, err) == SL_OK, "%s", err);
     return c;
 }
 
@@ -143,10 +159,12 @@ static int cached_hashes(Engine *e, uint64_t *out) {
     return n;
 }
 
-static void test_identity(void) {
-    static Job want[NSPEC], got[NSPEC];
-    static uint64_t h_off[4096], h_on[4096];
-    EngineConfig c0 = spec_cfg(512, 4, 16 << 20, false);
+static Job want[NSPEC];            // the jobs without speculation (test_reference)
+static uint64_t h_off[4096];        // and the prefix cache after them
+static int n_off, blocks_off;
+
+static void test_reference(void) {
+    EngineConfig c0 = spec_cfg(512, 4, 16 << 20, OFF);
     Engine *e = engine_open(&c0);
     ASSERT(e);
     spec_jobs(want, engine_tokenizer(e));
@@ -154,17 +172,28 @@ static void test_identity(void) {
     EngineStats st;
     expect_pool_whole(e, &st);
     CHECK(st.num_blocks <= 4096);
-    int n_off = cached_hashes(e, h_off);
+    blocks_off = st.num_blocks;
+    n_off = cached_hashes(e, h_off);
     engine_destroy(e);
     int stopped = 0;
     for (int i = 3; i < NSPEC; i += 4)
         stopped += want[i].finish == ENGINE_FINISH_STOP && want[i].stop_str == 0;
     EXPECT(stopped >= 1, "no stop-string job stopped on its stop string");
+}
 
-    // alone: the same tokens, the same pool and prefix cache afterwards
-    EngineConfig c1 = spec_cfg(512, 4, 16 << 20, true);
-    e = engine_open(&c1);
+// With speculation of this kind, the jobs make test_reference's tokens and text: alone (then the
+// pool and the prefix cache end as without speculation, and at least half the proposals were
+// accepted) and all at once under a budget of 24 tokens (proposals clipped) and a pool of 20 blocks
+// (preemption, which the draft model must recompute too).
+static void spec_identity(SpecKind kind) {
+    static Job got[NSPEC];
+    static uint64_t h_on[4096];
+    EngineStats st;
+    // a block holds the draft's KV too (here as much as the target's): the same number of blocks
+    EngineConfig c1 = spec_cfg(512, 4, (kind == DRAFT ? 32 : 16) << 20, kind);
+    Engine *e = engine_open(&c1);
     ASSERT(e);
+    EXPECT_EQ_INT(engine_info(e)->num_blocks, blocks_off);
     memcpy(got, want, sizeof got);
     jobs_run_alone(e, got, NSPEC);
     jobs_compare(want, got, NSPEC, "speculative, alone");
@@ -186,7 +215,7 @@ static void test_identity(void) {
     engine_destroy(e);
 
     // all at once, a budget of 24 tokens (proposals clipped) and a pool of 20 blocks (preemption)
-    EngineConfig c2 = spec_cfg(24, 8, 20 * block_bytes, true);
+    EngineConfig c2 = spec_cfg(24, 8, 20 * block_bytes, kind);
     e = engine_open(&c2);
     ASSERT(e);
     memcpy(got, want, sizeof got);
@@ -200,9 +229,75 @@ static void test_identity(void) {
     engine_destroy(e);
 }
 
+static void test_identity(void) { spec_identity(NGRAM); }
+static void test_identity_draft(void) { spec_identity(DRAFT); }
+
+// The default model as its own draft: every greedy proposal is the target's own next token (the
+// kernels are batch invariant, so the draft's one-row logits are the target's verification rows),
+// so every proposal is accepted while nothing stops the request early. That holds only if the
+// draft's cache has the right KV wherever the draft reads: after preemption and recompute (all at
+// once on 20 blocks) and on prefix-cache hits (the same jobs again, alone).
+static void test_draft_accepts_all(void) {
+    EngineConfig c = spec_cfg(512, 4, 16 << 20, DRAFT);
+    Engine *e = engine_open(&c);
+    ASSERT(e);
+    size_t block_bytes = engine_info(e)->kv_cache_bytes / (size_t)engine_info(e)->num_blocks;
+    static Job jobs[NSPEC];
+    spec_jobs(jobs, engine_tokenizer(e));
+    engine_destroy(e);
+    c = spec_cfg(512, 4, 20 * block_bytes, DRAFT);
+    c.cpu_activations = K_ACT_AUTO; // the server's default: int8 on the amx path where there is one
+    e = engine_open(&c);
+    ASSERT(e);
+    Job greedy[4], again[4];
+    int n = 0;
+    for (int i = 0; i < NSPEC; i++) {
+        if (i % 4 == 1 || i % 4 == 3) continue; // sampled; min_tokens' bans and stop strings
+        greedy[n] = jobs[i];
+        greedy[n].params.ignore_eos = true;
+        again[n] = greedy[n];
+        n++;
+    }
+    jobs_run_together(e, greedy, n);
+    EngineStats st;
+    engine_stats(e, &st);
+    EXPECT(st.num_preemptions > 0, "no preemption with 20 blocks");
+    jobs_run_alone(e, again, n);
+    jobs_compare(greedy, again, n, "draft: together vs alone");
+    expect_pool_whole(e, &st);
+    EXPECT(st.prefix_cache_hits > 0, "no prefix-cache hit");
+    EXPECT(st.spec_draft_tokens > 40 && st.spec_accepted_tokens == st.spec_draft_tokens,
+           "%llu of %llu proposals accepted", (unsigned long long)st.spec_accepted_tokens,
+           (unsigned long long)st.spec_draft_tokens);
+    engine_destroy(e);
+}
+
+// Tensor parallelism: the draft runs whole on rank 0's thread, after the ranks' forward; the
+// tokens are those of the same ranks without speculation.
+static void test_draft_tp(void) {
+    static Job jobs[NSPEC], got[2][4];
+    uint64_t accepted = 0; // (2 threads over 3 ranks: one each)
+    for (int k = 0; k < 2; k++) {
+        EngineConfig c = spec_cfg(512, 4, 32 << 20, k ? DRAFT : OFF);
+        c.tensor_parallel_size = 3;
+        c.cpu_activations = K_ACT_AUTO;
+        Engine *e = engine_open(&c);
+        ASSERT(e);
+        spec_jobs(jobs, engine_tokenizer(e));
+        memcpy(got[k], jobs, sizeof got[k]);
+        jobs_run_together(e, got[k], 4);
+        EngineStats st;
+        expect_pool_whole(e, &st);
+        accepted = st.spec_accepted_tokens;
+        engine_destroy(e);
+    }
+    jobs_compare(got[0], got[1], 4, "draft model, tensor parallel 3");
+    EXPECT(accepted > 0, "no proposal accepted");
+}
+
 // An abort while the request speculates: it ends at once and holds no block afterwards.
-static void test_abort(void) {
-    EngineConfig c = spec_cfg(64, 4, 16 << 20, true);
+static void spec_abort(SpecKind kind) {
+    EngineConfig c = spec_cfg(64, 4, 16 << 20, kind);
     Engine *e = engine_open(&c);
     ASSERT(e);
     static Job jobs[NSPEC];
@@ -232,6 +327,9 @@ static void test_abort(void) {
     expect_pool_whole(e, &st);
     engine_destroy(e);
 }
+
+static void test_abort(void) { spec_abort(NGRAM); }
+static void test_abort_draft(void) { spec_abort(DRAFT); }
 
 // ----------------------------------------------------------------------------
 // the scheduler alone: 100 mixed requests with and without proposals
@@ -365,7 +463,7 @@ static void test_disable_by_batch_size(void) {
     static Job jobs[NSPEC], got[2][4];
     uint64_t drafts[2];
     for (int k = 0; k < 2; k++) {
-        EngineConfig c = spec_cfg(512, 4, 16 << 20, true);
+        EngineConfig c = spec_cfg(512, 4, 16 << 20, NGRAM);
         c.spec.disable_by_batch_size = k == 0 ? 2 : 8;
         Engine *e = engine_open(&c);
         ASSERT(e);
@@ -391,8 +489,13 @@ int main(int argc, char **argv) {
     RUN(test_ngram);
     RUN(test_rollback_sim);
     if (!corpus_load()) return test_summary();
+    RUN(test_reference);
     RUN(test_identity);
+    RUN(test_identity_draft);
+    RUN(test_draft_accepts_all);
+    RUN(test_draft_tp);
     RUN(test_abort);
+    RUN(test_abort_draft);
     RUN(test_disable_by_batch_size);
     return test_summary();
 }
