@@ -310,7 +310,8 @@ int config_flags(Config *c, Flag *out) {
         {"--cpu-activations", "SLUICE_CPU_ACTIVATIONS", FLAG_STR, &c->cpu_activations, 0, 0,
          "activation precision of the CPU's quantized matmuls: int16 (follows the exact model; types other than "
          "Q4_0/Q4_1/Q8_0 dequantized a row at a time), int8 (VNNI/AMX u8 x s8 dot products, faster, coarser: "
-         "docs/architecture.md) or auto (int16 for Q4_0/Q4_1/Q8_0, int8 for the rest)", ""},
+         "docs/architecture.md) or auto (int8 on a CPU with AMX; elsewhere int16 for Q4_0/Q4_1/Q8_0, int8 for the "
+         "rest)", ""},
         {"--gpu-memory-utilization", "SLUICE_GPU_MEMORY_UTILIZATION", FLAG_FLOAT, &c->gpu_memory_utilization, 0, 1,
          "share of the GPU's memory for weights, activations and KV cache (0 < X <= 1)", ""},
         {"--enforce-eager", "SLUICE_ENFORCE_EAGER", FLAG_BOOL, &c->enforce_eager, 0, 0,

@@ -90,13 +90,17 @@ void k_matmul(float *out, const float *x, const QMatrix *w, int n_tokens);
 // the K-quants' per-16 scales): twice the integer throughput or more, at 258 times the
 // activation error. It stays deterministic and batch-invariant; against the 16-bit path it
 // differs by that error.
-// K_ACT_AUTO (--cpu-activations auto, the server's default): int16 where it has an integer kernel
-// (Q4_0/Q4_1/Q8_0), int8 for the types int16 would dequantize a row at a time (Q5_0, Q5_1,
-// IQ4_NL, the K-quants: 7-20x faster there, at the 8-bit activation error). Chosen per matrix
-// type, so a row's result still depends on nothing but the row.
+// K_ACT_AUTO (--cpu-activations auto, the server's default): int8 for the types int16 would
+// dequantize a row at a time (Q5_0, Q5_1, IQ4_NL, the K-quants: 7-20x faster there, at the 8-bit
+// activation error); for Q4_0/Q4_1/Q8_0 int8 where the "amx" path runs (the tiles take 8-bit
+// operands only: prefill and batched decode twice as fast, as llama.cpp does there), else int16
+// (their integer kernel: the exact path, at most 1.2-1.4x slower there). Chosen per matrix type
+// and fixed for the process, so a row's result still depends on nothing but the row.
 typedef enum { K_ACT_INT16 = 0, K_ACT_INT8 = 1, K_ACT_AUTO = 2 } KActivations;
 void k_set_activations(KActivations a);
 KActivations k_activations(void);
+// Whether matmuls of a matrix of type t take 8-bit activations under the current setting.
+bool k_act_int8(QType t);
 // The instruction-set path the 8-bit kernels use, picked at run time from the CPU's features:
 // "amx", "avx512-vnni", "avx-vnni", "avx2" or "scalar" (the first the CPU supports, in that
 // order; "amx" also needs the kernel's permission for the tile state, asked on the first call).

@@ -14,9 +14,13 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Small enough for a shared 2-core CI machine; every test keeps its outputs short.
+# --cpu-activations int16: the exact path on every host. The default (auto) takes 8-bit
+# activations where the CPU has AMX, and many tests compare greedy text with exact references,
+# across tensor-parallel sizes or between file formats, or rely on what this model writes on the
+# exact path (an EOS, a finished JSON object); test_activations.py runs the default.
 # $SLUICE_TEST_ARGS adds flags to every daemon (e.g. "--log-level debug" when chasing a failure).
 BASE_ARGS = ["--max-model-len", "2048", "--kv-cache-memory", "256M", "--max-num-seqs", "32", "--timeout", "20",
-             *os.environ.get("SLUICE_TEST_ARGS", "").split()]
+             "--cpu-activations", "int16", *os.environ.get("SLUICE_TEST_ARGS", "").split()]
 
 
 def binary():

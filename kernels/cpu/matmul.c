@@ -6,7 +6,8 @@
 //                    below
 //   Q2_K .. Q6_K     with K_ACT_INT8, integer dots against 8-bit activations per 256 (matmul_k8.c);
 //                    with K_ACT_INT16 dequantized rows as below
-//   (K_ACT_AUTO: the Q4_0 Q4_1 Q8_0 row's int16, every other quantized type's int8)
+//   (K_ACT_AUTO: every quantized type's int8, except Q4_0 Q4_1 Q8_0's int16 off the amx path;
+//   k_act_int8)
 //   F32 F16          float dots, F16 converted in registers
 //   anything else    each weight row dequantized once into the thread's buffer (dequant_row),
 //                    then float dots with every token row: correct, not fast
@@ -31,6 +32,14 @@ void k_set_activations(KActivations a) {
 
 KActivations k_activations(void) {
     return (KActivations)__atomic_load_n(&cpu_activations, __ATOMIC_ACQUIRE);
+}
+
+static bool q16_type(QType t) { return t == QTYPE_Q4_0 || t == QTYPE_Q4_1 || t == QTYPE_Q8_0; }
+
+bool k_act_int8(QType t) {
+    KActivations a = k_activations();
+    if (a != K_ACT_AUTO) return a == K_ACT_INT8;
+    return !q16_type(t) || strcmp(k_int8_path(), "amx") == 0;
 }
 
 float kcpu_dot_f32(const float *a, const float *b, int n) {
@@ -218,10 +227,8 @@ void k_matmul(float *out, const float *x, const QMatrix *w, int n_tokens) {
     case QTYPE_Q4_K:
     case QTYPE_Q5_K:
     case QTYPE_Q6_K: {
-        bool kq = qtype_block(w->type) == QK_K, q16 = w->type == QTYPE_Q4_0 || w->type == QTYPE_Q4_1 ||
-                                                      w->type == QTYPE_Q8_0;
-        KActivations a = k_activations();
-        if (a == K_ACT_INT8 || (a == K_ACT_AUTO && !q16)) (kq ? kcpu_matmul_k8 : kcpu_matmul_q8)(kc, out, x, w, n_tokens);
+        bool kq = qtype_block(w->type) == QK_K, q16 = q16_type(w->type);
+        if (k_act_int8(w->type)) (kq ? kcpu_matmul_k8 : kcpu_matmul_q8)(kc, out, x, w, n_tokens);
         else if (!q16) matmul_dequant(kc, out, x, w, n_tokens);
         else kcpu_matmul_q(kc, out, x, w, n_tokens);
         break;

@@ -81,8 +81,7 @@ bool kcpu_amx_available(void) {
 
 size_t k_pack_bytes(const QMatrix *w) {
     bool packable = w->type == QTYPE_Q4_0 || w->type == QTYPE_Q4_1 || w->type == QTYPE_Q8_0;
-    if (!packable || w->cols % KCPU_QK || w->rows <= 0 || k_activations() != K_ACT_INT8 ||
-        strcmp(k_int8_path(), "amx") != 0)
+    if (!packable || w->cols % KCPU_QK || w->rows <= 0 || !k_act_int8(w->type) || strcmp(k_int8_path(), "amx") != 0)
         return 0;
     size_t groups = (size_t)(w->rows + AMX_ROWS - 1) / AMX_ROWS;
     return groups * (size_t)(w->cols / KCPU_QK) * kcpu_amx_record_bytes(w->type);

@@ -30,8 +30,9 @@ def sluice_run():
 
 
 def run(*args, stdin=None, timeout=120):
-    return subprocess.run([str(sluice_run()), "--model", str(MODEL), *args], input=stdin, capture_output=True,
-                          text=True, timeout=timeout)
+    # the exact path, as the test daemons (tests/daemon.py): the references are exact
+    return subprocess.run([str(sluice_run()), "--model", str(MODEL), "--cpu-activations", "int16", *args], input=stdin,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def golden_prompts():

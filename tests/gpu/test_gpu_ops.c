@@ -73,7 +73,7 @@ static void test_embed(void) {
         const EmbedCase *c = &cases[ci];
         gt_seed(100 + ci);
         uint8_t *data = make_qdata(c->type, c->rows, c->cols);
-        QMatrix qm = {c->type, c->rows, c->cols, data};
+        QMatrix qm = {c->type, c->rows, c->cols, data, NULL};
         int *ids = xmalloc(c->n_tokens * sizeof(int));
         for (int t = 0; t < c->n_tokens; t++) ids[t] = t == 0 ? c->rows - 1 : gt_int(c->rows);
         size_t n = (size_t)c->n_tokens * c->cols;
@@ -140,7 +140,7 @@ static void test_matmul(void) {
         const MatmulCase *c = &cases[ci];
         gt_seed(300 + ci);
         uint8_t *data = make_qdata(c->type, c->rows, c->cols);
-        QMatrix qm = {c->type, c->rows, c->cols, data};
+        QMatrix qm = {c->type, c->rows, c->cols, data, NULL};
         size_t nx = (size_t)c->n_tokens * c->cols;
         float *x = xmalloc(nx * sizeof(float));
         gt_fill(x, nx, -1, 1);

@@ -22,6 +22,10 @@ static EngineConfig cfg_make(int budget, int max_seqs, bool prefix_caching, size
     c.kv_cache_memory = kv_mem;
     c.threads = 2;
     c.device = ENGINE_DEVICE_CPU;
+    // the exact path, whatever the host: auto would take int8 where the CPU has AMX, and these
+    // tests compare against exact references and across tensor-parallel sizes (int8's own engine
+    // tests set it: test_engine.c's test_batch_invariance_int8, test_spec.c's drafts)
+    c.cpu_activations = K_ACT_INT16;
     return c;
 }
 
