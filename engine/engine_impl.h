@@ -72,6 +72,7 @@ typedef struct {
     bool finished;
     GrammarMatcher *gm;        // structured output: this choice's matcher, else NULL
     int spec_proposed, spec_accepted; // speculative decoding: this choice's proposals so far
+    int spec_len;              // proposals it asks for next (0: num_speculative_tokens)
     bool spec_off;             // its acceptance stayed low: no more proposals (engine_spec.c)
 } Sample;
 

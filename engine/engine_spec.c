@@ -22,6 +22,10 @@
 // generator exactly as without speculation, and the kernels are batch invariant (a row's logits do
 // not depend on the other rows of the step), so its output is the same token for token.
 //
+// Proposal length adapts per choice: one more than the last verification accepted (at most k),
+// so a choice whose output copies its input keeps k proposals in flight while one that
+// paraphrases asks for one or two, and pays for a row or two per step instead of k.
+//
 // Not speculated: structured-output requests (their grammar's bitmask is computed for one row per
 // step, so a proposal after the first row would be unchecked) and requests whose acceptance stayed
 // low: after SPEC_OFF_MIN_PROPOSED proposals, fewer than 1 in SPEC_OFF_RATIO accepted turns the
@@ -53,12 +57,13 @@ void engine_spec_propose(Engine *e) {
         CHECK(r, "sequence %lld has no request", (long long)seq->id);
         const Sample *s = &r->samples[seq->sample_index];
         if (s->gm || s->spec_off || s->finished) continue;
+        int k = MIN(s->spec_len > 0 ? s->spec_len : c->num_speculative_tokens, room);
         if (c->method == SPEC_DRAFT) { // runner_draft fills them in once they have slots
-            seq->num_spec = MIN(c->num_speculative_tokens, room);
+            seq->num_spec = k;
             continue;
         }
-        seq->num_spec = spec_ngram_propose(seq->tokens, seq->num_tokens, c->prompt_lookup_min, c->prompt_lookup_max,
-                                           MIN(c->num_speculative_tokens, room), seq->tokens + seq->num_tokens);
+        seq->num_spec = spec_ngram_propose(seq->tokens, seq->num_tokens, c->prompt_lookup_min, c->prompt_lookup_max, k,
+                                           seq->tokens + seq->num_tokens);
     }
 }
 
@@ -84,6 +89,7 @@ void engine_spec_verify(Engine *e, EngineRequest *r, SchedEntry *en, int i) {
     for (int p = 0; p < matched; p++) e->st.spec_accepted_per_pos[p]++;
     s->spec_proposed += en->num_spec;
     s->spec_accepted += matched;
+    s->spec_len = MIN(matched + 1, e->cfg.spec.num_speculative_tokens);
     if (s->spec_proposed >= SPEC_OFF_MIN_PROPOSED && s->spec_accepted * SPEC_OFF_RATIO < s->spec_proposed)
         s->spec_off = true;
 }

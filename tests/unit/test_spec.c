@@ -183,7 +183,7 @@ static void test_reference(void) {
 
 // With speculation of this kind, the jobs make test_reference's tokens and text: alone (then the
 // pool and the prefix cache end as without speculation, and at least half the proposals were
-// accepted) and all at once under a budget of 24 tokens (proposals clipped) and a pool of 20 blocks
+// accepted) and all at once under a budget of 24 tokens (proposals clipped) and a pool of 16 blocks
 // (preemption, which the draft model must recompute too).
 static void spec_identity(SpecKind kind) {
     static Job got[NSPEC];
@@ -214,15 +214,15 @@ static void spec_identity(SpecKind kind) {
     size_t block_bytes = engine_info(e)->kv_cache_bytes / (size_t)engine_info(e)->num_blocks;
     engine_destroy(e);
 
-    // all at once, a budget of 24 tokens (proposals clipped) and a pool of 20 blocks (preemption)
-    EngineConfig c2 = spec_cfg(24, 8, 20 * block_bytes, kind);
+    // all at once, a budget of 24 tokens (proposals clipped) and a pool of 16 blocks (preemption)
+    EngineConfig c2 = spec_cfg(24, 8, 16 * block_bytes, kind);
     e = engine_open(&c2);
     ASSERT(e);
     memcpy(got, want, sizeof got);
     jobs_run_together(e, got, NSPEC);
     jobs_compare(want, got, NSPEC, "speculative, together");
     expect_pool_whole(e, &st);
-    EXPECT(st.num_preemptions > 0, "no preemption with 20 blocks");
+    EXPECT(st.num_preemptions > 0, "no preemption with 16 blocks");
     EXPECT(st.spec_drafts > 0, "no drafts");
     char err[ERR_MAX];
     EXPECT(sched_check(&e->sched, err) == SL_OK, "%s", err);
