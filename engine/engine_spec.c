@@ -108,15 +108,6 @@ void engine_spec_log(const Engine *e) {
 
 // ---- the draft model
 
-// A token's bytes for a message: at most 24, anything unprintable as '?'.
-static void piece_for_msg(const Tokenizer *t, int id, char *buf, size_t cap) {
-    size_t n, w = 0;
-    const char *p = tok_piece(t, id, &n);
-    for (size_t i = 0; i < n && i < 24 && w + 1 < cap; i++)
-        buf[w++] = p[i] >= 0x20 && p[i] < 0x7f ? p[i] : '?';
-    buf[w] = 0;
-}
-
 // A proposal is a token id, so every id must mean the same bytes to both tokenizers. SL_ERR with
 // the first difference in msg.
 static int tok_match(const Tokenizer *target, const Tokenizer *draft, char *msg) {
@@ -126,10 +117,9 @@ static int tok_match(const Tokenizer *target, const Tokenizer *draft, char *msg)
         size_t lt, ld;
         const char *pt = tok_piece(target, id, &lt), *pd = tok_piece(draft, id, &ld);
         if (lt != ld || memcmp(pt, pd, lt)) {
-            char a[32], b[32];
-            piece_for_msg(draft, id, a, sizeof a);
-            piece_for_msg(target, id, b, sizeof b);
-            return seterr(msg, "token %d is \"%s\" in its tokenizer, \"%s\" in the target's", id, a, b);
+            char a[STR_SHOW_CAP(24)], b[STR_SHOW_CAP(24)];
+            return seterr(msg, "token %d is \"%s\" in its tokenizer, \"%s\" in the target's", id,
+                          str_show(pd, ld, 24, a), str_show(pt, lt, 24, b));
         }
     }
     if (tok_bos(target) != tok_bos(draft) || tok_eos(target) != tok_eos(draft))

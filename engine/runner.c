@@ -7,6 +7,7 @@
 
 #include "common/common.h"
 #include "config/config.h" // fmt_bytes
+#include "engine/sampling/sampler.h" // sampler_argmax: the draft's proposals are greedy tokens
 
 static inline int cdiv(int a, int b) { return (a + b - 1) / b; }
 static void runner_draft_mirror(Runner *r, const SchedOutput *out);
@@ -37,12 +38,10 @@ int runner_init_cpu(Runner *r, Model *models, int tp_size, Model *draft, const R
     for (int i = 0; i < tp_size; i++)
         block_bytes += kv_cache_block_bytes(c->n_layers, models[i].n_kv_heads, c->head_dim, cfg->block_size,
                                             cfg->kv_dtype);
-    size_t draft_block = 0;
     if (draft) {
         CHECK(draft->tp_size == 1 && cfg->max_num_batched_tokens <= draft->max_tokens);
-        draft_block = kv_cache_block_bytes(draft->cfg.n_layers, draft->cfg.n_kv_heads, draft->cfg.head_dim,
-                                           cfg->block_size, cfg->kv_dtype);
-        block_bytes += draft_block;
+        block_bytes += kv_cache_block_bytes(draft->cfg.n_layers, draft->cfg.n_kv_heads, draft->cfg.head_dim,
+                                            cfg->block_size, cfg->kv_dtype);
     }
     size_t mem = cfg->kv_cache_memory ? cfg->kv_cache_memory : kv_cache_default_memory();
     int num_blocks = kv_cache_blocks_in(mem, block_bytes, cfg->block_size);
@@ -212,14 +211,6 @@ void runner_step(Runner *r, const SchedOutput *out, const int *prompt_rows) {
     if (r->draft) runner_draft_mirror(r, out);
 }
 
-// The argmax of row[0..n) (lowest id on ties).
-static int32_t argmax_row(const float *row, int n) {
-    int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (row[i] > row[best]) best = i;
-    return best;
-}
-
 void runner_draft(Runner *r, const SchedOutput *out, int n_vocab) {
     CHECK(r->draft && !r->draft_done && n_vocab <= r->draft->cfg.vocab);
     for (int i = 0; i < out->num_copies; i++) kv_cache_copy_block(&r->draft_kv, out->copies[i].src, out->copies[i].dst);
@@ -241,7 +232,7 @@ void runner_draft(Runner *r, const SchedOutput *out, int n_vocab) {
             const SchedEntry *en = &out->entries[e];
             if (en->num_spec <= j) continue;
             const float *l = r->draft_logits + (size_t)row++ * r->draft->cfg.vocab;
-            en->seq->tokens[en->start_pos + j + 1] = argmax_row(l, n_vocab);
+            en->seq->tokens[en->start_pos + j + 1] = sampler_argmax(l, n_vocab);
         }
     }
     r->draft_done = true;

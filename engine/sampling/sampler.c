@@ -313,7 +313,7 @@ static inline void block_colmax(const float *x, float *cm) {
 
 // The index of the largest value, the lowest one on ties: one pass, block by block; a block is
 // scanned for its index only when its max beats the best so far.
-static int32_t argmax_first(const float *x, int n) {
+int32_t sampler_argmax(const float *x, int n) {
     int32_t best = 0;
     float bv = x[0];
     for (int b0 = 0; b0 < n; b0 += SAMPLER_BLOCK) {
@@ -687,7 +687,7 @@ int32_t sampler_sample_banned(const SamplingParams *p, SamplerState *st, float *
     }
     sampler_apply_logit_bias(p, logits, vocab);
     sampler_apply_penalties(p, st, logits);
-    int32_t token = p->temperature < SAMPLER_TEMP_EPS ? argmax_first(logits, vocab)
+    int32_t token = p->temperature < SAMPLER_TEMP_EPS ? sampler_argmax(logits, vocab)
                                                       : sample_random(p, logits, vocab, sc, u);
     if (want_lp) logprobs_fill(lp_src, vocab, token, p->logprobs, sc, lp);
     return token;

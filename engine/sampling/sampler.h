@@ -164,6 +164,9 @@ int32_t sampler_sample(const SamplingParams *p, SamplerState *st, float *logits,
 int32_t sampler_sample_banned(const SamplingParams *p, SamplerState *st, float *logits, int vocab,
                               const int32_t *ban, int n_ban, SamplerScratch *sc, SampleLogprobs *lp);
 
+// The index of the largest of x[0..n), the lowest on ties: greedy sampling's choice (step 4).
+int32_t sampler_argmax(const float *x, int n);
+
 // Raw logprobs of `token` and the n_top best (0..SAMPLER_MAX_LOGPROBS) under log_softmax(logits),
 // with the arithmetic sampler_sample uses for raw logprobs, so a prompt token's logprob (prompt
 // logprobs, teacher forcing) equals the one the sampler reports when it generates that token;
