@@ -2,7 +2,9 @@
 // Q8_0 weights repacked at load (k_pack), and the AVX-512 VNNI kernel on the same layout.
 //
 // Batch invariance decides the design. AMX pays off from 16 token rows up (a tile is 16 rows);
-// fewer rows, and the rows past the last whole 16 of a batch, take the VNNI kernel. A row's
+// fewer rows, and the rows past the last whole 16 of a batch, take the VNNI kernel (a tile
+// configured for 6 to 15 rows was tried: slower than the VNNI kernel at every count in the
+// engine, the tile work per block costing as much for 6 rows as for 16). A row's
 // result must not depend on which kernel it met, so both produce, for each output element, the
 // exact int32 sum of every block (the tile's dot product of one block: K = 32; the VNNI kernel's
 // 8 vpdpbusd per block with one weight row per lane), and then the same float epilogue, in the
@@ -290,7 +292,11 @@ static inline __attribute__((always_inline)) void amx_rows(const QType type, con
         int t = t_lo;
         for (; t + AMX_ROWS <= t_hi; t += AMX_ROWS) amx_tile(type, j, g, t, nr, cbuf, bq);
         for (; t + 4 <= t_hi; t += 4) amx_vnni(type, 4, j, g, t, nr);
-        for (; t < t_hi; t++) amx_vnni(type, 1, j, g, t, nr);
+        switch (t_hi - t) { // the rest in one pass over the group's records
+        case 3: amx_vnni(type, 3, j, g, t, nr); break;
+        case 2: amx_vnni(type, 2, j, g, t, nr); break;
+        case 1: amx_vnni(type, 1, j, g, t, nr); break;
+        }
     }
     // Back to the init state: tile data in use makes every context switch save and restore
     // 8 KiB more, and decode, which follows a prefill on the same threads, uses no tiles.

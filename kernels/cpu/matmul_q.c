@@ -269,7 +269,11 @@ static inline __attribute__((always_inline)) void q_block_run(const QType type, 
     for (; r + TILE_R <= r_hi; r += TILE_R) {
         int t = t_lo;
         for (; t + TILE_T <= t_hi; t += TILE_T) tile(type, TILE_R, TILE_T, j, r, t, dm, t == t_lo);
-        for (; t < t_hi; t++) tile(type, TILE_R, 1, j, r, t, dm, t == t_lo);
+        // the rest in one pass over the rows (a verification step's 2 or 3 rows, say)
+        if (TILE_T >= 4 && t_hi - t == 3) tile(type, TILE_R, 3, j, r, t, dm, t == t_lo);
+        else if (TILE_T >= 3 && t_hi - t == 2) tile(type, TILE_R, 2, j, r, t, dm, t == t_lo);
+        else
+            for (; t < t_hi; t++) tile(type, TILE_R, 1, j, r, t, dm, t == t_lo);
     }
     for (; r < r_hi; r++) {
         int t = t_lo;

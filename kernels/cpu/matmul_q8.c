@@ -352,7 +352,10 @@ static inline __attribute__((always_inline)) void q8_rows_512(const QType type, 
     for (; r + 4 <= r_hi; r += 4) {
         int t = t_lo;
         for (; t + 4 <= t_hi; t += 4) q8_tile_512(type, 4, 4, j, r, t, m, t == t_lo);
-        for (; t < t_hi; t++) q8_tile_512(type, 4, 1, j, r, t, m, t == t_lo);
+        // the rest in one pass over the rows (a verification step's 2 or 3 rows, say)
+        if (t_hi - t == 3) q8_tile_512(type, 4, 3, j, r, t, m, t == t_lo);
+        else if (t_hi - t == 2) q8_tile_512(type, 4, 2, j, r, t, m, t == t_lo);
+        else if (t < t_hi) q8_tile_512(type, 4, 1, j, r, t, m, t == t_lo);
     }
     for (; r < r_hi; r++) {
         int t = t_lo;

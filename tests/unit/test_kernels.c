@@ -188,10 +188,13 @@ static void test_matmul_batch_invariance(void) {
             k_matmul(alone, x + (size_t)t * C, &w, 1);
             if (memcmp(alone, batch + (size_t)t * R, sizeof(float) * R) != 0) mism++;
         }
-        // A sub-batch that starts mid-way (rows land in different tile slots).
-        float *sub = xmalloc(sizeof(float) * 5 * R);
-        k_matmul(sub, x + (size_t)11 * C, &w, 5);
-        if (memcmp(sub, batch + (size_t)11 * R, sizeof(float) * 5 * R) != 0) mism++;
+        // Sub-batches that start mid-way (rows land in different tile slots), of the sizes a
+        // verification step of speculative decoding has (each kernel's tails: 2, 3, 4 + 1, ...).
+        float *sub = xmalloc(sizeof(float) * 7 * R);
+        for (int n = 2; n <= 7; n++) {
+            k_matmul(sub, x + (size_t)11 * C, &w, n);
+            if (memcmp(sub, batch + (size_t)11 * R, sizeof(float) * n * R) != 0) mism++;
+        }
         k_init(1, 64, 2048);
         k_matmul(one_thread, x, &w, N);
         if (memcmp(one_thread, batch, sizeof(float) * N * R) != 0) mism++;
@@ -570,15 +573,16 @@ static void test_attention(void) {
         {6, 2, 40, 16, KV_F32, 7, 5.0f}, // both, on the portable path
     };
     // A decode row at a block boundary, a prefill chunk over a cached prefix, a fresh prompt, a
-    // one-token context, and a long decode row.
-    int ctx[] = {17, 45, 9, 1, 130}, nq[] = {1, 12, 9, 1, 1};
+    // one-token context, a long decode row, and a verification step of speculative decoding (a
+    // few rows of a long context, which the kernel takes together).
+    int ctx[] = {17, 45, 9, 1, 130, 100}, nq[] = {1, 12, 9, 1, 1, 5};
     for (size_t ci = 0; ci < ARRAY_LEN(cases); ci++) {
         const AttCase *ac = &cases[ci];
         int num_blocks = 0;
-        for (int s = 0; s < 5; s++) num_blocks += (ctx[s] + ac->block_size - 1) / ac->block_size;
+        for (int s = 0; s < 6; s++) num_blocks += (ctx[s] + ac->block_size - 1) / ac->block_size;
         num_blocks += 3;
         TestBatch tb;
-        batch_make(&tb, 5, ctx, nq, ac->block_size, num_blocks);
+        batch_make(&tb, 6, ctx, nq, ac->block_size, num_blocks);
         KVLayer c;
         cache_make(&c, num_blocks, ac->block_size, ac->nkv, ac->hd, ac->dt);
         int N = tb.n_tokens, qn = ac->n_heads * ac->hd;
@@ -604,6 +608,16 @@ static void test_attention(void) {
                 k_attention(one, q + (size_t)t * qn, &c, &b1, ac->n_heads, &opt);
                 if (memcmp(one, out + (size_t)t * qn, sizeof(float) * qn) != 0) mism++;
             }
+        // Each sequence alone: with few tasks the kernel splits a sequence's rows into smaller
+        // groups (the verification step's 5 rows: 2 + 3 per KV head).
+        for (int s = 0; s < tb.n_seqs; s++) {
+            int t = tb.qstart[s], n = tb.qstart[s + 1] - t, qs[2] = {0, n};
+            Batch bs = {.n_tokens = n, .n_seqs = 1, .token_ids = tb.tokens, .positions = &tb.positions[t],
+                        .slot_mapping = &tb.slots[t], .query_start = qs, .context_lens = &tb.ctx[s],
+                        .block_tables = tb.btab + s * tb.max_blocks, .max_blocks_per_seq = tb.max_blocks};
+            k_attention(ref, q + (size_t)t * qn, &c, &bs, ac->n_heads, &opt);
+            if (memcmp(ref, out + (size_t)t * qn, sizeof(float) * qn * n) != 0) mism++;
+        }
         k_init(1, 64, 2048);
         k_attention(ref, q, &c, &tb.b, ac->n_heads, &opt);
         k_init(2, 64, 2048);

@@ -131,7 +131,8 @@ typedef struct {
     int rows, cols, n;
 } Shape;
 // n >= 16 reaches the AMX tiles (16 token rows each), the rest their VNNI kernel
-static const Shape SHAPES[] = {{37, 96, 7}, {5, 32, 1}, {67, 160, 4}, {64, 576, 9}, {9, 224, 13}, {20, 1536, 3}, {35, 224, 37}};
+static const Shape SHAPES[] = {{37, 96, 7}, {5, 32, 1}, {67, 160, 4}, {64, 576, 9}, {9, 224, 13}, {20, 1536, 3}, {35, 224, 37},
+                               {33, 160, 6}};
 
 // The K-quants take each shape's columns rounded up to whole 256s.
 static void each_case(const char *path, void (*fn)(const char *path, QType t, int R, int C, int N)) {
@@ -268,7 +269,8 @@ static void test_amx_is_scalar(void) {
         k_set_activations(K_ACT_INT16);
         return;
     }
-    static const Shape AMX_SHAPES[] = {{5, 32, 16}, {37, 96, 17}, {67, 160, 53}, {64, 576, 64}, {33, 1536, 35}, {16, 224, 48}};
+    static const Shape AMX_SHAPES[] = {{5, 32, 16}, {37, 96, 17}, {67, 160, 53}, {64, 576, 64}, {33, 1536, 35}, {16, 224, 48},
+                                         {37, 96, 2}, {64, 576, 3}, {33, 1536, 5}, {67, 160, 7}, {16, 224, 15}};
     // the types k_pack repacks; the others take the avx512-vnni kernels on the amx path (each_path)
     static const QType AMX_TYPES[] = {QTYPE_Q4_0, QTYPE_Q4_1, QTYPE_Q8_0};
     for (size_t ti = 0; ti < ARRAY_LEN(AMX_TYPES); ti++)
