@@ -86,7 +86,7 @@ void k_matmul(float *out, const float *x, const QMatrix *w, int n_tokens);
 // dequantized a row at a time).
 // K_ACT_INT8 quantizes x to 8 bits per block of 32 as ggml's Q8_0 does, or per 256 as Q8_K for
 // the K-quants (|error| per element <= amax(block) / 254), and uses u8 x s8 integer dot products
-// (vpdpbusd, or AMX tiles for Q4_0/Q4_1/Q8_0 where the CPU has them; vpmaddubsw + vpdpwssd for
+// (vpdpbusd, or AMX tiles for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 where the CPU has them; vpmaddubsw + vpdpwssd for
 // the K-quants' per-16 scales): twice the integer throughput or more, at 258 times the
 // activation error. It stays deterministic and batch-invariant; against the 16-bit path it
 // differs by that error.
@@ -110,7 +110,7 @@ const char *k_int8_path(void);
 // lacks. k_int8_path_name(i) lists them for i = 0, 1, ... (NULL past the last).
 bool k_int8_path_set(const char *name);
 const char *k_int8_path_name(int i);
-// The "amx" path reads Q4_0/Q4_1/Q8_0 weights repacked for the tiles (kernels/cpu/matmul_amx.c):
+// The "amx" path reads Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 weights repacked for the tiles (matmul_amx.c):
 // k_pack_bytes is the size of that copy when the current settings (int8 activations, the "amx"
 // path) want one, else 0; k_pack writes it to dst (64-byte aligned, k_pack_bytes long, kept as
 // long as w is used) from w->data and sets w->pack. Matrices without one take the VNNI kernels.

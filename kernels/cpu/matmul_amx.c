@@ -1,5 +1,6 @@
 // matmul_amx.c: the 8-bit activation matmuls (matmul_q8.c) on AMX-INT8 tiles, for Q4_0 / Q4_1 /
-// Q8_0 weights repacked at load (k_pack), and the AVX-512 VNNI kernel on the same layout.
+// Q5_0 / Q5_1 / Q8_0 weights repacked at load (k_pack), and the AVX-512 VNNI kernel on the same
+// layout.
 //
 // Batch invariance decides the design. AMX pays off from 16 token rows up (a tile is 16 rows);
 // fewer rows, and the rows past the last whole 16 of a batch, take the VNNI kernel (a tile
@@ -11,7 +12,7 @@
 // order the scalar kernel of matmul_q8.c uses:
 //
 //   acc = fma((float)(B_b + c_b), d_w,b · d_x,b, acc)   over the blocks b in order, from 0
-//   Q4_1: mt = fma(m_b, d_x,b Σq_x,b, mt) likewise; acc += mt
+//   Q4_1 / Q5_1: mt = fma(m_b, d_x,b Σq_x,b, mt) likewise; acc += mt
 //
 // (B_b + c_b: the block's integer sum plus matmul_q8.c's offset term, exact). So "amx" is bit
 // for bit the "scalar" path, whatever the batch, and bit for bit itself between its two kernels.
@@ -21,14 +22,19 @@
 // run of one record per block:
 //   Q4_0 / Q4_1  256 bytes: 4 slices of [16 rows][4 bytes], slice s holding bytes 4s..4s+3 of
 //                each row's stored nibbles: low nibbles elements 4s..4s+3, high 16+4s..19+4s
+//   Q5_0 / Q5_1  as Q4, then 64 bytes: 8 masks of 64 bits, mask k's bit 4n + e the fifth bit of
+//                the element that byte 4n + e of unpacked slice k holds (row n; slices 0-3 the
+//                low nibbles, 4-7 the high ones)
 //   Q8_0         512 bytes: 8 slices of [16 rows][4 bytes], elements 4s..4s+3 + 128 (as u8)
-//   then d_w of the 16 rows as stored, fp16 (32 bytes), and for Q4_1 their mins m (32 bytes).
-// A slice unpacked (Q4: & 0x0f and >> 4) is one row of the B operand in the tiles' VNNI layout
+//   then d_w of the 16 rows as stored, fp16 (32 bytes), and for Q4_1 / Q5_1 their mins m (32
+//   bytes).
+// A slice unpacked (Q4: & 0x0f and >> 4; Q5: then + 16 where its mask says) is one row of the
+// B operand in the tiles' VNNI layout
 // ([K/4][N][4]) and one u8 register for vpdpbusd. The activation rows (natural order, s8) are the
 // A operand as they lie in matmul_q8.c's scratch, so the dot is tdpbsud (s8 x u8). Memory: 288 /
-// 320 / 544 bytes per 16 blocks, exactly the stored Q4_0 / Q4_1 / Q8_0 bytes (plus the last
-// group's padding rows), on top of the file's mapping (whose pages the forward then no longer
-// reads). Decode streams as many bytes as on the other paths (f32 scales, 1.2x the bytes for
+// 320 / 352 / 384 / 544 bytes per 16 blocks, exactly the stored Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0
+// bytes (plus the last group's padding rows), on top of the file's mapping (whose pages the
+// forward then no longer reads). Decode streams as many bytes as on the other paths (f32 scales, 1.2x the bytes for
 // Q4_1, measured 18% slower from memory).
 #include <pthread.h>
 
@@ -45,11 +51,15 @@
 #define AMX_ROWS 16 // weight rows per group (tile columns) and token rows per tile
 
 static inline int amx_quant_bytes(QType t) {
-    return t == QTYPE_Q8_0 ? 512 : 256;
+    return t == QTYPE_Q8_0 ? 512 : q8_is_q5(t) ? 256 + 64 : 256;
 }
 
 size_t kcpu_amx_record_bytes(QType t) {
-    return (size_t)amx_quant_bytes(t) + 32 + (t == QTYPE_Q4_1 ? 32 : 0);
+    return (size_t)amx_quant_bytes(t) + 32 + (q8_has_min(t) ? 32 : 0);
+}
+
+static bool amx_packable(QType t) {
+    return t == QTYPE_Q4_0 || t == QTYPE_Q4_1 || t == QTYPE_Q5_0 || t == QTYPE_Q5_1 || t == QTYPE_Q8_0;
 }
 
 // ---- permission and detection
@@ -82,8 +92,8 @@ bool kcpu_amx_available(void) {
 // ---- repacking (plain C: it runs once, at load)
 
 size_t k_pack_bytes(const QMatrix *w) {
-    bool packable = w->type == QTYPE_Q4_0 || w->type == QTYPE_Q4_1 || w->type == QTYPE_Q8_0;
-    if (!packable || w->cols % KCPU_QK || w->rows <= 0 || !k_act_int8(w->type) || strcmp(k_int8_path(), "amx") != 0)
+    if (!amx_packable(w->type) || w->cols % KCPU_QK || w->rows <= 0 || !k_act_int8(w->type) ||
+        strcmp(k_int8_path(), "amx") != 0)
         return 0;
     size_t groups = (size_t)(w->rows + AMX_ROWS - 1) / AMX_ROWS;
     return groups * (size_t)(w->cols / KCPU_QK) * kcpu_amx_record_bytes(w->type);
@@ -92,7 +102,7 @@ size_t k_pack_bytes(const QMatrix *w) {
 void k_pack(QMatrix *w, void *dst) {
     const size_t rec = kcpu_amx_record_bytes(w->type), row_bytes = qtype_row_size(w->type, w->cols);
     const int nb = (int)(w->cols / KCPU_QK), bb = q8_block_bytes(w->type), qb = amx_quant_bytes(w->type);
-    const bool q8 = w->type == QTYPE_Q8_0;
+    const bool q8 = w->type == QTYPE_Q8_0, q5 = q8_is_q5(w->type);
     uint8_t *p = dst;
     memset(p, 0, k_pack_bytes(w));
     for (int64_t r = 0; r < w->rows; r++) {
@@ -100,11 +110,19 @@ void k_pack(QMatrix *w, void *dst) {
         for (int b = 0; b < nb; b++) {
             const uint8_t *blk = (const uint8_t *)w->data + (size_t)r * row_bytes + (size_t)b * bb;
             uint8_t *o = p + ((size_t)(r / AMX_ROWS) * nb + b) * rec;
-            const uint8_t *q = blk + (w->type == QTYPE_Q4_1 ? 4 : 2);
-            for (int s = 0; s < qb / 64; s++)
+            const uint8_t *q = blk + (q8 ? 2 : q8_qs_offset(w->type));
+            for (int s = 0; s < (q5 ? 4 : qb / 64); s++)
                 for (int e = 0; e < 4; e++) o[64 * s + 4 * n + e] = q8 ? (uint8_t)(q[4 * s + e] ^ 0x80) : q[4 * s + e];
-            memcpy(o + qb + 2 * n, blk, 2); // d, and Q4_1's m, as the fp16 they are
-            if (w->type == QTYPE_Q4_1) memcpy(o + qb + 32 + 2 * n, blk + 2, 2);
+            if (q5) { // mask k, bit 4n + e: element 4k + e (k < 4) or 16 + 4(k - 4) + e
+                uint32_t qh = q8_qh(w->type, blk);
+                for (int k = 0; k < 8; k++)
+                    for (int e = 0; e < 4; e++) {
+                        int el = k < 4 ? 4 * k + e : 16 + 4 * (k - 4) + e, bit = 4 * n + e;
+                        if ((qh >> el) & 1) o[256 + 8 * k + bit / 8] |= (uint8_t)(1u << (bit % 8));
+                    }
+            }
+            memcpy(o + qb + 2 * n, blk, 2); // d, and Q4_1 / Q5_1's m, as the fp16 they are
+            if (q8_has_min(w->type)) memcpy(o + qb + 32 + 2 * n, blk + 2, 2);
         }
     }
     w->pack = dst;
@@ -129,6 +147,12 @@ static inline __attribute__((always_inline)) void amx_unpack(const QType type, c
         w[k] = _mm512_and_si512(v, _mm512_set1_epi8(0x0f));
         w[k + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0f));
     }
+    if (q8_is_q5(type))
+        for (int k = 0; k < 8; k++) {
+            uint64_t m;
+            memcpy(&m, rec + 256 + 8 * k, 8);
+            w[k] = _mm512_mask_add_epi8(w[k], (__mmask64)m, w[k], _mm512_set1_epi8(16));
+        }
 }
 
 // The 16 rows' scales (or mins), stored as fp16: the same floats kcpu_h2f gives the scalar kernel.
@@ -140,14 +164,15 @@ static inline __m512 amx_f16x16(const uint8_t *p) {
 // of the group's 16 valid).
 static inline __attribute__((always_inline)) void amx_finish(const QType type, const int T, const Q8Job *j, int g,
                                                              int t0, int nr, __m512 *acc, const __m512 *mt_done) {
-    if (type == QTYPE_Q4_1 && mt_done)
+    if (q8_has_min(type) && mt_done)
         for (int t = 0; t < T; t++) acc[t] = _mm512_add_ps(acc[t], mt_done[t]);
-    else if (type == QTYPE_Q4_1)
+    else if (q8_has_min(type))
         for (int t = 0; t < T; t++) {
             __m512 mt = _mm512_setzero_ps();
             const float *xs = j->xs + (size_t)(t0 + t) * j->nbp;
             for (int b = 0; b < j->nb; b++)
-                mt = _mm512_fmadd_ps(amx_f16x16(amx_record(j, g, b) + 256 + 32), _mm512_set1_ps(xs[b]), mt);
+                mt = _mm512_fmadd_ps(amx_f16x16(amx_record(j, g, b) + amx_quant_bytes(type) + 32), _mm512_set1_ps(xs[b]),
+                                     mt);
             acc[t] = _mm512_add_ps(acc[t], mt);
         }
     __mmask16 mk = nr >= AMX_ROWS ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
@@ -164,8 +189,9 @@ static inline __attribute__((always_inline)) __m512 amx_block_fma(__m512i isum, 
 // T (1..4) token rows against a group of 16 weight rows: one row per lane, 8 vpdpbusd a block.
 static inline __attribute__((always_inline)) void amx_vnni(const QType type, const int T, const Q8Job *j, int g,
                                                            int t0, int nr) {
-    __m512 acc[4], mt[4]; // mt: Q4_1's min term, its own chain beside acc (a pass after would be
-                          // one dependent fma per block for a single token row)
+    // mt: Q4_1 / Q5_1's min term, its own chain beside acc (a pass after would be one dependent
+    // fma per block for a single token row)
+    __m512 acc[4], mt[4];
     for (int t = 0; t < T; t++) acc[t] = mt[t] = _mm512_setzero_ps();
     const int rec_bytes = (int)kcpu_amx_record_bytes(type);
     for (int b = 0; b < j->nb; b++) {
@@ -190,7 +216,8 @@ static inline __attribute__((always_inline)) void amx_vnni(const QType type, con
             }
             __m512i sum = _mm512_add_epi32(_mm512_add_epi32(i[0], i[1]), _mm512_add_epi32(i[2], i[3]));
             acc[t] = amx_block_fma(sum, j->xc[xi], dw, j->xd[xi], acc[t]);
-            if (type == QTYPE_Q4_1) mt[t] = _mm512_fmadd_ps(amx_f16x16(rec + 256 + 32), _mm512_set1_ps(j->xs[xi]), mt[t]);
+            if (q8_has_min(type))
+                mt[t] = _mm512_fmadd_ps(amx_f16x16(rec + amx_quant_bytes(type) + 32), _mm512_set1_ps(j->xs[xi]), mt[t]);
         }
     }
     amx_finish(type, T, j, g, t0, nr, acc, mt);
@@ -207,7 +234,7 @@ static inline __attribute__((always_inline)) void amx_take(const QType type, con
     }
 }
 
-// The B operand of block b: the record itself (Q8_0) or its unpacked copy in bq (Q4).
+// The B operand of block b: the record itself (Q8_0) or its unpacked copy in bq (Q4, Q5).
 static inline const uint8_t *amx_b(const QType type, const Q8Job *j, int g, int b, const uint8_t *bq) {
     return type == QTYPE_Q8_0 ? amx_record(j, g, b) : bq + (size_t)b * 512;
 }
@@ -268,7 +295,7 @@ typedef struct {
     uint8_t rows[16];
 } AmxCfg;
 
-// buf: the thread's buffer, 4 KiB of int32 sums then the group's Q4 records unpacked (512
+// buf: the thread's buffer, 4 KiB of int32 sums then the group's Q4 / Q5 records unpacked (512
 // bytes a block: init.c sizes it), written once per group for all its token tiles.
 static inline __attribute__((always_inline)) void amx_rows(const QType type, const Q8Job *j, int r_lo, int r_hi,
                                                            int t_lo, int t_hi, float *buf) {
@@ -285,7 +312,8 @@ static inline __attribute__((always_inline)) void amx_rows(const QType type, con
             for (int b = 0; b < j->nb; b++) {
                 __m512i w[8];
                 const uint8_t *rec = amx_record(j, g, b);
-                for (int o = 0; o < 320; o += 64) _mm_prefetch((const char *)rec + Q8_PREFETCH_BYTES + o, _MM_HINT_T0);
+                for (int o = 0; o < (int)kcpu_amx_record_bytes(type); o += 64)
+                    _mm_prefetch((const char *)rec + Q8_PREFETCH_BYTES + o, _MM_HINT_T0);
                 amx_unpack(type, rec, w);
                 for (int k = 0; k < 8; k++) _mm512_storeu_si512(bq + (size_t)b * 512 + 64 * k, w[k]);
             }
@@ -308,6 +336,8 @@ void kcpu_amx_run(const Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi, float 
     switch (j->type) {
     case QTYPE_Q4_0: amx_rows(QTYPE_Q4_0, j, r_lo, r_hi, t_lo, t_hi, m); break;
     case QTYPE_Q4_1: amx_rows(QTYPE_Q4_1, j, r_lo, r_hi, t_lo, t_hi, m); break;
+    case QTYPE_Q5_0: amx_rows(QTYPE_Q5_0, j, r_lo, r_hi, t_lo, t_hi, m); break;
+    case QTYPE_Q5_1: amx_rows(QTYPE_Q5_1, j, r_lo, r_hi, t_lo, t_hi, m); break;
     case QTYPE_Q8_0: amx_rows(QTYPE_Q8_0, j, r_lo, r_hi, t_lo, t_hi, m); break;
     default: DIE("no AMX kernel for %s", qtype_name(j->type));
     }

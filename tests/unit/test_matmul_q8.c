@@ -272,7 +272,7 @@ static void test_amx_is_scalar(void) {
     static const Shape AMX_SHAPES[] = {{5, 32, 16}, {37, 96, 17}, {67, 160, 53}, {64, 576, 64}, {33, 1536, 35}, {16, 224, 48},
                                          {37, 96, 2}, {64, 576, 3}, {33, 1536, 5}, {67, 160, 7}, {16, 224, 15}};
     // the types k_pack repacks; the others take the avx512-vnni kernels on the amx path (each_path)
-    static const QType AMX_TYPES[] = {QTYPE_Q4_0, QTYPE_Q4_1, QTYPE_Q8_0};
+    static const QType AMX_TYPES[] = {QTYPE_Q4_0, QTYPE_Q4_1, QTYPE_Q5_0, QTYPE_Q5_1, QTYPE_Q8_0};
     for (size_t ti = 0; ti < ARRAY_LEN(AMX_TYPES); ti++)
         for (size_t si = 0; si < ARRAY_LEN(AMX_SHAPES); si++) {
             QType t = AMX_TYPES[ti];
