@@ -8,14 +8,17 @@ each in turn, round by round (interleaved, so a machine whose load drifts hurts 
 the medians over the rounds are reported:
 
   grounded  input-grounded, greedy: rewrite a ~1,500-token document (docs/architecture.md's
-            opening) and edit a C file (echo it back with one identifier renamed), alternately;
+            opening) and edit a C file (echo it back with one identifier renamed); at
+            concurrency 1 each prompt on its own line ("rewrite", "code edit"), at 8 the two
+            prompts 4 times each;
   random    random English words as the prompt, greedy.
 
 At concurrency 1 the number is one request's output tokens / its end-to-end seconds
 (single-stream tok/s); at concurrency 8, all output tokens / the wall time of the 8 requests.
 The prompts are the same in every round and a warm-up request per prompt puts their KV in the
 prefix cache on both daemons alike, so the numbers are about decoding. Acceptance =
-accepted / proposed tokens over the speculative daemon's runs (its spec_decode_* counters).
+accepted / proposed tokens over the speculative daemon's runs of that line (its spec_decode_*
+counters).
 Greedy outputs must be identical with and without speculation; the script checks it.
 """
 import argparse
@@ -49,7 +52,8 @@ def workloads():
     rng = random.Random(18)
     words = open(os.path.join(ROOT, "docs", "api.md")).read().split()
     rand = [chat(" ".join(rng.choice(words) for _ in range(300))) for _ in range(2)]
-    return {"grounded": grounded, "random": rand}
+    return {"grounded: rewrite": grounded[:1], "grounded: code edit": grounded[1:], "grounded": grounded,
+            "random": rand}
 
 
 def post(srv, prompt, max_tokens):
@@ -106,9 +110,9 @@ def main():
     base = ["--threads", str(a.threads), "--max-model-len", "4096", "--max-num-seqs", "16"] + a.server_args.split()
     servers = {"off": Server(base, base_args=[]), "ngram": Server(base + ["--speculative-config", a.spec], base_args=[])}
     wl = workloads()
-    cases = [(w, c) for w in ("grounded", "random") for c in (1, 8)]
+    cases = [("grounded: rewrite", 1), ("grounded: code edit", 1), ("grounded", 8), ("random", 1), ("random", 8)]
     rates = {(w, c, s): [] for w, c in cases for s in servers}
-    acc = {w: [0, 0] for w in wl}
+    acc = {(w, c): [0, 0] for w, c in cases}
     try:
         for srv in servers.values():  # warm-up: every prompt's KV into the prefix cache
             for w in wl:
@@ -119,16 +123,14 @@ def main():
                 texts = {}
                 for name, srv in servers.items():
                     d0 = spec_counts(srv)
-                    # the grounded pair alternates its two prompts over the rounds at concurrency 1
-                    prompts = wl[w][rnd % 2:] + wl[w][:rnd % 2]
-                    r, texts[name] = run(srv, prompts, c, a.max_tokens)
+                    r, texts[name] = run(srv, wl[w], c, a.max_tokens)
                     rates[(w, c, name)].append(r)
                     if name == "ngram":
                         d1 = spec_counts(srv)
-                        acc[w][0] += d1[0] - d0[0]
-                        acc[w][1] += d1[1] - d0[1]
+                        acc[(w, c)][0] += d1[0] - d0[0]
+                        acc[(w, c)][1] += d1[1] - d0[1]
                 same = texts["off"] == texts["ngram"]
-                print("round %d %-8s c%d: off %.1f tok/s, ngram %.1f tok/s%s" % (
+                print("round %d %-19s c%d: off %.1f tok/s, ngram %.1f tok/s%s" % (
                     rnd, w, c, rates[(w, c, "off")][-1], rates[(w, c, "ngram")][-1], "" if same else "  OUTPUT DIFFERS"),
                     flush=True)
                 if not same:
@@ -142,7 +144,7 @@ def main():
     print("|---|---|---|---|---|---|")
     for w, c in cases:
         off, on = statistics.median(rates[(w, c, "off")]), statistics.median(rates[(w, c, "ngram")])
-        prop, ok = acc[w]
+        prop, ok = acc[(w, c)]
         print("| %s | %d | %.1f | %.1f | %.2fx | %s |" % (w, c, off, on, on / off,
                                                           "%.0f%% (%d of %d)" % (100.0 * ok / prop, ok, prop) if prop else "no proposals"))
 
