@@ -341,6 +341,14 @@ static void att_task_scalar(float *out, const float *q, const KVLayer *c, const 
         for (int d = 0; d < hd; d++) og[(size_t)h * hd + d] = acc[(size_t)h * hd + d] / l[h];
 }
 
+// The tasks of a step with rpg rows per task: each sequence's rows in ceil(rows / rpg) groups,
+// each group once per KV head.
+static int att_tasks(const Batch *b, int rpg, int nkv) {
+    int tasks = 0;
+    for (int s = 0; s < b->n_seqs; s++) tasks += (b->query_start[s + 1] - b->query_start[s] + rpg - 1) / rpg * nkv;
+    return tasks;
+}
+
 // Rows per task: at most ATT_MAX_ROWS, as many as the thread buffer holds, and fewer while the
 // step would have under two tasks a thread (a verification step's 5 rows of one sequence: 2 row
 // groups x 3 KV heads, not 3 tasks on 2 threads). How rows are grouped never changes a result.
@@ -349,12 +357,8 @@ static int att_rows_per_task(const KCpu *kc, const Batch *b, int n_heads, int nk
     CHECK(G * (hd + ATT_CHUNK) + scratch <= kc->thread_buf_floats, "k_init(max_cols) too small for %d heads of %d",
           n_heads, hd);
     int rpg = (int)MIN((size_t)ATT_MAX_ROWS, (kc->thread_buf_floats - scratch) / (G * (hd + ATT_CHUNK)));
-    for (;;) {
-        int tasks = 0;
-        for (int s = 0; s < b->n_seqs; s++) tasks += (b->query_start[s + 1] - b->query_start[s] + rpg - 1) / rpg * nkv;
-        if (tasks >= 2 * kc->n_threads || rpg == 1) return rpg;
-        rpg = (rpg + 1) / 2;
-    }
+    while (rpg > 1 && att_tasks(b, rpg, nkv) < 2 * kc->n_threads) rpg = (rpg + 1) / 2;
+    return rpg;
 }
 
 void k_attention(float *out, const float *q, const KVLayer *cache, const Batch *b, int n_heads, const AttnOpt *o) {
@@ -371,8 +375,7 @@ void k_attention(float *out, const float *q, const KVLayer *cache, const Batch *
     // row's group into single heads balances 3 tasks over 2 threads better, but measured slower:
     // the K/V traffic triples.)
     const int rpg = att_rows_per_task(kc, b, n_heads, nkv, hd), G = n_heads / nkv;
-    int tasks = 0;
-    for (int s = 0; s < b->n_seqs; s++) tasks += (b->query_start[s + 1] - b->query_start[s] + rpg - 1) / rpg * nkv;
+    const int tasks = att_tasks(b, rpg, nkv);
 #pragma omp parallel num_threads(kc->n_threads) if (tasks > 1)
     {
         int tid = omp_get_thread_num(), lo, hi;

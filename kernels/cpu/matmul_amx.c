@@ -111,7 +111,7 @@ void k_pack(QMatrix *w, void *dst) {
             const uint8_t *blk = (const uint8_t *)w->data + (size_t)r * row_bytes + (size_t)b * bb;
             uint8_t *o = p + ((size_t)(r / AMX_ROWS) * nb + b) * rec;
             const uint8_t *q = blk + (q8 ? 2 : q8_qs_offset(w->type));
-            for (int s = 0; s < (q5 ? 4 : qb / 64); s++)
+            for (int s = 0; s < (q8 ? 8 : 4); s++) // slices of 64 bytes: Q8_0's quants, Q4 / Q5's nibbles
                 for (int e = 0; e < 4; e++) o[64 * s + 4 * n + e] = q8 ? (uint8_t)(q[4 * s + e] ^ 0x80) : q[4 * s + e];
             if (q5) { // mask k, bit 4n + e: element 4k + e (k < 4) or 16 + 4(k - 4) + e
                 uint32_t qh = q8_qh(w->type, blk);
