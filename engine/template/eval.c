@@ -106,6 +106,9 @@ static Value list_concat(Render *r, const List *a, const List *b) {
 
 static Value repeat(Render *r, Value seq, int64_t times) {
     if (times < 0) times = 0;
+    // an empty sequence stays empty however many times it repeats (and the loops below would
+    // spin that many times for nothing)
+    if (seq.type == V_STR ? seq.s->len == 0 : seq.l->n == 0) times = 0;
     if (seq.type == V_STR) {
         if (seq.s->len && (uint64_t)times > r->lim.max_memory / seq.s->len)
             rt_fail(r, TMPL_ERR_LIMIT, "the template used more than %zu bytes of memory", r->lim.max_memory);

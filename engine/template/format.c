@@ -62,12 +62,15 @@ static int spec_number(const char *s, size_t n, size_t *i) {
     return v;
 }
 
-// A `*` width or precision taken from the arguments: a double beyond the int range is refused
-// before it is converted (the conversion would be undefined).
+// A `*` width or precision taken from the arguments. Python takes only an int (or bool) there:
+// anything else is its TypeError, and a number beyond FORMAT_MAX_WIDTH is refused like digits.
 static int star_number(Render *r, Value v) {
-    double d = v_num(v);
-    if (!(d > -FORMAT_MAX_WIDTH - 1 && d < FORMAT_MAX_WIDTH + 1)) rt_error(r, "format width or precision too large");
-    return (int)d;
+    if (v.type == V_UNDEF) fail_undefined(r, v);
+    if (v.type != V_INT && v.type != V_BOOL && v.type != V_BIGINT) rt_error(r, "* wants int");
+    if (v.type == V_BIGINT) rt_error(r, "format width or precision too large");
+    int64_t x = v.type == V_BOOL ? v.b : v.i;
+    if (x < -FORMAT_MAX_WIDTH || x > FORMAT_MAX_WIDTH) rt_error(r, "format width or precision too large");
+    return (int)x;
 }
 
 static void parse_spec(Render *r, const char *s, size_t len, Spec *sp) {
