@@ -150,6 +150,7 @@ static void format_value(Render *r, SBuf *b, Value v, const char *spec, size_t s
             break;
         }
         case 'c': {
+            if (x < 0 || x >= 0x110000) rt_error(r, "%%c arg not in range(0x110000)");
             char u[5] = {0};
             utf8_put(u, (uint32_t)x);
             put_padded(r, b, u, strlen(u), 1, sp.width, sp.fill, sp.align ? sp.align : '<', 0);
@@ -382,6 +383,9 @@ Str *str_percent_format(Render *r, Str *fmt, Value args) {
         if (!v_is_number(v)) rt_error(r, "%%%c format: a real number is required, not %s", conv, v_typename(v));
         char cf[24];
         if (strchr("diu", conv)) {
+            if (v.type == V_FLOAT && isnan(v.f)) rt_error(r, "cannot convert float NaN to integer");
+            if (v.type == V_FLOAT && !(fabs(v.f) < 9.2e18)) // Python's exact big int: beyond sluice's 64 bits
+                rt_error(r, "%%%c format: a float beyond the 64-bit integers", conv);
             int64_t x = v.type == V_FLOAT ? (int64_t)v.f : v.type == V_BOOL ? v.b : v.i;
             snprintf(cf, sizeof cf, "%%%s*.*" PRId64, flags);
             snprintf(tmp, sizeof tmp, cf, width, prec < 0 ? 1 : prec, x);
@@ -394,8 +398,11 @@ Str *str_percent_format(Render *r, Str *fmt, Value args) {
             snprintf(cf, sizeof cf, "%%%s*.*%c", flags, conv);
             snprintf(tmp, sizeof tmp, cf, width, prec < 0 ? 6 : prec, v_num(v));
         } else if (conv == 'c') {
+            if (v.type == V_FLOAT) rt_error(r, "%%c requires int or char");
+            int64_t x = v.type == V_BOOL ? v.b : v.i;
+            if (x < 0 || x >= 0x110000) rt_error(r, "%%c arg not in range(0x110000)");
             char u[5] = {0};
-            utf8_put(u, (uint32_t)v_num(v));
+            utf8_put(u, (uint32_t)x);
             put_padded(r, &b, u, strlen(u), 1, width, " ", left ? '<' : '>', 0);
             continue;
         } else {

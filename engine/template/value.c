@@ -57,9 +57,12 @@ void arena_free(Arena *a) {
 
 // ---- strings, lists, dicts
 
+// Code points as utf8_next steps over them (an invalid byte, a stray continuation byte too,
+// stands for itself), so that ncp and every walk over the bytes agree.
 static size_t count_cp(const char *s, size_t len) {
-    size_t n = 0;
-    for (size_t i = 0; i < len; i++) n += ((unsigned char)s[i] & 0xC0) != 0x80;
+    size_t n = 0, i = 0;
+    while (i < len && (unsigned char)s[i] < 0x80) i++;
+    for (n = i; i < len; n++) utf8_next(s, len, &i);
     return n;
 }
 
