@@ -110,7 +110,8 @@ const char *k_int8_path(void);
 // lacks. k_int8_path_name(i) lists them for i = 0, 1, ... (NULL past the last).
 bool k_int8_path_set(const char *name);
 const char *k_int8_path_name(int i);
-// The "amx" path reads Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 weights repacked for the tiles (matmul_amx.c):
+// The "amx" path reads Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 weights (matmul_amx.c) and Q2_K..Q6_K weights
+// (matmul_k8_amx.c) repacked for the tiles:
 // k_pack_bytes is the size of that copy when the current settings (int8 activations, the "amx"
 // path) want one, else 0; k_pack writes it to dst (64-byte aligned, k_pack_bytes long, kept as
 // long as w is used) from w->data and sets w->pack. Matrices without one take the VNNI kernels.

@@ -228,8 +228,9 @@ void kcpu_q_drive(const KCpu *kc, const KcpuQDrive *d, const float *x, int n_tok
 // VNNI kernel on the repacked layout for the rest; an unpacked matrix takes the KCPU_I8_AVX512
 // kernels.
 typedef enum { KCPU_I8_SCALAR = 0, KCPU_I8_AVX2, KCPU_I8_AVXVNNI, KCPU_I8_AVX512, KCPU_I8_AMX, KCPU_I8_NPATHS } KcpuI8Path;
-// The path matmul_q8.c runs, except KCPU_I8_AMX (the K-quants have no tile kernel; AMX implies
-// AVX-512 VNNI): KCPU_I8_AVX512 then.
+// The path matmul_q8.c runs, except KCPU_I8_AMX (AMX implies AVX-512 VNNI): KCPU_I8_AVX512 then,
+// the kernels matmul_k8.c runs for K-quant matrices without a repacked copy (matmul_k8_amx.c
+// takes those with one).
 int kcpu_int8_path(void);
 
 // IQ4_NL / IQ4_XS: the 16 values a 4-bit index stands for.

@@ -64,7 +64,7 @@ void k_init(int n_threads, int max_tokens, int max_cols) {
     // Each thread's buffer holds a dequantized weight row (max_cols), the offsets of a matmul
     // tile's weight rows (< max_cols / 2), 4 K-quant rows unpacked by matmul_k8.c (< 2.2 max_cols
     // bytes each), one KV head group's attention accumulators, or the AMX kernels' 16 rows of Q4
-    // weights unpacked to bytes (16 max_cols bytes) after 4 KiB.
+    // or K-quant weights unpacked to bytes (16 max_cols bytes) after 4 KiB.
     kc->thread_buf_floats = ((size_t)4 * max_cols + 4096 + 15) & ~(size_t)15;
     kc->thread_buf = xmalloc_aligned((size_t)n_threads * kc->thread_buf_floats * sizeof(float));
     kcpu_self = kc;

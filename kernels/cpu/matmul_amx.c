@@ -1,6 +1,6 @@
 // matmul_amx.c: the 8-bit activation matmuls (matmul_q8.c) on AMX-INT8 tiles, for Q4_0 / Q4_1 /
 // Q5_0 / Q5_1 / Q8_0 weights repacked at load (k_pack), and the AVX-512 VNNI kernel on the same
-// layout.
+// layout. k_pack hands the K-quants to matmul_k8_amx.c, which follows the same plan.
 //
 // Batch invariance decides the design. AMX pays off from 16 token rows up (a tile is 16 rows);
 // fewer rows, and the rows past the last whole 16 of a batch, take the VNNI kernel (a tile
@@ -38,6 +38,7 @@
 // Q4_1, measured 18% slower from memory).
 #include <pthread.h>
 
+#include "kernels/cpu/k8.h"
 #include "kernels/cpu/q8.h"
 
 #if Q8_SIMD
@@ -91,15 +92,23 @@ bool kcpu_amx_available(void) {
 
 // ---- repacking (plain C: it runs once, at load)
 
+// The K-quants Q4_K / Q5_K / Q6_K have their own records (matmul_k8_amx.c).
 size_t k_pack_bytes(const QMatrix *w) {
-    if (!amx_packable(w->type) || w->cols % KCPU_QK || w->rows <= 0 || !k_act_int8(w->type) ||
+    const bool k = kcpu_k8_amx_packable(w->type);
+    const int blk = k ? QK_K : KCPU_QK;
+    if (!(k || amx_packable(w->type)) || w->cols % blk || w->rows <= 0 || !k_act_int8(w->type) ||
         strcmp(k_int8_path(), "amx") != 0)
         return 0;
     size_t groups = (size_t)(w->rows + AMX_ROWS - 1) / AMX_ROWS;
-    return groups * (size_t)(w->cols / KCPU_QK) * kcpu_amx_record_bytes(w->type);
+    return groups * (size_t)(w->cols / blk) * (k ? kcpu_k8_amx_record_bytes(w->type) : kcpu_amx_record_bytes(w->type));
 }
 
 void k_pack(QMatrix *w, void *dst) {
+    if (kcpu_k8_amx_packable(w->type)) {
+        kcpu_k8_amx_pack(w, dst);
+        w->pack = dst;
+        return;
+    }
     const size_t rec = kcpu_amx_record_bytes(w->type), row_bytes = qtype_row_size(w->type, w->cols);
     const int nb = (int)(w->cols / KCPU_QK), bb = q8_block_bytes(w->type), qb = amx_quant_bytes(w->type);
     const bool q8 = w->type == QTYPE_Q8_0, q5 = q8_is_q5(w->type);

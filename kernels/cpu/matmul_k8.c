@@ -21,6 +21,8 @@
 //                scales, 64 elements a step, tiles of 4 weight rows x 2 token rows
 //   avx-vnni     the same 32 elements a step with the VEX vpdpwssd; avx2: vpmaddwd + vpaddd
 //   scalar       plain C, the reference order of the integer sums
+//   amx          matrices repacked at load take matmul_k8_amx.c's tiles and VNNI kernel (bit
+//                for bit the scalar kernel); the others the avx512-vnni kernel
 // The float epilogue (per super-block, lanes converted, times d d_x, accumulated; one lane
 // reduction at the end) is fixed per path and independent of the tile a row sits in, so results
 // are batch-invariant and thread-count-invariant; across paths they agree up to float order.
@@ -28,24 +30,12 @@
 // Accuracy: the activation error per element is at most amax(256 block) / 254, so
 //   |out − exact| <= Σ_blocks Σ|w| · amax / 254 + float rounding
 // (tests/unit/test_matmul_q8.c checks that bound).
-#include "kernels/cpu/cpu.h"
+#include "kernels/cpu/k8.h"
 
 void kcpu_matmul_k8(const KCpu *kc, float *out, const float *x, const QMatrix *w, int n_tokens);
 
 #define K8_ROWS 4 // weight rows unpacked together
 
-typedef struct {
-    QType type;
-    bool sym;             // the offset is an integer multiple of the scale (Q3_K, Q6_K)
-    const uint8_t *w;
-    size_t row_bytes;
-    int nb, cols;         // super-blocks per row, cols = 256 nb
-    const int8_t *xq;     // row t at xq + t * cols
-    const float *xd;      // row t at xd + t * nb
-    const int16_t *xbs;   // row t at xbs + t * nb * 16
-    float *out;
-    int ldo, path;
-} K8Job;
 
 // One row unpacked: q[cols]; per 16 elements (group g) scp[g] = sc | sc << 16 (the scale in both
 // int16 halves, as the kernels' vpdpwssd pairs want it) and mn[g]; per super-block d and dm.
@@ -142,6 +132,12 @@ static void k8_quants_scalar(QType t, const uint8_t *b, uint8_t *q) {
                     q[128 * n + 32 * j + l] = (uint8_t)v;
                 }
     }
+}
+
+void kcpu_k8_block(QType t, const uint8_t *b, uint8_t q[256], int sc[16], int mn[16]) {
+    float d, dm;
+    k8_scales(t, b, sc, mn, &d, &dm);
+    k8_quants_scalar(t, b, q);
 }
 
 #if defined(__x86_64__) && !defined(__clang__)
@@ -430,6 +426,10 @@ static void k8_run(const void *job, int r_lo, int r_hi, int t_lo, int t_hi, floa
     }
 }
 
+static void k8_run_amx(const void *job, int r_lo, int r_hi, int t_lo, int t_hi, float *buf) {
+    kcpu_k8_amx_run(job, r_lo, r_hi, t_lo, t_hi, buf);
+}
+
 void kcpu_matmul_k8(const KCpu *kc, float *out, const float *x, const QMatrix *w, int n_tokens) {
     bool whole_blocks = w->cols % QK_K == 0;
     CHECK(whole_blocks, "%s matrix with %lld columns", qtype_name(w->type), (long long)w->cols);
@@ -450,5 +450,10 @@ void kcpu_matmul_k8(const KCpu *kc, float *out, const float *x, const QMatrix *w
         .path = kcpu_int8_path(),
     };
     KcpuQDrive d = {&j, k8_quant_row, k8_run, j.w, j.row_bytes, (int)w->rows, K8_TOKEN_CHUNK, 12288, 0};
+    if (w->pack && !strcmp(k_int8_path(), "amx")) { // repacked (k_pack): the AMX kernels, by groups of 16 rows
+        j.pack = w->pack, j.rows = (int)w->rows;
+        d.run = k8_run_amx, d.w = j.pack, d.row_bytes = (size_t)j.nb * kcpu_k8_amx_record_bytes(j.type) / 16;
+        d.row_tile = 16;
+    }
     kcpu_q_drive(kc, &d, x, n_tokens);
 }

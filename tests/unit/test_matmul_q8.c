@@ -271,12 +271,19 @@ static void test_amx_is_scalar(void) {
     }
     static const Shape AMX_SHAPES[] = {{5, 32, 16}, {37, 96, 17}, {67, 160, 53}, {64, 576, 64}, {33, 1536, 35}, {16, 224, 48},
                                          {37, 96, 2}, {64, 576, 3}, {33, 1536, 5}, {67, 160, 7}, {16, 224, 15}};
+    // the K-quants' (matmul_k8_amx.c): K a multiple of 256; tiles of K = 32 (Q4_K, Q5_K) or 16
+    static const Shape K_SHAPES[] = {{5, 256, 16}, {37, 512, 17}, {33, 1536, 35}, {16, 768, 48}, {67, 256, 53},
+                                     {37, 256, 2}, {64, 512, 3}, {33, 1536, 5}, {67, 256, 7}, {16, 768, 15}, {20, 256, 1}};
     // the types k_pack repacks; the others take the avx512-vnni kernels on the amx path (each_path)
-    static const QType AMX_TYPES[] = {QTYPE_Q4_0, QTYPE_Q4_1, QTYPE_Q5_0, QTYPE_Q5_1, QTYPE_Q8_0};
+    static const QType AMX_TYPES[] = {QTYPE_Q4_0, QTYPE_Q4_1, QTYPE_Q5_0, QTYPE_Q5_1, QTYPE_Q8_0,
+                                      QTYPE_Q2_K, QTYPE_Q3_K, QTYPE_Q4_K, QTYPE_Q5_K, QTYPE_Q6_K};
     for (size_t ti = 0; ti < ARRAY_LEN(AMX_TYPES); ti++)
         for (size_t si = 0; si < ARRAY_LEN(AMX_SHAPES); si++) {
             QType t = AMX_TYPES[ti];
-            int R = AMX_SHAPES[si].rows, C = AMX_SHAPES[si].cols, N = AMX_SHAPES[si].n;
+            const bool kq = qtype_block(t) == QK_K;
+            if (kq && si >= ARRAY_LEN(K_SHAPES)) continue;
+            const Shape sh = kq ? K_SHAPES[si] : AMX_SHAPES[si];
+            int R = sh.rows, C = sh.cols, N = sh.n;
             uint8_t *w = make_w(t, R, C, false);
             float *x = make_x(N, C, false), *ref = xmalloc(sizeof(float) * (size_t)N * R);
             float *got = xmalloc(sizeof(float) * (size_t)N * R);
