@@ -1,5 +1,5 @@
 // matmul_amx.c: the 8-bit activation matmuls (matmul_q8.c) on AMX-INT8 tiles, for Q4_0 / Q4_1 /
-// Q5_0 / Q5_1 / Q8_0 weights repacked at load (k_pack), and the AVX-512 VNNI kernel on the same
+// Q5_0 / Q5_1 / Q8_0 / IQ4_NL weights repacked at load (k_pack), and the AVX-512 VNNI kernel on the same
 // layout. k_pack hands the K-quants to matmul_k8_amx.c, which follows the same plan.
 //
 // Batch invariance decides the design. AMX pays off from 16 token rows up (a tile is 16 rows);
@@ -21,18 +21,19 @@
 // The repacked layout: the rows in groups of 16 (the last padded with zero rows), each group a
 // run of one record per block:
 //   Q4_0 / Q4_1  256 bytes: 4 slices of [16 rows][4 bytes], slice s holding bytes 4s..4s+3 of
-//                each row's stored nibbles: low nibbles elements 4s..4s+3, high 16+4s..19+4s
+//   IQ4_NL       each row's stored nibbles: low nibbles elements 4s..4s+3, high 16+4s..19+4s
 //   Q5_0 / Q5_1  as Q4, then 64 bytes: 8 masks of 64 bits, mask k's bit 4n + e the fifth bit of
 //                the element that byte 4n + e of unpacked slice k holds (row n; slices 0-3 the
 //                low nibbles, 4-7 the high ones)
 //   Q8_0         512 bytes: 8 slices of [16 rows][4 bytes], elements 4s..4s+3 + 128 (as u8)
 //   then d_w of the 16 rows as stored, fp16 (32 bytes), and for Q4_1 / Q5_1 their mins m (32
 //   bytes).
-// A slice unpacked (Q4: & 0x0f and >> 4; Q5: then + 16 where its mask says) is one row of the
+// A slice unpacked (Q4: & 0x0f and >> 4; Q5: then + 16 where its mask says; IQ4_NL: then the
+// table's value + 128, vpshufb, the offset term −128 Σq_x folding the 128 back) is one row of the
 // B operand in the tiles' VNNI layout
 // ([K/4][N][4]) and one u8 register for vpdpbusd. The activation rows (natural order, s8) are the
 // A operand as they lie in matmul_q8.c's scratch, so the dot is tdpbsud (s8 x u8). Memory: 288 /
-// 320 / 352 / 384 / 544 bytes per 16 blocks, exactly the stored Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0
+// 320 / 352 / 384 / 544 / 288 bytes per 16 blocks, exactly the stored Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL
 // bytes (plus the last group's padding rows), on top of the file's mapping (whose pages the
 // forward then no longer reads). Decode streams as many bytes as on the other paths (f32 scales, 1.2x the bytes for
 // Q4_1, measured 18% slower from memory).
@@ -60,7 +61,8 @@ size_t kcpu_amx_record_bytes(QType t) {
 }
 
 static bool amx_packable(QType t) {
-    return t == QTYPE_Q4_0 || t == QTYPE_Q4_1 || t == QTYPE_Q5_0 || t == QTYPE_Q5_1 || t == QTYPE_Q8_0;
+    return t == QTYPE_Q4_0 || t == QTYPE_Q4_1 || t == QTYPE_Q5_0 || t == QTYPE_Q5_1 || t == QTYPE_Q8_0 ||
+           t == QTYPE_IQ4_NL;
 }
 
 // ---- permission and detection
@@ -162,6 +164,11 @@ static inline __attribute__((always_inline)) void amx_unpack(const QType type, c
             memcpy(&m, rec + 256 + 8 * k, 8);
             w[k] = _mm512_mask_add_epi8(w[k], (__mmask64)m, w[k], _mm512_set1_epi8(16));
         }
+    if (type == QTYPE_IQ4_NL) {
+        __m512i tbl = _mm512_xor_si512(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)KCPU_IQ4_VALUES)),
+                                       _mm512_set1_epi8((char)0x80));
+        for (int k = 0; k < 8; k++) w[k] = _mm512_shuffle_epi8(tbl, w[k]);
+    }
 }
 
 // The 16 rows' scales (or mins), stored as fp16: the same floats kcpu_h2f gives the scalar kernel.
@@ -348,6 +355,7 @@ void kcpu_amx_run(const Q8Job *j, int r_lo, int r_hi, int t_lo, int t_hi, float 
     case QTYPE_Q5_0: amx_rows(QTYPE_Q5_0, j, r_lo, r_hi, t_lo, t_hi, m); break;
     case QTYPE_Q5_1: amx_rows(QTYPE_Q5_1, j, r_lo, r_hi, t_lo, t_hi, m); break;
     case QTYPE_Q8_0: amx_rows(QTYPE_Q8_0, j, r_lo, r_hi, t_lo, t_hi, m); break;
+    case QTYPE_IQ4_NL: amx_rows(QTYPE_IQ4_NL, j, r_lo, r_hi, t_lo, t_hi, m); break;
     default: DIE("no AMX kernel for %s", qtype_name(j->type));
     }
 }

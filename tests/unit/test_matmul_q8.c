@@ -275,7 +275,7 @@ static void test_amx_is_scalar(void) {
     static const Shape K_SHAPES[] = {{5, 256, 16}, {37, 512, 17}, {33, 1536, 35}, {16, 768, 48}, {67, 256, 53},
                                      {37, 256, 2}, {64, 512, 3}, {33, 1536, 5}, {67, 256, 7}, {16, 768, 15}, {20, 256, 1}};
     // the types k_pack repacks; the others take the avx512-vnni kernels on the amx path (each_path)
-    static const QType AMX_TYPES[] = {QTYPE_Q4_0, QTYPE_Q4_1, QTYPE_Q5_0, QTYPE_Q5_1, QTYPE_Q8_0,
+    static const QType AMX_TYPES[] = {QTYPE_Q4_0, QTYPE_Q4_1, QTYPE_Q5_0, QTYPE_Q5_1, QTYPE_Q8_0, QTYPE_IQ4_NL,
                                       QTYPE_Q2_K, QTYPE_Q3_K, QTYPE_Q4_K, QTYPE_Q5_K, QTYPE_Q6_K};
     for (size_t ti = 0; ti < ARRAY_LEN(AMX_TYPES); ti++)
         for (size_t si = 0; si < ARRAY_LEN(AMX_SHAPES); si++) {
