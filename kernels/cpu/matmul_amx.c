@@ -212,8 +212,11 @@ static inline __attribute__((always_inline)) void amx_vnni(const QType type, con
     const int rec_bytes = (int)kcpu_amx_record_bytes(type);
     for (int b = 0; b < j->nb; b++) {
         const uint8_t *rec = amx_record(j, g, b);
-        // decode streams the records (a thread's groups are contiguous): ask ahead of the stream
-        for (int o = 0; o < rec_bytes; o += 64) _mm_prefetch((const char *)rec + Q8_PREFETCH_BYTES + o, _MM_HINT_T0);
+        // decode streams the records (a thread's groups are contiguous): ask ahead of the stream,
+        // into L2 (T1). A T0 prefetch holds one of the core's few L1 fill buffers until its line
+        // arrives: with decode's misses in flight the prefetches themselves stalled (perf put
+        // ~45% of this kernel's decode samples on them); decode steps measured 15-20% shorter.
+        for (int o = 0; o < rec_bytes; o += 64) _mm_prefetch((const char *)rec + Q8_PREFETCH_BYTES + o, _MM_HINT_T1);
         __m512i w[8];
         amx_unpack(type, rec, w);
         __m512 dw = amx_f16x16(rec + amx_quant_bytes(type));

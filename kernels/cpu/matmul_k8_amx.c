@@ -221,8 +221,9 @@ KA_INLINE void ka_vnni(const QType t, const int T, const K8Job *j, int g, int t0
     for (int i = 0; i < T; i++) acc[i] = _mm512_setzero_ps();
     for (int b = 0; b < j->nb; b++) {
         const uint8_t *rec = ka_record(j, g, b);
-        // decode streams the records (a thread's groups are contiguous): ask ahead of the stream
-        for (int o = 0; o < rec_bytes; o += 64) _mm_prefetch((const char *)rec + KA_PREFETCH_BYTES + o, _MM_HINT_T0);
+        // decode streams the records (a thread's groups are contiguous): ask ahead of the stream,
+        // into L2 (T1: see matmul_amx.c's amx_vnni)
+        for (int o = 0; o < rec_bytes; o += 64) _mm_prefetch((const char *)rec + KA_PREFETCH_BYTES + o, _MM_HINT_T1);
         __m512i is[4];
         for (int i = 0; i < T; i++) is[i] = _mm512_setzero_si512();
         for (int p = 0; p < NP; p++) {
