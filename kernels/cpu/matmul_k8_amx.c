@@ -113,7 +113,8 @@ void kcpu_k8_amx_pack(const QMatrix *w, uint8_t *dst) {
                 }
             uint8_t *s = o + qb;
             if (t == QTYPE_Q4_K || t == QTYPE_Q5_K) // sc and mn per 32 elements (matmul_k8.c repeats them per 16)
-                for (int j = 0; j < 8; j++) s[16 * j + n] = (uint8_t)sc[2 * j], s[128 + 16 * j + n] = (uint8_t)mn[2 * j];
+                for (int j = 0; j < 8; j++)
+                    s[16 * j + n] = (uint8_t)sc[2 * j], s[128 + 16 * j + n] = (uint8_t)mn[2 * j];
             else
                 for (int g = 0; g < 16; g++) s[16 * g + n] = (uint8_t)(t == QTYPE_Q2_K ? sc[g] | mn[g] << 4 : sc[g]);
             memcpy(s + 256 + 2 * n, blk + ka_d_offset(t), 2);
@@ -178,7 +179,8 @@ KA_INLINE void ka_mins(const QType t, const uint8_t *rec, __m512i mp[8]) {
             hi = _mm512_srli_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(s + 32 * p + 16))), 4);
         } else {
             const int sh = ka_q6(t) ? 5 : 2;
-            lo = _mm512_slli_epi32(ka_scale(t, rec, 2 * p), sh), hi = _mm512_slli_epi32(ka_scale(t, rec, 2 * p + 1), sh);
+            lo = _mm512_slli_epi32(ka_scale(t, rec, 2 * p), sh);
+            hi = _mm512_slli_epi32(ka_scale(t, rec, 2 * p + 1), sh);
         }
         mp[p] = _mm512_or_si512(_mm512_and_si512(lo, _mm512_set1_epi32(0xffff)), _mm512_slli_epi32(hi, 16));
     }
@@ -338,9 +340,10 @@ KA_INLINE void ka_rows(const QType t, const K8Job *j, int r_lo, int r_hi, int t_
                 for (int s0 = 0; s0 < (ka_2bit(t) ? 16 : 32); s0 += 4) {
                     __m512i w[4][8];
                     ka_unpack4(t, rec, s0, w);
+                    uint8_t *o = bq + (size_t)b * 4096 + 64 * s0; // element row R c + s0 + i at o + 64 (R c + i)
                     for (int c = 0; c < (ka_2bit(t) ? 4 : 2); c++)
                         for (int i = 0; i < 4; i++)
-                            _mm512_storeu_si512(bq + (size_t)b * 4096 + 64 * ((ka_2bit(t) ? 16 : 32) * c + s0 + i), w[c][i]);
+                            _mm512_storeu_si512(o + 64 * ((ka_2bit(t) ? 16 : 32) * c + i), w[c][i]);
                 }
             }
         int tk = t_lo;
