@@ -73,6 +73,12 @@ static int star_number(Render *r, Value v) {
     return (int)x;
 }
 
+// The code point a `c` conversion writes: Python's range check, for '%c' and '{:c}' alike.
+static uint32_t char_code(Render *r, int64_t x) {
+    if (x < 0 || x >= 0x110000) rt_error(r, "%%c arg not in range(0x110000)");
+    return (uint32_t)x;
+}
+
 static void parse_spec(Render *r, const char *s, size_t len, Spec *sp) {
     *sp = (Spec){.fill = " ", .prec = -1};
     size_t i = 0, j = 0;
@@ -150,9 +156,8 @@ static void format_value(Render *r, SBuf *b, Value v, const char *spec, size_t s
             break;
         }
         case 'c': {
-            if (x < 0 || x >= 0x110000) rt_error(r, "%%c arg not in range(0x110000)");
             char u[5] = {0};
-            utf8_put(u, (uint32_t)x);
+            utf8_put(u, char_code(r, x));
             put_padded(r, b, u, strlen(u), 1, sp.width, sp.fill, sp.align ? sp.align : '<', 0);
             return;
         }
@@ -399,10 +404,8 @@ Str *str_percent_format(Render *r, Str *fmt, Value args) {
             snprintf(tmp, sizeof tmp, cf, width, prec < 0 ? 6 : prec, v_num(v));
         } else if (conv == 'c') {
             if (v.type == V_FLOAT) rt_error(r, "%%c requires int or char");
-            int64_t x = v.type == V_BOOL ? v.b : v.i;
-            if (x < 0 || x >= 0x110000) rt_error(r, "%%c arg not in range(0x110000)");
             char u[5] = {0};
-            utf8_put(u, (uint32_t)x);
+            utf8_put(u, char_code(r, v.type == V_BOOL ? v.b : v.i));
             put_padded(r, &b, u, strlen(u), 1, width, " ", left ? '<' : '>', 0);
             continue;
         } else {

@@ -232,6 +232,10 @@ typedef enum { KCPU_I8_SCALAR = 0, KCPU_I8_AVX2, KCPU_I8_AVXVNNI, KCPU_I8_AVX512
 // the kernels matmul_k8.c runs for K-quant matrices without a repacked copy (matmul_k8_amx.c
 // takes those with one).
 int kcpu_int8_path(void);
+// matmul_amx.c, for its tiles and matmul_k8_amx.c's (x86-64 gcc builds, where AMX is granted):
+// loads the calling thread's tile configuration, tmm0 / tmm3 C (16 x 16 int32), tmm1 / tmm4 A
+// (16 rows x k bytes), tmm2 / tmm5 B (k / 4 rows x 64 bytes).
+void kcpu_amx_config(int k);
 
 // IQ4_NL / IQ4_XS: the 16 values a 4-bit index stands for.
 static const int8_t KCPU_IQ4_VALUES[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};

@@ -94,7 +94,7 @@ bool kcpu_amx_available(void) {
 
 // ---- repacking (plain C: it runs once, at load)
 
-// The K-quants Q4_K / Q5_K / Q6_K have their own records (matmul_k8_amx.c).
+// The K-quants Q2_K..Q6_K have their own records (matmul_k8_amx.c).
 size_t k_pack_bytes(const QMatrix *w) {
     const bool k = kcpu_k8_amx_packable(w->type);
     const int blk = k ? QK_K : KCPU_QK;
@@ -306,13 +306,21 @@ static inline __attribute__((always_inline)) void amx_tile(const QType type, con
     amx_finish(type, AMX_ROWS, j, g, t0, nr, acc, NULL);
 }
 
-// Palette 1; tmm0, tmm3: C, 16 rows x 16 int32; tmm1, tmm4: A, 16 rows x 32 bytes; tmm2, tmm5:
-// B, 8 rows x 64 bytes.
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} AmxCfg;
+// Palette 1; tmm0, tmm3: C, 16 rows x 16 int32; tmm1, tmm4: A, 16 rows x k bytes; tmm2, tmm5:
+// B, k / 4 rows x 64 bytes. Each thread configures its own tiles (the state is per thread).
+void kcpu_amx_config(int k) {
+    struct {
+        uint8_t palette, start_row, reserved[14];
+        uint16_t colsb[16];
+        uint8_t rows[16];
+    } cfg = {.palette = 1,
+             .colsb = {64, (uint16_t)k, 64, 64, (uint16_t)k, 64},
+             .rows = {16, 16, (uint8_t)(k / 4), 16, 16, (uint8_t)(k / 4)}};
+    // gcc does not see ldtilecfg read the struct and drops the stores of colsb and rows (found
+    // when this moved out of line): make it materialize every byte first
+    __asm__ volatile("" : : "m"(cfg) : "memory");
+    _tile_loadconfig(&cfg);
+}
 
 // buf: the thread's buffer, 4 KiB of int32 sums then the group's Q4 / Q5 records unpacked (512
 // bytes a block: init.c sizes it), written once per group for all its token tiles.
@@ -321,10 +329,7 @@ static inline __attribute__((always_inline)) void amx_rows(const QType type, con
     int32_t *cbuf = (int32_t *)buf;
     uint8_t *bq = (uint8_t *)(buf + 1024);
     const bool tiles = t_hi - t_lo >= AMX_ROWS;
-    if (tiles) { // each thread configures its own tiles (the state is per thread)
-        AmxCfg cfg = {.palette = 1, .colsb = {64, 32, 64, 64, 32, 64}, .rows = {16, 16, 8, 16, 16, 8}};
-        _tile_loadconfig(&cfg);
-    }
+    if (tiles) kcpu_amx_config(KCPU_QK);
     for (int r = r_lo; r < r_hi; r += AMX_ROWS) {
         const int g = r / AMX_ROWS, nr = MIN(AMX_ROWS, j->rows - r);
         if (tiles && type != QTYPE_Q8_0)

@@ -36,7 +36,6 @@ void kcpu_matmul_k8(const KCpu *kc, float *out, const float *x, const QMatrix *w
 
 #define K8_ROWS 4 // weight rows unpacked together
 
-
 // One row unpacked: q[cols]; per 16 elements (group g) scp[g] = sc | sc << 16 (the scale in both
 // int16 halves, as the kernels' vpdpwssd pairs want it) and mn[g]; per super-block d and dm.
 // The rows of a group lie one after the other in the thread's buffer.

@@ -52,10 +52,6 @@ static inline bool ka_sym(QType t) { // mn a multiple of sc, no dmin
     return t == QTYPE_Q3_K || t == QTYPE_Q6_K;
 }
 
-static inline int ka_sub_elems(QType t) { // elements per scale
-    return t == QTYPE_Q4_K || t == QTYPE_Q5_K ? 32 : 16;
-}
-
 static inline int ka_masks(QType t) { // 64-bit masks per record
     return t == QTYPE_Q5_K || t == QTYPE_Q3_K ? 64 : t == QTYPE_Q6_K ? 128 : 0;
 }
@@ -128,6 +124,10 @@ void kcpu_k8_amx_pack(const QMatrix *w, uint8_t *dst) {
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c,amx-tile,amx-int8")
 #define KA_INLINE static inline __attribute__((always_inline))
+
+static inline int ka_sub_elems(QType t) { // elements per scale
+    return t == QTYPE_Q4_K || t == QTYPE_Q5_K ? 32 : 16;
+}
 
 static inline const uint8_t *ka_record(const K8Job *j, int g, int b) {
     return j->pack + ((size_t)g * j->nb + b) * kcpu_k8_amx_record_bytes(j->type);
@@ -311,14 +311,6 @@ KA_INLINE void ka_tile(const QType t, const K8Job *j, int g, int t0, int nr, int
     for (int i = 0; i < KA_ROWS; i++) ka_store(j, g, t0 + i, nr, _mm512_loadu_ps(facc + 16 * i));
 }
 
-// Palette 1; tmm0, tmm3: C, 16 rows x 16 int32; tmm1, tmm4: A, 16 rows x K bytes; tmm2, tmm5:
-// B, K / 4 rows x 64 bytes.
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} KaCfg;
-
 // buf: the thread's buffer: 2 KiB of int32 sums, 1 KiB of float accumulators, then from 4 KiB
 // the group's quants unpacked (4 KiB a super-block: init.c sizes it), written once per group
 // for all its token tiles.
@@ -327,11 +319,7 @@ KA_INLINE void ka_rows(const QType t, const K8Job *j, int r_lo, int r_hi, int t_
     float *facc = buf + 512;
     uint8_t *bq = (uint8_t *)(buf + 1024);
     const bool tiles = t_hi - t_lo >= KA_ROWS;
-    if (tiles) { // each thread configures its own tiles (the state is per thread)
-        const uint16_t E = (uint16_t)ka_sub_elems(t);
-        KaCfg cfg = {.palette = 1, .colsb = {64, E, 64, 64, E, 64}, .rows = {16, 16, E / 4, 16, 16, E / 4}};
-        _tile_loadconfig(&cfg);
-    }
+    if (tiles) kcpu_amx_config(ka_sub_elems(t)); // tiles 0-2 and 3-5: C, A, B of K = a sub-block
     for (int r = r_lo; r < r_hi; r += KA_ROWS) {
         const int g = r / KA_ROWS, nr = MIN(KA_ROWS, j->rows - r);
         if (tiles)
