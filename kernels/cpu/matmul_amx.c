@@ -149,16 +149,20 @@ static inline const uint8_t *amx_record(const Q8Job *j, int g, int b) {
 
 // The record's quants as 8 u8 registers, k: elements 4k..4k+3 of each of the 16 rows.
 static inline __attribute__((always_inline)) void amx_unpack(const QType type, const uint8_t *rec, __m512i w[8]) {
+    // unrolled, so w stays in registers (gcc kept a rolled loop's w on the stack in amx_vnni)
     if (type == QTYPE_Q8_0) {
+#pragma GCC unroll 8
         for (int k = 0; k < 8; k++) w[k] = _mm512_loadu_si512(rec + 64 * k);
         return;
     }
+#pragma GCC unroll 4
     for (int k = 0; k < 4; k++) {
         __m512i v = _mm512_loadu_si512(rec + 64 * k);
         w[k] = _mm512_and_si512(v, _mm512_set1_epi8(0x0f));
         w[k + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0f));
     }
     if (q8_is_q5(type))
+#pragma GCC unroll 8
         for (int k = 0; k < 8; k++) {
             uint64_t m;
             memcpy(&m, rec + 256 + 8 * k, 8);
@@ -167,6 +171,7 @@ static inline __attribute__((always_inline)) void amx_unpack(const QType type, c
     if (type == QTYPE_IQ4_NL) {
         __m512i tbl = _mm512_xor_si512(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)KCPU_IQ4_VALUES)),
                                        _mm512_set1_epi8((char)0x80));
+#pragma GCC unroll 8
         for (int k = 0; k < 8; k++) w[k] = _mm512_shuffle_epi8(tbl, w[k]);
     }
 }

@@ -91,9 +91,14 @@ static float *make_x(int n, int cols, bool exact) {
     for (int i = 0; i < n * cols; i += 32) {
         if ((i % cols) % QK_K == 0) s = rnd() & 1 ? 1.0f : 0.5f;
         float spread = (i / 32) % 3 == 0 ? 4.0f : 0.5f;
+        // every fifth block of the float rows is all rounding ties (k + 1/2 at d = s): each
+        // path must round them to even as the textbook nearbyintf does
+        bool ties = !exact && (i / 32) % 5 == 4;
         for (int e = 0; e < 32; e++)
-            x[i + e] = exact ? s * (float)((int)(rnd() % 31) - 15) : rnd_float(-1.0f, 1.0f) * spread;
-        if (exact) x[i + rnd() % 32] = rnd() & 1 ? 127.0f * s : -127.0f * s;
+            x[i + e] = exact  ? s * (float)((int)(rnd() % 31) - 15)
+                       : ties ? s * ((float)((int)(rnd() % 254) - 127) + 0.5f)
+                              : rnd_float(-1.0f, 1.0f) * spread;
+        if (exact || ties) x[i + rnd() % 32] = rnd() & 1 ? 127.0f * s : -127.0f * s;
     }
     return x;
 }
