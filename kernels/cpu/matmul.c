@@ -6,6 +6,7 @@
 //                    below
 //   Q2_K .. Q6_K     with K_ACT_INT8, integer dots against 8-bit activations per 256 (matmul_k8.c);
 //                    with K_ACT_INT16 dequantized rows as below
+//   IQ4_XS           as the K-quants on the amx path (repacked) and the scalar one, else as below
 //   (K_ACT_AUTO: every quantized type's int8, except Q4_0 Q4_1 Q8_0's int16 off the amx path;
 //   k_act_int8)
 //   F32 F16          float dots, F16 converted in registers
@@ -233,6 +234,12 @@ void k_matmul(float *out, const float *x, const QMatrix *w, int n_tokens) {
         else kcpu_matmul_q(kc, out, x, w, n_tokens);
         break;
     }
+    case QTYPE_IQ4_XS: // its table values + 128 overflow the VNNI K kernels' vpmaddubsw: the AMX
+                       // kernels on the repacked copy, or the scalar reference; else dequantized
+        if (k_act_int8(w->type) && ((w->pack && !strcmp(k_int8_path(), "amx")) || !strcmp(k_int8_path(), "scalar")))
+            kcpu_matmul_k8(kc, out, x, w, n_tokens);
+        else matmul_dequant(kc, out, x, w, n_tokens);
+        break;
     case QTYPE_F32:
     case QTYPE_F16: matmul_float(kc, out, x, w, n_tokens); break;
     default: matmul_dequant(kc, out, x, w, n_tokens); break;

@@ -1,4 +1,4 @@
-// matmul_k8.c: out = x · Wᵀ on the K-quants (Q2_K Q3_K Q4_K Q5_K Q6_K) with 8-bit activations
+// matmul_k8.c: out = x · Wᵀ on the K-quants (Q2_K Q3_K Q4_K Q5_K Q6_K, IQ4_XS) with 8-bit activations
 // (--cpu-activations int8; with int16 these types take matmul.c's dequantized float path).
 //
 // Activations are quantized per 256 as ggml's Q8_K: d_x = amax / 127, q_x = round(x / d_x), and
@@ -9,10 +9,15 @@
 //   Q4_K Q5_K Q2_K   value = d·sc·q − dmin·mn          (sc, mn: the 6- or 4-bit scale and min)
 //   Q6_K             value = d·sc·(q − 32)  → mn = 32·sc, folded into the integer sum
 //   Q3_K             value = d·sc·(q − 4)   → mn = 4·sc   (q: the 2 low bits and the high bit)
+//   IQ4_XS           value = d·sc·(q − 128) → mn = 128·sc (q: the IQ4 table's value + 128, 1..241;
+//                    sc = the 6-bit scale − 32, the same for both 16s of each 32)
 //
 // so a super-block's exact integer sums are I = Σ_g sc_g Σ_{e∈g} q_e q_x,e and M = Σ_g mn_g bsum_g,
 // and its contribution is d d_x (I − M) (Q6_K, Q3_K) or d d_x I − dmin d_x M (the others).
-// The int32 sums cannot overflow: |I| <= 256 · 63 · 127 · 128, |M| <= 16 · 4096 · 2032.
+// The int32 sums cannot overflow: |I| <= 256 · 63 · 127 · 128 (IQ4_XS 256 · 241 · 128 · 32),
+// |M| <= 16 · 4096 · 2032. IQ4_XS's q would overflow the SIMD paths' vpmaddubsw (2 · 241 · 128
+// > 32767): it takes the scalar kernel here and the AMX kernels on its repacked copy
+// (matmul_k8_amx.c), else matmul.c's dequantized float path.
 //
 // Each 4-row group of a thread's weight rows is unpacked once per token chunk into the thread's
 // buffer (q as bytes, 32 at a time with AVX2 on the SIMD paths; sc and mn per 16), then every
@@ -89,6 +94,13 @@ static void k8_scales(QType t, const uint8_t *b, int *sc, int *mn, float *d, flo
         *d = k8_h(b + 80), *dm = k8_h(b + 82);
         for (int g = 0; g < 16; g++) sc[g] = b[g] & 0x0f, mn[g] = b[g] >> 4;
         return;
+    case QTYPE_IQ4_XS: // 6-bit ls per 32: a nibble of scales_l, 2 bits of scales_h; sc = ls - 32
+        *d = *dm = k8_h(b);
+        for (int g = 0; g < 16; g++) {
+            const int ib = g / 2, ls = ((b[4 + ib / 2] >> 4 * (ib % 2)) & 0x0f) | ((b[2 + ib / 4] >> 2 * (ib % 4)) & 3) << 4;
+            sc[g] = ls - 32, mn[g] = 128 * sc[g];
+        }
+        return;
     default: DIE("no int8 K-quant kernel for %s", qtype_name(t));
     }
 }
@@ -101,6 +113,8 @@ static void k8_scales(QType t, const uint8_t *b, int *sc, int *mn, float *d, flo
 //              from qh (32 bytes, bits 2k..2k+1 for the k-th 32 elements)
 //   Q2_K Q3_K  element 128n + 32j + l: bits 2j of qs[32n + l]; Q3_K's third bit: bit j + 4n of
 //              hm[l]
+//   IQ4_XS     element 32j + l: table[low nibble of qs[16j + l]] + 128, 32j + 16 + l the high one
+//              (1..241: only the scalar and AMX kernels take it, see the top)
 static void k8_quants_scalar(QType t, const uint8_t *b, uint8_t *q) {
     if (t == QTYPE_Q4_K || t == QTYPE_Q5_K) {
         const uint8_t *qh = b + 16, *ql = b + (t == QTYPE_Q5_K ? 48 : 16);
@@ -119,6 +133,12 @@ static void k8_quants_scalar(QType t, const uint8_t *b, uint8_t *q) {
                 q[n + l + 32] = (uint8_t)((ql[l + 32] & 0x0f) | ((qh[l] >> 2) & 3) << 4);
                 q[n + l + 64] = (uint8_t)((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4);
                 q[n + l + 96] = (uint8_t)((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4);
+            }
+    } else if (t == QTYPE_IQ4_XS) {
+        for (int ib = 0; ib < 8; ib++)
+            for (int l = 0; l < 16; l++) {
+                q[32 * ib + l] = (uint8_t)(KCPU_IQ4_VALUES[b[8 + 16 * ib + l] & 0x0f] + 128);
+                q[32 * ib + 16 + l] = (uint8_t)(KCPU_IQ4_VALUES[b[8 + 16 * ib + l] >> 4] + 128);
             }
     } else {
         const bool q3 = t == QTYPE_Q3_K;
@@ -177,6 +197,12 @@ static void k8_quants_256(QType t, const uint8_t *b, uint8_t *q) {
             ST(q + 128 * n + 64, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), m4), h2));
             ST(q + 128 * n + 96, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(c, 4), m4), h3));
         }
+    } else if (t == QTYPE_IQ4_XS) {
+        for (int ib = 0; ib < 8; ib++)
+            for (int l = 0; l < 16; l++) {
+                q[32 * ib + l] = (uint8_t)(KCPU_IQ4_VALUES[b[8 + 16 * ib + l] & 0x0f] + 128);
+                q[32 * ib + 16 + l] = (uint8_t)(KCPU_IQ4_VALUES[b[8 + 16 * ib + l] >> 4] + 128);
+            }
     } else {
         const bool q3 = t == QTYPE_Q3_K;
         const __m256i hm = LD(b);
@@ -410,6 +436,7 @@ K8_TILES_256(k8_tiles_avx2, 0)
 
 static void k8_run(const void *job, int r_lo, int r_hi, int t_lo, int t_hi, float *buf) {
     const K8Job *j = job;
+    CHECK(j->type != QTYPE_IQ4_XS || j->path == KCPU_I8_SCALAR, "IQ4_XS on the %d path's K kernels", j->path);
     void (*tiles)(const K8Job *, float *, int, int, int, int) = k8_tiles_scalar;
 #if K8_SIMD
     tiles = j->path == KCPU_I8_AVX512    ? k8_tiles_512
@@ -436,7 +463,7 @@ void kcpu_matmul_k8(const KCpu *kc, float *out, const float *x, const QMatrix *w
     CHECK(k8_row_bytes((int)w->cols) * K8_ROWS <= kc->thread_buf_floats * sizeof(float));
     K8Job j = {
         .type = w->type,
-        .sym = w->type == QTYPE_Q3_K || w->type == QTYPE_Q6_K,
+        .sym = w->type == QTYPE_Q3_K || w->type == QTYPE_Q6_K || w->type == QTYPE_IQ4_XS,
         .w = w->data,
         .row_bytes = qtype_row_size(w->type, w->cols),
         .nb = (int)(w->cols / QK_K),

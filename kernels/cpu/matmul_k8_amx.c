@@ -1,17 +1,18 @@
 // matmul_k8_amx.c: the K-quant matmuls of matmul_k8.c on AMX-INT8 tiles, for Q2_K / Q3_K / Q4_K /
-// Q5_K / Q6_K weights repacked at load (k_pack), and the AVX-512 VNNI kernel on the same layout.
+// Q5_K / Q6_K / IQ4_XS weights repacked at load (k_pack), and the AVX-512 VNNI kernel on the same
+// layout.
 //
 // As matmul_amx.c does for the 32-element types, this is the scalar kernel of matmul_k8.c bit for
 // bit, whatever the batch. Each output element gets the exact int32 sums of every super-block,
 //
 //   I = Σ_j sc_j Σ_{e∈j} q_e q_x,e        M = Σ_g mn_g bsum_g
 //
-// (j: the scale's sub-blocks, 32 elements for Q4_K / Q5_K and 16 for the others; g: 16
-// elements; Q6_K's mn = 32 sc, Q3_K's 4 sc), then the scalar kernel's float steps in its
-// order, per super-block:
+// (j: the scale's sub-blocks, 32 elements for Q4_K / Q5_K / IQ4_XS and 16 for the others; g:
+// 16 elements; Q6_K's mn = 32 sc, Q3_K's 4 sc, IQ4_XS's 128 sc), then the scalar kernel's float
+// steps in its order, per super-block:
 //
-//   Q2_K Q4_K Q5_K  acc = fma(d·d_x, (float)I, acc);  acc = fma(−dmin·d_x, (float)M, acc)
-//   Q3_K Q6_K       acc = fma(d·d_x, (float)(I − M), acc)
+//   Q2_K Q4_K Q5_K     acc = fma(d·d_x, (float)I, acc);  acc = fma(−dmin·d_x, (float)M, acc)
+//   Q3_K Q6_K IQ4_XS   acc = fma(d·d_x, (float)(I − M), acc)
 //
 // The tiles take 16 token rows x 16 weight rows: per sub-block one tdpbsud of K = 32 or 16 (A:
 // the activation rows as matmul_k8.c quantized them, s8; B: the sub-block's quants unpacked to
@@ -22,19 +23,20 @@
 //
 // The repacked layout: the rows in groups of 16 (the last padded with zero rows), each group a
 // run of one record per super-block:
-//   quants  Q4_K Q5_K Q6_K: 32 slices of [16 rows][4 bytes]; slice s, byte 4n + e holds element
-//           4s + e of row n in its low nibble and element 128 + 4s + e in its high one (the
-//           low 4 bits of q). Q2_K Q3_K: 16 slices, byte 4n + e holding elements 64c + 4s + e
+//   quants  Q4_K Q5_K Q6_K IQ4_XS: 32 slices of [16 rows][4 bytes]; slice s, byte 4n + e holds
+//           element 4s + e of row n in its low nibble and element 128 + 4s + e in its high one
+//           (the low 4 bits of q; IQ4_XS's table index, looked up + 128 with vpshufb). Q2_K Q3_K: 16 slices, byte 4n + e holding elements 64c + 4s + e
 //           in its bits 2c, 2c + 1 (c = 0..3; the low 2 bits of q)
 //   masks   Q5_K: 64 of 64 bits, mask k's bit 4n + e bit 4 of element 4k + e of row n; Q6_K:
 //           64 for bit 4, then 64 for bit 5; Q3_K: 64 for bit 2
-//   scales  [sub-block][16 rows] bytes: Q4_K / Q5_K sc, then mn (8 sub-blocks each); Q3_K and
-//           Q6_K sc, signed; Q2_K sc | mn << 4 as stored
+//   scales  [sub-block][16 rows] bytes: Q4_K / Q5_K sc, then mn (8 sub-blocks each); Q3_K,
+//           Q6_K and IQ4_XS (8 sub-blocks, 128 bytes) sc, signed; Q2_K sc | mn << 4 as stored
 //   d       the 16 rows' d as stored (fp16), then for Q2_K / Q4_K / Q5_K their dmin
 // Element row k (elements 4k..4k+3 of the 16 rows: a plane of a slice, plus what its masks
 // add) is one row of the tiles' B operand and one register for vpdpbusd. Bytes per record
 // (stored bytes of 16 rows in brackets): Q2_K 1,344 (1,344), Q3_K 1,824 (1,760), Q4_K 2,368
-// (2,304), Q5_K 2,880 (2,816), Q6_K 3,360 (3,360); the 6-bit scales take a byte each.
+// (2,304), Q5_K 2,880 (2,816), Q6_K 3,360 (3,360), IQ4_XS 2,208 (2,176); the 6-bit scales take
+// a byte each.
 #include "kernels/cpu/k8.h"
 
 #define KA_ROWS 16 // weight rows per group and token rows per tile
@@ -49,7 +51,15 @@ static inline bool ka_2bit(QType t) { // quants in 2-bit planes (else nibbles)
 }
 
 static inline bool ka_sym(QType t) { // mn a multiple of sc, no dmin
-    return t == QTYPE_Q3_K || t == QTYPE_Q6_K;
+    return t == QTYPE_Q3_K || t == QTYPE_Q6_K || t == QTYPE_IQ4_XS;
+}
+
+static inline int ka_sub_elems(QType t) { // elements per scale
+    return t == QTYPE_Q4_K || t == QTYPE_Q5_K || t == QTYPE_IQ4_XS ? 32 : 16;
+}
+
+static inline int ka_scale_bytes(QType t) { // a byte per sub-block and row (Q4_K, Q5_K: sc then mn)
+    return t == QTYPE_IQ4_XS ? 128 : 256;
 }
 
 static inline int ka_masks(QType t) { // 64-bit masks per record
@@ -65,14 +75,22 @@ static inline int ka_quant_bytes(QType t) {
 }
 
 bool kcpu_k8_amx_packable(QType t) {
-    return t == QTYPE_Q2_K || t == QTYPE_Q3_K || t == QTYPE_Q4_K || t == QTYPE_Q5_K || t == QTYPE_Q6_K;
+    return t == QTYPE_Q2_K || t == QTYPE_Q3_K || t == QTYPE_Q4_K || t == QTYPE_Q5_K || t == QTYPE_Q6_K ||
+           t == QTYPE_IQ4_XS;
 }
 
 size_t kcpu_k8_amx_record_bytes(QType t) {
-    return (size_t)ka_quant_bytes(t) + 256 + (ka_sym(t) ? 32 : 64);
+    return (size_t)ka_quant_bytes(t) + ka_scale_bytes(t) + (ka_sym(t) ? 32 : 64);
 }
 
 // ---- repacking (plain C: it runs once, at load)
+
+// The IQ4 table index whose value + 128 is v.
+static int ka_iq4_index(uint8_t v) {
+    for (int i = 0; i < 16; i++)
+        if (KCPU_IQ4_VALUES[i] + 128 == v) return i;
+    DIE("%d is no IQ4 table value + 128", v);
+}
 
 // Where the fp16 d (and dmin after it) of a stored super-block lie.
 static int ka_d_offset(QType t) {
@@ -92,6 +110,8 @@ void kcpu_k8_amx_pack(const QMatrix *w, uint8_t *dst) {
             uint8_t *o = dst + ((size_t)(r / KA_ROWS) * nb + b) * rec, q[QK_K];
             int sc[16], mn[16];
             kcpu_k8_block(t, blk, q, sc, mn);
+            if (t == QTYPE_IQ4_XS) // the record keeps the table index (kcpu_k8_block: its value + 128)
+                for (int e = 0; e < QK_K; e++) q[e] = (uint8_t)ka_iq4_index(q[e]);
             for (int s = 0; s < (ka_2bit(t) ? 16 : 32); s++)
                 for (int e = 0; e < 4; e++) {
                     uint8_t *v = &o[64 * s + 4 * n + e];
@@ -111,10 +131,12 @@ void kcpu_k8_amx_pack(const QMatrix *w, uint8_t *dst) {
             if (t == QTYPE_Q4_K || t == QTYPE_Q5_K) // sc and mn per 32 elements (matmul_k8.c repeats them per 16)
                 for (int j = 0; j < 8; j++)
                     s[16 * j + n] = (uint8_t)sc[2 * j], s[128 + 16 * j + n] = (uint8_t)mn[2 * j];
+            else if (t == QTYPE_IQ4_XS) // sc per 32, signed
+                for (int j = 0; j < 8; j++) s[16 * j + n] = (uint8_t)sc[2 * j];
             else
                 for (int g = 0; g < 16; g++) s[16 * g + n] = (uint8_t)(t == QTYPE_Q2_K ? sc[g] | mn[g] << 4 : sc[g]);
-            memcpy(s + 256 + 2 * n, blk + ka_d_offset(t), 2);
-            if (!ka_sym(t)) memcpy(s + 288 + 2 * n, blk + ka_d_offset(t) + 2, 2);
+            memcpy(s + ka_scale_bytes(t) + 2 * n, blk + ka_d_offset(t), 2);
+            if (!ka_sym(t)) memcpy(s + ka_scale_bytes(t) + 32 + 2 * n, blk + ka_d_offset(t) + 2, 2);
         }
     }
 }
@@ -124,10 +146,6 @@ void kcpu_k8_amx_pack(const QMatrix *w, uint8_t *dst) {
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c,amx-tile,amx-int8")
 #define KA_INLINE static inline __attribute__((always_inline))
-
-static inline int ka_sub_elems(QType t) { // elements per scale
-    return t == QTYPE_Q4_K || t == QTYPE_Q5_K ? 32 : 16;
-}
 
 static inline const uint8_t *ka_record(const K8Job *j, int g, int b) {
     return j->pack + ((size_t)g * j->nb + b) * kcpu_k8_amx_record_bytes(j->type);
@@ -142,6 +160,12 @@ KA_INLINE void ka_unpack4(const QType t, const uint8_t *rec, int s0, __m512i w[]
         __m512i v = _mm512_loadu_si512(rec + 64 * (s0 + i));
         for (int c = 0; c < P; c++)
             w[c][i] = _mm512_and_si512(c ? _mm512_srli_epi16(v, ka_2bit(t) ? 2 * c : 4) : v, m);
+    }
+    if (t == QTYPE_IQ4_XS) { // the table's values + 128 (u8 for tdpbsud and vpdpbusd)
+        const __m512i tbl = _mm512_xor_si512(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)KCPU_IQ4_VALUES)),
+                                             _mm512_set1_epi8((char)0x80));
+        for (int i = 0; i < 4; i++)
+            for (int c = 0; c < P; c++) w[c][i] = _mm512_shuffle_epi8(tbl, w[c][i]);
     }
     if (!ka_masks(t)) return;
     const __m512i add0 = _mm512_set1_epi8(t == QTYPE_Q3_K ? 4 : 16);
@@ -174,6 +198,8 @@ KA_INLINE void ka_mins(const QType t, const uint8_t *rec, __m512i mp[8]) {
         __m512i lo, hi;
         if (t == QTYPE_Q4_K || t == QTYPE_Q5_K) {
             lo = hi = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(s + 128 + 16 * p)));
+        } else if (t == QTYPE_IQ4_XS) { // 128 sc of sub-block p, both groups
+            lo = hi = _mm512_slli_epi32(ka_scale(t, rec, p), 7);
         } else if (t == QTYPE_Q2_K) {
             lo = _mm512_srli_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(s + 32 * p))), 4);
             hi = _mm512_srli_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(s + 32 * p + 16))), 4);
@@ -188,7 +214,7 @@ KA_INLINE void ka_mins(const QType t, const uint8_t *rec, __m512i mp[8]) {
 
 // The float steps of one super-block for one token row (see the top).
 KA_INLINE __m512 ka_epilogue(const QType t, const uint8_t *rec, __m512i is, __m512i ms, float dx, __m512 acc) {
-    const uint8_t *dp = rec + ka_quant_bytes(t) + 256;
+    const uint8_t *dp = rec + ka_quant_bytes(t) + ka_scale_bytes(t);
     __m512 dd = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)dp)), _mm512_set1_ps(dx));
     if (ka_sym(t)) return _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(_mm512_sub_epi32(is, ms)), acc);
     __m512 ndm = _mm512_xor_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(dp + 32))), _mm512_set1_ps(-0.0f));
@@ -354,6 +380,7 @@ void kcpu_k8_amx_run(const K8Job *j, int r_lo, int r_hi, int t_lo, int t_hi, flo
     case QTYPE_Q4_K: ka_rows(QTYPE_Q4_K, j, r_lo, r_hi, t_lo, t_hi, buf); break;
     case QTYPE_Q5_K: ka_rows(QTYPE_Q5_K, j, r_lo, r_hi, t_lo, t_hi, buf); break;
     case QTYPE_Q6_K: ka_rows(QTYPE_Q6_K, j, r_lo, r_hi, t_lo, t_hi, buf); break;
+    case QTYPE_IQ4_XS: ka_rows(QTYPE_IQ4_XS, j, r_lo, r_hi, t_lo, t_hi, buf); break;
     default: DIE("no AMX kernel for %s", qtype_name(j->type));
     }
 }

@@ -1,6 +1,6 @@
 // test_matmul_q8.c: the 8-bit activation matmuls (--cpu-activations int8, kernels/cpu/matmul_q8.c
-// for Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL, matmul_k8.c for the K-quants Q2_K..Q6_K) on every instruction-set path this
-// CPU has (the others say SKIP).
+// for Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL, matmul_k8.c for the K-quants Q2_K..Q6_K and IQ4_XS) on every
+// instruction-set path this CPU has (the others say SKIP; IQ4_XS has kernels on scalar and amx only).
 //
 // 1. Integer dots are exact: with power-of-two scales, small integer sub-scales and activations
 //    that are small integers times a power of two (constant over each 256) with ±127 · 2^k in
@@ -36,7 +36,12 @@ static float rnd_float(float lo, float hi) {
 }
 
 static const QType TYPES[] = {QTYPE_Q4_0, QTYPE_Q4_1, QTYPE_Q5_0, QTYPE_Q5_1, QTYPE_Q8_0, QTYPE_IQ4_NL,
-                             QTYPE_Q2_K, QTYPE_Q3_K, QTYPE_Q4_K, QTYPE_Q5_K, QTYPE_Q6_K};
+                             QTYPE_Q2_K, QTYPE_Q3_K, QTYPE_Q4_K, QTYPE_Q5_K, QTYPE_Q6_K, QTYPE_IQ4_XS};
+
+// IQ4_XS has 8-bit kernels on the scalar and amx paths only (the others dequantize it).
+static bool has_int8_kernel(const char *path, QType t) {
+    return t != QTYPE_IQ4_XS || !strcmp(path, "scalar") || !strcmp(path, "amx");
+}
 
 // Elements per activation quantization block.
 static int act_block(QType t) {
@@ -79,6 +84,9 @@ static uint8_t *make_w(QType t, int rows, int cols, bool exact) {
             else if (om >= 0) put_half(blk + om, exact ? (rnd() & 1 ? 1.0f : 0.5f) : rnd_float(0.001f, 0.02f));
             if (t == QTYPE_Q6_K && exact)
                 for (int g = 0; g < 16; g++) blk[192 + g] = (uint8_t)((int)(rnd() % 64) - 32);
+            if (t == QTYPE_IQ4_XS && exact) // scales' high bits 1 or 2: ls - 32 in [-16, 15]
+                for (int ib = 0; ib < 8; ib++)
+                    blk[2 + ib / 4] = (uint8_t)((blk[2 + ib / 4] & ~(3 << 2 * (ib % 4))) | (1 + rnd() % 2) << 2 * (ib % 4));
         }
     return w;
 }
@@ -142,7 +150,7 @@ static const Shape SHAPES[] = {{37, 96, 7}, {5, 32, 1}, {67, 160, 4}, {64, 576, 
 // The K-quants take each shape's columns rounded up to whole 256s.
 static void each_case(const char *path, void (*fn)(const char *path, QType t, int R, int C, int N)) {
     for (size_t ti = 0; ti < ARRAY_LEN(TYPES); ti++)
-        for (size_t si = 0; si < ARRAY_LEN(SHAPES); si++) {
+        for (size_t si = 0; si < ARRAY_LEN(SHAPES) && has_int8_kernel(path, TYPES[ti]); si++) {
             int blk = qtype_block(TYPES[ti]), C = (SHAPES[si].cols + blk - 1) / blk * blk;
             fn(path, TYPES[ti], SHAPES[si].rows, C, SHAPES[si].n);
         }
@@ -276,12 +284,12 @@ static void test_amx_is_scalar(void) {
     }
     static const Shape AMX_SHAPES[] = {{5, 32, 16}, {37, 96, 17}, {67, 160, 53}, {64, 576, 64}, {33, 1536, 35}, {16, 224, 48},
                                          {37, 96, 2}, {64, 576, 3}, {33, 1536, 5}, {67, 160, 7}, {16, 224, 15}};
-    // the K-quants' (matmul_k8_amx.c): K a multiple of 256; tiles of K = 32 (Q4_K, Q5_K) or 16
+    // the K-quants' (matmul_k8_amx.c): K a multiple of 256; tiles of K = 32 (Q4_K, Q5_K, IQ4_XS) or 16
     static const Shape K_SHAPES[] = {{5, 256, 16}, {37, 512, 17}, {33, 1536, 35}, {16, 768, 48}, {67, 256, 53},
                                      {37, 256, 2}, {64, 512, 3}, {33, 1536, 5}, {67, 256, 7}, {16, 768, 15}, {20, 256, 1}};
     // the types k_pack repacks; the others take the avx512-vnni kernels on the amx path (each_path)
     static const QType AMX_TYPES[] = {QTYPE_Q4_0, QTYPE_Q4_1, QTYPE_Q5_0, QTYPE_Q5_1, QTYPE_Q8_0, QTYPE_IQ4_NL,
-                                      QTYPE_Q2_K, QTYPE_Q3_K, QTYPE_Q4_K, QTYPE_Q5_K, QTYPE_Q6_K};
+                                      QTYPE_Q2_K, QTYPE_Q3_K, QTYPE_Q4_K, QTYPE_Q5_K, QTYPE_Q6_K, QTYPE_IQ4_XS};
     for (size_t ti = 0; ti < ARRAY_LEN(AMX_TYPES); ti++)
         for (size_t si = 0; si < ARRAY_LEN(AMX_SHAPES); si++) {
             QType t = AMX_TYPES[ti];
