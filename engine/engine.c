@@ -687,8 +687,8 @@ int engine_create(Engine **out, const EngineConfig *cfg, const char *model_path,
                          ? ""
                          : "; avx512-vnni for types other than Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/IQ4_NL/Q2_K..Q6_K/IQ4_XS");
         else if (c->cpu_activations == K_ACT_AUTO && k_act_int8(QTYPE_Q4_1))
-            log_info("cpu matmuls: 8-bit activations, amx kernels for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/IQ4_NL/Q2_K..Q6_K/IQ4_XS, "
-                     "avx512-vnni for other quantized types (--cpu-activations auto on a CPU with AMX; int16 keeps the "
+            log_info("cpu matmuls: 8-bit activations, amx kernels for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/IQ4_NL/Q2_K..Q6_K/"
+                     "IQ4_XS, avx512-vnni for other quantized types (--cpu-activations auto on a CPU with AMX; int16 keeps the "
                      "exact path)");
         else if (c->cpu_activations == K_ACT_AUTO)
             log_info("cpu matmuls: 16-bit activations for Q4_0/Q4_1/Q8_0, 8-bit (%s kernels) for other quantized "

@@ -97,7 +97,8 @@ static void k8_scales(QType t, const uint8_t *b, int *sc, int *mn, float *d, flo
     case QTYPE_IQ4_XS: // 6-bit ls per 32: a nibble of scales_l, 2 bits of scales_h; sc = ls - 32
         *d = *dm = k8_h(b);
         for (int g = 0; g < 16; g++) {
-            const int ib = g / 2, ls = ((b[4 + ib / 2] >> 4 * (ib % 2)) & 0x0f) | ((b[2 + ib / 4] >> 2 * (ib % 4)) & 3) << 4;
+            const int ib = g / 2;
+            const int ls = ((b[4 + ib / 2] >> 4 * (ib % 2)) & 0x0f) | ((b[2 + ib / 4] >> 2 * (ib % 4)) & 3) << 4;
             sc[g] = ls - 32, mn[g] = 128 * sc[g];
         }
         return;

@@ -25,8 +25,9 @@
 // run of one record per super-block:
 //   quants  Q4_K Q5_K Q6_K IQ4_XS: 32 slices of [16 rows][4 bytes]; slice s, byte 4n + e holds
 //           element 4s + e of row n in its low nibble and element 128 + 4s + e in its high one
-//           (the low 4 bits of q; IQ4_XS's table index, looked up + 128 with vpshufb). Q2_K Q3_K: 16 slices, byte 4n + e holding elements 64c + 4s + e
-//           in its bits 2c, 2c + 1 (c = 0..3; the low 2 bits of q)
+//           (the low 4 bits of q; IQ4_XS's table index, looked up + 128 with vpshufb). Q2_K
+//           Q3_K: 16 slices, byte 4n + e holding elements 64c + 4s + e in its bits 2c, 2c + 1
+//           (c = 0..3; the low 2 bits of q)
 //   masks   Q5_K: 64 of 64 bits, mask k's bit 4n + e bit 4 of element 4k + e of row n; Q6_K:
 //           64 for bit 4, then 64 for bit 5; Q3_K: 64 for bit 2
 //   scales  [sub-block][16 rows] bytes: Q4_K / Q5_K sc, then mn (8 sub-blocks each); Q3_K,
@@ -52,10 +53,6 @@ static inline bool ka_2bit(QType t) { // quants in 2-bit planes (else nibbles)
 
 static inline bool ka_sym(QType t) { // mn a multiple of sc, no dmin
     return t == QTYPE_Q3_K || t == QTYPE_Q6_K || t == QTYPE_IQ4_XS;
-}
-
-static inline int ka_sub_elems(QType t) { // elements per scale
-    return t == QTYPE_Q4_K || t == QTYPE_Q5_K || t == QTYPE_IQ4_XS ? 32 : 16;
 }
 
 static inline int ka_scale_bytes(QType t) { // a byte per sub-block and row (Q4_K, Q5_K: sc then mn)
@@ -146,6 +143,10 @@ void kcpu_k8_amx_pack(const QMatrix *w, uint8_t *dst) {
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c,amx-tile,amx-int8")
 #define KA_INLINE static inline __attribute__((always_inline))
+
+static inline int ka_sub_elems(QType t) { // elements per scale
+    return t == QTYPE_Q4_K || t == QTYPE_Q5_K || t == QTYPE_IQ4_XS ? 32 : 16;
+}
 
 static inline const uint8_t *ka_record(const K8Job *j, int g, int b) {
     return j->pack + ((size_t)g * j->nb + b) * kcpu_k8_amx_record_bytes(j->type);

@@ -85,8 +85,10 @@ static uint8_t *make_w(QType t, int rows, int cols, bool exact) {
             if (t == QTYPE_Q6_K && exact)
                 for (int g = 0; g < 16; g++) blk[192 + g] = (uint8_t)((int)(rnd() % 64) - 32);
             if (t == QTYPE_IQ4_XS && exact) // scales' high bits 1 or 2: ls - 32 in [-16, 15]
-                for (int ib = 0; ib < 8; ib++)
-                    blk[2 + ib / 4] = (uint8_t)((blk[2 + ib / 4] & ~(3 << 2 * (ib % 4))) | (1 + rnd() % 2) << 2 * (ib % 4));
+                for (int ib = 0; ib < 8; ib++) {
+                    const int sh = 2 * (ib % 4);
+                    blk[2 + ib / 4] = (uint8_t)((blk[2 + ib / 4] & ~(3 << sh)) | (1 + rnd() % 2) << sh);
+                }
         }
     return w;
 }
