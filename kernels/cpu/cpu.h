@@ -160,22 +160,28 @@ static inline __m256 kcpu_exp256(__m256 x) {
 #if defined(__x86_64__)
 // ---- lane sums, compiled for their own instruction sets so that both the -march paths above
 // and the run-time selected kernels of matmul_q8.c (target pragmas) can inline them.
-// (clang ignores the pragmas: it gets each only where its -march has the set.)
+// (clang does not know the pragmas, so they are left out there: it gets each sum only where its
+// -march has the set.)
 #include <immintrin.h>
+#if !defined(__clang__)
+#define KCPU_TARGET_PUSH(t) _Pragma("GCC push_options") _Pragma(t)
+#define KCPU_TARGET_POP _Pragma("GCC pop_options")
+#else
+#define KCPU_TARGET_PUSH(t)
+#define KCPU_TARGET_POP
+#endif
 #if !defined(__clang__) || defined(__AVX2__)
-#pragma GCC push_options
-#pragma GCC target("avx2")
+KCPU_TARGET_PUSH("GCC target(\"avx2\")")
 static inline float kcpu_hsum256(__m256 a) {
     __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
     b = _mm_add_ps(b, _mm_movehl_ps(b, b));
     b = _mm_add_ss(b, _mm_movehdup_ps(b));
     return _mm_cvtss_f32(b);
 }
-#pragma GCC pop_options
+KCPU_TARGET_POP
 #endif
 #if !defined(__clang__) || (defined(__AVX512F__) && defined(__AVX512DQ__))
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq")
+KCPU_TARGET_PUSH("GCC target(\"avx512f,avx512dq\")")
 // Lane sum in a fixed order (halves folded: 16 -> 8 -> 4 -> 2 -> 1).
 static inline float kcpu_hsum512(__m512 v) {
     __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
@@ -201,7 +207,7 @@ static inline __m512 kcpu_hsum512x16(const __m512 v[16]) {
     }
     return _mm512_add_ps(_mm512_shuffle_ps(c[0], c[1], 0x88), _mm512_shuffle_ps(c[0], c[1], 0xdd)); // + 1 apart
 }
-#pragma GCC pop_options
+KCPU_TARGET_POP
 #endif
 #endif
 
