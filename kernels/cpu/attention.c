@@ -20,6 +20,12 @@
 // AVX-512): 1 row 3.0 ms (3.2 with a task per row), 5 rows 8.1 ms (10.3), 8 rows 10.7 ms
 // (15.3); a 512-token prefill of the whole model 1.24x the tokens per second.
 //
+// A decode row's context streams from memory, scattered over the cache blocks: each task
+// prefetches the K and V rows ATT_PREFETCH_AHEAD chunks ahead into L2. Measured with 30 layers'
+// caches from memory at a 1,900-token context (bench/bench_kernels.c, AMD EPYC Zen 4, 2 vCPUs,
+// medians of 3), against the previous one chunk ahead into L1, which ran out of the core's fill
+// buffers: 1 row 10.3 -> 5.8 ms on 1 thread, 8.8 -> 3.9 on 2; 5 rows 20.5 -> 16.2 on 1 thread.
+//
 // KV dtype: both are supported; KV_F16 is the one to use. A decode row streams its context
 // from memory, and F16 halves that: with 30 layers of a 4096-token context (SmolLM2 shapes,
 // 1 thread) 0.26 ms a layer against 0.49 for F32. In a 512-token prefill the context sits in
@@ -33,6 +39,7 @@
 #define ATT_MAX_ROWS 32 // query rows of one sequence per task (16 and 32 measured 2-4% faster than 8 in a prefill)
 #define ATT_MAX_QH (ATT_MAX_ROWS * ATT_MAX_GROUP)
 #define ATT_PREFETCH_MAX_ROWS 8 // a sequence with at most this many query rows is decoding (or verifying)
+#define ATT_PREFETCH_AHEAD 4    // chunks (3, 4 and 6 measured alike; 1 and 2 slower)
 
 // The first key position a row with n_ctx keys reads: the window's first, or 0.
 static inline int att_first_key(const AttnOpt *o, int n_ctx) {
@@ -223,16 +230,19 @@ static inline __attribute__((always_inline)) void att_task_avx512(const KVType d
     for (int c0 = first; c0 < ctx_max; c0 += ATT_CHUNK) {
         int n_all = MIN(ATT_CHUNK, ctx_max - c0);
         memcpy(kp, kn, sizeof(kp)), memcpy(vp, vn, sizeof(vp));
-        // The rows of the next chunk are scattered over the cache blocks: for a decode row,
-        // whose context comes from memory, fetch them while this chunk computes. (The rows of a
-        // prefill chunk find their context in cache, where prefetching only costs.)
         int n_next = MIN(ATT_CHUNK, ctx_max - c0 - ATT_CHUNK);
         if (n_next > 0) chunk_rows(c, bt, c0 + ATT_CHUNK, n_next, lo_min, g, kn, vn);
-        if (n_next > 0 && prefetch) {
-            for (int j = 0; j < n_next; j++)
+        // A decode row's context comes from memory: fetch the chunk ATT_PREFETCH_AHEAD ahead
+        // into L2 (see the top). The rows of a prefill chunk find their context in cache, where
+        // prefetching only costs.
+        int n_far = MIN(ATT_CHUNK, ctx_max - c0 - ATT_PREFETCH_AHEAD * ATT_CHUNK);
+        if (n_far > 0 && prefetch) {
+            const void *kf2[ATT_CHUNK], *vf2[ATT_CHUNK];
+            chunk_rows(c, bt, c0 + ATT_PREFETCH_AHEAD * ATT_CHUNK, n_far, lo_min, g, kf2, vf2);
+            for (int j = 0; j < n_far; j++)
                 for (int o = 0; o < row_bytes; o += 64) {
-                    _mm_prefetch((const char *)kn[j] + o, _MM_HINT_T0);
-                    _mm_prefetch((const char *)vn[j] + o, _MM_HINT_T0);
+                    _mm_prefetch((const char *)kf2[j] + o, _MM_HINT_T1);
+                    _mm_prefetch((const char *)vf2[j] + o, _MM_HINT_T1);
                 }
         }
         // The chunk in f32 (exact), read by every query head of the task. Keys before a row's
