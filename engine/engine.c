@@ -412,6 +412,7 @@ static void engine_step(Engine *e) {
     if (out->num_decode_tokens == out->num_tokens) {
         e->st.num_decode_steps++;
         e->st.time_decode_steps += t5 - t0;
+        if (e->cfg.spec.method != SPEC_NONE && out->num_tokens > 0) spec_cost_add(&e->spec_cost, out->num_tokens, t5 - t0);
     }
 }
 

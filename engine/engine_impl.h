@@ -72,7 +72,9 @@ typedef struct {
     bool finished;
     GrammarMatcher *gm;        // structured output: this choice's matcher, else NULL
     int spec_proposed, spec_accepted; // speculative decoding: this choice's proposals so far
+    int spec_tries;            // positions verified: the accepted ones and each miss (acceptance per position)
     int spec_len;              // proposals it asks for next (0: num_speculative_tokens)
+    int spec_skipped;          // steps in a row the cost model kept it from proposing (engine_spec.c)
     bool spec_off;             // its acceptance stayed low: no more proposals (engine_spec.c)
 } Sample;
 
@@ -129,6 +131,12 @@ typedef struct {
     uint32_t cap, n;
 } ReqMap;
 
+// What a decode step costs by its rows, for speculative decoding's proposal lengths: decayed sums
+// over recent decode steps of x = rows - 1 and y = the step's seconds (engine_spec.c).
+typedef struct {
+    double w, x, y, xx, xy;
+} SpecCost;
+
 struct Engine {
     EngineConfig cfg;
     EngineInfo info;
@@ -163,6 +171,7 @@ struct Engine {
     EngineRequest **touched;   // (max_num_seqs + 1) requests to notify after this step
     int n_touched;
     ReqMap map;
+    SpecCost spec_cost;        // the decode steps' cost by rows (speculative decoding only)
     EngineRequest *active_head;
     int64_t *aborts_eng;       // the engine's half of the abort list
     int cap_aborts_eng;
@@ -238,6 +247,15 @@ void engine_spec_log(const Engine *e); // one line: the method and its settings
 // After the forward: verifies entry i's proposals row by row, emits the accepted ones and the
 // token after them, sets en->num_accepted for sched_update.
 void engine_spec_verify(Engine *e, EngineRequest *r, SchedEntry *en, int i);
+// A decode step (no prompt rows) of rows query rows took seconds: into e->spec_cost.
+void spec_cost_add(SpecCost *c, int rows, double seconds);
+// The least-squares line seconds = t1 + per_row * (rows - 1) through c's steps; false until
+// enough steps with different row counts have been seen.
+bool spec_cost_line(const SpecCost *c, double *t1, double *per_row);
+// The number of proposals, 0..lmax, that maximises a step's expected tokens per second for a
+// sequence running alone whose proposals are each accepted with probability a (given the ones
+// before), when a step costs t1 + per_row * (rows - 1).
+int spec_best_len(double a, double t1, double per_row, int lmax);
 
 // ---- requests and their outboxes (engine_request.c)
 // Ends a request that never reached the engine thread: every choice finishes with an abort, and

@@ -24,7 +24,18 @@
 //
 // Proposal length adapts per choice: one more than the last verification accepted (at most k),
 // so a choice whose output copies its input keeps k proposals in flight while one that
-// paraphrases asks for one or two, and pays for a row or two per step instead of k.
+// paraphrases asks for one or two, and pays for a row or two per step instead of k. With n-grams
+// the length is then cut to what pays on this host: a row's cost, against a step's, is small
+// where the weights stream from memory and the tiles make rows cheap (AMX) and ~0.4 of a step
+// where the matmuls are compute-bound (AVX-512 on a 2-core AMD EPYC). The engine fits the line
+// step seconds = t1 + c · (rows − 1) through its own recent decode steps (decayed sums: the
+// context grows, the host's load drifts), estimates the choice's acceptance per position a
+// (accepted / (accepted + misses), from a prior of 3 in 4), and asks for the L <= that bound
+// which maximises the expected tokens per second (1 + a + ... + a^L) / (t1 + c · L). L = 0
+// proposes nothing, and every SPEC_PROBE_STEPS steps one proposal anyway, so the acceptance keeps
+// being measured. Only for a sequence running alone, the latency case speculation is for: with
+// several running, disable_by_batch_size decides, as in vLLM. (A draft model's proposals cost its
+// own forwards, which this line does not model: a draft keeps the bound alone.)
 //
 // Not speculated: structured-output requests (their grammar's bitmask is computed for one row per
 // step, so a proposal after the first row would be unchecked) and requests whose acceptance stayed
@@ -41,11 +52,47 @@
 
 #define SPEC_OFF_MIN_PROPOSED 32
 #define SPEC_OFF_RATIO 5
+#define SPEC_COST_DECAY 0.97   // per decode step: the line follows the last ~30 steps
+#define SPEC_COST_MIN_STEPS 8  // (decayed) steps before the line is used
+#define SPEC_COST_MIN_VAR 0.05 // variance of rows - 1 below which the slope is not trusted
+#define SPEC_PRIOR_HITS 3      // a choice's acceptance starts at 3 in 4
+#define SPEC_PRIOR_TRIES 4
+#define SPEC_PROBE_STEPS 8
+
+void spec_cost_add(SpecCost *c, int rows, double seconds) {
+    const double d = SPEC_COST_DECAY, x = rows - 1, y = seconds;
+    c->w = c->w * d + 1, c->x = c->x * d + x, c->y = c->y * d + y;
+    c->xx = c->xx * d + x * x, c->xy = c->xy * d + x * y;
+}
+
+bool spec_cost_line(const SpecCost *c, double *t1, double *per_row) {
+    if (c->w < SPEC_COST_MIN_STEPS) return false;
+    double mx = c->x / c->w, my = c->y / c->w, vxx = c->xx / c->w - mx * mx, vxy = c->xy / c->w - mx * my;
+    if (vxx < SPEC_COST_MIN_VAR) return false;
+    double slope = MAX(0.0, vxy / vxx), icpt = my - slope * mx;
+    if (icpt <= 0) return false; // noise: no sensible line yet
+    *t1 = icpt, *per_row = slope;
+    return true;
+}
+
+int spec_best_len(double a, double t1, double per_row, int lmax) {
+    CHECK(a >= 0 && a <= 1 && t1 > 0 && per_row >= 0);
+    double tokens = 1, p = 1, best = tokens / t1;
+    int best_len = 0;
+    for (int len = 1; len <= lmax; len++) {
+        p *= a, tokens += p;
+        double rate = tokens / (t1 + per_row * len);
+        if (rate > best) best = rate, best_len = len;
+    }
+    return best_len;
+}
 
 void engine_spec_propose(Engine *e) {
     const SpecConfig *c = &e->cfg.spec;
     Scheduler *sc = &e->sched;
     if (c->disable_by_batch_size > 0 && sc->num_running >= c->disable_by_batch_size) return;
+    double t1, per_row;
+    bool costed = c->method == SPEC_NGRAM && sc->num_running == 1 && spec_cost_line(&e->spec_cost, &t1, &per_row);
     for (int i = 0; i < sc->num_running; i++) {
         Sequence *seq = sc->running[i];
         seq->num_spec = 0;
@@ -55,9 +102,16 @@ void engine_spec_propose(Engine *e) {
         if (room <= 0) continue;
         EngineRequest *r = engine_map_get(&e->map, seq->id);
         CHECK(r, "sequence %lld has no request", (long long)seq->id);
-        const Sample *s = &r->samples[seq->sample_index];
+        Sample *s = &r->samples[seq->sample_index];
         if (s->gm || s->spec_off || s->finished) continue;
         int k = MIN(s->spec_len > 0 ? s->spec_len : c->num_speculative_tokens, room);
+        if (costed) {
+            double a = (double)(s->spec_accepted + SPEC_PRIOR_HITS) / (s->spec_tries + SPEC_PRIOR_TRIES);
+            int best = spec_best_len(a, t1, per_row, k);
+            if (best == 0 && ++s->spec_skipped < SPEC_PROBE_STEPS) continue;
+            s->spec_skipped = 0;
+            k = MAX(best, 1);
+        }
         if (c->method == SPEC_DRAFT) { // runner_draft fills them in once they have slots
             seq->num_spec = k;
             continue;
@@ -89,6 +143,7 @@ void engine_spec_verify(Engine *e, EngineRequest *r, SchedEntry *en, int i) {
     for (int p = 0; p < matched; p++) e->st.spec_accepted_per_pos[p]++;
     s->spec_proposed += en->num_spec;
     s->spec_accepted += matched;
+    s->spec_tries += matched + (matched < en->num_spec);
     s->spec_len = MIN(matched + 1, e->cfg.spec.num_speculative_tokens);
     if (s->spec_proposed >= SPEC_OFF_MIN_PROPOSED && s->spec_accepted * SPEC_OFF_RATIO < s->spec_proposed)
         s->spec_off = true;

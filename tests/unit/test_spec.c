@@ -459,6 +459,39 @@ static void test_rollback_sim(void) {
 // every step and at 2 only in the few steps where one runs alone (the first may start a step or
 // two before the others reach the engine, and then ends that much earlier than the last); their
 // tokens are the same either way.
+// The cost line through decode steps' times, and the proposal length it leads to.
+static void test_cost_model(void) {
+    SpecCost c = {0};
+    double t1 = 0, per_row = 0;
+    for (int i = 0; i < 40; i++) spec_cost_add(&c, 5, 0.012); // every step 5 rows: no slope to fit
+    EXPECT(!spec_cost_line(&c, &t1, &per_row), "a line through one row count");
+    // then steps of 1..5 rows on a line: the fit finds it, the old steps all but decayed away
+    for (int i = 0; i < 200; i++) spec_cost_add(&c, 1 + i % 5, 0.008 + 0.002 * (i % 5));
+    EXPECT(spec_cost_line(&c, &t1, &per_row), "no line");
+    EXPECT(fabs(t1 - 0.008) < 2e-5 && fabs(per_row - 0.002) < 2e-5, "t1 %g, per row %g", t1, per_row);
+    SpecCost early = {0};
+    for (int i = 0; i < 4; i++) spec_cost_add(&early, 1 + i, 0.01 * (1 + i));
+    EXPECT(!spec_cost_line(&early, &t1, &per_row), "a line from 4 steps");
+    // a, t1 (ms), per row (ms), bound -> length
+    static const struct {
+        double a, t1, c;
+        int lmax, want;
+    } cases[] = {
+        {1.0, 8.0, 0.0, 4, 4},  // free rows, every proposal accepted: all of them
+        {0.67, 8.0, 0.3, 4, 4}, // rows cheap against the step (AMX): all
+        {0.67, 8.3, 2.8, 4, 2}, // 1.50 / 1.52 / 1.45 tokens per 10 ms at 1 / 2 / 3
+        {0.67, 8.3, 2.8, 1, 1}, // the bound
+        {0.2, 8.3, 2.8, 4, 0},  // a row costs more than it brings
+        {0.5, 8.3, 4.0, 4, 1},  // 1.22 / 1.20 / 1.07 tokens per 10 ms at 1 / 0 / 2
+        {0.95, 4.0, 1.6, 4, 4}, // copying: high acceptance pays for long runs
+        {0.0, 8.0, 0.0, 4, 0},  // nothing accepted, even free rows bring nothing
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        int got = spec_best_len(cases[i].a, cases[i].t1, cases[i].c, cases[i].lmax);
+        EXPECT(got == cases[i].want, "case %zu: length %d, want %d", i, got, cases[i].want);
+    }
+}
+
 static void test_disable_by_batch_size(void) {
     static Job jobs[NSPEC], got[2][4];
     uint64_t drafts[2];
@@ -488,6 +521,7 @@ int main(int argc, char **argv) {
     RUN(test_config);
     RUN(test_ngram);
     RUN(test_rollback_sim);
+    RUN(test_cost_model);
     if (!corpus_load()) return test_summary();
     RUN(test_reference);
     RUN(test_identity);
