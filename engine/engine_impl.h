@@ -72,7 +72,7 @@ typedef struct {
     bool finished;
     GrammarMatcher *gm;        // structured output: this choice's matcher, else NULL
     int spec_proposed, spec_accepted; // speculative decoding: this choice's proposals so far
-    int spec_tries;            // positions verified: the accepted ones and each miss (acceptance per position)
+    float spec_hits, spec_tries; // positions accepted, and verified (accepted or the miss), decayed per verification
     int spec_len;              // proposals it asks for next (0: num_speculative_tokens)
     int spec_skipped;          // steps in a row the cost model kept it from proposing (engine_spec.c)
     bool spec_off;             // its acceptance stayed low: no more proposals (engine_spec.c)

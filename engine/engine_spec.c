@@ -29,8 +29,9 @@
 // where the weights stream from memory and the tiles make rows cheap (AMX) and ~0.4 of a step
 // where the matmuls are compute-bound (AVX-512 on a 2-core AMD EPYC). The engine fits the line
 // step seconds = t1 + c · (rows − 1) through its own recent decode steps (decayed sums: the
-// context grows, the host's load drifts), estimates the choice's acceptance per position a
-// (accepted / (accepted + misses), from a prior of 3 in 4), and asks for the L <= that bound
+// context grows, the host's load drifts), estimates the choice's recent acceptance per position
+// a (accepted / (accepted + misses) over its last few verifications, decayed, so that it follows
+// the output from paraphrase into copying; from a prior of 3 in 4), and asks for the L <= that bound
 // which maximises the expected tokens per second (1 + a + ... + a^L) / (t1 + c · L). L = 0
 // proposes nothing, and every SPEC_PROBE_STEPS steps one proposal anyway, so the acceptance keeps
 // being measured. Only for a sequence running alone, the latency case speculation is for: with
@@ -55,8 +56,9 @@
 #define SPEC_COST_DECAY 0.97   // per decode step: the line follows the last ~30 steps
 #define SPEC_COST_MIN_STEPS 8  // (decayed) steps before the line is used
 #define SPEC_COST_MIN_VAR 0.05 // variance of rows - 1 below which the slope is not trusted
-#define SPEC_PRIOR_HITS 3      // a choice's acceptance starts at 3 in 4
-#define SPEC_PRIOR_TRIES 4
+#define SPEC_ACCEPT_DECAY 0.8f // per verification: a choice's acceptance follows its last ~5
+#define SPEC_PRIOR_HITS 1.5    // and starts at 3 in 4
+#define SPEC_PRIOR_TRIES 2.0
 #define SPEC_PROBE_STEPS 8
 
 void spec_cost_add(SpecCost *c, int rows, double seconds) {
@@ -106,7 +108,7 @@ void engine_spec_propose(Engine *e) {
         if (s->gm || s->spec_off || s->finished) continue;
         int k = MIN(s->spec_len > 0 ? s->spec_len : c->num_speculative_tokens, room);
         if (costed) {
-            double a = (double)(s->spec_accepted + SPEC_PRIOR_HITS) / (s->spec_tries + SPEC_PRIOR_TRIES);
+            double a = (s->spec_hits + SPEC_PRIOR_HITS) / (s->spec_tries + SPEC_PRIOR_TRIES);
             int best = spec_best_len(a, t1, per_row, k);
             if (best == 0 && ++s->spec_skipped < SPEC_PROBE_STEPS) continue;
             s->spec_skipped = 0;
@@ -143,7 +145,8 @@ void engine_spec_verify(Engine *e, EngineRequest *r, SchedEntry *en, int i) {
     for (int p = 0; p < matched; p++) e->st.spec_accepted_per_pos[p]++;
     s->spec_proposed += en->num_spec;
     s->spec_accepted += matched;
-    s->spec_tries += matched + (matched < en->num_spec);
+    s->spec_hits = s->spec_hits * SPEC_ACCEPT_DECAY + (float)matched;
+    s->spec_tries = s->spec_tries * SPEC_ACCEPT_DECAY + (float)(matched + (matched < en->num_spec));
     s->spec_len = MIN(matched + 1, e->cfg.spec.num_speculative_tokens);
     if (s->spec_proposed >= SPEC_OFF_MIN_PROPOSED && s->spec_accepted * SPEC_OFF_RATIO < s->spec_proposed)
         s->spec_off = true;
