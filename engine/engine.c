@@ -412,7 +412,8 @@ static void engine_step(Engine *e) {
     if (out->num_decode_tokens == out->num_tokens) {
         e->st.num_decode_steps++;
         e->st.time_decode_steps += t5 - t0;
-        if (e->cfg.spec.method != SPEC_NONE && out->num_tokens > 0) spec_cost_add(&e->spec_cost, out->num_tokens, t5 - t0);
+        // a lone sequence's step by its rows (a batch's rows each read their own context)
+        if (e->cfg.spec.method != SPEC_NONE && out->num_entries == 1) spec_cost_add(&e->spec_cost, out->num_tokens, t5 - t0);
     }
 }
 

@@ -132,7 +132,8 @@ typedef struct {
 } ReqMap;
 
 // What a decode step costs by its rows, for speculative decoding's proposal lengths: decayed sums
-// over recent decode steps of x = rows - 1 and y = the step's seconds (engine_spec.c).
+// over recent decode steps of one sequence of x = rows - 1 and y = the step's seconds
+// (engine_spec.c).
 typedef struct {
     double w, x, y, xx, xy;
 } SpecCost;
@@ -247,7 +248,8 @@ void engine_spec_log(const Engine *e); // one line: the method and its settings
 // After the forward: verifies entry i's proposals row by row, emits the accepted ones and the
 // token after them, sets en->num_accepted for sched_update.
 void engine_spec_verify(Engine *e, EngineRequest *r, SchedEntry *en, int i);
-// A decode step (no prompt rows) of rows query rows took seconds: into e->spec_cost.
+// A decode step (no prompt rows) of one sequence and rows query rows took seconds: into
+// e->spec_cost.
 void spec_cost_add(SpecCost *c, int rows, double seconds);
 // The least-squares line seconds = t1 + per_row * (rows - 1) through c's steps; false until
 // enough steps with different row counts have been seen.

@@ -28,11 +28,11 @@
 // the length is then cut to what pays on this host: a row's cost, against a step's, is small
 // where the weights stream from memory and the tiles make rows cheap (AMX) and ~0.4 of a step
 // where the matmuls are compute-bound (AVX-512 on a 2-core AMD EPYC). The engine fits the line
-// step seconds = t1 + c · (rows − 1) through its own recent decode steps (decayed sums: the
-// context grows, the host's load drifts), estimates the choice's recent acceptance per position
-// a (accepted / (accepted + misses) over its last few verifications, decayed, so that it follows
-// the output from paraphrase into copying; from a prior of 3 in 4), and asks for the L <= that bound
-// which maximises the expected tokens per second (1 + a + ... + a^L) / (t1 + c · L). L = 0
+// step seconds = t1 + c · (rows − 1) through its own recent decode steps of one sequence
+// (decayed sums: the context grows, the host's load drifts), estimates the choice's recent
+// acceptance per position a (accepted / (accepted + misses) over its last few verifications,
+// decayed, so that it follows the output from paraphrase into copying; from a prior of 3 in 4),
+// and asks for the L <= that bound which maximises the expected tokens per second (1 + a + ... + a^L) / (t1 + c · L). L = 0
 // proposes nothing, and every SPEC_PROBE_STEPS steps one proposal anyway, so the acceptance keeps
 // being measured. Only for a sequence running alone, the latency case speculation is for: with
 // several running, disable_by_batch_size decides, as in vLLM. (A draft model's proposals cost its
