@@ -115,8 +115,8 @@ static void bench_attention(int n_threads, KVType dt, int n_ctx, int n_rows, int
                dt == KV_F16 ? "F16" : "F32", n_ctx, n_rows, t[BENCH_REPS / 2] * 1e3, t[0] * 1e3,
                t[BENCH_REPS / 2] * 30e3);
     else
-        printf("attention %s ctx %4d rows %3d  30 layers from memory: %.2f ms (min %.2f)\n", dt == KV_F16 ? "F16" : "F32",
-               n_ctx, n_rows, t[BENCH_REPS / 2] * 1e3, t[0] * 1e3);
+        printf("attention %s ctx %4d rows %3d  30 layers from memory: %.2f ms (min %.2f)\n",
+               dt == KV_F16 ? "F16" : "F32", n_ctx, n_rows, t[BENCH_REPS / 2] * 1e3, t[0] * 1e3);
     (void)n_threads;
     for (int l = 1; l < layers; l++) free(cl[l].k), free(cl[l].v);
     free(c.k), free(c.v), free(pos), free(bt), free(q), free(out);

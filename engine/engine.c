@@ -413,7 +413,8 @@ static void engine_step(Engine *e) {
         e->st.num_decode_steps++;
         e->st.time_decode_steps += t5 - t0;
         // a lone sequence's step by its rows (a batch's rows each read their own context)
-        if (e->cfg.spec.method != SPEC_NONE && out->num_entries == 1) spec_cost_add(&e->spec_cost, out->num_tokens, t5 - t0);
+        if (e->cfg.spec.method != SPEC_NONE && out->num_entries == 1)
+            spec_cost_add(&e->spec_cost, out->num_tokens, t5 - t0);
     }
 }
 

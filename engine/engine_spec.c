@@ -32,11 +32,12 @@
 // (decayed sums: the context grows, the host's load drifts), estimates the choice's recent
 // acceptance per position a (accepted / (accepted + misses) over its last few verifications,
 // decayed, so that it follows the output from paraphrase into copying; from a prior of 3 in 4),
-// and asks for the L <= that bound which maximises the expected tokens per second (1 + a + ... + a^L) / (t1 + c · L). L = 0
-// proposes nothing, and every SPEC_PROBE_STEPS steps one proposal anyway, so the acceptance keeps
-// being measured. Only for a sequence running alone, the latency case speculation is for: with
-// several running, disable_by_batch_size decides, as in vLLM. (A draft model's proposals cost its
-// own forwards, which this line does not model: a draft keeps the bound alone.)
+// and asks for the L <= that bound which maximises the expected tokens per second,
+// (1 + a + ... + a^L) / (t1 + c · L). L = 0 proposes nothing, and every SPEC_PROBE_STEPS steps
+// one proposal anyway, so the acceptance keeps being measured. Only for a sequence running alone,
+// the latency case speculation is for: with several running, disable_by_batch_size decides, as
+// in vLLM. (A draft model's proposals cost its own forwards, which this line does not model: a
+// draft keeps the bound alone.)
 //
 // Not speculated: structured-output requests (their grammar's bitmask is computed for one row per
 // step, so a proposal after the first row would be unchecked) and requests whose acceptance stayed
