@@ -238,13 +238,17 @@ static bool sched_try_grow(Scheduler *s, Sequence *seq, int k, int32_t *cow_src,
 }
 
 // Extends the planned decode entry e by its sequence's proposals, as many as the budget and the
-// available blocks allow: a guess never preempts anyone nor evicts more than it can use.
+// free blocks allow, once the step's real work is planned: a guess never takes budget or blocks
+// from a prefill or an admission, never preempts anyone, and never evicts a prefix-cache block
+// (it takes only blocks that hold nothing cached), so the prefix cache holds what it would
+// without speculation whatever the proposals were. Where every spare block is cached, proposals
+// stop at the end of the sequence's last block until its own tokens take the next one.
 static void sched_plan_spec(Scheduler *s, SchedOutput *out, int e) {
     SchedEntry *en = &out->entries[e];
     Sequence *seq = en->seq;
     int bs = s->cfg.block_size, end = en->start_pos + en->num_new_tokens;
     CHECK(en->num_new_tokens == 1 && end == seq->num_tokens);
-    int fit = (seq->num_blocks + blockpool_num_available(&s->pool)) * bs - end;
+    int fit = (seq->num_blocks + blockpool_num_free(&s->pool)) * bs - end;
     int k = MIN(MIN(seq->num_spec, s->budget), fit);
     if (k <= 0) return;
     CHECK(end + k < seq->max_tokens_total, "proposals leave no room for the token after them");
@@ -337,9 +341,6 @@ int sched_schedule(Scheduler *s, SchedOutput *out) {
         if (seq->num_tokens - seq->num_computed_tokens != 1) continue;
         if (!sched_plan_running(s, out, seq, 1)) break; // it was the last one left to preempt
     }
-    // 1b. speculative proposals, once every decode has its guaranteed token
-    for (int e = 0; e < out->num_entries && s->budget > 0; e++)
-        if (out->entries[e].seq->num_spec > 0) sched_plan_spec(s, out, e);
     // 2. the next chunk of running sequences still in their prompt (or in a recompute)
     for (int i = 0; i < s->num_running && s->budget > 0; i++) {
         Sequence *seq = s->running[i];
@@ -356,6 +357,9 @@ int sched_schedule(Scheduler *s, SchedOutput *out) {
             if (!sched_try_admit(s, out, seq)) break;
         }
     }
+    // 4. speculative proposals, from what the real work left: budget and free blocks
+    for (int e = 0; e < out->num_entries && s->budget > 0; e++)
+        if (out->entries[e].seq->num_spec > 0) sched_plan_spec(s, out, e);
 
     // sample rows, copies and totals, in entry order
     for (int e = 0; e < out->num_entries; e++) {

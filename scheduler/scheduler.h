@@ -15,9 +15,9 @@
 //                             goes back to the waiting queue to be recomputed (vLLM V1's choice).
 //   runner + sampler          read out.entries (seq->tokens, seq->block_table, start_pos, ...),
 //                             do out.copies first, and sample out.num_sample_rows tokens;
-//                             Speculative proposals (seq->num_spec) extend decodes after every
-//                             decode has its one token, within the same budget, never by
-//                             preempting anyone.
+//                             Speculative proposals (seq->num_spec) extend decodes last, from
+//                             the budget and the free (uncached) blocks the real work left:
+//                             never by preempting anyone or evicting a prefix-cache block.
 //   sched_update(s, ...)      advances num_computed_tokens, appends the sampled tokens, forks
 //                             n > 1 groups after their prompt, finishes sequences, puts newly full
 //                             blocks in the prefix cache and frees finished sequences' blocks.

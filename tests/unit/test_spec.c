@@ -455,6 +455,51 @@ static void test_rollback_sim(void) {
     EXPECT(!memcmp(t0, t1, sizeof t0), "tokens differ with speculation (small pool)");
 }
 
+// A proposal never evicts a prefix-cache block: once every spare block is cached, a decode's
+// proposals stop at the end of its last block, and the cache keeps what it would hold without them.
+static void test_spec_no_eviction(void) {
+    SchedConfig cfg = {.max_num_batched_tokens = 64, .max_num_seqs = 4, .block_size = 4, .num_blocks = 5,
+                       .enable_prefix_caching = true, .max_model_len = 20};
+    Scheduler sc;
+    char err[ERR_MAX];
+    CHECK(sched_init(&sc, &cfg, err) == SL_OK, "%s", err);
+    static Sequence r1, r2;
+    int32_t p1[8] = {1, 2, 3, 4, 5, 6, 7, 8}, p2[12] = {9, 8, 7, 6, 5, 4, 3, 2, 1, 9, 8, 7}, sampled[4] = {0};
+    SchedOutput out;
+    // r1: an 8-token prompt and one token: its 2 full blocks end in the cache, 3 blocks stay free
+    SeqParams sp1 = {.max_tokens = 1, .n = 1}, sp2 = {.max_tokens = 8, .n = 1};
+    seq_init(&r1, 1, p1, 8, &sp1, cfg.max_model_len, cfg.block_size);
+    CHECK(sched_add(&sc, &r1, err) == SL_OK, "%s", err);
+    sched_schedule(&sc, &out);
+    sched_update(&sc, &out, sampled, NULL);
+    EXPECT(r1.status == SEQ_FINISHED, "r1 finished");
+    // r2: a 12-token prompt takes the 3 free blocks; its first decode token evicts one cached block
+    seq_init(&r2, 2, p2, 12, &sp2, cfg.max_model_len, cfg.block_size);
+    CHECK(sched_add(&sc, &r2, err) == SL_OK, "%s", err);
+    for (int step = 0; step < 2; step++) {
+        sched_schedule(&sc, &out);
+        sched_update(&sc, &out, sampled, NULL);
+    }
+    EXPECT(r2.num_blocks == 4 && r2.num_tokens == 14 && sc.pool.evictions == 1, "r2: %d blocks, %d tokens, %llu "
+           "evictions", r2.num_blocks, r2.num_tokens, (unsigned long long)sc.pool.evictions);
+    // 4 proposals at positions 14..17: 16 and 17 would need a fifth block, which only the cache has
+    for (int j = 0; j < 4; j++) r2.tokens[r2.num_tokens + j] = 1;
+    r2.num_spec = 4;
+    sched_schedule(&sc, &out);
+    EXPECT(out.num_entries == 1 && out.entries[0].num_spec == 2, "%d proposals planned, want 2 (to the block's end)",
+           out.num_entries ? out.entries[0].num_spec : -1);
+    EXPECT(sc.pool.evictions == 1 && r2.num_blocks == 4, "a proposal evicted a cached block");
+    out.entries[0].num_accepted = 0;
+    sched_update(&sc, &out, sampled, NULL);
+    while (sched_has_work(&sc)) {
+        sched_schedule(&sc, &out);
+        sched_update(&sc, &out, sampled, NULL);
+    }
+    EXPECT(r2.status == SEQ_FINISHED && sched_check(&sc, err) == SL_OK, "r2 did not finish cleanly: %s", err);
+    sched_free(&sc);
+    seq_free(&r1), seq_free(&r2);
+}
+
 // disable_by_batch_size: four requests of the same length, submitted together, speculate at 8 in
 // every step and at 2 only in the few steps where one runs alone (the first may start a step or
 // two before the others reach the engine, and then ends that much earlier than the last); their
@@ -521,6 +566,7 @@ int main(int argc, char **argv) {
     RUN(test_config);
     RUN(test_ngram);
     RUN(test_rollback_sim);
+    RUN(test_spec_no_eviction);
     RUN(test_cost_model);
     if (!corpus_load()) return test_summary();
     RUN(test_reference);
